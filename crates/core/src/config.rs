@@ -1,0 +1,319 @@
+//! `portcullis.toml`: every key, its default, and validation that names the line at fault.
+
+use portcullis_otp::Algorithm;
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, with the file and line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Could not read the file.
+    #[error("{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value outside its allowed range.
+    #[error("{path}:{line}: {key} = {value}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the key (0 if it was not written, i.e. a default).
+        line: usize,
+        /// `section.key`.
+        key: String,
+        /// The value found.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+}
+
+/// Which backend keeps users and tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Embedded SQLite database (default).
+    Sqlite,
+    /// A live mod_authn_otp users file.
+    ModAuthnOtp,
+    /// A live pam_oath `users.oath` file.
+    PamOath,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Backend kind.
+    pub backend: Backend,
+    /// Database or users file, relative to the config file's directory.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Sqlite,
+            path: PathBuf::from("portcullis.db"),
+        }
+    }
+}
+
+/// Default token type for `user add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultKind {
+    /// Time-based.
+    Totp,
+    /// Counter-based.
+    Hotp,
+}
+
+fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+    let s = String::deserialize(d)?;
+    Algorithm::parse(&s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown algorithm {s:?}; use sha1, sha256 or sha512")))
+}
+
+/// `[otp]`: token defaults and verification windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    /// Issuer shown in authenticator apps.
+    pub issuer: String,
+    /// Token type for new users.
+    pub kind: DefaultKind,
+    /// Code length for new tokens.
+    pub digits: u32,
+    /// TOTP step in seconds for new tokens.
+    pub period: u32,
+    /// HMAC hash for new tokens.
+    #[serde(deserialize_with = "algorithm")]
+    pub algorithm: Algorithm,
+    /// TOTP: steps accepted on each side of the current one (clock skew).
+    pub window: u64,
+    /// HOTP: how many counters ahead a code may be (presses not sent).
+    pub hotp_look_ahead: u64,
+    /// mOTP: 10-second steps accepted on each side.
+    pub motp_window: u64,
+    /// Seconds an accepted code may be sent again from the same address (HTTP Basic
+    /// clients resend it on each request); 0 disables reuse.
+    pub linger: u64,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        OtpConfig {
+            issuer: "portcullis".into(),
+            kind: DefaultKind::Totp,
+            digits: 6,
+            period: 30,
+            algorithm: Algorithm::Sha1,
+            window: 1,
+            hotp_look_ahead: 10,
+            motp_window: 18,
+            linger: 0,
+        }
+    }
+}
+
+/// `[lockout]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Consecutive wrong codes that lock an account until `user unlock` (0 = never).
+    pub max_failures: u32,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig { max_failures: 5 }
+    }
+}
+
+/// `[first_factor]`: where passwords are checked when a user's record says `External`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirstFactorConfig {
+    /// An Apache htpasswd file.
+    pub htpasswd: Option<PathBuf>,
+    /// An Apache htdigest file.
+    pub htdigest: Option<PathBuf>,
+    /// The realm of `htdigest` lines to use.
+    pub htdigest_realm: Option<String>,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[otp]`.
+    pub otp: OtpConfig,
+    /// `[lockout]`.
+    pub lockout: LockoutConfig,
+    /// `[first_factor]`.
+    pub first_factor: FirstFactorConfig,
+    /// Where the file was read from (relative paths are resolved against its directory).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// 1-based line where `key` is set inside `[section]`, or 0.
+fn line_of(text: &str, section: &str, key: &str) -> usize {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            current = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == section
+            && line
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text that came from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.path = path.to_path_buf();
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid = |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: line_of(text, section, key),
+            key: format!("{section}.{key}"),
+            value,
+            reason: reason.to_string(),
+        };
+        let o = &self.otp;
+        if !(6..=10).contains(&o.digits) {
+            return Err(invalid("otp", "digits", o.digits.to_string(), "use 6 to 10"));
+        }
+        if !(1..=3600).contains(&o.period) {
+            return Err(invalid("otp", "period", o.period.to_string(), "use 1 to 3600 seconds (30 is standard)"));
+        }
+        if o.window > 10 {
+            return Err(invalid("otp", "window", o.window.to_string(), "use 0 to 10 steps; wider windows make guessing easier"));
+        }
+        if o.hotp_look_ahead > 1000 {
+            return Err(invalid("otp", "hotp_look_ahead", o.hotp_look_ahead.to_string(), "use 0 to 1000"));
+        }
+        if o.motp_window > 60 {
+            return Err(invalid("otp", "motp_window", o.motp_window.to_string(), "use 0 to 60 ten-second steps"));
+        }
+        if o.linger > 86_400 {
+            return Err(invalid("otp", "linger", o.linger.to_string(), "use at most 86400 seconds"));
+        }
+        if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
+            return Err(invalid("first_factor", "htdigest", "(set)".into(), "also set htdigest_realm, the realm of the lines to use"));
+        }
+        Ok(())
+    }
+
+    /// Resolves a configured path against the configuration file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// The external first-factor source, if one is configured.
+    pub fn external_source(&self) -> Option<crate::password::ExternalSource> {
+        use crate::password::ExternalSource;
+        let f = &self.first_factor;
+        if let Some(p) = &f.htpasswd {
+            return Some(ExternalSource::Htpasswd(self.resolve(p)));
+        }
+        match (&f.htdigest, &f.htdigest_realm) {
+            (Some(p), Some(realm)) => Some(ExternalSource::Htdigest {
+                path: self.resolve(p),
+                realm: realm.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_safe_defaults() {
+        let c = Config::parse("", Path::new("/etc/p.toml")).unwrap();
+        assert_eq!(c.otp.window, 1);
+        assert_eq!(c.lockout.max_failures, 5);
+        assert_eq!(c.store.backend, Backend::Sqlite);
+        assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = Config::parse("[otp]\ndigits = 6\nwindw = 2\n", Path::new("p.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.toml:3:1:"), "{msg}");
+        assert!(msg.contains("windw"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_line() {
+        let err = Config::parse("[store]\n\n[otp]\nissuer = \"x\"\ndigits = 4\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.toml:5: otp.digits = 4"), "{err}");
+        let err = Config::parse("[otp]\nalgorithm = \"md5\"\n", Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("p.toml:2:") && err.contains("sha256"), "{err}");
+    }
+}

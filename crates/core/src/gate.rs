@@ -1,0 +1,503 @@
+//! The Gate: checks a first factor and a one-time code against a user, applying the
+//! window, replay, linger and lockout rules once for every integration.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::model::{FirstFactor, Step, Token, TokenKind, User};
+use crate::password::{self, ExternalSource, PasswordError};
+use crate::scratch;
+use crate::store::{Directory, StoreError};
+use portcullis_otp::{CodeFormat, Verdict, Window, hotp, is_well_formed, motp, totp_step, verify_counter, verify_time};
+use zeroize::Zeroizing;
+
+/// How many steps before the window a code still counts as "expired" rather than "wrong",
+/// so people with a slow clock get a useful message.
+const EXPIRED_LOOK_BACK: u64 = 10;
+
+/// The verification rules taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// ± steps for TOTP.
+    pub totp_window: u64,
+    /// Counters ahead for HOTP.
+    pub hotp_look_ahead: u64,
+    /// ± steps for time-based mOTP.
+    pub motp_window: u64,
+    /// Seconds an accepted code may be reused from the same address.
+    pub linger: u64,
+    /// Consecutive failures that lock the account (0 = never).
+    pub max_failures: u32,
+}
+
+impl Policy {
+    /// The policy a configuration file sets.
+    pub fn from_config(c: &Config) -> Self {
+        Policy {
+            totp_window: c.otp.window,
+            hotp_look_ahead: c.otp.hotp_look_ahead,
+            motp_window: c.otp.motp_window,
+            linger: c.otp.linger,
+            max_failures: c.lockout.max_failures,
+        }
+    }
+}
+
+/// Why an attempt was refused. Show people one generic message; this is for logs and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No such user (the caller spent the same time as for a real one).
+    UnknownUser,
+    /// The password or PIN is wrong.
+    WrongPassword,
+    /// The code matches no token in the window.
+    WrongCode,
+    /// The code was right once but has been used already.
+    Replayed,
+    /// The code belongs to a time step that has passed.
+    Expired,
+    /// The account is locked (too many wrong codes, or by an administrator).
+    Locked,
+    /// The user has no token and no scratch code.
+    NoToken,
+}
+
+impl Rejection {
+    /// A short explanation for administrators and logs.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown user",
+            Rejection::WrongPassword => "wrong password",
+            Rejection::WrongCode => "wrong code",
+            Rejection::Replayed => "code already used (replay)",
+            Rejection::Expired => "code expired (its time step has passed; check the device clock)",
+            Rejection::Locked => "account locked; `portcullis user unlock NAME` clears it",
+            Rejection::NoToken => "the user has no token; `portcullis token reset NAME` creates one",
+        }
+    }
+
+    /// A stable one-word label for structured logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown_user",
+            Rejection::WrongPassword => "wrong_password",
+            Rejection::WrongCode => "wrong_code",
+            Rejection::Replayed => "replayed",
+            Rejection::Expired => "expired",
+            Rejection::Locked => "locked",
+            Rejection::NoToken => "no_token",
+        }
+    }
+}
+
+/// Which credential let the user in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A token's code; the index is the token's position.
+    Token(usize),
+    /// A scratch code (now used up).
+    Scratch,
+    /// The code accepted moments ago, resent within the linger time from the same address.
+    Linger(usize),
+}
+
+/// The result of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let in.
+    Accepted {
+        /// The user as stored after the attempt.
+        user: Box<User>,
+        /// What matched.
+        via: Via,
+    },
+    /// Refused, with the reason.
+    Rejected(Rejection),
+}
+
+/// Failures of the machinery itself (not of the person).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The external password file failed.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// Credentials presented by one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// User name as typed.
+    pub user: &'a str,
+    /// Password/PIN; `None` when the first factor is not checked here.
+    pub password: Option<&'a str>,
+    /// The one-time or scratch code.
+    pub code: &'a str,
+    /// The client's address, for linger and logs.
+    pub client_ip: Option<&'a str>,
+}
+
+/// Checks attempts against a directory under a policy and a clock.
+pub struct Gate<'a> {
+    /// Where users live.
+    pub directory: &'a dyn Directory,
+    /// What time it is.
+    pub clock: &'a dyn Clock,
+    /// The rules.
+    pub policy: Policy,
+    /// Where `External` first factors are checked.
+    pub external: Option<ExternalSource>,
+}
+
+enum TokenResult {
+    Accepted(u64),
+    Replayed,
+    Expired,
+    Wrong,
+}
+
+fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenResult {
+    let format = match token.kind {
+        TokenKind::Oath => CodeFormat::Decimal,
+        TokenKind::Motp => CodeFormat::Hex,
+    };
+    if !is_well_formed(code, token.digits, format) {
+        return TokenResult::Wrong;
+    }
+    let empty = Zeroizing::new(String::new());
+    let pin = token.motp_pin.as_ref().unwrap_or(&empty);
+    let generate = |c: u64| match token.kind {
+        TokenKind::Oath => hotp(&token.secret, c, token.digits, token.algorithm),
+        TokenKind::Motp => motp(&token.secret, pin, c, token.digits),
+    };
+    let verdict = match token.step {
+        Step::Event => {
+            let ahead = match token.kind {
+                TokenKind::Oath => policy.hotp_look_ahead,
+                TokenKind::Motp => policy.motp_window,
+            };
+            verify_counter(code, token.counter, Window::look_ahead(ahead), generate)
+        }
+        Step::Time(period) => {
+            let now_step = totp_step(now, period);
+            let center = now_step.saturating_add_signed(token.drift);
+            let w = match token.kind {
+                TokenKind::Oath => policy.totp_window,
+                TokenKind::Motp => policy.motp_window,
+            };
+            let v = verify_time(code, now_step, center, Window::symmetric(w), token.last_step, generate);
+            if v == Verdict::Rejected {
+                // Only to tell "expired" from "wrong": a code from just before the window.
+                let lo = center.saturating_sub(w);
+                let before = Window { behind: EXPIRED_LOOK_BACK, ahead: 0 };
+                let recent = verify_time(code, lo.saturating_sub(1), lo.saturating_sub(1), before, None, generate);
+                if matches!(recent, Verdict::Accepted(_)) && lo > 0 {
+                    return TokenResult::Expired;
+                }
+            }
+            v
+        }
+    };
+    match verdict {
+        Verdict::Accepted(m) => TokenResult::Accepted(m.counter),
+        Verdict::Replayed => TokenResult::Replayed,
+        Verdict::Rejected => TokenResult::Wrong,
+    }
+}
+
+impl Gate<'_> {
+    /// Checks the first factor of `user` (None = unknown, spends the same time).
+    pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
+        let Some(user) = user else {
+            return Ok(password::verify_dummy(password));
+        };
+        Ok(match &user.first_factor {
+            FirstFactor::None => password.is_empty(),
+            FirstFactor::Hash(h) => password::verify_hash(h, password),
+            FirstFactor::Pin(pin) => password::constant_time_eq(pin, password),
+            FirstFactor::External => match &self.external {
+                Some(src) => match src.check(name, password)? {
+                    Some(ok) => ok,
+                    None => password::verify_dummy(password),
+                },
+                None => password::verify_dummy(password),
+            },
+        })
+    }
+
+    /// Verifies an attempt: first factor (if given), then the code, updating replay state,
+    /// failure count and lockout atomically in the store.
+    pub fn verify(&self, attempt: Attempt<'_>) -> Result<Outcome, GateError> {
+        let stored = self.directory.user(attempt.user)?;
+        if let Some(password) = attempt.password {
+            let ok = self.check_first_factor(attempt.user, stored.as_ref(), password)?;
+            if stored.is_none() {
+                return Ok(Outcome::Rejected(Rejection::UnknownUser));
+            }
+            if !ok {
+                // A wrong password leaves counters and failures alone (mod_authn_otp does the
+                // same): it says nothing about the token.
+                return Ok(Outcome::Rejected(Rejection::WrongPassword));
+            }
+        }
+        if stored.is_none() {
+            return Ok(Outcome::Rejected(Rejection::UnknownUser));
+        }
+        self.verify_code(attempt)
+    }
+
+    /// Verifies only the code of an attempt (the first factor was checked elsewhere).
+    pub fn verify_code(&self, attempt: Attempt<'_>) -> Result<Outcome, GateError> {
+        let now = self.clock.now();
+        let policy = &self.policy;
+        let mut outcome = Outcome::Rejected(Rejection::UnknownUser);
+        let found = self.directory.update(attempt.user, &mut |user: &mut User| {
+            let (result, changed) = attempt_on(user, attempt, now, policy);
+            outcome = result;
+            changed
+        })?;
+        if !found {
+            return Ok(Outcome::Rejected(Rejection::UnknownUser));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Applies one attempt to a loaded user; returns the outcome and whether the user changed.
+fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) -> (Outcome, bool) {
+    if user.locked || (policy.max_failures > 0 && user.failures >= policy.max_failures) {
+        return (Outcome::Rejected(Rejection::Locked), false);
+    }
+    if user.tokens.is_empty() && user.scratch.is_empty() {
+        return (Outcome::Rejected(Rejection::NoToken), false);
+    }
+    let code = attempt.code.trim();
+    // Linger: the exact code accepted last, resent from the same address in time.
+    if policy.linger > 0 {
+        for (i, t) in user.tokens.iter().enumerate() {
+            let same_code = t.last_code.as_ref().is_some_and(|c| password::constant_time_eq(c, code));
+            let same_ip = t.last_ip.as_deref() == attempt.client_ip && attempt.client_ip.is_some();
+            let fresh = t.last_used.is_some_and(|u| now >= u && now < u + policy.linger as i64);
+            if same_code && same_ip && fresh {
+                return (
+                    Outcome::Accepted { user: Box::new(user.clone()), via: Via::Linger(i) },
+                    false,
+                );
+            }
+        }
+    }
+    let mut worst = Rejection::WrongCode;
+    let mut accepted = None;
+    for (i, t) in user.tokens.iter().enumerate() {
+        match check_token(t, code, now, policy) {
+            TokenResult::Accepted(counter) if accepted.is_none() => accepted = Some((i, counter)),
+            TokenResult::Accepted(_) | TokenResult::Wrong => {}
+            TokenResult::Replayed => worst = Rejection::Replayed,
+            TokenResult::Expired if worst == Rejection::WrongCode => worst = Rejection::Expired,
+            TokenResult::Expired => {}
+        }
+    }
+    let via = if let Some((i, counter)) = accepted {
+        let t = &mut user.tokens[i];
+        match t.step {
+            Step::Event => t.counter = counter.saturating_add(1),
+            Step::Time(period) => {
+                t.last_step = Some(counter);
+                let now_step = totp_step(now, period);
+                t.drift = i64::try_from(counter).unwrap_or(i64::MAX) - i64::try_from(now_step).unwrap_or(i64::MAX);
+            }
+        }
+        t.last_code = Some(Zeroizing::new(code.to_ascii_lowercase()));
+        t.last_used = Some(now);
+        t.last_ip = attempt.client_ip.map(str::to_string);
+        Some(Via::Token(i))
+    } else if scratch::take(&mut user.scratch, code) {
+        Some(Via::Scratch)
+    } else {
+        None
+    };
+    match via {
+        Some(via) => {
+            user.failures = 0;
+            (Outcome::Accepted { user: Box::new(user.clone()), via }, true)
+        }
+        None => {
+            user.failures = user.failures.saturating_add(1);
+            (Outcome::Rejected(worst), true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::model::ScratchHash;
+    use portcullis_otp::{Algorithm, Secret};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// An in-memory directory, enough to exercise the rules.
+    #[derive(Default)]
+    struct Memory(Mutex<BTreeMap<String, User>>);
+
+    impl Directory for Memory {
+        fn backend(&self) -> &'static str {
+            "memory"
+        }
+        fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+            Ok(self.0.lock().unwrap().get(name).cloned())
+        }
+        fn users(&self) -> Result<Vec<User>, StoreError> {
+            Ok(self.0.lock().unwrap().values().cloned().collect())
+        }
+        fn create(&self, user: &User) -> Result<(), StoreError> {
+            self.0.lock().unwrap().insert(user.name.clone(), user.clone());
+            Ok(())
+        }
+        fn remove(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(self.0.lock().unwrap().remove(name).is_some())
+        }
+        fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
+            let mut map = self.0.lock().unwrap();
+            Ok(map.get_mut(name).map(|u| change(u)).is_some())
+        }
+    }
+
+    fn secret() -> Secret {
+        Secret::from_bytes(b"12345678901234567890".to_vec())
+    }
+
+    fn setup(step: Step) -> Memory {
+        let m = Memory::default();
+        let mut u = User::new("alice", FirstFactor::Hash(password::hash_password("pw").unwrap()));
+        u.tokens.push(Token::new(TokenKind::Oath, step, secret(), Algorithm::Sha1, 6));
+        m.create(&u).unwrap();
+        m
+    }
+
+    fn policy() -> Policy {
+        Policy { totp_window: 1, hotp_look_ahead: 5, motp_window: 3, linger: 0, max_failures: 3 }
+    }
+
+    fn gate<'a>(m: &'a Memory, clock: &'a FixedClock, policy: Policy) -> Gate<'a> {
+        Gate { directory: m, clock, policy, external: None }
+    }
+
+    fn attempt<'a>(code: &'a str, password: Option<&'a str>) -> Attempt<'a> {
+        Attempt { user: "alice", password, code, client_ip: Some("10.0.0.1") }
+    }
+
+    fn totp_at(t: i64) -> Zeroizing<String> {
+        portcullis_otp::totp(&secret(), t, 30, 6, Algorithm::Sha1)
+    }
+
+    #[test]
+    fn totp_accept_then_replay() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        let code = totp_at(clock.0);
+        assert!(matches!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Accepted { via: Via::Token(0), .. }));
+        assert_eq!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Rejected(Rejection::Replayed));
+        // The previous step's code is older than the accepted one: also refused.
+        let older = totp_at(clock.0 - 30);
+        assert_eq!(g.verify(attempt(&older, None)).unwrap(), Outcome::Rejected(Rejection::Replayed));
+    }
+
+    #[test]
+    fn wrong_password_does_not_touch_failures() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        let code = totp_at(clock.0);
+        assert_eq!(g.verify(attempt(&code, Some("nope"))).unwrap(), Outcome::Rejected(Rejection::WrongPassword));
+        assert_eq!(m.user("alice").unwrap().unwrap().failures, 0);
+        assert!(matches!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Accepted { .. }));
+    }
+
+    #[test]
+    fn lockout_after_max_failures_and_unlock() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        for _ in 0..3 {
+            assert_eq!(g.verify(attempt("000000", None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+        }
+        let good = totp_at(clock.0);
+        assert_eq!(g.verify(attempt(&good, None)).unwrap(), Outcome::Rejected(Rejection::Locked));
+        m.update("alice", &mut |u| {
+            u.failures = 0;
+            true
+        })
+        .unwrap();
+        assert!(matches!(g.verify(attempt(&good, None)).unwrap(), Outcome::Accepted { .. }));
+    }
+
+    #[test]
+    fn expired_code_is_named() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        let old = totp_at(clock.0 - 120);
+        assert_eq!(g.verify(attempt(&old, None)).unwrap(), Outcome::Rejected(Rejection::Expired));
+    }
+
+    #[test]
+    fn hotp_resyncs_within_look_ahead() {
+        let m = setup(Step::Event);
+        let clock = FixedClock(0);
+        let g = gate(&m, &clock, policy());
+        let code = hotp(&secret(), 4, 6, Algorithm::Sha1);
+        assert!(matches!(g.verify(attempt(&code, None)).unwrap(), Outcome::Accepted { .. }));
+        assert_eq!(m.user("alice").unwrap().unwrap().tokens[0].counter, 5);
+        assert_eq!(g.verify(attempt(&code, None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+        let far = hotp(&secret(), 11, 6, Algorithm::Sha1);
+        assert_eq!(g.verify(attempt(&far, None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+    }
+
+    #[test]
+    fn linger_reuse_only_same_ip_and_in_time() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let mut p = policy();
+        p.linger = 60;
+        let code = totp_at(clock.0);
+        assert!(matches!(gate(&m, &clock, p.clone()).verify(attempt(&code, None)).unwrap(), Outcome::Accepted { .. }));
+        let later = FixedClock(clock.0 + 59);
+        assert!(matches!(
+            gate(&m, &later, p.clone()).verify(attempt(&code, None)).unwrap(),
+            Outcome::Accepted { via: Via::Linger(0), .. }
+        ));
+        let other_ip = Attempt { client_ip: Some("10.0.0.2"), ..attempt(&code, None) };
+        assert!(matches!(gate(&m, &later, p.clone()).verify(other_ip).unwrap(), Outcome::Rejected(_)));
+        let too_late = FixedClock(clock.0 + 60);
+        assert!(matches!(gate(&m, &too_late, p).verify(attempt(&code, None)).unwrap(), Outcome::Rejected(_)));
+    }
+
+    #[test]
+    fn scratch_codes_work_once_and_unknown_users_are_refused() {
+        let m = setup(Step::Time(30));
+        m.update("alice", &mut |u| {
+            u.scratch = vec![scratch::hash("12345678"), ScratchHash("x".into())];
+            true
+        })
+        .unwrap();
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        assert!(matches!(g.verify(attempt("12345678", None)).unwrap(), Outcome::Accepted { via: Via::Scratch, .. }));
+        assert!(matches!(g.verify(attempt("12345678", None)).unwrap(), Outcome::Rejected(_)));
+        let nobody = Attempt { user: "mallory", ..attempt("123456", Some("pw")) };
+        assert_eq!(g.verify(nobody).unwrap(), Outcome::Rejected(Rejection::UnknownUser));
+    }
+
+    #[test]
+    fn non_ascii_digits_are_wrong_not_a_panic() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        assert_eq!(g.verify(attempt("١٢٣٤٥٦", None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+    }
+}

@@ -1,0 +1,207 @@
+//! Users and their tokens, as every store holds them.
+
+use portcullis_otp::{Algorithm, KeyUri, OtpKind, Secret};
+use zeroize::Zeroizing;
+
+/// How the first factor (something the user knows) is checked.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FirstFactor {
+    /// No first factor: the one-time code alone (mod_authn_otp's `-` PIN).
+    None,
+    /// An argon2id PHC string of our own.
+    Hash(String),
+    /// A literal PIN kept in a users file (mod_authn_otp/pam_oath field 3).
+    Pin(Zeroizing<String>),
+    /// Checked by the configured external source (htpasswd/htdigest/LDAP), the `+` PIN.
+    External,
+}
+
+impl std::fmt::Debug for FirstFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FirstFactor::None => "None",
+            FirstFactor::Hash(_) => "Hash(redacted)",
+            FirstFactor::Pin(_) => "Pin(redacted)",
+            FirstFactor::External => "External",
+        })
+    }
+}
+
+/// The code algorithm of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// HOTP/TOTP (RFC 4226/6238), decimal codes.
+    Oath,
+    /// Mobile-OTP: MD5 of counter, key and PIN, hex codes.
+    Motp,
+}
+
+/// Whether a token counts events (button presses) or time steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A counter that advances at each code (HOTP).
+    Event,
+    /// Steps of this many seconds (TOTP).
+    Time(u32),
+}
+
+/// One OTP token of a user, with its replay state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Code algorithm.
+    pub kind: TokenKind,
+    /// Event or time based.
+    pub step: Step,
+    /// The shared key (zeroized on drop, never printed).
+    pub secret: Secret,
+    /// HMAC hash for OATH tokens.
+    pub algorithm: Algorithm,
+    /// Code length.
+    pub digits: u32,
+    /// The PIN mixed into mOTP codes (typed into the token, not the password).
+    pub motp_pin: Option<Zeroizing<String>>,
+    /// Event tokens: the next counter expected.
+    pub counter: u64,
+    /// Time tokens: known clock offset of the device, in steps.
+    pub drift: i64,
+    /// Time tokens: the last step accepted; it and earlier steps are never accepted again.
+    pub last_step: Option<u64>,
+    /// The last code accepted, kept only for linger (reuse by HTTP Basic clients).
+    pub last_code: Option<Zeroizing<String>>,
+    /// When `last_code` was accepted (unix seconds).
+    pub last_used: Option<i64>,
+    /// From which client address `last_code` was accepted.
+    pub last_ip: Option<String>,
+}
+
+impl Token {
+    /// A fresh token with no use recorded.
+    pub fn new(kind: TokenKind, step: Step, secret: Secret, algorithm: Algorithm, digits: u32) -> Self {
+        Token {
+            kind,
+            step,
+            secret,
+            algorithm,
+            digits,
+            motp_pin: None,
+            counter: 0,
+            drift: 0,
+            last_step: None,
+            last_code: None,
+            last_used: None,
+            last_ip: None,
+        }
+    }
+
+    /// A short human description such as `TOTP/30s/6 SHA1`.
+    pub fn describe(&self) -> String {
+        match (self.kind, self.step) {
+            (TokenKind::Oath, Step::Time(p)) => {
+                format!("TOTP {}s {} digits {}", p, self.digits, self.algorithm.name())
+            }
+            (TokenKind::Oath, Step::Event) => format!(
+                "HOTP counter {} {} digits {}",
+                self.counter,
+                self.digits,
+                self.algorithm.name()
+            ),
+            (TokenKind::Motp, Step::Time(p)) => format!("mOTP {}s {} digits", p, self.digits),
+            (TokenKind::Motp, Step::Event) => format!("mOTP event {} digits", self.digits),
+        }
+    }
+
+    /// The otpauth:// description of this token for an authenticator app, if it has one
+    /// (mOTP tokens are not set up by URI).
+    pub fn key_uri(&self, account: &str, issuer: &str) -> Option<KeyUri> {
+        if self.kind != TokenKind::Oath {
+            return None;
+        }
+        let (kind, period) = match self.step {
+            Step::Time(p) => (OtpKind::Totp, p),
+            Step::Event => (OtpKind::Hotp, 30),
+        };
+        Some(KeyUri {
+            kind,
+            account: account.to_string(),
+            issuer: (!issuer.is_empty()).then(|| issuer.to_string()),
+            secret: self.secret.clone(),
+            algorithm: self.algorithm,
+            digits: self.digits,
+            period,
+            counter: self.counter,
+        })
+    }
+
+    /// Builds a token from a key URI.
+    pub fn from_key_uri(uri: &KeyUri) -> Self {
+        let step = match uri.kind {
+            OtpKind::Totp => Step::Time(uri.period),
+            OtpKind::Hotp => Step::Event,
+        };
+        let mut t = Token::new(TokenKind::Oath, step, uri.secret.clone(), uri.algorithm, uri.digits);
+        t.counter = uri.counter;
+        t
+    }
+}
+
+/// A salted hash of one unused recovery (scratch) code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchHash(pub String);
+
+/// A person who may authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name (unique).
+    pub name: String,
+    /// How the password/PIN is checked.
+    pub first_factor: FirstFactor,
+    /// Group names, for access rules.
+    pub groups: Vec<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// OTP tokens; a code from any of them is accepted.
+    pub tokens: Vec<Token>,
+    /// Unused scratch codes, hashed.
+    pub scratch: Vec<ScratchHash>,
+    /// Consecutive wrong codes since the last success.
+    pub failures: u32,
+    /// Locked by an administrator (`user lock`).
+    pub locked: bool,
+}
+
+impl User {
+    /// A user with no token, no failures and the given first factor.
+    pub fn new(name: &str, first_factor: FirstFactor) -> Self {
+        User {
+            name: name.to_string(),
+            first_factor,
+            groups: Vec::new(),
+            display_name: None,
+            email: None,
+            tokens: Vec::new(),
+            scratch: Vec::new(),
+            failures: 0,
+            locked: false,
+        }
+    }
+}
+
+/// Checks a user name: 1–64 printable characters without spaces, `:` or `#` (they would
+/// break the users files, htpasswd and log lines).
+pub fn valid_user_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a user name has 1 to 64 characters");
+    }
+    if name.starts_with('-') {
+        return Err("a user name cannot start with '-'");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | '#' | '"' | '\\' | '='))
+    {
+        return Err("a user name cannot contain spaces, control characters or : # \" \\ =");
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! First factors: argon2id hashes of our own, Apache htpasswd and htdigest files.
+
+mod apr1;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use argon2::Argon2;
+use md5::{Digest, Md5};
+use sha1::Sha1;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Why a password file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}; check the path and that portcullis may read it")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A stored hash is not in a format we verify.
+    #[error("{path}:{line}: the hash of user {user:?} uses an unsupported scheme ({scheme}); re-create it with `htpasswd -B` (bcrypt)")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Whose hash.
+        user: String,
+        /// What kind of hash it looks like.
+        scheme: &'static str,
+    },
+    /// Hashing failed (bad parameters).
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+/// Hashes a new password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, PasswordError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+/// A hash of a password nobody knows, verified for unknown users so they cost the same time.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password("portcullis-dummy-password").unwrap_or_default());
+
+/// Verifies `password` against an argon2 PHC string; false for a malformed hash.
+pub fn verify_hash(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// Spends the time of one argon2 verification and returns false.
+pub fn verify_dummy(password: &str) -> bool {
+    let _ = verify_hash(&DUMMY_HASH, password);
+    false
+}
+
+/// Compares two secrets in constant time (for PINs kept in users files).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Verifies one htpasswd hash (bcrypt `$2y$`, `$apr1$` MD5, `{SHA}`).
+pub fn verify_htpasswd_hash(hash: &str, password: &str) -> Result<bool, &'static str> {
+    if hash.starts_with("$2y$") || hash.starts_with("$2a$") || hash.starts_with("$2b$") {
+        Ok(bcrypt::verify(password, hash).unwrap_or(false))
+    } else if let Some(rest) = hash.strip_prefix("$apr1$") {
+        let (salt, _) = rest.split_once('$').ok_or("a malformed $apr1$ hash")?;
+        let expected = apr1::hash(password.as_bytes(), salt.as_bytes());
+        Ok(constant_time_eq(&expected, hash))
+    } else if let Some(b64) = hash.strip_prefix("{SHA}") {
+        let digest = Sha1::digest(password.as_bytes());
+        let mine = data_encoding::BASE64.encode(&digest);
+        Ok(constant_time_eq(&mine, b64))
+    } else if hash.starts_with("$1$") {
+        Err("MD5-crypt ($1$)")
+    } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+        Err("SHA-crypt ($5$/$6$)")
+    } else if hash.len() == 13 {
+        Err("DES crypt")
+    } else {
+        Err("plain text or unknown")
+    }
+}
+
+/// A first-factor source outside our store: an htpasswd or htdigest file.
+#[derive(Debug, Clone)]
+pub enum ExternalSource {
+    /// Apache `htpasswd` file (`user:hash`).
+    Htpasswd(PathBuf),
+    /// Apache `htdigest` file (`user:realm:md5(user:realm:password)`), for one realm.
+    Htdigest {
+        /// The file.
+        path: PathBuf,
+        /// The realm whose lines count.
+        realm: String,
+    },
+}
+
+fn read(path: &Path) -> Result<Zeroizing<String>, PasswordError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| PasswordError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl ExternalSource {
+    /// `Some(true/false)` if the user is in the file, `None` if not (the caller still spends
+    /// the time of a verification so unknown users are not faster).
+    pub fn check(&self, user: &str, password: &str) -> Result<Option<bool>, PasswordError> {
+        match self {
+            ExternalSource::Htpasswd(path) => {
+                let text = read(path)?;
+                for (i, line) in text.lines().enumerate() {
+                    let Some((name, hash)) = line.trim_end().split_once(':') else {
+                        continue;
+                    };
+                    if name != user || line.starts_with('#') {
+                        continue;
+                    }
+                    return verify_htpasswd_hash(hash, password).map(Some).map_err(|scheme| {
+                        PasswordError::Unsupported {
+                            path: path.clone(),
+                            line: i + 1,
+                            user: user.to_string(),
+                            scheme,
+                        }
+                    });
+                }
+                Ok(None)
+            }
+            ExternalSource::Htdigest { path, realm } => {
+                let text = read(path)?;
+                let mine = Zeroizing::new(data_encoding::HEXLOWER.encode(&Md5::digest(
+                    format!("{user}:{realm}:{password}").as_bytes(),
+                )));
+                for line in text.lines() {
+                    let mut parts = line.trim_end().splitn(3, ':');
+                    let (Some(n), Some(r), Some(h)) = (parts.next(), parts.next(), parts.next())
+                    else {
+                        continue;
+                    };
+                    if n == user && r == realm {
+                        return Ok(Some(constant_time_eq(&mine, &h.to_ascii_lowercase())));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The file this source reads.
+    pub fn path(&self) -> &Path {
+        match self {
+            ExternalSource::Htpasswd(p) => p,
+            ExternalSource::Htdigest { path, .. } => path,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn argon2_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_hash(&h, "correct horse"));
+        assert!(!verify_hash(&h, "correct horsf"));
+        assert!(!verify_hash("garbage", "x"));
+        assert!(!verify_dummy("x"));
+    }
+
+    #[test]
+    fn htpasswd_schemes() {
+        // Generated with `openssl passwd -apr1 -salt Ay2bQ5dm secret` and `htpasswd -nbs` for user "u", password "secret".
+        let apr1 = "$apr1$Ay2bQ5dm$pHZeaQFcXwcgQb1EbI7tp.";
+        assert_eq!(verify_htpasswd_hash(apr1, "secret"), Ok(true));
+        assert_eq!(verify_htpasswd_hash(apr1, "Secret"), Ok(false));
+        let sha = "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+        assert_eq!(verify_htpasswd_hash(sha, "secret"), Ok(true));
+        let b = bcrypt::hash("secret", 4).unwrap();
+        assert_eq!(verify_htpasswd_hash(&b, "secret"), Ok(true));
+        assert_eq!(verify_htpasswd_hash(&b, "nope"), Ok(false));
+        assert!(verify_htpasswd_hash("abDEFghIJklMN", "x").is_err());
+    }
+
+    #[test]
+    fn files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("htpasswd");
+        let mut f = std::fs::File::create(&p).unwrap();
+        writeln!(f, "alice:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=").unwrap();
+        writeln!(f, "old:abDEFghIJklMN").unwrap();
+        let src = ExternalSource::Htpasswd(p.clone());
+        assert_eq!(src.check("alice", "secret").unwrap(), Some(true));
+        assert_eq!(src.check("alice", "x").unwrap(), Some(false));
+        assert_eq!(src.check("bob", "x").unwrap(), None);
+        let err = src.check("old", "x").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("htpasswd -B"), "{err}");
+
+        let d = dir.path().join("htdigest");
+        // md5("alice:web:secret")
+        let h = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:web:secret"));
+        std::fs::write(&d, format!("alice:web:{h}\nalice:other:{h}\n")).unwrap();
+        let src = ExternalSource::Htdigest { path: d, realm: "web".into() };
+        assert_eq!(src.check("alice", "secret").unwrap(), Some(true));
+        assert_eq!(src.check("alice", "secreT").unwrap(), Some(false));
+    }
+}
