@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum ConfigError {
     /// Could not read the file.
-    #[error("{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG")]
+    #[error(
+        "{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -87,8 +89,11 @@ pub enum DefaultKind {
 
 fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     let s = String::deserialize(d)?;
-    Algorithm::parse(&s)
-        .ok_or_else(|| serde::de::Error::custom(format!("unknown algorithm {s:?}; use sha1, sha256 or sha512")))
+    Algorithm::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown algorithm {s:?}; use sha1, sha256 or sha512"
+        ))
+    })
 }
 
 /// `[otp]`: token defaults and verification windows.
@@ -182,7 +187,10 @@ fn line_of(text: &str, section: &str, key: &str) -> usize {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('[') {
-            current = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            current = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
         } else if current == section
             && line
                 .split_once('=')
@@ -197,7 +205,10 @@ fn line_of(text: &str, section: &str, key: &str) -> usize {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |p| before.len() - p - 1)
+        + 1;
     (line, column)
 }
 
@@ -228,34 +239,70 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let invalid = |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
-            path: self.path.clone(),
-            line: line_of(text, section, key),
-            key: format!("{section}.{key}"),
-            value,
-            reason: reason.to_string(),
-        };
+        let invalid =
+            |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
+                path: self.path.clone(),
+                line: line_of(text, section, key),
+                key: format!("{section}.{key}"),
+                value,
+                reason: reason.to_string(),
+            };
         let o = &self.otp;
         if !(6..=10).contains(&o.digits) {
-            return Err(invalid("otp", "digits", o.digits.to_string(), "use 6 to 10"));
+            return Err(invalid(
+                "otp",
+                "digits",
+                o.digits.to_string(),
+                "use 6 to 10",
+            ));
         }
         if !(1..=3600).contains(&o.period) {
-            return Err(invalid("otp", "period", o.period.to_string(), "use 1 to 3600 seconds (30 is standard)"));
+            return Err(invalid(
+                "otp",
+                "period",
+                o.period.to_string(),
+                "use 1 to 3600 seconds (30 is standard)",
+            ));
         }
         if o.window > 10 {
-            return Err(invalid("otp", "window", o.window.to_string(), "use 0 to 10 steps; wider windows make guessing easier"));
+            return Err(invalid(
+                "otp",
+                "window",
+                o.window.to_string(),
+                "use 0 to 10 steps; wider windows make guessing easier",
+            ));
         }
         if o.hotp_look_ahead > 1000 {
-            return Err(invalid("otp", "hotp_look_ahead", o.hotp_look_ahead.to_string(), "use 0 to 1000"));
+            return Err(invalid(
+                "otp",
+                "hotp_look_ahead",
+                o.hotp_look_ahead.to_string(),
+                "use 0 to 1000",
+            ));
         }
         if o.motp_window > 60 {
-            return Err(invalid("otp", "motp_window", o.motp_window.to_string(), "use 0 to 60 ten-second steps"));
+            return Err(invalid(
+                "otp",
+                "motp_window",
+                o.motp_window.to_string(),
+                "use 0 to 60 ten-second steps",
+            ));
         }
         if o.linger > 86_400 {
-            return Err(invalid("otp", "linger", o.linger.to_string(), "use at most 86400 seconds"));
+            return Err(invalid(
+                "otp",
+                "linger",
+                o.linger.to_string(),
+                "use at most 86400 seconds",
+            ));
         }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
-            return Err(invalid("first_factor", "htdigest", "(set)".into(), "also set htdigest_realm, the realm of the lines to use"));
+            return Err(invalid(
+                "first_factor",
+                "htdigest",
+                "(set)".into(),
+                "also set htdigest_realm, the realm of the lines to use",
+            ));
         }
         Ok(())
     }
@@ -296,7 +343,10 @@ mod tests {
         assert_eq!(c.otp.window, 1);
         assert_eq!(c.lockout.max_failures, 5);
         assert_eq!(c.store.backend, Backend::Sqlite);
-        assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
+        assert_eq!(
+            c.resolve(&c.store.path),
+            PathBuf::from("/etc/portcullis.db")
+        );
     }
 
     #[test]
@@ -309,11 +359,16 @@ mod tests {
 
     #[test]
     fn out_of_range_value_names_the_line() {
-        let err = Config::parse("[store]\n\n[otp]\nissuer = \"x\"\ndigits = 4\n", Path::new("p.toml"))
+        let err = Config::parse(
+            "[store]\n\n[otp]\nissuer = \"x\"\ndigits = 4\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.toml:5: otp.digits = 4"), "{err}");
+        let err = Config::parse("[otp]\nalgorithm = \"md5\"\n", Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("p.toml:5: otp.digits = 4"), "{err}");
-        let err = Config::parse("[otp]\nalgorithm = \"md5\"\n", Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.contains("p.toml:2:") && err.contains("sha256"), "{err}");
     }
 }

@@ -7,7 +7,9 @@ use crate::model::{FirstFactor, Step, Token, TokenKind, User};
 use crate::password::{self, ExternalSource, PasswordError};
 use crate::scratch;
 use crate::store::{Directory, StoreError};
-use portcullis_otp::{CodeFormat, Verdict, Window, hotp, is_well_formed, motp, totp_step, verify_counter, verify_time};
+use portcullis_otp::{
+    CodeFormat, Verdict, Window, hotp, is_well_formed, motp, totp_step, verify_counter, verify_time,
+};
 use zeroize::Zeroizing;
 
 /// How many steps before the window a code still counts as "expired" rather than "wrong",
@@ -71,7 +73,9 @@ impl Rejection {
             Rejection::Replayed => "code already used (replay)",
             Rejection::Expired => "code expired (its time step has passed; check the device clock)",
             Rejection::Locked => "account locked; `portcullis user unlock NAME` clears it",
-            Rejection::NoToken => "the user has no token; `portcullis token reset NAME` creates one",
+            Rejection::NoToken => {
+                "the user has no token; `portcullis user token reset NAME` creates one"
+            }
         }
     }
 
@@ -187,12 +191,29 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                 TokenKind::Oath => policy.totp_window,
                 TokenKind::Motp => policy.motp_window,
             };
-            let v = verify_time(code, now_step, center, Window::symmetric(w), token.last_step, generate);
+            let v = verify_time(
+                code,
+                now_step,
+                center,
+                Window::symmetric(w),
+                token.last_step,
+                generate,
+            );
             if v == Verdict::Rejected {
                 // Only to tell "expired" from "wrong": a code from just before the window.
                 let lo = center.saturating_sub(w);
-                let before = Window { behind: EXPIRED_LOOK_BACK, ahead: 0 };
-                let recent = verify_time(code, lo.saturating_sub(1), lo.saturating_sub(1), before, None, generate);
+                let before = Window {
+                    behind: EXPIRED_LOOK_BACK,
+                    ahead: 0,
+                };
+                let recent = verify_time(
+                    code,
+                    lo.saturating_sub(1),
+                    lo.saturating_sub(1),
+                    before,
+                    None,
+                    generate,
+                );
                 if matches!(recent, Verdict::Accepted(_)) && lo > 0 {
                     return TokenResult::Expired;
                 }
@@ -209,7 +230,12 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
 
 impl Gate<'_> {
     /// Checks the first factor of `user` (None = unknown, spends the same time).
-    pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
+    pub fn check_first_factor(
+        &self,
+        name: &str,
+        user: Option<&User>,
+        password: &str,
+    ) -> Result<bool, GateError> {
         let Some(user) = user else {
             return Ok(password::verify_dummy(password));
         };
@@ -253,11 +279,13 @@ impl Gate<'_> {
         let now = self.clock.now();
         let policy = &self.policy;
         let mut outcome = Outcome::Rejected(Rejection::UnknownUser);
-        let found = self.directory.update(attempt.user, &mut |user: &mut User| {
-            let (result, changed) = attempt_on(user, attempt, now, policy);
-            outcome = result;
-            changed
-        })?;
+        let found = self
+            .directory
+            .update(attempt.user, &mut |user: &mut User| {
+                let (result, changed) = attempt_on(user, attempt, now, policy);
+                outcome = result;
+                changed
+            })?;
         if !found {
             return Ok(Outcome::Rejected(Rejection::UnknownUser));
         }
@@ -277,12 +305,20 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
     // Linger: the exact code accepted last, resent from the same address in time.
     if policy.linger > 0 {
         for (i, t) in user.tokens.iter().enumerate() {
-            let same_code = t.last_code.as_ref().is_some_and(|c| password::constant_time_eq(c, code));
+            let same_code = t
+                .last_code
+                .as_ref()
+                .is_some_and(|c| password::constant_time_eq(c, code));
             let same_ip = t.last_ip.as_deref() == attempt.client_ip && attempt.client_ip.is_some();
-            let fresh = t.last_used.is_some_and(|u| now >= u && now < u + policy.linger as i64);
+            let fresh = t
+                .last_used
+                .is_some_and(|u| now >= u && now < u + policy.linger as i64);
             if same_code && same_ip && fresh {
                 return (
-                    Outcome::Accepted { user: Box::new(user.clone()), via: Via::Linger(i) },
+                    Outcome::Accepted {
+                        user: Box::new(user.clone()),
+                        via: Via::Linger(i),
+                    },
                     false,
                 );
             }
@@ -306,7 +342,8 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
             Step::Time(period) => {
                 t.last_step = Some(counter);
                 let now_step = totp_step(now, period);
-                t.drift = i64::try_from(counter).unwrap_or(i64::MAX) - i64::try_from(now_step).unwrap_or(i64::MAX);
+                t.drift = i64::try_from(counter).unwrap_or(i64::MAX)
+                    - i64::try_from(now_step).unwrap_or(i64::MAX);
             }
         }
         t.last_code = Some(Zeroizing::new(code.to_ascii_lowercase()));
@@ -321,7 +358,13 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
     match via {
         Some(via) => {
             user.failures = 0;
-            (Outcome::Accepted { user: Box::new(user.clone()), via }, true)
+            (
+                Outcome::Accepted {
+                    user: Box::new(user.clone()),
+                    via,
+                },
+                true,
+            )
         }
         None => {
             user.failures = user.failures.saturating_add(1);
@@ -354,13 +397,20 @@ mod tests {
             Ok(self.0.lock().unwrap().values().cloned().collect())
         }
         fn create(&self, user: &User) -> Result<(), StoreError> {
-            self.0.lock().unwrap().insert(user.name.clone(), user.clone());
+            self.0
+                .lock()
+                .unwrap()
+                .insert(user.name.clone(), user.clone());
             Ok(())
         }
         fn remove(&self, name: &str) -> Result<bool, StoreError> {
             Ok(self.0.lock().unwrap().remove(name).is_some())
         }
-        fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
+        fn update(
+            &self,
+            name: &str,
+            change: &mut dyn FnMut(&mut User) -> bool,
+        ) -> Result<bool, StoreError> {
             let mut map = self.0.lock().unwrap();
             Ok(map.get_mut(name).map(|u| change(u)).is_some())
         }
@@ -372,22 +422,47 @@ mod tests {
 
     fn setup(step: Step) -> Memory {
         let m = Memory::default();
-        let mut u = User::new("alice", FirstFactor::Hash(password::hash_password("pw").unwrap()));
-        u.tokens.push(Token::new(TokenKind::Oath, step, secret(), Algorithm::Sha1, 6));
+        let mut u = User::new(
+            "alice",
+            FirstFactor::Hash(password::hash_password("pw").unwrap()),
+        );
+        u.tokens.push(Token::new(
+            TokenKind::Oath,
+            step,
+            secret(),
+            Algorithm::Sha1,
+            6,
+        ));
         m.create(&u).unwrap();
         m
     }
 
     fn policy() -> Policy {
-        Policy { totp_window: 1, hotp_look_ahead: 5, motp_window: 3, linger: 0, max_failures: 3 }
+        Policy {
+            totp_window: 1,
+            hotp_look_ahead: 5,
+            motp_window: 3,
+            linger: 0,
+            max_failures: 3,
+        }
     }
 
     fn gate<'a>(m: &'a Memory, clock: &'a FixedClock, policy: Policy) -> Gate<'a> {
-        Gate { directory: m, clock, policy, external: None }
+        Gate {
+            directory: m,
+            clock,
+            policy,
+            external: None,
+        }
     }
 
     fn attempt<'a>(code: &'a str, password: Option<&'a str>) -> Attempt<'a> {
-        Attempt { user: "alice", password, code, client_ip: Some("10.0.0.1") }
+        Attempt {
+            user: "alice",
+            password,
+            code,
+            client_ip: Some("10.0.0.1"),
+        }
     }
 
     fn totp_at(t: i64) -> Zeroizing<String> {
@@ -400,11 +475,23 @@ mod tests {
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
         let code = totp_at(clock.0);
-        assert!(matches!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Accepted { via: Via::Token(0), .. }));
-        assert_eq!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Rejected(Rejection::Replayed));
+        assert!(matches!(
+            g.verify(attempt(&code, Some("pw"))).unwrap(),
+            Outcome::Accepted {
+                via: Via::Token(0),
+                ..
+            }
+        ));
+        assert_eq!(
+            g.verify(attempt(&code, Some("pw"))).unwrap(),
+            Outcome::Rejected(Rejection::Replayed)
+        );
         // The previous step's code is older than the accepted one: also refused.
         let older = totp_at(clock.0 - 30);
-        assert_eq!(g.verify(attempt(&older, None)).unwrap(), Outcome::Rejected(Rejection::Replayed));
+        assert_eq!(
+            g.verify(attempt(&older, None)).unwrap(),
+            Outcome::Rejected(Rejection::Replayed)
+        );
     }
 
     #[test]
@@ -413,9 +500,15 @@ mod tests {
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
         let code = totp_at(clock.0);
-        assert_eq!(g.verify(attempt(&code, Some("nope"))).unwrap(), Outcome::Rejected(Rejection::WrongPassword));
+        assert_eq!(
+            g.verify(attempt(&code, Some("nope"))).unwrap(),
+            Outcome::Rejected(Rejection::WrongPassword)
+        );
         assert_eq!(m.user("alice").unwrap().unwrap().failures, 0);
-        assert!(matches!(g.verify(attempt(&code, Some("pw"))).unwrap(), Outcome::Accepted { .. }));
+        assert!(matches!(
+            g.verify(attempt(&code, Some("pw"))).unwrap(),
+            Outcome::Accepted { .. }
+        ));
     }
 
     #[test]
@@ -424,16 +517,25 @@ mod tests {
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
         for _ in 0..3 {
-            assert_eq!(g.verify(attempt("000000", None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+            assert_eq!(
+                g.verify(attempt("000000", None)).unwrap(),
+                Outcome::Rejected(Rejection::WrongCode)
+            );
         }
         let good = totp_at(clock.0);
-        assert_eq!(g.verify(attempt(&good, None)).unwrap(), Outcome::Rejected(Rejection::Locked));
+        assert_eq!(
+            g.verify(attempt(&good, None)).unwrap(),
+            Outcome::Rejected(Rejection::Locked)
+        );
         m.update("alice", &mut |u| {
             u.failures = 0;
             true
         })
         .unwrap();
-        assert!(matches!(g.verify(attempt(&good, None)).unwrap(), Outcome::Accepted { .. }));
+        assert!(matches!(
+            g.verify(attempt(&good, None)).unwrap(),
+            Outcome::Accepted { .. }
+        ));
     }
 
     #[test]
@@ -442,7 +544,10 @@ mod tests {
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
         let old = totp_at(clock.0 - 120);
-        assert_eq!(g.verify(attempt(&old, None)).unwrap(), Outcome::Rejected(Rejection::Expired));
+        assert_eq!(
+            g.verify(attempt(&old, None)).unwrap(),
+            Outcome::Rejected(Rejection::Expired)
+        );
     }
 
     #[test]
@@ -451,11 +556,20 @@ mod tests {
         let clock = FixedClock(0);
         let g = gate(&m, &clock, policy());
         let code = hotp(&secret(), 4, 6, Algorithm::Sha1);
-        assert!(matches!(g.verify(attempt(&code, None)).unwrap(), Outcome::Accepted { .. }));
+        assert!(matches!(
+            g.verify(attempt(&code, None)).unwrap(),
+            Outcome::Accepted { .. }
+        ));
         assert_eq!(m.user("alice").unwrap().unwrap().tokens[0].counter, 5);
-        assert_eq!(g.verify(attempt(&code, None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+        assert_eq!(
+            g.verify(attempt(&code, None)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
         let far = hotp(&secret(), 11, 6, Algorithm::Sha1);
-        assert_eq!(g.verify(attempt(&far, None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+        assert_eq!(
+            g.verify(attempt(&far, None)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
     }
 
     #[test]
@@ -465,16 +579,35 @@ mod tests {
         let mut p = policy();
         p.linger = 60;
         let code = totp_at(clock.0);
-        assert!(matches!(gate(&m, &clock, p.clone()).verify(attempt(&code, None)).unwrap(), Outcome::Accepted { .. }));
+        assert!(matches!(
+            gate(&m, &clock, p.clone())
+                .verify(attempt(&code, None))
+                .unwrap(),
+            Outcome::Accepted { .. }
+        ));
         let later = FixedClock(clock.0 + 59);
         assert!(matches!(
-            gate(&m, &later, p.clone()).verify(attempt(&code, None)).unwrap(),
-            Outcome::Accepted { via: Via::Linger(0), .. }
+            gate(&m, &later, p.clone())
+                .verify(attempt(&code, None))
+                .unwrap(),
+            Outcome::Accepted {
+                via: Via::Linger(0),
+                ..
+            }
         ));
-        let other_ip = Attempt { client_ip: Some("10.0.0.2"), ..attempt(&code, None) };
-        assert!(matches!(gate(&m, &later, p.clone()).verify(other_ip).unwrap(), Outcome::Rejected(_)));
+        let other_ip = Attempt {
+            client_ip: Some("10.0.0.2"),
+            ..attempt(&code, None)
+        };
+        assert!(matches!(
+            gate(&m, &later, p.clone()).verify(other_ip).unwrap(),
+            Outcome::Rejected(_)
+        ));
         let too_late = FixedClock(clock.0 + 60);
-        assert!(matches!(gate(&m, &too_late, p).verify(attempt(&code, None)).unwrap(), Outcome::Rejected(_)));
+        assert!(matches!(
+            gate(&m, &too_late, p).verify(attempt(&code, None)).unwrap(),
+            Outcome::Rejected(_)
+        ));
     }
 
     #[test]
@@ -487,10 +620,25 @@ mod tests {
         .unwrap();
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
-        assert!(matches!(g.verify(attempt("12345678", None)).unwrap(), Outcome::Accepted { via: Via::Scratch, .. }));
-        assert!(matches!(g.verify(attempt("12345678", None)).unwrap(), Outcome::Rejected(_)));
-        let nobody = Attempt { user: "mallory", ..attempt("123456", Some("pw")) };
-        assert_eq!(g.verify(nobody).unwrap(), Outcome::Rejected(Rejection::UnknownUser));
+        assert!(matches!(
+            g.verify(attempt("12345678", None)).unwrap(),
+            Outcome::Accepted {
+                via: Via::Scratch,
+                ..
+            }
+        ));
+        assert!(matches!(
+            g.verify(attempt("12345678", None)).unwrap(),
+            Outcome::Rejected(_)
+        ));
+        let nobody = Attempt {
+            user: "mallory",
+            ..attempt("123456", Some("pw"))
+        };
+        assert_eq!(
+            g.verify(nobody).unwrap(),
+            Outcome::Rejected(Rejection::UnknownUser)
+        );
     }
 
     #[test]
@@ -498,6 +646,9 @@ mod tests {
         let m = setup(Step::Time(30));
         let clock = FixedClock(1_700_000_000);
         let g = gate(&m, &clock, policy());
-        assert_eq!(g.verify(attempt("١٢٣٤٥٦", None)).unwrap(), Outcome::Rejected(Rejection::WrongCode));
+        assert_eq!(
+            g.verify(attempt("١٢٣٤٥٦", None)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
     }
 }

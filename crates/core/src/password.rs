@@ -2,8 +2,8 @@
 
 mod apr1;
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use md5::{Digest, Md5};
 use sha1::Sha1;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,9 @@ pub enum PasswordError {
         source: std::io::Error,
     },
     /// A stored hash is not in a format we verify.
-    #[error("{path}:{line}: the hash of user {user:?} uses an unsupported scheme ({scheme}); re-create it with `htpasswd -B` (bcrypt)")]
+    #[error(
+        "{path}:{line}: the hash of user {user:?} uses an unsupported scheme ({scheme}); re-create it with `htpasswd -B` (bcrypt)"
+    )]
     Unsupported {
         /// The file.
         path: PathBuf,
@@ -55,7 +57,11 @@ static DUMMY_HASH: LazyLock<String> =
 /// Verifies `password` against an argon2 PHC string; false for a malformed hash.
 pub fn verify_hash(phc: &str, password: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -130,14 +136,14 @@ impl ExternalSource {
                     if name != user || line.starts_with('#') {
                         continue;
                     }
-                    return verify_htpasswd_hash(hash, password).map(Some).map_err(|scheme| {
-                        PasswordError::Unsupported {
+                    return verify_htpasswd_hash(hash, password)
+                        .map(Some)
+                        .map_err(|scheme| PasswordError::Unsupported {
                             path: path.clone(),
                             line: i + 1,
                             user: user.to_string(),
                             scheme,
-                        }
-                    });
+                        });
                 }
                 Ok(None)
             }
@@ -217,7 +223,10 @@ mod tests {
         // md5("alice:web:secret")
         let h = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:web:secret"));
         std::fs::write(&d, format!("alice:web:{h}\nalice:other:{h}\n")).unwrap();
-        let src = ExternalSource::Htdigest { path: d, realm: "web".into() };
+        let src = ExternalSource::Htdigest {
+            path: d,
+            realm: "web".into(),
+        };
         assert_eq!(src.check("alice", "secret").unwrap(), Some(true));
         assert_eq!(src.check("alice", "secreT").unwrap(), Some(false));
     }

@@ -40,8 +40,10 @@ pub fn matches(stored: &ScratchHash, code: &str) -> bool {
     else {
         return false;
     };
-    let (Ok(salt), Ok(want)) = (BASE64_NOPAD.decode(salt.as_bytes()), BASE64_NOPAD.decode(want.as_bytes()))
-    else {
+    let (Ok(salt), Ok(want)) = (
+        BASE64_NOPAD.decode(salt.as_bytes()),
+        BASE64_NOPAD.decode(want.as_bytes()),
+    ) else {
         return false;
     };
     digest(&salt, code).ct_eq(&want).into()

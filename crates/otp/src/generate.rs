@@ -138,8 +138,7 @@ mod tests {
     fn rfc6238_appendix_b() {
         let sha1 = ascii("12345678901234567890");
         let sha256 = ascii("12345678901234567890123456789012");
-        let sha512 =
-            ascii("1234567890123456789012345678901234567890123456789012345678901234");
+        let sha512 = ascii("1234567890123456789012345678901234567890123456789012345678901234");
         let table: [(i64, &str, &str, &str); 6] = [
             (59, "94287082", "46119246", "90693936"),
             (1111111109, "07081804", "68084774", "25091201"),
@@ -149,9 +148,21 @@ mod tests {
             (20000000000, "65353130", "77737706", "47863826"),
         ];
         for (t, a, b, c) in table {
-            assert_eq!(totp(&sha1, t, 30, 8, Algorithm::Sha1).as_str(), a, "sha1 t={t}");
-            assert_eq!(totp(&sha256, t, 30, 8, Algorithm::Sha256).as_str(), b, "sha256 t={t}");
-            assert_eq!(totp(&sha512, t, 30, 8, Algorithm::Sha512).as_str(), c, "sha512 t={t}");
+            assert_eq!(
+                totp(&sha1, t, 30, 8, Algorithm::Sha1).as_str(),
+                a,
+                "sha1 t={t}"
+            );
+            assert_eq!(
+                totp(&sha256, t, 30, 8, Algorithm::Sha256).as_str(),
+                b,
+                "sha256 t={t}"
+            );
+            assert_eq!(
+                totp(&sha512, t, 30, 8, Algorithm::Sha512).as_str(),
+                c,
+                "sha512 t={t}"
+            );
         }
     }
 

@@ -181,7 +181,10 @@ mod tests {
         let s = Secret::from_hex("3132 3334").unwrap();
         assert_eq!(s.as_bytes(), b"1234");
         assert_eq!(s.to_hex().as_str(), "31323334");
-        assert_eq!(Secret::from_hex("ABC").unwrap_err(), SecretError::OddHex { len: 3 });
+        assert_eq!(
+            Secret::from_hex("ABC").unwrap_err(),
+            SecretError::OddHex { len: 3 }
+        );
         assert!(matches!(
             Secret::from_hex("zz").unwrap_err(),
             SecretError::NotHex { found: 'z', .. }

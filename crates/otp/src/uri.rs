@@ -123,7 +123,9 @@ impl KeyUri {
             .map(|_| &uri[10..])
             .ok_or(UriError::Scheme)?;
         if rest.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(UriError::Encoding("URI (it has spaces or control characters)"));
+            return Err(UriError::Encoding(
+                "URI (it has spaces or control characters)",
+            ));
         }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (kind, label) = path.split_once('/').ok_or(UriError::MissingLabel)?;
@@ -186,12 +188,10 @@ impl KeyUri {
                     key.digits = number("digits", &value, 6..=10, "use 6 to 10 digits")?;
                 }
                 "period" => {
-                    key.period =
-                        number("period", &value, 1..=3600, "use 1 to 3600 seconds")?;
+                    key.period = number("period", &value, 1..=3600, "use 1 to 3600 seconds")?;
                 }
                 "counter" => {
-                    key.counter =
-                        number("counter", &value, 0..=u64::MAX, "use a whole number")?;
+                    key.counter = number("counter", &value, 0..=u64::MAX, "use a whole number")?;
                     have_counter = true;
                 }
                 // Unknown parameters (image=, color=...) are app extensions: ignore them.
@@ -284,7 +284,10 @@ mod tests {
     fn rejects_malformed_uris_with_a_reason() {
         let cases = [
             ("http://totp/a?secret=AAAA", UriError::Scheme),
-            ("otpauth://motp/a?secret=AAAA", UriError::Type("motp".into())),
+            (
+                "otpauth://motp/a?secret=AAAA",
+                UriError::Type("motp".into()),
+            ),
             ("otpauth://totp/?secret=AAAA", UriError::MissingLabel),
             ("otpauth://totp/a", UriError::MissingSecret),
             ("otpauth://hotp/a?secret=AAAAAAAA", UriError::MissingCounter),

@@ -127,10 +127,20 @@ mod tests {
         let s = key();
         let g = gen_at(&s);
         let w = Window::symmetric(1);
-        for (step, ok) in [(99, false), (100, true), (101, true), (102, true), (103, false)] {
+        for (step, ok) in [
+            (99, false),
+            (100, true),
+            (101, true),
+            (102, true),
+            (103, false),
+        ] {
             let code = g(step);
             let v = verify_time(&code, 101, 101, w, None, &g);
-            assert_eq!(matches!(v, Verdict::Accepted(m) if m.counter == step), ok, "step {step}");
+            assert_eq!(
+                matches!(v, Verdict::Accepted(m) if m.counter == step),
+                ok,
+                "step {step}"
+            );
         }
     }
 
@@ -140,10 +150,16 @@ mod tests {
         let g = gen_at(&s);
         let w = Window::symmetric(1);
         let code = g(100);
-        assert_eq!(verify_time(&code, 100, 100, w, Some(100), &g), Verdict::Replayed);
+        assert_eq!(
+            verify_time(&code, 100, 100, w, Some(100), &g),
+            Verdict::Replayed
+        );
         // An older step is a replay too, even inside the window.
         let old = g(99);
-        assert_eq!(verify_time(&old, 100, 100, w, Some(100), &g), Verdict::Replayed);
+        assert_eq!(
+            verify_time(&old, 100, 100, w, Some(100), &g),
+            Verdict::Replayed
+        );
         let next = g(101);
         assert_eq!(
             verify_time(&next, 100, 100, w, Some(100), &g),
@@ -167,7 +183,10 @@ mod tests {
         let s = key();
         let g = gen_at(&s);
         let w = Window::look_ahead(3);
-        assert_eq!(verify_counter(&g(5), 2, w, &g), Verdict::Accepted(Matched { counter: 5 }));
+        assert_eq!(
+            verify_counter(&g(5), 2, w, &g),
+            Verdict::Accepted(Matched { counter: 5 })
+        );
         assert_eq!(verify_counter(&g(6), 2, w, &g), Verdict::Rejected);
         assert_eq!(verify_counter(&g(1), 2, w, &g), Verdict::Rejected);
     }

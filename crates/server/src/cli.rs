@@ -1,0 +1,363 @@
+//! Command-line syntax (clap): every subcommand with its help and an example.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Two-factor authentication for web servers and SSH.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "/etc/portcullis/portcullis.toml"
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a configuration file and an empty embedded store in a directory.
+    #[command(after_help = "Example:\n  portcullis init --dir /etc/portcullis")]
+    Init {
+        /// Directory to create (mode 0700).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing portcullis.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set up a throw-away demo in a directory: config, a user `demo` (password `demo`),
+    /// its QR code and the current code.
+    #[command(after_help = "Example:\n  portcullis demo --dir ./demo")]
+    Demo {
+        /// Directory for the demo's files.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Check a user's code (and password): exit 0 accepted, 1 refused, 2 error.
+    #[command(
+        after_help = "Examples:\n  portcullis verify alice 123456\n  printf '%s\\n' \"$PASS\" | portcullis verify alice --password-stdin 123456"
+    )]
+    Verify {
+        /// User name.
+        user: String,
+        /// The one-time code or a scratch code.
+        code: String,
+        /// Read the password (first line) from standard input and check it too.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Client address to record (for linger and logs).
+        #[arg(long)]
+        client_ip: Option<String>,
+    },
+    /// One-time-password tools that need no store (like oathtool).
+    #[command(subcommand)]
+    Otp(OtpCommand),
+    /// Show an otpauth:// URI as a QR code in the terminal, or write it as PNG/SVG.
+    #[command(
+        after_help = "Example:\n  portcullis qr 'otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME' --png alice.png"
+    )]
+    Qr {
+        /// The otpauth:// URI (checked before it is drawn).
+        uri: String,
+        /// Also write a PNG file.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Also write an SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Import users and tokens from the files of the tools portcullis replaces.
+    #[command(
+        after_help = "Examples:\n  portcullis import --format mod_authn_otp /etc/apache2/otp-users.txt\n  portcullis import --format pam_oath /etc/users.oath\n  portcullis import --format google-authenticator /home/alice/.google_authenticator\n  portcullis import --format apache_2fa /var/www/2fa/tokens.json"
+    )]
+    Import {
+        /// The file format.
+        #[arg(long, value_enum)]
+        format: ImportFormat,
+        /// User name for google-authenticator files (default: the name of the home
+        /// directory holding the file).
+        #[arg(long)]
+        user: Option<String>,
+        /// Replace users that already exist instead of skipping them.
+        #[arg(long)]
+        replace: bool,
+        /// Files to read.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write all OATH tokens to a mod_authn_otp or pam_oath users file (mode 0600).
+    #[command(after_help = "Example:\n  portcullis export --format pam_oath /etc/users.oath")]
+    Export {
+        /// The file format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// File to write (atomically).
+        file: PathBuf,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Import formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ImportFormat {
+    /// mod_authn_otp users file.
+    #[value(name = "mod_authn_otp")]
+    ModAuthnOtp,
+    /// pam_oath users.oath.
+    #[value(name = "pam_oath")]
+    PamOath,
+    /// ~/.google_authenticator (google-authenticator-libpam, mod_authn_google).
+    #[value(name = "google-authenticator")]
+    GoogleAuthenticator,
+    /// apache_2fa tokens.json.
+    #[value(name = "apache_2fa")]
+    Apache2fa,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// mod_authn_otp users file.
+    #[value(name = "mod_authn_otp")]
+    ModAuthnOtp,
+    /// pam_oath users.oath.
+    #[value(name = "pam_oath")]
+    PamOath,
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration file; errors name the line.
+    #[command(
+        after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml config check"
+    )]
+    Check,
+}
+
+/// Token options shared by `user add` and `user token reset`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TokenArgs {
+    /// Counter-based (HOTP) token instead of time-based (TOTP).
+    #[arg(long, conflicts_with = "totp")]
+    pub hotp: bool,
+    /// Time-based (TOTP) token (the default unless the config says hotp).
+    #[arg(long)]
+    pub totp: bool,
+    /// Code length (6-10; default from [otp] digits).
+    #[arg(long)]
+    pub digits: Option<u32>,
+    /// TOTP step in seconds (default from [otp] period).
+    #[arg(long)]
+    pub period: Option<u32>,
+    /// HMAC hash: sha1, sha256 or sha512 (default from [otp] algorithm).
+    #[arg(long)]
+    pub algorithm: Option<String>,
+    /// Use this base32 secret instead of a random one (e.g. a hardware token's).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Also write the QR code as a PNG file (mode 0600).
+    #[arg(long)]
+    pub qr: Option<PathBuf>,
+    /// Also write the QR code as an SVG file (mode 0600).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Do not draw the QR code in the terminal.
+    #[arg(long)]
+    pub no_terminal_qr: bool,
+}
+
+/// `user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with a new token; prints its otpauth:// URI and QR code once.
+    #[command(
+        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password"
+    )]
+    Add {
+        /// User name.
+        name: String,
+        /// Read the password (first line) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// No password: the code alone is the credential (or a first factor is checked
+        /// elsewhere, e.g. sshd keys).
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+        /// Check the password in the configured htpasswd/htdigest file instead.
+        #[arg(long, conflicts_with_all = ["password_stdin", "no_password"])]
+        external_password: bool,
+        /// Group membership (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// List users with token type, failures and lock state.
+    List,
+    /// Show one user (never the secret).
+    Show {
+        /// User name.
+        name: String,
+    },
+    /// Delete a user and its tokens.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// Lock a user: every attempt is refused until `unlock`.
+    Lock {
+        /// User name.
+        name: String,
+    },
+    /// Unlock a user and clear the failure count.
+    Unlock {
+        /// User name.
+        name: String,
+    },
+    /// Set a new password.
+    #[command(
+        after_help = "Example:\n  printf '%s\\n' \"$PASS\" | portcullis user passwd alice --password-stdin"
+    )]
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password (first line) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Make 10 new one-time recovery codes (replacing old ones); shown once, stored hashed.
+    Scratch {
+        /// User name.
+        name: String,
+    },
+    /// Token management.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `user token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Replace the user's tokens with a new one and show its QR code.
+    #[command(after_help = "Example:\n  portcullis user token reset alice --qr alice.png")]
+    Reset {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+/// Secret options of the `otp` tools.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// The secret, base32 (any case, spaces allowed) unless --hex.
+    #[arg(long)]
+    pub secret: String,
+    /// The secret is hex (as in mod_authn_otp and pam_oath users files).
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// Token type for the `otp` tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtpType {
+    /// Time-based (RFC 6238).
+    Totp,
+    /// Counter-based (RFC 4226).
+    Hotp,
+    /// Mobile-OTP.
+    Motp,
+}
+
+/// `otp` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OtpCommand {
+    /// Print the code for a secret at a time or counter.
+    #[command(
+        after_help = "Examples:\n  portcullis otp code --secret JBSWY3DPEHPK3PXP\n  portcullis otp code --secret 3132333435363738393031323334353637383930 --hex --type hotp --counter 5 --digits 8\n  portcullis otp code --secret 0123456789abcdef --hex --type motp --pin 1234"
+    )]
+    Code {
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// Token type.
+        #[arg(long = "type", value_enum, default_value = "totp")]
+        kind: OtpType,
+        /// Unix time for totp/motp (default: now).
+        #[arg(long, conflicts_with = "counter")]
+        time: Option<i64>,
+        /// Counter for hotp (or event motp).
+        #[arg(long)]
+        counter: Option<u64>,
+        /// Code length.
+        #[arg(long, default_value_t = 6)]
+        digits: u32,
+        /// TOTP step in seconds (motp: 10).
+        #[arg(long)]
+        period: Option<u32>,
+        /// HMAC hash: sha1, sha256, sha512.
+        #[arg(long, default_value = "sha1")]
+        algorithm: String,
+        /// mOTP PIN.
+        #[arg(long, default_value = "")]
+        pin: String,
+    },
+    /// Print an otpauth:// URI for a secret.
+    #[command(
+        after_help = "Example:\n  portcullis otp uri --secret JBSWY3DPEHPK3PXP --account alice --issuer ACME"
+    )]
+    Uri {
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// Account name shown in the app.
+        #[arg(long)]
+        account: String,
+        /// Issuer shown in the app.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// totp or hotp.
+        #[arg(long = "type", value_enum, default_value = "totp")]
+        kind: OtpType,
+        /// Code length.
+        #[arg(long, default_value_t = 6)]
+        digits: u32,
+        /// TOTP step in seconds.
+        #[arg(long, default_value_t = 30)]
+        period: u32,
+        /// HOTP initial counter.
+        #[arg(long, default_value_t = 0)]
+        counter: u64,
+        /// HMAC hash.
+        #[arg(long, default_value = "sha1")]
+        algorithm: String,
+    },
+    /// Show a secret in base32 and hex (what `oathtool --verbose` is used for).
+    #[command(
+        after_help = "Examples:\n  portcullis otp secret --secret JBSWY3DPEHPK3PXP\n  portcullis otp secret --hex --secret 48656c6c6f21deadbeef"
+    )]
+    Secret {
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}

@@ -1,0 +1,152 @@
+//! What each subcommand does; `run` dispatches.
+
+mod otp;
+mod setup;
+mod transfer;
+mod users;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use anyhow::{Context, Result, bail};
+use portcullis_core::gate::{Attempt, Gate, Outcome, Policy};
+use portcullis_core::{Config, Directory, SystemClock};
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
+        Command::Demo { dir } => setup::demo(&dir),
+        Command::User(cmd) => users::run(&cli.config, cmd),
+        Command::Verify {
+            user,
+            code,
+            password_stdin,
+            client_ip,
+        } => {
+            let ctx = Context_::load(&cli.config)?;
+            let password = password_stdin.then(read_password_stdin).transpose()?;
+            verify(
+                &ctx,
+                &user,
+                password.as_deref().map(|s| s.as_str()),
+                &code,
+                client_ip.as_deref(),
+            )
+        }
+        Command::Otp(cmd) => otp::run(cmd),
+        Command::Qr { uri, png, svg } => otp::qr(&uri, png.as_deref(), svg.as_deref()),
+        Command::Import {
+            format,
+            user,
+            replace,
+            files,
+        } => {
+            let ctx = Context_::load(&cli.config)?;
+            transfer::import(&ctx, format, user.as_deref(), replace, &files)
+        }
+        Command::Export { format, file } => {
+            let ctx = Context_::load(&cli.config)?;
+            transfer::export(&ctx, format, &file)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let c = Config::load(&cli.config)?;
+            let store = portcullis_store::open(&c)
+                .with_context(|| format!("{}: [store] cannot be opened", cli.config.display()))?;
+            println!(
+                "{}: OK ({} store at {}, {} users)",
+                cli.config.display(),
+                store.backend(),
+                c.resolve(&c.store.path).display(),
+                store.users()?.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A loaded configuration with its open store.
+pub struct Context_ {
+    /// The configuration.
+    pub config: Config,
+    /// The store it names.
+    pub store: Box<dyn Directory>,
+}
+
+impl Context_ {
+    /// Loads the configuration and opens the store.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let config = Config::load(path)?;
+        let store = portcullis_store::open(&config)?;
+        Ok(Context_ { config, store })
+    }
+
+    /// A gate over this store with the configured policy and the system clock.
+    pub fn gate(&self) -> Gate<'_> {
+        Gate {
+            directory: self.store.as_ref(),
+            clock: &SystemClock,
+            policy: Policy::from_config(&self.config),
+            external: self.config.external_source(),
+        }
+    }
+}
+
+/// Reads a password: the first line of stdin when `--password-stdin`.
+pub fn read_password_stdin() -> Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    Ok(trimmed)
+}
+
+/// Asks for a new password on the terminal twice, or reads it from stdin.
+pub fn new_password(from_stdin: bool) -> Result<Zeroizing<String>> {
+    let pw = if from_stdin {
+        read_password_stdin()?
+    } else if std::io::stdin().is_terminal() {
+        let a = Zeroizing::new(rpassword::prompt_password("New password: ")?);
+        let b = Zeroizing::new(rpassword::prompt_password("Again: ")?);
+        if a != b {
+            bail!("the two passwords differ; nothing was changed");
+        }
+        a
+    } else {
+        bail!(
+            "no terminal to ask for a password: pass --password-stdin and pipe it in, or --no-password"
+        );
+    };
+    if pw.is_empty() {
+        bail!("the password is empty; nothing was changed");
+    }
+    Ok(pw)
+}
+
+fn verify(
+    ctx: &Context_,
+    user: &str,
+    password: Option<&str>,
+    code: &str,
+    client_ip: Option<&str>,
+) -> Result<ExitCode> {
+    let outcome = ctx.gate().verify(Attempt {
+        user,
+        password,
+        code,
+        client_ip,
+    })?;
+    match outcome {
+        Outcome::Accepted { via, .. } => {
+            println!("accepted: {user} ({via:?})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Rejected(why) => {
+            println!("rejected: {user}: {}", why.explain());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

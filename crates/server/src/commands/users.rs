@@ -1,0 +1,247 @@
+//! `user ...`: add, list, show, remove, lock, unlock, passwd, scratch, token reset.
+
+use super::{Context_, new_password};
+use crate::cli::{TokenArgs, TokenCommand, UserCommand};
+use anyhow::{Context, Result, bail};
+use portcullis_core::config::{Config, DefaultKind};
+use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
+use portcullis_core::{StoreError, password, random, scratch};
+use portcullis_otp::{Algorithm, Secret};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A new token from the command-line options, falling back to the `[otp]` defaults.
+pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
+    let o = &config.otp;
+    let hotp = args.hotp || (!args.totp && o.kind == DefaultKind::Hotp);
+    let digits = args.digits.unwrap_or(o.digits);
+    if !(6..=10).contains(&digits) {
+        bail!("--digits {digits}: use 6 to 10");
+    }
+    let period = args.period.unwrap_or(o.period);
+    if !(1..=3600).contains(&period) {
+        bail!("--period {period}: use 1 to 3600 seconds");
+    }
+    let algorithm = match &args.algorithm {
+        Some(a) => Algorithm::parse(a)
+            .with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
+        None => o.algorithm,
+    };
+    let secret = match &args.secret {
+        Some(s) => Secret::from_base32(s).context("--secret")?,
+        // 160 bits, the RFC 4226 recommendation and what authenticator apps expect for SHA1.
+        None => Secret::from_bytes(random::bytes(20).to_vec()),
+    };
+    let step = if hotp {
+        Step::Event
+    } else {
+        Step::Time(period)
+    };
+    Ok(Token::new(TokenKind::Oath, step, secret, algorithm, digits))
+}
+
+fn show_enrollment(config: &Config, name: &str, token: &Token, args: &TokenArgs) -> Result<()> {
+    let Some(key) = token.key_uri(name, &config.otp.issuer) else {
+        return Ok(());
+    };
+    let uri = key.to_uri();
+    if !args.no_terminal_qr {
+        println!("{}", crate::qr::terminal(&uri)?);
+    }
+    println!("{}", uri.as_str());
+    if let Some(p) = &args.qr {
+        crate::qr::png(&uri, p, 8)?;
+        println!("QR code written to {}", p.display());
+    }
+    if let Some(p) = &args.svg {
+        crate::qr::svg(&uri, p)?;
+        println!("QR code written to {}", p.display());
+    }
+    println!("Shown once: scan it now, then confirm with `portcullis verify {name} CODE`.");
+    Ok(())
+}
+
+fn require(found: bool, name: &str) -> Result<()> {
+    if !found {
+        return Err(StoreError::NotFound(name.to_string()).into());
+    }
+    Ok(())
+}
+
+/// Runs a `user` subcommand.
+pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
+    let ctx = Context_::load(config_path)?;
+    let store = ctx.store.as_ref();
+    match cmd {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            no_password,
+            external_password,
+            groups,
+            display_name,
+            email,
+            token,
+        } => {
+            valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
+            if store.user(&name)?.is_some() {
+                return Err(StoreError::Exists(name).into());
+            }
+            let first_factor = if no_password {
+                FirstFactor::None
+            } else if external_password {
+                if ctx.config.external_source().is_none() {
+                    bail!(
+                        "--external-password needs [first_factor] htpasswd or htdigest in {}",
+                        config_path.display()
+                    );
+                }
+                FirstFactor::External
+            } else {
+                FirstFactor::Hash(password::hash_password(&new_password(password_stdin)?)?)
+            };
+            let mut user = User::new(&name, first_factor);
+            user.groups = groups;
+            user.display_name = display_name;
+            user.email = email;
+            let t = new_token(&ctx.config, &token)?;
+            user.tokens.push(t.clone());
+            store.create(&user)?;
+            println!("added user {name}: {}", t.describe());
+            show_enrollment(&ctx.config, &name, &t, &token)?;
+        }
+        UserCommand::List => {
+            println!("{:<20} {:<34} {:>8}  STATE", "USER", "TOKENS", "FAILURES");
+            for u in store.users()? {
+                let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
+                let locked = u.locked
+                    || (ctx.config.lockout.max_failures > 0
+                        && u.failures >= ctx.config.lockout.max_failures);
+                println!(
+                    "{:<20} {:<34} {:>8}  {}",
+                    u.name,
+                    if tokens.is_empty() {
+                        "-".to_string()
+                    } else {
+                        tokens.join("; ")
+                    },
+                    u.failures,
+                    if locked { "locked" } else { "active" }
+                );
+            }
+        }
+        UserCommand::Show { name } => {
+            let u = store
+                .user(&name)?
+                .ok_or_else(|| StoreError::NotFound(name.clone()))?;
+            println!("user:         {}", u.name);
+            println!(
+                "first factor: {}",
+                match u.first_factor {
+                    FirstFactor::None => "none",
+                    FirstFactor::Hash(_) => "password (argon2id)",
+                    FirstFactor::Pin(_) => "PIN in users file",
+                    FirstFactor::External => "external (htpasswd/htdigest)",
+                }
+            );
+            println!("groups:       {}", u.groups.join(", "));
+            if let Some(d) = &u.display_name {
+                println!("name:         {d}");
+            }
+            if let Some(e) = &u.email {
+                println!("email:        {e}");
+            }
+            for (i, t) in u.tokens.iter().enumerate() {
+                println!(
+                    "token {i}:      {}{}",
+                    t.describe(),
+                    t.last_used
+                        .map(|s| format!(", last used at unix {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            println!("scratch:      {} unused", u.scratch.len());
+            println!(
+                "failures:     {}{}",
+                u.failures,
+                if u.locked {
+                    " (locked by administrator)"
+                } else {
+                    ""
+                }
+            );
+        }
+        UserCommand::Remove { name } => {
+            require(store.remove(&name)?, &name)?;
+            println!("removed user {name}");
+        }
+        UserCommand::Lock { name } => {
+            require(
+                store.update(&name, &mut |u| {
+                    u.locked = true;
+                    true
+                })?,
+                &name,
+            )?;
+            println!("locked user {name}");
+        }
+        UserCommand::Unlock { name } => {
+            require(
+                store.update(&name, &mut |u| {
+                    u.locked = false;
+                    u.failures = 0;
+                    true
+                })?,
+                &name,
+            )?;
+            println!("unlocked user {name}; failure count cleared");
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            if store.user(&name)?.is_none() {
+                return Err(StoreError::NotFound(name).into());
+            }
+            let hash = password::hash_password(&new_password(password_stdin)?)?;
+            require(
+                store.update(&name, &mut |u| {
+                    u.first_factor = FirstFactor::Hash(hash.clone());
+                    true
+                })?,
+                &name,
+            )?;
+            println!("password changed for {name}");
+        }
+        UserCommand::Scratch { name } => {
+            let (codes, hashes) = scratch::generate();
+            require(
+                store.update(&name, &mut |u| {
+                    u.scratch = hashes.clone();
+                    true
+                })?,
+                &name,
+            )?;
+            println!(
+                "Recovery codes for {name} (each works once; shown only now; older ones no longer work):"
+            );
+            for c in &codes {
+                println!("  {}", c.as_str());
+            }
+        }
+        UserCommand::Token(TokenCommand::Reset { name, token }) => {
+            let t = new_token(&ctx.config, &token)?;
+            require(
+                store.update(&name, &mut |u| {
+                    u.tokens = vec![t.clone()];
+                    u.failures = 0;
+                    true
+                })?,
+                &name,
+            )?;
+            println!("new token for {name}: {}", t.describe());
+            show_enrollment(&ctx.config, &name, &t, &token)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
