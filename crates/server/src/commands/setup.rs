@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use portcullis_core::model::{FirstFactor, User};
 use portcullis_core::{Clock, SystemClock, password};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -66,6 +66,14 @@ pub fn init(dir: &Path, force: bool) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: {} is accessible to other users (mode {:o}); `chmod 700` it so only portcullis reads its secrets",
+            dir.display(),
+            mode & 0o777
+        );
+    }
     let config = dir.join("portcullis.toml");
     write_new(&config, TEMPLATE, force)?;
     let ctx = Context_::load(&config)?;
