@@ -8,7 +8,8 @@ use crate::password::{self, ExternalSource, PasswordError};
 use crate::scratch;
 use crate::store::{Directory, StoreError};
 use portcullis_otp::{
-    CodeFormat, Verdict, Window, hotp, is_well_formed, motp, totp_step, verify_counter, verify_time,
+    CodeFormat, Hotp, Verdict, Window, is_well_formed, motp, oath_matcher, text_matcher, totp_step,
+    verify_counter, verify_time,
 };
 use zeroize::Zeroizing;
 
@@ -163,18 +164,19 @@ enum TokenResult {
 }
 
 fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenResult {
-    let format = match token.kind {
-        TokenKind::Oath => CodeFormat::Decimal,
-        TokenKind::Motp => CodeFormat::Hex,
-    };
-    if !is_well_formed(code, token.digits, format) {
-        return TokenResult::Wrong;
-    }
+    let generator = Hotp::new(&token.secret, token.algorithm, token.digits);
     let empty = Zeroizing::new(String::new());
     let pin = token.motp_pin.as_ref().unwrap_or(&empty);
-    let generate = |c: u64| match token.kind {
-        TokenKind::Oath => hotp(&token.secret, c, token.digits, token.algorithm),
-        TokenKind::Motp => motp(&token.secret, pin, c, token.digits),
+    let motp_code = |c: u64| motp(&token.secret, pin, c, token.digits);
+    // One matcher per search: decimal codes compare as numbers, mOTP as hex text.
+    let matcher = || -> Box<dyn FnMut(u64) -> bool + '_> {
+        match token.kind {
+            TokenKind::Oath => Box::new(oath_matcher(&generator, code)),
+            TokenKind::Motp if is_well_formed(code, token.digits, CodeFormat::Hex) => {
+                Box::new(text_matcher(code, motp_code))
+            }
+            TokenKind::Motp => Box::new(|_| false),
+        }
     };
     let verdict = match token.step {
         Step::Event => {
@@ -182,7 +184,7 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                 TokenKind::Oath => policy.hotp_look_ahead,
                 TokenKind::Motp => policy.motp_window,
             };
-            verify_counter(code, token.counter, Window::look_ahead(ahead), generate)
+            verify_counter(token.counter, Window::look_ahead(ahead), matcher())
         }
         Step::Time(period) => {
             let now_step = totp_step(now, period);
@@ -192,12 +194,11 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                 TokenKind::Motp => policy.motp_window,
             };
             let v = verify_time(
-                code,
                 now_step,
                 center,
                 Window::symmetric(w),
                 token.last_step,
-                generate,
+                matcher(),
             );
             if v == Verdict::Rejected {
                 // Only to tell "expired" from "wrong": a code from just before the window.
@@ -206,14 +207,8 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                     behind: EXPIRED_LOOK_BACK,
                     ahead: 0,
                 };
-                let recent = verify_time(
-                    code,
-                    lo.saturating_sub(1),
-                    lo.saturating_sub(1),
-                    before,
-                    None,
-                    generate,
-                );
+                let edge = lo.saturating_sub(1);
+                let recent = verify_time(edge, edge, before, None, matcher());
                 if matches!(recent, Verdict::Accepted(_)) && lo > 0 {
                     return TokenResult::Expired;
                 }
@@ -378,7 +373,7 @@ mod tests {
     use super::*;
     use crate::clock::FixedClock;
     use crate::model::ScratchHash;
-    use portcullis_otp::{Algorithm, Secret};
+    use portcullis_otp::{Algorithm, Secret, hotp};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 

@@ -39,28 +39,22 @@ impl Algorithm {
     }
 }
 
-fn hmac_into<M: Mac + KeyInit>(key: &[u8], msg: &[u8], out: &mut [u8; 64]) -> usize {
-    // HMAC accepts keys of any length, so new_from_slice cannot fail.
-    let Ok(mut mac) = <M as KeyInit>::new_from_slice(key) else {
-        return 0;
-    };
-    mac.update(msg);
-    let tag = mac.finalize().into_bytes();
-    out[..tag.len()].copy_from_slice(&tag);
-    tag.len()
+/// A keyed HMAC whose key schedule (inner and outer pads) is computed once, so each
+/// counter costs only the two compression rounds of the message.
+#[derive(Clone)]
+enum Keyed {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
 }
 
-/// The RFC 4226 dynamic-truncation value (31 bits) for `counter`.
-fn truncated(secret: &Secret, counter: u64, algorithm: Algorithm) -> u32 {
-    let mut buf = Zeroizing::new([0u8; 64]);
-    let msg = counter.to_be_bytes();
-    let len = match algorithm {
-        Algorithm::Sha1 => hmac_into::<Hmac<sha1::Sha1>>(secret.as_bytes(), &msg, &mut buf),
-        Algorithm::Sha256 => hmac_into::<Hmac<sha2::Sha256>>(secret.as_bytes(), &msg, &mut buf),
-        Algorithm::Sha512 => hmac_into::<Hmac<sha2::Sha512>>(secret.as_bytes(), &msg, &mut buf),
-    };
-    let hash = &buf[..len];
-    let offset = (hash[len - 1] & 0x0f) as usize;
+fn keyed<M: Mac + KeyInit>(key: &[u8]) -> Option<M> {
+    // HMAC accepts keys of any length, so this never fails.
+    <M as KeyInit>::new_from_slice(key).ok()
+}
+
+fn dynamic_truncation(hash: &[u8]) -> u32 {
+    let offset = (hash[hash.len() - 1] & 0x0f) as usize;
     u32::from_be_bytes([
         hash[offset] & 0x7f,
         hash[offset + 1],
@@ -69,18 +63,80 @@ fn truncated(secret: &Secret, counter: u64, algorithm: Algorithm) -> u32 {
     ])
 }
 
+/// An HOTP generator for one key: `value(counter)` is the code as a number.
+#[derive(Clone)]
+pub struct Hotp {
+    keyed: Option<Keyed>,
+    digits: u32,
+}
+
+impl Hotp {
+    /// Prepares the key once for many counters; `digits` is clamped to 1–10.
+    pub fn new(secret: &Secret, algorithm: Algorithm, digits: u32) -> Self {
+        let key = secret.as_bytes();
+        let keyed = match algorithm {
+            Algorithm::Sha1 => keyed(key).map(Keyed::Sha1),
+            Algorithm::Sha256 => keyed(key).map(Keyed::Sha256),
+            Algorithm::Sha512 => keyed(key).map(Keyed::Sha512),
+        };
+        Hotp {
+            keyed,
+            digits: digits.clamp(1, 10),
+        }
+    }
+
+    /// Code length.
+    pub fn digits(&self) -> u32 {
+        self.digits
+    }
+
+    /// The code for `counter` as a number (below 10^digits; 10 digits give all 31 bits).
+    pub fn value(&self, counter: u64) -> u32 {
+        let msg = counter.to_be_bytes();
+        let full = match &self.keyed {
+            Some(Keyed::Sha1(m)) => {
+                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
+            }
+            Some(Keyed::Sha256(m)) => {
+                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
+            }
+            Some(Keyed::Sha512(m)) => {
+                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
+            }
+            None => 0,
+        };
+        if self.digits >= 10 {
+            full
+        } else {
+            full % 10u32.pow(self.digits)
+        }
+    }
+
+    /// The code for `counter` as text, zero-padded.
+    pub fn code(&self, counter: u64) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::with_capacity(10));
+        let _ = write!(
+            out,
+            "{:0width$}",
+            self.value(counter),
+            width = self.digits as usize
+        );
+        out
+    }
+
+    /// Parses a typed code into the number `value` would give, or None if it is not exactly
+    /// `digits` ASCII digits.
+    pub fn parse(&self, code: &str) -> Option<u32> {
+        if !crate::is_well_formed(code, self.digits, crate::CodeFormat::Decimal) {
+            return None;
+        }
+        code.parse::<u64>().ok().and_then(|v| u32::try_from(v).ok())
+    }
+}
+
 /// The HOTP code for `counter`, `digits` long (1–10; 10 digits show the whole 31-bit value).
 pub fn hotp(secret: &Secret, counter: u64, digits: u32, algorithm: Algorithm) -> Zeroizing<String> {
-    let digits = digits.clamp(1, 10);
-    let value = u64::from(truncated(secret, counter, algorithm));
-    let value = if digits >= 10 {
-        value
-    } else {
-        value % 10u64.pow(digits)
-    };
-    let mut out = Zeroizing::new(String::with_capacity(10));
-    let _ = write!(out, "{value:0width$}", width = digits as usize);
-    out
+    Hotp::new(secret, algorithm, digits).code(counter)
 }
 
 /// The TOTP time step that contains `unix_time` (seconds) for a `period`-second step.

@@ -3,7 +3,8 @@
 //! Every candidate in the window is computed and compared in constant time, so a wrong code
 //! costs the same as a right one and the position of a match does not leak.
 
-use subtle::ConstantTimeEq;
+use crate::Hotp;
+use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 /// How far around the expected step or counter to look.
@@ -52,19 +53,16 @@ pub enum Verdict {
 }
 
 fn search(
-    code: &str,
     candidates: impl Iterator<Item = u64>,
     center: u64,
     last_used: Option<u64>,
-    generate: impl Fn(u64) -> Zeroizing<String>,
+    mut is_match: impl FnMut(u64) -> bool,
 ) -> Verdict {
-    let given = Zeroizing::new(code.to_ascii_lowercase());
     let mut best: Option<u64> = None;
     let mut replayed = false;
     for counter in candidates {
-        let expected = generate(counter);
-        let equal: bool = expected.as_bytes().ct_eq(given.as_bytes()).into();
-        if !equal {
+        // Every candidate is computed; only the bookkeeping below depends on the result.
+        if !is_match(counter) {
             continue;
         }
         if last_used.is_some_and(|last| counter <= last) {
@@ -80,52 +78,67 @@ fn search(
     }
 }
 
+/// A constant-time matcher for a typed decimal code against an HOTP generator; a code of
+/// the wrong shape matches nothing (but the window is still computed).
+pub fn oath_matcher<'a>(generator: &'a Hotp, code: &str) -> impl FnMut(u64) -> bool + 'a {
+    let given = generator.parse(code);
+    let valid = Choice::from(u8::from(given.is_some()));
+    let given = given.unwrap_or(u32::MAX);
+    move |counter| bool::from(generator.value(counter).ct_eq(&given) & valid)
+}
+
+/// A constant-time matcher for text codes (mOTP hex, either case) from any generator.
+pub fn text_matcher<'a>(
+    code: &str,
+    generate: impl Fn(u64) -> Zeroizing<String> + 'a,
+) -> impl FnMut(u64) -> bool + 'a {
+    let given = Zeroizing::new(code.to_ascii_lowercase());
+    move |counter| bool::from(generate(counter).as_bytes().ct_eq(given.as_bytes()))
+}
+
 /// Searches time steps around `center` (current step plus any known drift); `now_step` is
 /// always tried too, so a stored drift can never lock out a token whose clock is right.
 /// `last_used` is the last accepted step: it and any earlier step count as replays.
 pub fn verify_time(
-    code: &str,
     now_step: u64,
     center: u64,
     window: Window,
     last_used: Option<u64>,
-    generate: impl Fn(u64) -> Zeroizing<String>,
+    is_match: impl FnMut(u64) -> bool,
 ) -> Verdict {
     let lo = center.saturating_sub(window.behind);
     let hi = center.saturating_add(window.ahead);
     let extra = (!(lo..=hi).contains(&now_step)).then_some(now_step);
-    search(code, (lo..=hi).chain(extra), center, last_used, generate)
+    search((lo..=hi).chain(extra), center, last_used, is_match)
 }
 
 /// Searches counters `next ..= next + window.ahead` of an event (HOTP) token.
 /// Counters below `next` were used or skipped, so they are never tried.
-pub fn verify_counter(
-    code: &str,
-    next: u64,
-    window: Window,
-    generate: impl Fn(u64) -> Zeroizing<String>,
-) -> Verdict {
+pub fn verify_counter(next: u64, window: Window, is_match: impl FnMut(u64) -> bool) -> Verdict {
     let hi = next.saturating_add(window.ahead);
-    search(code, next..=hi, next, None, generate)
+    search(next..=hi, next, None, is_match)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Algorithm, Secret, hotp};
+    use crate::{Algorithm, Secret};
 
-    fn key() -> Secret {
-        Secret::from_bytes(b"12345678901234567890".to_vec())
+    fn key() -> Hotp {
+        Hotp::new(
+            &Secret::from_bytes(b"12345678901234567890".to_vec()),
+            Algorithm::Sha1,
+            6,
+        )
     }
 
-    fn gen_at(s: &Secret) -> impl Fn(u64) -> Zeroizing<String> + '_ {
-        move |c| hotp(s, c, 6, Algorithm::Sha1)
+    fn time(g: &Hotp, code: &str, now: u64, center: u64, w: Window, last: Option<u64>) -> Verdict {
+        verify_time(now, center, w, last, oath_matcher(g, code))
     }
 
     #[test]
     fn time_window_accepts_neighbours_only() {
-        let s = key();
-        let g = gen_at(&s);
+        let g = key();
         let w = Window::symmetric(1);
         for (step, ok) in [
             (99, false),
@@ -134,8 +147,7 @@ mod tests {
             (102, true),
             (103, false),
         ] {
-            let code = g(step);
-            let v = verify_time(&code, 101, 101, w, None, &g);
+            let v = time(&g, &g.code(step), 101, 101, w, None);
             assert_eq!(
                 matches!(v, Verdict::Accepted(m) if m.counter == step),
                 ok,
@@ -146,57 +158,75 @@ mod tests {
 
     #[test]
     fn a_used_step_is_a_replay() {
-        let s = key();
-        let g = gen_at(&s);
+        let g = key();
         let w = Window::symmetric(1);
-        let code = g(100);
         assert_eq!(
-            verify_time(&code, 100, 100, w, Some(100), &g),
+            time(&g, &g.code(100), 100, 100, w, Some(100)),
             Verdict::Replayed
         );
         // An older step is a replay too, even inside the window.
-        let old = g(99);
         assert_eq!(
-            verify_time(&old, 100, 100, w, Some(100), &g),
+            time(&g, &g.code(99), 100, 100, w, Some(100)),
             Verdict::Replayed
         );
-        let next = g(101);
         assert_eq!(
-            verify_time(&next, 100, 100, w, Some(100), &g),
+            time(&g, &g.code(101), 100, 100, w, Some(100)),
             Verdict::Accepted(Matched { counter: 101 })
         );
     }
 
     #[test]
     fn drifted_center_still_tries_now() {
-        let s = key();
-        let g = gen_at(&s);
-        let code = g(500);
+        let g = key();
         assert_eq!(
-            verify_time(&code, 500, 520, Window::symmetric(1), None, &g),
+            time(&g, &g.code(500), 500, 520, Window::symmetric(1), None),
             Verdict::Accepted(Matched { counter: 500 })
         );
     }
 
     #[test]
     fn counter_look_ahead_and_resync() {
-        let s = key();
-        let g = gen_at(&s);
+        let g = key();
         let w = Window::look_ahead(3);
-        assert_eq!(
-            verify_counter(&g(5), 2, w, &g),
-            Verdict::Accepted(Matched { counter: 5 })
-        );
-        assert_eq!(verify_counter(&g(6), 2, w, &g), Verdict::Rejected);
-        assert_eq!(verify_counter(&g(1), 2, w, &g), Verdict::Rejected);
+        let c = |code: &str, next| verify_counter(next, w, oath_matcher(&g, code));
+        assert_eq!(c(&g.code(5), 2), Verdict::Accepted(Matched { counter: 5 }));
+        assert_eq!(c(&g.code(6), 2), Verdict::Rejected);
+        assert_eq!(c(&g.code(1), 2), Verdict::Rejected);
+    }
+
+    #[test]
+    fn malformed_codes_match_nothing() {
+        let g = key();
+        let w = Window::symmetric(1);
+        for bad in [
+            "",
+            "12345",
+            "1234567",
+            "12345a",
+            "١٢٣٤٥٦",
+            "-12345",
+            "+12345",
+            " 12345",
+        ] {
+            assert_eq!(
+                time(&g, bad, 100, 100, w, None),
+                Verdict::Rejected,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_matcher_ignores_case() {
+        let mut m = text_matcher("ABC123", |_| Zeroizing::new("abc123".to_string()));
+        assert!(m(0));
     }
 
     #[test]
     fn window_at_zero_does_not_underflow() {
-        let s = key();
-        let g = gen_at(&s);
+        let g = key();
         assert_eq!(
-            verify_time(&g(0), 0, 0, Window::symmetric(2), None, &g),
+            time(&g, &g.code(0), 0, 0, Window::symmetric(2), None),
             Verdict::Accepted(Matched { counter: 0 })
         );
     }

@@ -24,14 +24,22 @@ fn oathtool(args: &[String]) -> String {
         .args(args)
         .output()
         .expect("oathtool is not installed; run .ci/run or `apt-get install oathtool`");
-    assert!(out.status.success(), "oathtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oathtool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[test]
 fn matches_oathtool_on_1000_random_secrets() {
     #[allow(clippy::disallowed_methods)]
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     println!("seed {seed}");
     let mut rng = Rng(seed);
     let (mut totps, mut hotps) = (0, 0);
@@ -41,8 +49,11 @@ fn matches_oathtool_on_1000_random_secrets() {
         let secret = Secret::from_bytes(key);
         // oathtool prints 6, 7 or 8 digits.
         let digits = 6 + rng.below(3) as u32;
-        let (alg, name) = [(Algorithm::Sha1, "sha1"), (Algorithm::Sha256, "sha256"), (Algorithm::Sha512, "sha512")]
-            [rng.below(3) as usize];
+        let (alg, name) = [
+            (Algorithm::Sha1, "sha1"),
+            (Algorithm::Sha256, "sha256"),
+            (Algorithm::Sha512, "sha512"),
+        ][rng.below(3) as usize];
         // Alternate hex and base32 input to oathtool, so both of our encoders are checked too.
         let (key_args, key_text) = if i % 2 == 0 {
             (vec![], secret.to_hex().to_string())
@@ -53,17 +64,38 @@ fn matches_oathtool_on_1000_random_secrets() {
             let period = [15u32, 30, 60, 90][rng.below(4) as usize];
             let time = rng.below(4_000_000_000) as i64;
             let mut args = key_args.clone();
-            args.extend([format!("--totp={name}"), format!("--digits={digits}"), format!("--time-step-size={period}s"), format!("--now=@{time}"), key_text]);
-            assert_eq!(totp(&secret, time, period, digits, alg).as_str(), oathtool(&args), "seed {seed} case {i}: {args:?}");
+            args.extend([
+                format!("--totp={name}"),
+                format!("--digits={digits}"),
+                format!("--time-step-size={period}s"),
+                format!("--now=@{time}"),
+                key_text,
+            ]);
+            assert_eq!(
+                totp(&secret, time, period, digits, alg).as_str(),
+                oathtool(&args),
+                "seed {seed} case {i}: {args:?}"
+            );
             totps += 1;
         } else {
             // oathtool's HOTP is SHA1 only.
             let counter = rng.next() >> rng.below(64);
             let mut args = key_args.clone();
-            args.extend([format!("--digits={digits}"), format!("--counter={counter}"), key_text]);
-            assert_eq!(hotp(&secret, counter, digits, Algorithm::Sha1).as_str(), oathtool(&args), "seed {seed} case {i}: {args:?}");
+            args.extend([
+                format!("--digits={digits}"),
+                format!("--counter={counter}"),
+                key_text,
+            ]);
+            assert_eq!(
+                hotp(&secret, counter, digits, Algorithm::Sha1).as_str(),
+                oathtool(&args),
+                "seed {seed} case {i}: {args:?}"
+            );
             hotps += 1;
         }
     }
-    assert!(totps > 300 && hotps > 300, "both kinds were exercised: {totps} totp, {hotps} hotp");
+    assert!(
+        totps > 300 && hotps > 300,
+        "both kinds were exercised: {totps} totp, {hotps} hotp"
+    );
 }

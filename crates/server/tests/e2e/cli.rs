@@ -6,7 +6,10 @@ use crate::harness::*;
 fn enroll_verify_replay_wrong_password_and_lockout() {
     let env = Env::new("");
     let uri = env.add_user("alice", "s3cret pass", &[]);
-    assert!(uri.starts_with("otpauth://totp/portcullis:alice?secret="), "{uri}");
+    assert!(
+        uri.starts_with("otpauth://totp/portcullis:alice?secret="),
+        "{uri}"
+    );
     let secret = secret_of(&uri);
     settle(5);
     let code = code_now(&env, &secret);
@@ -42,22 +45,61 @@ fn enroll_verify_replay_wrong_password_and_lockout() {
 fn hotp_user_resyncs_and_never_accepts_a_code_twice() {
     let env = Env::new("");
     let uri = env.add_user("bob", "pw", &["--hotp", "--digits", "8"]);
-    assert!(uri.starts_with("otpauth://hotp/") && uri.contains("digits=8") && uri.contains("counter=0"), "{uri}");
+    assert!(
+        uri.starts_with("otpauth://hotp/") && uri.contains("digits=8") && uri.contains("counter=0"),
+        "{uri}"
+    );
     let s = secret_of(&uri);
-    let code = |c: u64| env.ok(&["otp", "code", "--secret", &s, "--type", "hotp", "--counter", &c.to_string(), "--digits", "8"], None).trim().to_string();
-    assert_eq!(env.verify("bob", None, &code(3)).0, 0, "look-ahead finds counter 3");
+    let code = |c: u64| {
+        env.ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                &s,
+                "--type",
+                "hotp",
+                "--counter",
+                &c.to_string(),
+                "--digits",
+                "8",
+            ],
+            None,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        env.verify("bob", None, &code(3)).0,
+        0,
+        "look-ahead finds counter 3"
+    );
     assert_eq!(env.verify("bob", None, &code(3)).0, 1);
-    assert_eq!(env.verify("bob", None, &code(2)).0, 1, "earlier counters are spent");
+    assert_eq!(
+        env.verify("bob", None, &code(2)).0,
+        1,
+        "earlier counters are spent"
+    );
     assert_eq!(env.verify("bob", None, &code(4)).0, 0);
 }
 
 #[test]
 fn lock_and_admin_commands() {
     let env = Env::new("");
-    let uri = env.add_user("carol", "pw", &["--group", "admins", "--email", "c@example.com"]);
+    let uri = env.add_user(
+        "carol",
+        "pw",
+        &["--group", "admins", "--email", "c@example.com"],
+    );
     let show = env.ok(&["user", "show", "carol"], None);
-    assert!(show.contains("admins") && show.contains("c@example.com"), "{show}");
-    assert!(!show.contains(&secret_of(&uri)), "show must never print the secret");
+    assert!(
+        show.contains("admins") && show.contains("c@example.com"),
+        "{show}"
+    );
+    assert!(
+        !show.contains(&secret_of(&uri)),
+        "show must never print the secret"
+    );
     env.ok(&["user", "lock", "carol"], None);
     settle(5);
     let (rc, out) = env.verify("carol", None, &code_now(&env, &secret_of(&uri)));
@@ -65,18 +107,40 @@ fn lock_and_admin_commands() {
     assert!(out.contains("locked"), "{out}");
     env.ok(&["user", "unlock", "carol"], None);
 
-    env.ok(&["user", "passwd", "carol", "--password-stdin"], Some("new pw\n"));
+    env.ok(
+        &["user", "passwd", "carol", "--password-stdin"],
+        Some("new pw\n"),
+    );
     let (rc, _) = env.verify("carol", Some("pw"), "000000");
     assert_eq!(rc, 1);
 
-    let out = env.ok(&["user", "token", "reset", "carol", "--no-terminal-qr"], None);
+    let out = env.ok(
+        &["user", "token", "reset", "carol", "--no-terminal-qr"],
+        None,
+    );
     let new_uri = uri_in(&out);
     assert_ne!(secret_of(&new_uri), secret_of(&uri));
     settle(5);
-    assert_eq!(env.verify("carol", Some("new pw"), &code_now(&env, &secret_of(&new_uri))).0, 0);
-    assert_eq!(env.verify("carol", None, &code_now(&env, &secret_of(&uri))).0, 1, "old token is gone");
+    assert_eq!(
+        env.verify(
+            "carol",
+            Some("new pw"),
+            &code_now(&env, &secret_of(&new_uri))
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        env.verify("carol", None, &code_now(&env, &secret_of(&uri)))
+            .0,
+        1,
+        "old token is gone"
+    );
 
-    let dup = env.run(&["user", "add", "carol", "--no-password", "--no-terminal-qr"], None);
+    let dup = env.run(
+        &["user", "add", "carol", "--no-password", "--no-terminal-qr"],
+        None,
+    );
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
     let bad = env.run(&["user", "add", "bad name", "--no-password"], None);
@@ -93,14 +157,21 @@ fn scratch_codes_are_one_time_and_stored_hashed() {
     let env = Env::new("");
     env.add_user("dave", "pw", &[]);
     let out = env.ok(&["user", "scratch", "dave"], None);
-    let codes: Vec<&str> = out.lines().map(str::trim).filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit())).collect();
+    let codes: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
     assert_eq!(codes.len(), 10, "{out}");
     assert_eq!(env.verify("dave", Some("pw"), codes[0]).0, 0);
     assert_eq!(env.verify("dave", Some("pw"), codes[0]).0, 1);
     assert_eq!(env.verify("dave", Some("pw"), codes[1]).0, 0);
     let db = std::fs::read(env.path().join("portcullis.db")).unwrap();
     let text = String::from_utf8_lossy(&db);
-    assert!(!text.contains(codes[2]), "scratch codes must not be stored in clear");
+    assert!(
+        !text.contains(codes[2]),
+        "scratch codes must not be stored in clear"
+    );
 }
 
 #[test]
@@ -108,20 +179,76 @@ fn otp_tools_match_rfc_vectors() {
     let env = Env::new("");
     // RFC 6238 Appendix B, SHA1 at T=59 and SHA256 at T=1111111109.
     let s1 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
-    assert_eq!(env.ok(&["otp", "code", "--secret", s1, "--time", "59", "--digits", "8"], None).trim(), "94287082");
+    assert_eq!(
+        env.ok(
+            &[
+                "otp", "code", "--secret", s1, "--time", "59", "--digits", "8"
+            ],
+            None
+        )
+        .trim(),
+        "94287082"
+    );
     let s256 = "3132333435363738393031323334353637383930313233343536373839303132";
-    let out = env.ok(&["otp", "code", "--hex", "--secret", s256, "--time", "1111111109", "--digits", "8", "--algorithm", "sha256"], None);
+    let out = env.ok(
+        &[
+            "otp",
+            "code",
+            "--hex",
+            "--secret",
+            s256,
+            "--time",
+            "1111111109",
+            "--digits",
+            "8",
+            "--algorithm",
+            "sha256",
+        ],
+        None,
+    );
     assert_eq!(out.trim(), "68084774");
     // RFC 4226 Appendix D, counter 9.
-    let out = env.ok(&["otp", "code", "--hex", "--secret", "3132333435363738393031323334353637383930", "--type", "hotp", "--counter", "9"], None);
+    let out = env.ok(
+        &[
+            "otp",
+            "code",
+            "--hex",
+            "--secret",
+            "3132333435363738393031323334353637383930",
+            "--type",
+            "hotp",
+            "--counter",
+            "9",
+        ],
+        None,
+    );
     assert_eq!(out.trim(), "520489");
     let out = env.ok(&["otp", "secret", "--secret", "jbsw y3dp ehpk 3pxp"], None);
     assert!(out.contains("hex:    48656c6c6f21deadbeef"), "{out}");
-    let uri = env.ok(&["otp", "uri", "--secret", "JBSWY3DPEHPK3PXP", "--account", "alice@example.com", "--issuer", "ACME Co"], None);
-    assert_eq!(uri.trim(), "otpauth://totp/ACME%20Co:alice%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=ACME%20Co&algorithm=SHA1&digits=6&period=30");
+    let uri = env.ok(
+        &[
+            "otp",
+            "uri",
+            "--secret",
+            "JBSWY3DPEHPK3PXP",
+            "--account",
+            "alice@example.com",
+            "--issuer",
+            "ACME Co",
+        ],
+        None,
+    );
+    assert_eq!(
+        uri.trim(),
+        "otpauth://totp/ACME%20Co:alice%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=ACME%20Co&algorithm=SHA1&digits=6&period=30"
+    );
     let bad = env.run(&["otp", "code", "--secret", "JBSWY3DP0HPK3PXP"], None);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("position 9"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("position 9"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]
@@ -131,15 +258,26 @@ fn config_errors_name_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     // The template has its own [otp] section, so the duplicate table is the first error.
-    assert!(err.contains("portcullis.toml:28:") && err.contains("duplicate"), "{err}");
+    assert!(
+        err.contains("portcullis.toml:28:") && err.contains("duplicate"),
+        "{err}"
+    );
 
     let env = Env::new("");
-    std::fs::write(env.config(), "[store]\nbackend = \"sqlite\"\n[otp]\nwindow = 50\n").unwrap();
+    std::fs::write(
+        env.config(),
+        "[store]\nbackend = \"sqlite\"\n[otp]\nwindow = 50\n",
+    )
+    .unwrap();
     let err = String::from_utf8_lossy(&env.run(&["config", "check"], None).stderr).into_owned();
     assert!(err.contains("portcullis.toml:4: otp.window = 50"), "{err}");
     std::fs::write(env.config(), "[otp]\nwindw = 1\n").unwrap();
-    let err = String::from_utf8_lossy(&env.run(&["verify", "x", "123456"], None).stderr).into_owned();
-    assert!(err.contains("portcullis.toml:2:1") && err.contains("windw"), "{err}");
+    let err =
+        String::from_utf8_lossy(&env.run(&["verify", "x", "123456"], None).stderr).into_owned();
+    assert!(
+        err.contains("portcullis.toml:2:1") && err.contains("windw"),
+        "{err}"
+    );
     std::fs::write(env.config(), "").unwrap();
     assert!(env.ok(&["config", "check"], None).contains("OK"));
 }
@@ -160,7 +298,10 @@ fn init_files_are_private_and_not_overwritten() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = env.run(&["init", "--dir", open.to_str().unwrap()], None);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{out:?}"
+    );
     let again = env.run(&["init", "--dir", env.path().to_str().unwrap()], None);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
@@ -170,14 +311,27 @@ fn init_files_are_private_and_not_overwritten() {
 fn every_subcommand_has_help_with_an_example() {
     let env = Env::new("");
     for sub in [
-        vec!["init"], vec!["demo"], vec!["verify"], vec!["qr"], vec!["import"], vec!["export"],
-        vec!["config", "check"], vec!["user", "add"], vec!["user", "passwd"], vec!["user", "token", "reset"],
-        vec!["otp", "code"], vec!["otp", "uri"], vec!["otp", "secret"],
+        vec!["init"],
+        vec!["demo"],
+        vec!["verify"],
+        vec!["qr"],
+        vec!["import"],
+        vec!["export"],
+        vec!["config", "check"],
+        vec!["user", "add"],
+        vec!["user", "passwd"],
+        vec!["user", "token", "reset"],
+        vec!["otp", "code"],
+        vec!["otp", "uri"],
+        vec!["otp", "secret"],
     ] {
         let mut args = sub.clone();
         args.push("--help");
         let out = env.ok(&args, None);
-        assert!(out.contains("Example"), "{sub:?} --help has no example:\n{out}");
+        assert!(
+            out.contains("Example"),
+            "{sub:?} --help has no example:\n{out}"
+        );
     }
 }
 
@@ -185,12 +339,24 @@ fn every_subcommand_has_help_with_an_example() {
 fn demo_command_prints_a_working_setup() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let out = std::process::Command::new(bin()).args(["demo", "--dir", demo.to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("▀") || text.contains("█"), "terminal QR code missing");
-    let uri = text.lines().map(str::trim).find(|l| l.starts_with("otpauth://")).unwrap();
-    let env = Env { dir: tempfile::TempDir::new_in(dir.path()).unwrap() };
+    assert!(
+        text.contains("▀") || text.contains("█"),
+        "terminal QR code missing"
+    );
+    let uri = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("otpauth://"))
+        .unwrap();
+    let env = Env {
+        dir: tempfile::TempDir::new_in(dir.path()).unwrap(),
+    };
     std::fs::copy(demo.join("portcullis.toml"), env.config()).unwrap();
     std::fs::copy(demo.join("portcullis.db"), env.path().join("portcullis.db")).unwrap();
     settle(5);

@@ -16,8 +16,15 @@ pub fn bin() -> PathBuf {
 
 /// Fails the test if a required external tool is missing (`.ci/run` installs them).
 pub fn require_tool(name: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
-    assert!(found, "{name} is not installed; run .ci/run or apt-get install the package that has it");
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is not installed; run .ci/run or apt-get install the package that has it"
+    );
 }
 
 impl Env {
@@ -26,9 +33,16 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let env = Env { dir };
         let out = env.run(&["init", "--dir", env.dir.path().to_str().unwrap()], None);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !extra_config.is_empty() {
-            let mut f = std::fs::OpenOptions::new().append(true).open(env.config()).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(env.config())
+                .unwrap();
             writeln!(f, "{extra_config}").unwrap();
         }
         env
@@ -45,14 +59,18 @@ impl Env {
     /// Builds a command with the config set through the environment (as users do).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args).env("PORTCULLIS_CONFIG", self.config()).current_dir(self.path());
+        c.args(args)
+            .env("PORTCULLIS_CONFIG", self.config())
+            .current_dir(self.path());
         c
     }
 
     /// Runs the binary with `stdin` piped in, and returns its output.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut c = self.command(args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn portcullis");
         {
             let mut input = child.stdin.take().unwrap();
@@ -91,24 +109,38 @@ impl Env {
             args.push("--password-stdin");
         }
         let out = self.run(&args, password.map(|p| format!("{p}\n")).as_deref());
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 }
 
 /// The first otpauth:// URI in some output.
 pub fn uri_in(output: &str) -> String {
-    output.lines().find(|l| l.starts_with("otpauth://")).unwrap_or_else(|| panic!("no URI in:\n{output}")).trim().to_string()
+    output
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no URI in:\n{output}"))
+        .trim()
+        .to_string()
 }
 
 /// The `secret=` parameter of a URI.
 pub fn secret_of(uri: &str) -> String {
-    uri.split(['?', '&']).find_map(|p| p.strip_prefix("secret=")).unwrap().to_string()
+    uri.split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap()
+        .to_string()
 }
 
 /// Unix time now (tests may read the wall clock).
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Waits until at least `margin` seconds remain in the current 30 s step, so a code
@@ -122,5 +154,7 @@ pub fn settle(margin: i64) {
 
 /// The current TOTP code of a base32 secret, computed by the binary's `otp code`.
 pub fn code_now(env: &Env, secret: &str) -> String {
-    env.ok(&["otp", "code", "--secret", secret], None).trim().to_string()
+    env.ok(&["otp", "code", "--secret", secret], None)
+        .trim()
+        .to_string()
 }

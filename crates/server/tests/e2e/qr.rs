@@ -5,8 +5,16 @@ use std::process::Command;
 
 fn zbar(path: &std::path::Path) -> String {
     require_tool("zbarimg");
-    let out = Command::new("zbarimg").args(["--raw", "-q"]).arg(path).output().unwrap();
-    assert!(out.status.success(), "zbarimg could not read {}", path.display());
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zbarimg could not read {}",
+        path.display()
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -15,9 +23,16 @@ fn png_from_user_add_decodes_to_the_printed_uri() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new("");
     let png = env.path().join("bob.png");
-    let uri = env.add_user("bob", "pw", &["--hotp", "--digits", "8", "--qr", png.to_str().unwrap()]);
+    let uri = env.add_user(
+        "bob",
+        "pw",
+        &["--hotp", "--digits", "8", "--qr", png.to_str().unwrap()],
+    );
     assert_eq!(zbar(&png), uri);
-    assert_eq!(std::fs::metadata(&png).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&png).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -29,7 +44,17 @@ fn qr_command_round_trips_awkward_uris() {
     ] {
         let png = env.path().join("q.png");
         let svg = env.path().join("q.svg");
-        env.ok(&["qr", uri, "--png", png.to_str().unwrap(), "--svg", svg.to_str().unwrap()], None);
+        env.ok(
+            &[
+                "qr",
+                uri,
+                "--png",
+                png.to_str().unwrap(),
+                "--svg",
+                svg.to_str().unwrap(),
+            ],
+            None,
+        );
         assert_eq!(zbar(&png), uri);
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     }

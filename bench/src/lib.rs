@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/`; `bench/run.sh` runs them beside their C peers.
