@@ -407,7 +407,7 @@ mod tests {
             change: &mut dyn FnMut(&mut User) -> bool,
         ) -> Result<bool, StoreError> {
             let mut map = self.0.lock().unwrap();
-            Ok(map.get_mut(name).map(|u| change(u)).is_some())
+            Ok(map.get_mut(name).map(change).is_some())
         }
     }
 

@@ -1,4 +1,5 @@
 //! Cross-check against oathtool (oath-toolkit, Debian package `oathtool`) on random secrets,
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 //! algorithms, digits, periods, times and counters.
 
 use portcullis_otp::{Algorithm, Secret, hotp, totp};
