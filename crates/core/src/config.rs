@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum ConfigError {
     /// Could not read the file.
-    #[error(
-        "{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG"
-    )]
+    #[error("{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG")]
     Read {
         /// The file.
         path: PathBuf,
@@ -89,11 +87,8 @@ pub enum DefaultKind {
 
 fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     let s = String::deserialize(d)?;
-    Algorithm::parse(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "unknown algorithm {s:?}; use sha1, sha256 or sha512"
-        ))
-    })
+    Algorithm::parse(&s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown algorithm {s:?}; use sha1, sha256 or sha512")))
 }
 
 /// `[otp]`: token defaults and verification windows.
@@ -187,10 +182,7 @@ fn line_of(text: &str, section: &str, key: &str) -> usize {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('[') {
-            current = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string();
+            current = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
         } else if current == section
             && line
                 .split_once('=')
@@ -205,10 +197,7 @@ fn line_of(text: &str, section: &str, key: &str) -> usize {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |p| before.len() - p - 1)
-        + 1;
+    let column = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
     (line, column)
 }
 
@@ -239,22 +228,16 @@ impl Config {
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let invalid =
-            |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
-                path: self.path.clone(),
-                line: line_of(text, section, key),
-                key: format!("{section}.{key}"),
-                value,
-                reason: reason.to_string(),
-            };
+        let invalid = |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: line_of(text, section, key),
+            key: format!("{section}.{key}"),
+            value,
+            reason: reason.to_string(),
+        };
         let o = &self.otp;
         if !(6..=10).contains(&o.digits) {
-            return Err(invalid(
-                "otp",
-                "digits",
-                o.digits.to_string(),
-                "use 6 to 10",
-            ));
+            return Err(invalid("otp", "digits", o.digits.to_string(), "use 6 to 10"));
         }
         if !(1..=3600).contains(&o.period) {
             return Err(invalid(
@@ -343,10 +326,7 @@ mod tests {
         assert_eq!(c.otp.window, 1);
         assert_eq!(c.lockout.max_failures, 5);
         assert_eq!(c.store.backend, Backend::Sqlite);
-        assert_eq!(
-            c.resolve(&c.store.path),
-            PathBuf::from("/etc/portcullis.db")
-        );
+        assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
     }
 
     #[test]
@@ -359,12 +339,9 @@ mod tests {
 
     #[test]
     fn out_of_range_value_names_the_line() {
-        let err = Config::parse(
-            "[store]\n\n[otp]\nissuer = \"x\"\ndigits = 4\n",
-            Path::new("p.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = Config::parse("[store]\n\n[otp]\nissuer = \"x\"\ndigits = 4\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:5: otp.digits = 4"), "{err}");
         let err = Config::parse("[otp]\nalgorithm = \"md5\"\n", Path::new("p.toml"))
             .unwrap_err()

@@ -8,8 +8,8 @@ use crate::password::{self, ExternalSource, PasswordError};
 use crate::scratch;
 use crate::store::{Directory, StoreError};
 use portcullis_otp::{
-    CodeFormat, Hotp, Verdict, Window, is_well_formed, motp, oath_matcher, text_matcher, totp_step,
-    verify_counter, verify_time,
+    CodeFormat, Hotp, Verdict, Window, is_well_formed, motp, oath_matcher, text_matcher, totp_step, verify_counter,
+    verify_time,
 };
 use zeroize::Zeroizing;
 
@@ -74,9 +74,7 @@ impl Rejection {
             Rejection::Replayed => "code already used (replay)",
             Rejection::Expired => "code expired (its time step has passed; check the device clock)",
             Rejection::Locked => "account locked; `portcullis user unlock NAME` clears it",
-            Rejection::NoToken => {
-                "the user has no token; `portcullis user token reset NAME` creates one"
-            }
+            Rejection::NoToken => "the user has no token; `portcullis user token reset NAME` creates one",
         }
     }
 
@@ -193,13 +191,7 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                 TokenKind::Oath => policy.totp_window,
                 TokenKind::Motp => policy.motp_window,
             };
-            let v = verify_time(
-                now_step,
-                center,
-                Window::symmetric(w),
-                token.last_step,
-                matcher(),
-            );
+            let v = verify_time(now_step, center, Window::symmetric(w), token.last_step, matcher());
             if v == Verdict::Rejected {
                 // Only to tell "expired" from "wrong": a code from just before the window.
                 let lo = center.saturating_sub(w);
@@ -225,12 +217,7 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
 
 impl Gate<'_> {
     /// Checks the first factor of `user` (None = unknown, spends the same time).
-    pub fn check_first_factor(
-        &self,
-        name: &str,
-        user: Option<&User>,
-        password: &str,
-    ) -> Result<bool, GateError> {
+    pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
         let Some(user) = user else {
             return Ok(password::verify_dummy(password));
         };
@@ -274,13 +261,11 @@ impl Gate<'_> {
         let now = self.clock.now();
         let policy = &self.policy;
         let mut outcome = Outcome::Rejected(Rejection::UnknownUser);
-        let found = self
-            .directory
-            .update(attempt.user, &mut |user: &mut User| {
-                let (result, changed) = attempt_on(user, attempt, now, policy);
-                outcome = result;
-                changed
-            })?;
+        let found = self.directory.update(attempt.user, &mut |user: &mut User| {
+            let (result, changed) = attempt_on(user, attempt, now, policy);
+            outcome = result;
+            changed
+        })?;
         if !found {
             return Ok(Outcome::Rejected(Rejection::UnknownUser));
         }
@@ -305,9 +290,7 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
                 .as_ref()
                 .is_some_and(|c| password::constant_time_eq(c, code));
             let same_ip = t.last_ip.as_deref() == attempt.client_ip && attempt.client_ip.is_some();
-            let fresh = t
-                .last_used
-                .is_some_and(|u| now >= u && now < u + policy.linger as i64);
+            let fresh = t.last_used.is_some_and(|u| now >= u && now < u + policy.linger as i64);
             if same_code && same_ip && fresh {
                 return (
                     Outcome::Accepted {
@@ -337,8 +320,7 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
             Step::Time(period) => {
                 t.last_step = Some(counter);
                 let now_step = totp_step(now, period);
-                t.drift = i64::try_from(counter).unwrap_or(i64::MAX)
-                    - i64::try_from(now_step).unwrap_or(i64::MAX);
+                t.drift = i64::try_from(counter).unwrap_or(i64::MAX) - i64::try_from(now_step).unwrap_or(i64::MAX);
             }
         }
         t.last_code = Some(Zeroizing::new(code.to_ascii_lowercase()));
@@ -392,20 +374,13 @@ mod tests {
             Ok(self.0.lock().unwrap().values().cloned().collect())
         }
         fn create(&self, user: &User) -> Result<(), StoreError> {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(user.name.clone(), user.clone());
+            self.0.lock().unwrap().insert(user.name.clone(), user.clone());
             Ok(())
         }
         fn remove(&self, name: &str) -> Result<bool, StoreError> {
             Ok(self.0.lock().unwrap().remove(name).is_some())
         }
-        fn update(
-            &self,
-            name: &str,
-            change: &mut dyn FnMut(&mut User) -> bool,
-        ) -> Result<bool, StoreError> {
+        fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
             let mut map = self.0.lock().unwrap();
             Ok(map.get_mut(name).map(change).is_some())
         }
@@ -417,17 +392,9 @@ mod tests {
 
     fn setup(step: Step) -> Memory {
         let m = Memory::default();
-        let mut u = User::new(
-            "alice",
-            FirstFactor::Hash(password::hash_password("pw").unwrap()),
-        );
-        u.tokens.push(Token::new(
-            TokenKind::Oath,
-            step,
-            secret(),
-            Algorithm::Sha1,
-            6,
-        ));
+        let mut u = User::new("alice", FirstFactor::Hash(password::hash_password("pw").unwrap()));
+        u.tokens
+            .push(Token::new(TokenKind::Oath, step, secret(), Algorithm::Sha1, 6));
         m.create(&u).unwrap();
         m
     }
@@ -472,10 +439,7 @@ mod tests {
         let code = totp_at(clock.0);
         assert!(matches!(
             g.verify(attempt(&code, Some("pw"))).unwrap(),
-            Outcome::Accepted {
-                via: Via::Token(0),
-                ..
-            }
+            Outcome::Accepted { via: Via::Token(0), .. }
         ));
         assert_eq!(
             g.verify(attempt(&code, Some("pw"))).unwrap(),
@@ -575,16 +539,12 @@ mod tests {
         p.linger = 60;
         let code = totp_at(clock.0);
         assert!(matches!(
-            gate(&m, &clock, p.clone())
-                .verify(attempt(&code, None))
-                .unwrap(),
+            gate(&m, &clock, p.clone()).verify(attempt(&code, None)).unwrap(),
             Outcome::Accepted { .. }
         ));
         let later = FixedClock(clock.0 + 59);
         assert!(matches!(
-            gate(&m, &later, p.clone())
-                .verify(attempt(&code, None))
-                .unwrap(),
+            gate(&m, &later, p.clone()).verify(attempt(&code, None)).unwrap(),
             Outcome::Accepted {
                 via: Via::Linger(0),
                 ..
@@ -617,10 +577,7 @@ mod tests {
         let g = gate(&m, &clock, policy());
         assert!(matches!(
             g.verify(attempt("12345678", None)).unwrap(),
-            Outcome::Accepted {
-                via: Via::Scratch,
-                ..
-            }
+            Outcome::Accepted { via: Via::Scratch, .. }
         ));
         assert!(matches!(
             g.verify(attempt("12345678", None)).unwrap(),
@@ -630,10 +587,7 @@ mod tests {
             user: "mallory",
             ..attempt("123456", Some("pw"))
         };
-        assert_eq!(
-            g.verify(nobody).unwrap(),
-            Outcome::Rejected(Rejection::UnknownUser)
-        );
+        assert_eq!(g.verify(nobody).unwrap(), Outcome::Rejected(Rejection::UnknownUser));
     }
 
     #[test]

@@ -76,13 +76,7 @@ pub struct Token {
 
 impl Token {
     /// A fresh token with no use recorded.
-    pub fn new(
-        kind: TokenKind,
-        step: Step,
-        secret: Secret,
-        algorithm: Algorithm,
-        digits: u32,
-    ) -> Self {
+    pub fn new(kind: TokenKind, step: Step, secret: Secret, algorithm: Algorithm, digits: u32) -> Self {
         Token {
             kind,
             step,
@@ -103,12 +97,7 @@ impl Token {
     pub fn describe(&self) -> String {
         match (self.kind, self.step) {
             (TokenKind::Oath, Step::Time(p)) => {
-                format!(
-                    "TOTP {}s {} digits {}",
-                    p,
-                    self.digits,
-                    self.algorithm.name()
-                )
+                format!("TOTP {}s {} digits {}", p, self.digits, self.algorithm.name())
             }
             (TokenKind::Oath, Step::Event) => format!(
                 "HOTP counter {} {} digits {}",
@@ -149,13 +138,7 @@ impl Token {
             OtpKind::Totp => Step::Time(uri.period),
             OtpKind::Hotp => Step::Event,
         };
-        let mut t = Token::new(
-            TokenKind::Oath,
-            step,
-            uri.secret.clone(),
-            uri.algorithm,
-            uri.digits,
-        );
+        let mut t = Token::new(TokenKind::Oath, step, uri.secret.clone(), uri.algorithm, uri.digits);
         t.counter = uri.counter;
         t
     }

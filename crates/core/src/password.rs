@@ -51,17 +51,12 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 }
 
 /// A hash of a password nobody knows, verified for unknown users so they cost the same time.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| hash_password("portcullis-dummy-password").unwrap_or_default());
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("portcullis-dummy-password").unwrap_or_default());
 
 /// Verifies `password` against an argon2 PHC string; false for a malformed hash.
 pub fn verify_hash(phc: &str, password: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
         .unwrap_or(false)
 }
 
@@ -136,26 +131,25 @@ impl ExternalSource {
                     if name != user || line.starts_with('#') {
                         continue;
                     }
-                    return verify_htpasswd_hash(hash, password)
-                        .map(Some)
-                        .map_err(|scheme| PasswordError::Unsupported {
+                    return verify_htpasswd_hash(hash, password).map(Some).map_err(|scheme| {
+                        PasswordError::Unsupported {
                             path: path.clone(),
                             line: i + 1,
                             user: user.to_string(),
                             scheme,
-                        });
+                        }
+                    });
                 }
                 Ok(None)
             }
             ExternalSource::Htdigest { path, realm } => {
                 let text = read(path)?;
-                let mine = Zeroizing::new(data_encoding::HEXLOWER.encode(&Md5::digest(
-                    format!("{user}:{realm}:{password}").as_bytes(),
-                )));
+                let mine = Zeroizing::new(
+                    data_encoding::HEXLOWER.encode(&Md5::digest(format!("{user}:{realm}:{password}").as_bytes())),
+                );
                 for line in text.lines() {
                     let mut parts = line.trim_end().splitn(3, ':');
-                    let (Some(n), Some(r), Some(h)) = (parts.next(), parts.next(), parts.next())
-                    else {
+                    let (Some(n), Some(r), Some(h)) = (parts.next(), parts.next(), parts.next()) else {
                         continue;
                     };
                     if n == user && r == realm {

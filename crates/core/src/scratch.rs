@@ -36,8 +36,7 @@ pub fn hash(code: &str) -> ScratchHash {
 /// True when `code` is the one hashed in `stored` (constant time).
 pub fn matches(stored: &ScratchHash, code: &str) -> bool {
     let mut parts = stored.0.split('$');
-    let (Some("sha256"), Some(salt), Some(want)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("sha256"), Some(salt), Some(want)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
     let (Ok(salt), Ok(want)) = (

@@ -54,9 +54,5 @@ pub trait Directory: Send + Sync {
     fn remove(&self, name: &str) -> Result<bool, StoreError>;
     /// Atomically loads `name`, lets `change` modify it, and saves it if `change` returns
     /// true. Returns false if the user does not exist (then `change` is not called).
-    fn update(
-        &self,
-        name: &str,
-        change: &mut dyn FnMut(&mut User) -> bool,
-    ) -> Result<bool, StoreError>;
+    fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError>;
 }

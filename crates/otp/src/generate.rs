@@ -94,15 +94,9 @@ impl Hotp {
     pub fn value(&self, counter: u64) -> u32 {
         let msg = counter.to_be_bytes();
         let full = match &self.keyed {
-            Some(Keyed::Sha1(m)) => {
-                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
-            }
-            Some(Keyed::Sha256(m)) => {
-                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
-            }
-            Some(Keyed::Sha512(m)) => {
-                dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes())
-            }
+            Some(Keyed::Sha1(m)) => dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes()),
+            Some(Keyed::Sha256(m)) => dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes()),
+            Some(Keyed::Sha512(m)) => dynamic_truncation(&m.clone().chain_update(msg).finalize().into_bytes()),
             None => 0,
         };
         if self.digits >= 10 {
@@ -115,12 +109,7 @@ impl Hotp {
     /// The code for `counter` as text, zero-padded.
     pub fn code(&self, counter: u64) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(10));
-        let _ = write!(
-            out,
-            "{:0width$}",
-            self.value(counter),
-            width = self.digits as usize
-        );
+        let _ = write!(out, "{:0width$}", self.value(counter), width = self.digits as usize);
         out
     }
 
@@ -146,13 +135,7 @@ pub fn totp_step(unix_time: i64, period: u32) -> u64 {
 }
 
 /// The TOTP code at `unix_time`.
-pub fn totp(
-    secret: &Secret,
-    unix_time: i64,
-    period: u32,
-    digits: u32,
-    algorithm: Algorithm,
-) -> Zeroizing<String> {
+pub fn totp(secret: &Secret, unix_time: i64, period: u32, digits: u32, algorithm: Algorithm) -> Zeroizing<String> {
     hotp(secret, totp_step(unix_time, period), digits, algorithm)
 }
 
@@ -179,8 +162,7 @@ mod tests {
     fn rfc4226_appendix_d() {
         let s = ascii("12345678901234567890");
         let expected = [
-            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
-            "399871", "520489",
+            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489",
         ];
         for (counter, want) in expected.iter().enumerate() {
             assert_eq!(hotp(&s, counter as u64, 6, Algorithm::Sha1).as_str(), *want);
@@ -204,21 +186,9 @@ mod tests {
             (20000000000, "65353130", "77737706", "47863826"),
         ];
         for (t, a, b, c) in table {
-            assert_eq!(
-                totp(&sha1, t, 30, 8, Algorithm::Sha1).as_str(),
-                a,
-                "sha1 t={t}"
-            );
-            assert_eq!(
-                totp(&sha256, t, 30, 8, Algorithm::Sha256).as_str(),
-                b,
-                "sha256 t={t}"
-            );
-            assert_eq!(
-                totp(&sha512, t, 30, 8, Algorithm::Sha512).as_str(),
-                c,
-                "sha512 t={t}"
-            );
+            assert_eq!(totp(&sha1, t, 30, 8, Algorithm::Sha1).as_str(), a, "sha1 t={t}");
+            assert_eq!(totp(&sha256, t, 30, 8, Algorithm::Sha256).as_str(), b, "sha256 t={t}");
+            assert_eq!(totp(&sha512, t, 30, 8, Algorithm::Sha512).as_str(), c, "sha512 t={t}");
         }
     }
 

@@ -11,6 +11,4 @@ pub use code::{CodeFormat, is_well_formed};
 pub use generate::{Algorithm, Hotp, hotp, motp, totp, totp_step};
 pub use secret::{Secret, SecretError};
 pub use uri::{KeyUri, OtpKind, UriError};
-pub use verify::{
-    Matched, Verdict, Window, oath_matcher, text_matcher, verify_counter, verify_time,
-};
+pub use verify::{Matched, Verdict, Window, oath_matcher, text_matcher, verify_counter, verify_time};

@@ -21,9 +21,7 @@ pub enum SecretError {
     #[error("the secret is empty; give at least 10 bytes (16 base32 characters)")]
     Empty,
     /// A character outside the base32 alphabet.
-    #[error(
-        "character {found:?} at position {position} is not base32 (A-Z, 2-7); check for 0/O or 1/I/L mix-ups"
-    )]
+    #[error("character {found:?} at position {position} is not base32 (A-Z, 2-7); check for 0/O or 1/I/L mix-ups")]
     NotBase32 {
         /// The offending character.
         found: char,
@@ -181,10 +179,7 @@ mod tests {
         let s = Secret::from_hex("3132 3334").unwrap();
         assert_eq!(s.as_bytes(), b"1234");
         assert_eq!(s.to_hex().as_str(), "31323334");
-        assert_eq!(
-            Secret::from_hex("ABC").unwrap_err(),
-            SecretError::OddHex { len: 3 }
-        );
+        assert_eq!(Secret::from_hex("ABC").unwrap_err(), SecretError::OddHex { len: 3 });
         assert!(matches!(
             Secret::from_hex("zz").unwrap_err(),
             SecretError::NotHex { found: 'z', .. }

@@ -6,11 +6,7 @@ use std::fmt::Write as _;
 use zeroize::Zeroizing;
 
 /// Characters escaped in labels and parameter values: everything but unreserved ones.
-const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Event or time based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +119,7 @@ impl KeyUri {
             .map(|_| &uri[10..])
             .ok_or(UriError::Scheme)?;
         if rest.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(UriError::Encoding(
-                "URI (it has spaces or control characters)",
-            ));
+            return Err(UriError::Encoding("URI (it has spaces or control characters)"));
         }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (kind, label) = path.split_once('/').ok_or(UriError::MissingLabel)?;
@@ -177,12 +171,11 @@ impl KeyUri {
                     key.issuer = Some(value.to_string());
                 }
                 "algorithm" => {
-                    key.algorithm =
-                        Algorithm::parse(&value).ok_or_else(|| UriError::Parameter {
-                            name: "algorithm",
-                            value: value.to_string(),
-                            reason: "use SHA1, SHA256 or SHA512",
-                        })?;
+                    key.algorithm = Algorithm::parse(&value).ok_or_else(|| UriError::Parameter {
+                        name: "algorithm",
+                        value: value.to_string(),
+                        reason: "use SHA1, SHA256 or SHA512",
+                    })?;
                 }
                 "digits" => {
                     key.digits = number("digits", &value, 6..=10, "use 6 to 10 digits")?;
@@ -227,12 +220,7 @@ impl KeyUri {
         if let Some(issuer) = &self.issuer {
             let _ = write!(out, "&issuer={}", utf8_percent_encode(issuer, ESCAPE));
         }
-        let _ = write!(
-            out,
-            "&algorithm={}&digits={}",
-            self.algorithm.name(),
-            self.digits
-        );
+        let _ = write!(out, "&algorithm={}&digits={}", self.algorithm.name(), self.digits);
         match self.kind {
             OtpKind::Totp => {
                 let _ = write!(out, "&period={}", self.period);
@@ -252,10 +240,8 @@ mod tests {
 
     #[test]
     fn parses_the_google_example() {
-        let k = KeyUri::parse(
-            "otpauth://totp/Example:alice@google.com?secret=JBSWY3DPEHPK3PXP&issuer=Example",
-        )
-        .unwrap();
+        let k =
+            KeyUri::parse("otpauth://totp/Example:alice@google.com?secret=JBSWY3DPEHPK3PXP&issuer=Example").unwrap();
         assert_eq!(k.kind, OtpKind::Totp);
         assert_eq!(k.account, "alice@google.com");
         assert_eq!(k.issuer.as_deref(), Some("Example"));
@@ -284,10 +270,7 @@ mod tests {
     fn rejects_malformed_uris_with_a_reason() {
         let cases = [
             ("http://totp/a?secret=AAAA", UriError::Scheme),
-            (
-                "otpauth://motp/a?secret=AAAA",
-                UriError::Type("motp".into()),
-            ),
+            ("otpauth://motp/a?secret=AAAA", UriError::Type("motp".into())),
             ("otpauth://totp/?secret=AAAA", UriError::MissingLabel),
             ("otpauth://totp/a", UriError::MissingSecret),
             ("otpauth://hotp/a?secret=AAAAAAAA", UriError::MissingCounter),

@@ -19,18 +19,12 @@ pub struct Window {
 impl Window {
     /// ±`n` steps, for time tokens.
     pub fn symmetric(n: u64) -> Self {
-        Window {
-            behind: n,
-            ahead: n,
-        }
+        Window { behind: n, ahead: n }
     }
 
     /// The expected counter and up to `n` more, for event tokens.
     pub fn look_ahead(n: u64) -> Self {
-        Window {
-            behind: 0,
-            ahead: n,
-        }
+        Window { behind: 0, ahead: n }
     }
 }
 
@@ -88,10 +82,7 @@ pub fn oath_matcher<'a>(generator: &'a Hotp, code: &str) -> impl FnMut(u64) -> b
 }
 
 /// A constant-time matcher for text codes (mOTP hex, either case) from any generator.
-pub fn text_matcher<'a>(
-    code: &str,
-    generate: impl Fn(u64) -> Zeroizing<String> + 'a,
-) -> impl FnMut(u64) -> bool + 'a {
+pub fn text_matcher<'a>(code: &str, generate: impl Fn(u64) -> Zeroizing<String> + 'a) -> impl FnMut(u64) -> bool + 'a {
     let given = Zeroizing::new(code.to_ascii_lowercase());
     move |counter| bool::from(generate(counter).as_bytes().ct_eq(given.as_bytes()))
 }
@@ -140,13 +131,7 @@ mod tests {
     fn time_window_accepts_neighbours_only() {
         let g = key();
         let w = Window::symmetric(1);
-        for (step, ok) in [
-            (99, false),
-            (100, true),
-            (101, true),
-            (102, true),
-            (103, false),
-        ] {
+        for (step, ok) in [(99, false), (100, true), (101, true), (102, true), (103, false)] {
             let v = time(&g, &g.code(step), 101, 101, w, None);
             assert_eq!(
                 matches!(v, Verdict::Accepted(m) if m.counter == step),
@@ -160,15 +145,9 @@ mod tests {
     fn a_used_step_is_a_replay() {
         let g = key();
         let w = Window::symmetric(1);
-        assert_eq!(
-            time(&g, &g.code(100), 100, 100, w, Some(100)),
-            Verdict::Replayed
-        );
+        assert_eq!(time(&g, &g.code(100), 100, 100, w, Some(100)), Verdict::Replayed);
         // An older step is a replay too, even inside the window.
-        assert_eq!(
-            time(&g, &g.code(99), 100, 100, w, Some(100)),
-            Verdict::Replayed
-        );
+        assert_eq!(time(&g, &g.code(99), 100, 100, w, Some(100)), Verdict::Replayed);
         assert_eq!(
             time(&g, &g.code(101), 100, 100, w, Some(100)),
             Verdict::Accepted(Matched { counter: 101 })
@@ -198,21 +177,8 @@ mod tests {
     fn malformed_codes_match_nothing() {
         let g = key();
         let w = Window::symmetric(1);
-        for bad in [
-            "",
-            "12345",
-            "1234567",
-            "12345a",
-            "١٢٣٤٥٦",
-            "-12345",
-            "+12345",
-            " 12345",
-        ] {
-            assert_eq!(
-                time(&g, bad, 100, 100, w, None),
-                Verdict::Rejected,
-                "{bad:?}"
-            );
+        for bad in ["", "12345", "1234567", "12345a", "١٢٣٤٥٦", "-12345", "+12345", " 12345"] {
+            assert_eq!(time(&g, bad, 100, 100, w, None), Verdict::Rejected, "{bad:?}");
         }
     }
 

@@ -82,11 +82,7 @@ fn matches_oathtool_on_1000_random_secrets() {
             // oathtool's HOTP is SHA1 only.
             let counter = rng.next() >> rng.below(64);
             let mut args = key_args.clone();
-            args.extend([
-                format!("--digits={digits}"),
-                format!("--counter={counter}"),
-                key_text,
-            ]);
+            args.extend([format!("--digits={digits}"), format!("--counter={counter}"), key_text]);
             assert_eq!(
                 hotp(&secret, counter, digits, Algorithm::Sha1).as_str(),
                 oathtool(&args),

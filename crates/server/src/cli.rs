@@ -143,9 +143,7 @@ pub enum ExportFormat {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration file; errors name the line.
-    #[command(
-        after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml config check"
-    )]
+    #[command(after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml config check")]
     Check,
 }
 
@@ -236,9 +234,7 @@ pub enum UserCommand {
         name: String,
     },
     /// Set a new password.
-    #[command(
-        after_help = "Example:\n  printf '%s\\n' \"$PASS\" | portcullis user passwd alice --password-stdin"
-    )]
+    #[command(after_help = "Example:\n  printf '%s\\n' \"$PASS\" | portcullis user passwd alice --password-stdin")]
     Passwd {
         /// User name.
         name: String,
@@ -324,9 +320,7 @@ pub enum OtpCommand {
         pin: String,
     },
     /// Print an otpauth:// URI for a secret.
-    #[command(
-        after_help = "Example:\n  portcullis otp uri --secret JBSWY3DPEHPK3PXP --account alice --issuer ACME"
-    )]
+    #[command(after_help = "Example:\n  portcullis otp uri --secret JBSWY3DPEHPK3PXP --account alice --issuer ACME")]
     Uri {
         #[command(flatten)]
         secret: SecretArgs,

@@ -8,8 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 fn code(text: &str) -> Result<QrCode> {
-    QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
-        .context("the text is too long for a QR code")
+    QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).context("the text is too long for a QR code")
 }
 
 /// The QR code as half-block characters, light modules drawn, so it scans from a dark

@@ -102,12 +102,9 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
         let store = SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -171,7 +168,11 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
                 let ff: Zeroizing<String> = Zeroizing::new(r.get(0)?);
                 let groups: String = r.get(1)?;
                 let mut u = User::new(name, first_factor_parse(&ff));
-                u.groups = groups.split(',').filter(|g| !g.is_empty()).map(str::to_string).collect();
+                u.groups = groups
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 u.display_name = r.get(2)?;
                 u.email = r.get(3)?;
                 u.failures = r.get(4)?;
@@ -194,11 +195,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
             TokenKind::Oath
         };
         let period: u32 = r.get(1)?;
-        let step = if period == 0 {
-            Step::Event
-        } else {
-            Step::Time(period)
-        };
+        let step = if period == 0 { Step::Event } else { Step::Time(period) };
         let secret = Secret::from_bytes(r.get(2)?);
         let algorithm = Algorithm::parse(&r.get::<_, String>(3)?).unwrap_or_default();
         let mut t = Token::new(kind, step, secret, algorithm, r.get(4)?);
@@ -334,11 +331,7 @@ impl Directory for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn update(
-        &self,
-        name: &str,
-        change: &mut dyn FnMut(&mut User) -> bool,
-    ) -> Result<bool, StoreError> {
+    fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         // IMMEDIATE takes the write lock before reading, so a second process verifying the
         // same code waits and then sees the first one's accepted step.
@@ -396,10 +389,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let u = sample();
         s.create(&u).unwrap();
         assert!(matches!(s.create(&u), Err(StoreError::Exists(_))));

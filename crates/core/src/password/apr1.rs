@@ -21,10 +21,7 @@ pub fn hash(password: &[u8], salt: &[u8]) -> String {
         .chain_update(salt)
         .chain_update(password)
         .finalize();
-    let mut ctx = Md5::new()
-        .chain_update(password)
-        .chain_update(magic)
-        .chain_update(salt);
+    let mut ctx = Md5::new().chain_update(password).chain_update(magic).chain_update(salt);
     let mut left = password.len();
     while left > 0 {
         let n = left.min(16);
@@ -61,9 +58,7 @@ pub fn hash(password: &[u8], salt: &[u8]) -> String {
         }
         fin = c.finalize();
     }
-    let f = |a: usize, b: usize, c: usize| {
-        (u32::from(fin[a]) << 16) | (u32::from(fin[b]) << 8) | u32::from(fin[c])
-    };
+    let f = |a: usize, b: usize, c: usize| (u32::from(fin[a]) << 16) | (u32::from(fin[b]) << 8) | u32::from(fin[c]);
     let mut out = String::with_capacity(37);
     out.push_str("$apr1$");
     out.push_str(&String::from_utf8_lossy(salt));

@@ -116,9 +116,7 @@ pub fn new_password(from_stdin: bool) -> Result<Zeroizing<String>> {
         }
         a
     } else {
-        bail!(
-            "no terminal to ask for a password: pass --password-stdin and pipe it in, or --no-password"
-        );
+        bail!("no terminal to ask for a password: pass --password-stdin and pipe it in, or --no-password");
     };
     if pw.is_empty() {
         bail!("the password is empty; nothing was changed");
@@ -126,13 +124,7 @@ pub fn new_password(from_stdin: bool) -> Result<Zeroizing<String>> {
     Ok(pw)
 }
 
-fn verify(
-    ctx: &Context_,
-    user: &str,
-    password: Option<&str>,
-    code: &str,
-    client_ip: Option<&str>,
-) -> Result<ExitCode> {
+fn verify(ctx: &Context_, user: &str, password: Option<&str>, code: &str, client_ip: Option<&str>) -> Result<ExitCode> {
     let outcome = ctx.gate().verify(Attempt {
         user,
         password,

@@ -82,10 +82,7 @@ pub fn init(dir: &Path, force: bool) -> Result<()> {
         config.display(),
         ctx.config.resolve(&ctx.config.store.path).display()
     );
-    println!(
-        "next: portcullis --config {} user add NAME",
-        config.display()
-    );
+    println!("next: portcullis --config {} user add NAME", config.display());
     Ok(())
 }
 

@@ -23,8 +23,7 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         bail!("--period {period}: use 1 to 3600 seconds");
     }
     let algorithm = match &args.algorithm {
-        Some(a) => Algorithm::parse(a)
-            .with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
+        Some(a) => Algorithm::parse(a).with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
         None => o.algorithm,
     };
     let secret = match &args.secret {
@@ -32,11 +31,7 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         // 160 bits, the RFC 4226 recommendation and what authenticator apps expect for SHA1.
         None => Secret::from_bytes(random::bytes(20).to_vec()),
     };
-    let step = if hotp {
-        Step::Event
-    } else {
-        Step::Time(period)
-    };
+    let step = if hotp { Step::Event } else { Step::Time(period) };
     Ok(Token::new(TokenKind::Oath, step, secret, algorithm, digits))
 }
 
@@ -114,9 +109,8 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             println!("{:<20} {:<34} {:>8}  STATE", "USER", "TOKENS", "FAILURES");
             for u in store.users()? {
                 let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
-                let locked = u.locked
-                    || (ctx.config.lockout.max_failures > 0
-                        && u.failures >= ctx.config.lockout.max_failures);
+                let locked =
+                    u.locked || (ctx.config.lockout.max_failures > 0 && u.failures >= ctx.config.lockout.max_failures);
                 println!(
                     "{:<20} {:<34} {:>8}  {}",
                     u.name,
@@ -131,9 +125,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             }
         }
         UserCommand::Show { name } => {
-            let u = store
-                .user(&name)?
-                .ok_or_else(|| StoreError::NotFound(name.clone()))?;
+            let u = store.user(&name)?.ok_or_else(|| StoreError::NotFound(name.clone()))?;
             println!("user:         {}", u.name);
             println!(
                 "first factor: {}",
@@ -164,11 +156,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             println!(
                 "failures:     {}{}",
                 u.failures,
-                if u.locked {
-                    " (locked by administrator)"
-                } else {
-                    ""
-                }
+                if u.locked { " (locked by administrator)" } else { "" }
             );
         }
         UserCommand::Remove { name } => {
@@ -196,10 +184,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             )?;
             println!("unlocked user {name}; failure count cleared");
         }
-        UserCommand::Passwd {
-            name,
-            password_stdin,
-        } => {
+        UserCommand::Passwd { name, password_stdin } => {
             if store.user(&name)?.is_none() {
                 return Err(StoreError::NotFound(name).into());
             }
@@ -222,9 +207,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
-            println!(
-                "Recovery codes for {name} (each works once; shown only now; older ones no longer work):"
-            );
+            println!("Recovery codes for {name} (each works once; shown only now; older ones no longer work):");
             for c in &codes {
                 println!("  {}", c.as_str());
             }

@@ -6,10 +6,7 @@ use crate::harness::*;
 fn enroll_verify_replay_wrong_password_and_lockout() {
     let env = Env::new("");
     let uri = env.add_user("alice", "s3cret pass", &[]);
-    assert!(
-        uri.starts_with("otpauth://totp/portcullis:alice?secret="),
-        "{uri}"
-    );
+    assert!(uri.starts_with("otpauth://totp/portcullis:alice?secret="), "{uri}");
     let secret = secret_of(&uri);
     settle(5);
     let code = code_now(&env, &secret);
@@ -69,37 +66,19 @@ fn hotp_user_resyncs_and_never_accepts_a_code_twice() {
         .trim()
         .to_string()
     };
-    assert_eq!(
-        env.verify("bob", None, &code(3)).0,
-        0,
-        "look-ahead finds counter 3"
-    );
+    assert_eq!(env.verify("bob", None, &code(3)).0, 0, "look-ahead finds counter 3");
     assert_eq!(env.verify("bob", None, &code(3)).0, 1);
-    assert_eq!(
-        env.verify("bob", None, &code(2)).0,
-        1,
-        "earlier counters are spent"
-    );
+    assert_eq!(env.verify("bob", None, &code(2)).0, 1, "earlier counters are spent");
     assert_eq!(env.verify("bob", None, &code(4)).0, 0);
 }
 
 #[test]
 fn lock_and_admin_commands() {
     let env = Env::new("");
-    let uri = env.add_user(
-        "carol",
-        "pw",
-        &["--group", "admins", "--email", "c@example.com"],
-    );
+    let uri = env.add_user("carol", "pw", &["--group", "admins", "--email", "c@example.com"]);
     let show = env.ok(&["user", "show", "carol"], None);
-    assert!(
-        show.contains("admins") && show.contains("c@example.com"),
-        "{show}"
-    );
-    assert!(
-        !show.contains(&secret_of(&uri)),
-        "show must never print the secret"
-    );
+    assert!(show.contains("admins") && show.contains("c@example.com"), "{show}");
+    assert!(!show.contains(&secret_of(&uri)), "show must never print the secret");
     env.ok(&["user", "lock", "carol"], None);
     settle(5);
     let (rc, out) = env.verify("carol", None, &code_now(&env, &secret_of(&uri)));
@@ -107,40 +86,26 @@ fn lock_and_admin_commands() {
     assert!(out.contains("locked"), "{out}");
     env.ok(&["user", "unlock", "carol"], None);
 
-    env.ok(
-        &["user", "passwd", "carol", "--password-stdin"],
-        Some("new pw\n"),
-    );
+    env.ok(&["user", "passwd", "carol", "--password-stdin"], Some("new pw\n"));
     let (rc, _) = env.verify("carol", Some("pw"), "000000");
     assert_eq!(rc, 1);
 
-    let out = env.ok(
-        &["user", "token", "reset", "carol", "--no-terminal-qr"],
-        None,
-    );
+    let out = env.ok(&["user", "token", "reset", "carol", "--no-terminal-qr"], None);
     let new_uri = uri_in(&out);
     assert_ne!(secret_of(&new_uri), secret_of(&uri));
     settle(5);
     assert_eq!(
-        env.verify(
-            "carol",
-            Some("new pw"),
-            &code_now(&env, &secret_of(&new_uri))
-        )
-        .0,
+        env.verify("carol", Some("new pw"), &code_now(&env, &secret_of(&new_uri)))
+            .0,
         0
     );
     assert_eq!(
-        env.verify("carol", None, &code_now(&env, &secret_of(&uri)))
-            .0,
+        env.verify("carol", None, &code_now(&env, &secret_of(&uri))).0,
         1,
         "old token is gone"
     );
 
-    let dup = env.run(
-        &["user", "add", "carol", "--no-password", "--no-terminal-qr"],
-        None,
-    );
+    let dup = env.run(&["user", "add", "carol", "--no-password", "--no-terminal-qr"], None);
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
     let bad = env.run(&["user", "add", "bad name", "--no-password"], None);
@@ -168,10 +133,7 @@ fn scratch_codes_are_one_time_and_stored_hashed() {
     assert_eq!(env.verify("dave", Some("pw"), codes[1]).0, 0);
     let db = std::fs::read(env.path().join("portcullis.db")).unwrap();
     let text = String::from_utf8_lossy(&db);
-    assert!(
-        !text.contains(codes[2]),
-        "scratch codes must not be stored in clear"
-    );
+    assert!(!text.contains(codes[2]), "scratch codes must not be stored in clear");
 }
 
 #[test]
@@ -180,13 +142,8 @@ fn otp_tools_match_rfc_vectors() {
     // RFC 6238 Appendix B, SHA1 at T=59 and SHA256 at T=1111111109.
     let s1 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     assert_eq!(
-        env.ok(
-            &[
-                "otp", "code", "--secret", s1, "--time", "59", "--digits", "8"
-            ],
-            None
-        )
-        .trim(),
+        env.ok(&["otp", "code", "--secret", s1, "--time", "59", "--digits", "8"], None)
+            .trim(),
         "94287082"
     );
     let s256 = "3132333435363738393031323334353637383930313233343536373839303132";
@@ -264,20 +221,12 @@ fn config_errors_name_file_and_line() {
     );
 
     let env = Env::new("");
-    std::fs::write(
-        env.config(),
-        "[store]\nbackend = \"sqlite\"\n[otp]\nwindow = 50\n",
-    )
-    .unwrap();
+    std::fs::write(env.config(), "[store]\nbackend = \"sqlite\"\n[otp]\nwindow = 50\n").unwrap();
     let err = String::from_utf8_lossy(&env.run(&["config", "check"], None).stderr).into_owned();
     assert!(err.contains("portcullis.toml:4: otp.window = 50"), "{err}");
     std::fs::write(env.config(), "[otp]\nwindw = 1\n").unwrap();
-    let err =
-        String::from_utf8_lossy(&env.run(&["verify", "x", "123456"], None).stderr).into_owned();
-    assert!(
-        err.contains("portcullis.toml:2:1") && err.contains("windw"),
-        "{err}"
-    );
+    let err = String::from_utf8_lossy(&env.run(&["verify", "x", "123456"], None).stderr).into_owned();
+    assert!(err.contains("portcullis.toml:2:1") && err.contains("windw"), "{err}");
     std::fs::write(env.config(), "").unwrap();
     assert!(env.ok(&["config", "check"], None).contains("OK"));
 }
@@ -298,10 +247,7 @@ fn init_files_are_private_and_not_overwritten() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = env.run(&["init", "--dir", open.to_str().unwrap()], None);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("warning"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"), "{out:?}");
     let again = env.run(&["init", "--dir", env.path().to_str().unwrap()], None);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
@@ -328,10 +274,7 @@ fn every_subcommand_has_help_with_an_example() {
         let mut args = sub.clone();
         args.push("--help");
         let out = env.ok(&args, None);
-        assert!(
-            out.contains("Example"),
-            "{sub:?} --help has no example:\n{out}"
-        );
+        assert!(out.contains("Example"), "{sub:?} --help has no example:\n{out}");
     }
 }
 
@@ -345,10 +288,7 @@ fn demo_command_prints_a_working_setup() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("▀") || text.contains("█"),
-        "terminal QR code missing"
-    );
+    assert!(text.contains("▀") || text.contains("█"), "terminal QR code missing");
     let uri = text
         .lines()
         .map(str::trim)

@@ -37,10 +37,7 @@ fn one_code_is_accepted_once_across_processes_sqlite() {
             .map(|mut c| c.wait().unwrap())
             .filter(|s| s.success())
             .count();
-        assert_eq!(
-            accepted, 1,
-            "round {round}: {accepted} processes accepted one code"
-        );
+        assert_eq!(accepted, 1, "round {round}: {accepted} processes accepted one code");
         env.ok(&["user", "unlock", "race"], None);
     }
 }

@@ -39,10 +39,7 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         if !extra_config.is_empty() {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(env.config())
-                .unwrap();
+            let mut f = std::fs::OpenOptions::new().append(true).open(env.config()).unwrap();
             writeln!(f, "{extra_config}").unwrap();
         }
         env
@@ -68,9 +65,7 @@ impl Env {
     /// Runs the binary with `stdin` piped in, and returns its output.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut c = self.command(args);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn portcullis");
         {
             let mut input = child.stdin.take().unwrap();
@@ -154,7 +149,5 @@ pub fn settle(margin: i64) {
 
 /// The current TOTP code of a base32 secret, computed by the binary's `otp code`.
 pub fn code_now(env: &Env, secret: &str) -> String {
-    env.ok(&["otp", "code", "--secret", secret], None)
-        .trim()
-        .to_string()
+    env.ok(&["otp", "code", "--secret", secret], None).trim().to_string()
 }

@@ -10,11 +10,7 @@ fn zbar(path: &std::path::Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "zbarimg could not read {}",
-        path.display()
-    );
+    assert!(out.status.success(), "zbarimg could not read {}", path.display());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -23,16 +19,9 @@ fn png_from_user_add_decodes_to_the_printed_uri() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new("");
     let png = env.path().join("bob.png");
-    let uri = env.add_user(
-        "bob",
-        "pw",
-        &["--hotp", "--digits", "8", "--qr", png.to_str().unwrap()],
-    );
+    let uri = env.add_user("bob", "pw", &["--hotp", "--digits", "8", "--qr", png.to_str().unwrap()]);
     assert_eq!(zbar(&png), uri);
-    assert_eq!(
-        std::fs::metadata(&png).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&png).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]

@@ -1,0 +1,332 @@
+//! Crash-safe file replacement and lock-file helpers shared by every store that rewrites a file.
+//!
+//! Design notes:
+//! * Locking uses std's `File::lock` / `File::lock_shared`, which are `flock(2)` on
+//!   Linux. mod_authn_otp (`apr_file_lock`) and pam_oath (`fcntl(F_SETLKW)`) use POSIX
+//!   record locks on the same `<file>.lock` name; on Linux `flock` and `fcntl` locks do
+//!   not see each other, so portcullis and the original tool must not write the same
+//!   file at the same time. (Calling `fcntl` ourselves would need `unsafe`, which this
+//!   crate forbids.)
+//! * Every open of a path that an attacker might have pre-created uses `O_NOFOLLOW`,
+//!   and the temporary file additionally uses `O_EXCL`, so a planted symlink is
+//!   refused instead of followed (the pam_oath CVE-2024-47191 pattern).
+//! * Temporary files get a unique name (`.<name>.portcullis-tmp.<pid>.<random>`) so a
+//!   file left behind by a writer killed mid-write never blocks the next writer.
+//! * New files are created mode 0600 — the same mode both mod_authn_otp
+//!   (`APR_UREAD|APR_UWRITE`) and pam_oath (`umask(~(S_IRUSR|S_IWUSR))`) use; the
+//!   original owner and group are restored on a best-effort basis (pam_oath does
+//!   `fchown`, mod_authn_otp does not).
+
+use std::collections::hash_map::RandomState;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
+
+/// Suffix both mod_authn_otp (`LOCKFILE_SUFFIX`) and pam_oath (`"%s.lock"`) append to the users file name.
+pub const LOCK_SUFFIX: &str = ".lock";
+
+/// Marker inside our temporary file names; used to find stale ones left by crashed writers.
+const TEMP_MARKER: &str = ".portcullis-tmp.";
+
+/// Returns `<path>.lock`, the lock-file name the original tools use.
+pub fn lock_path_for(path: &Path) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(LOCK_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn is_symlink_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Opens an existing file for reading without following a final symlink, and checks it is a regular file.
+pub fn open_read_nofollow(path: &Path, role: &'static str) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if is_symlink_error(&e) {
+                Error::Symlink {
+                    path: path.to_owned(),
+                    role,
+                }
+            } else {
+                Error::io(path, "open for reading", e)
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+    if !meta.is_file() {
+        return Err(Error::NotRegular {
+            path: path.to_owned(),
+            role,
+        });
+    }
+    Ok(file)
+}
+
+/// An advisory lock held on a lock file; released when dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// Creates (mode 0600, never following a symlink) and exclusively locks `lock_path`, blocking until free.
+    pub fn exclusive(lock_path: &Path) -> Result<Self, Error> {
+        let file = open_lock_file(lock_path)?;
+        file.lock().map_err(|e| Error::io(lock_path, "lock (exclusive)", e))?;
+        Ok(LockGuard {
+            file,
+            path: lock_path.to_owned(),
+        })
+    }
+
+    /// Creates (mode 0600, never following a symlink) and shared-locks `lock_path`, blocking until free.
+    pub fn shared(lock_path: &Path) -> Result<Self, Error> {
+        let file = open_lock_file(lock_path)?;
+        file.lock_shared()
+            .map_err(|e| Error::io(lock_path, "lock (shared)", e))?;
+        Ok(LockGuard {
+            file,
+            path: lock_path.to_owned(),
+        })
+    }
+
+    /// The lock file this guard holds.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Closing the descriptor releases the lock anyway; unlocking first just makes it prompt.
+        let _ = self.file.unlock();
+    }
+}
+
+fn open_lock_file(lock_path: &Path) -> Result<File, Error> {
+    // No truncate: the lock file is empty by convention and another process may hold it.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(lock_path)
+        .map_err(|e| {
+            if is_symlink_error(&e) {
+                Error::Symlink {
+                    path: lock_path.to_owned(),
+                    role: "lock file",
+                }
+            } else {
+                Error::io(lock_path, "open lock file", e)
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io(lock_path, "stat", e))?;
+    if !meta.is_file() {
+        return Err(Error::NotRegular {
+            path: lock_path.to_owned(),
+            role: "lock file",
+        });
+    }
+    Ok(file)
+}
+
+fn split_path(path: &Path) -> Result<(PathBuf, OsString), Error> {
+    let name = path.file_name().ok_or_else(|| {
+        Error::io(
+            path,
+            "split path",
+            io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_owned()))
+}
+
+fn temp_prefix(name: &OsString) -> OsString {
+    let mut s = OsString::from(".");
+    s.push(name);
+    s.push(TEMP_MARKER);
+    s
+}
+
+fn unique_suffix() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS RNG, which gives an unguessable suffix without a rand dependency.
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    format!("{}.{:016x}", std::process::id(), h.finish())
+}
+
+/// Atomically replaces `path` with `bytes`: unique 0600 temp file (O_CREAT|O_EXCL|O_NOFOLLOW), write, fsync, rename, fsync dir.
+///
+/// Refuses if `path` is a symlink. Readers see either the old or the new content, never a mix,
+/// even if this process is killed at any point.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let original = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::Symlink {
+                path: path.to_owned(),
+                role: "users file",
+            });
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(Error::NotRegular {
+                path: path.to_owned(),
+                role: "users file",
+            });
+        }
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(path, "stat", e)),
+    };
+    let (dir, name) = split_path(path)?;
+
+    let mut attempts = 0;
+    let (tmp_path, mut tmp) = loop {
+        let mut tmp_name = temp_prefix(&name);
+        tmp_name.push(unique_suffix());
+        let tmp_path = dir.join(&tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp_path)
+        {
+            Ok(f) => break (tmp_path, f),
+            // Someone planted a file or symlink at our name: pick another rather than touch it.
+            Err(e) if (e.kind() == io::ErrorKind::AlreadyExists || is_symlink_error(&e)) && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) if is_symlink_error(&e) || e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::Symlink {
+                    path: tmp_path,
+                    role: "temporary file",
+                });
+            }
+            Err(e) => return Err(Error::io(&tmp_path, "create temporary file", e)),
+        }
+    };
+
+    let result = (|| {
+        tmp.write_all(bytes)
+            .map_err(|e| Error::io(&tmp_path, "write temporary file", e))?;
+        if let Some(m) = &original {
+            // Best effort: keeping the owner lets a root-run importer leave the file usable by the daemon.
+            let _ = std::os::unix::fs::fchown(&tmp, Some(m.uid()), Some(m.gid()));
+        }
+        tmp.sync_all()
+            .map_err(|e| Error::io(&tmp_path, "fsync temporary file", e))?;
+        fs::rename(&tmp_path, path).map_err(|e| Error::io(path, "rename temporary file over", e))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp_path);
+        return Err(e);
+    }
+    drop(tmp);
+    // The rename is only durable once the directory entry is on disk.
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(&dir, "fsync directory", e))?;
+    Ok(())
+}
+
+/// Removes temporary files that earlier (crashed) writers of `path` left behind; returns how many.
+///
+/// Only safe while holding the exclusive lock for `path`: every writer that goes through
+/// [`crate::otp_users::update`] creates its temp file only while holding that lock.
+pub fn remove_stale_temps(path: &Path) -> Result<usize, Error> {
+    let (dir, name) = split_path(path)?;
+    let prefix = temp_prefix(&name);
+    let prefix = prefix.as_encoded_bytes();
+    let mut removed = 0;
+    let entries = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, "list directory", e))?;
+        let fname = entry.file_name();
+        if fname.as_encoded_bytes().starts_with(prefix) {
+            // remove_file never follows a symlink, so a planted link is just unlinked.
+            if fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_sets_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_atomic_refuses_symlink_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("f");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_atomic(&link, b"evil").unwrap_err();
+        assert!(matches!(err, Error::Symlink { .. }), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn lock_refuses_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("f.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = LockGuard::exclusive(&link).unwrap_err();
+        assert!(matches!(err, Error::Symlink { role: "lock file", .. }), "{err}");
+        assert!(err.to_string().contains("f.lock"));
+    }
+
+    #[test]
+    fn stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users");
+        fs::write(&p, b"x").unwrap();
+        fs::write(dir.path().join(".users.portcullis-tmp.1.abc"), b"half").unwrap();
+        fs::write(dir.path().join("other"), b"keep").unwrap();
+        assert_eq!(remove_stale_temps(&p).unwrap(), 1);
+        assert!(dir.path().join("other").exists());
+    }
+
+    #[test]
+    fn lock_path_appends_suffix() {
+        assert_eq!(
+            lock_path_for(Path::new("/etc/users.oath")),
+            PathBuf::from("/etc/users.oath.lock")
+        );
+    }
+}
