@@ -29,6 +29,9 @@ pub enum StoreError {
         /// What went wrong and what to do.
         message: String,
     },
+    /// A users-file problem; the message names the file, line and field.
+    #[error("{0}")]
+    Format(String),
     /// Database problem.
     #[error("database {path}: {message}")]
     Database {
