@@ -16,7 +16,15 @@ pub fn open(config: &Config) -> Result<Box<dyn Directory>, StoreError> {
     let path = config.resolve(&config.store.path);
     match config.store.backend {
         Backend::Sqlite => Ok(Box::new(SqliteStore::open(&path)?)),
-        Backend::ModAuthnOtp => Ok(Box::new(UsersFileStore::open(&path, Dialect::ModAuthnOtp, Box::new(SystemClock))?)),
-        Backend::PamOath => Ok(Box::new(UsersFileStore::open(&path, Dialect::PamOath, Box::new(SystemClock))?)),
+        Backend::ModAuthnOtp => Ok(Box::new(UsersFileStore::open(
+            &path,
+            Dialect::ModAuthnOtp,
+            Box::new(SystemClock),
+        )?)),
+        Backend::PamOath => Ok(Box::new(UsersFileStore::open(
+            &path,
+            Dialect::PamOath,
+            Box::new(SystemClock),
+        )?)),
     }
 }

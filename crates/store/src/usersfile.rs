@@ -50,7 +50,11 @@ fn file_error(e: portcullis_userfiles::error::Error) -> StoreError {
 impl UsersFileStore {
     /// Uses the file at `path` in `dialect`; it must exist (create it empty to start).
     pub fn open(path: &Path, dialect: Dialect, clock: Box<dyn Clock>) -> Result<Self, StoreError> {
-        let store = UsersFileStore { path: path.to_path_buf(), dialect, clock };
+        let store = UsersFileStore {
+            path: path.to_path_buf(),
+            dialect,
+            clock,
+        };
         let (_, warnings) = otp_users::read(path, store.format()).map_err(file_error)?;
         for w in warnings {
             eprintln!("warning: {w}");
@@ -64,11 +68,17 @@ impl UsersFileStore {
         let offset = jiff::Timestamp::from_second(self.clock.now())
             .map(|t| jiff::tz::TimeZone::system().to_offset(t).seconds())
             .unwrap_or(0);
-        Format { dialect: self.dialect, utc_offset_secs: offset }
+        Format {
+            dialect: self.dialect,
+            utc_offset_secs: offset,
+        }
     }
 
     fn unsupported(&self, what: &str) -> StoreError {
-        StoreError::Unsupported { backend: backend_name(self.dialect), what: what.to_string() }
+        StoreError::Unsupported {
+            backend: backend_name(self.dialect),
+            what: what.to_string(),
+        }
     }
 
     /// Refuses users that hold more than a users file can keep.
@@ -128,8 +138,15 @@ impl UsersFileStore {
             Step::Event => t.counter = u64::try_from(counter).unwrap_or(0),
             Step::Time(period) => {
                 // pam_oath's COUNTER for time tokens is not an offset (see the module docs).
-                t.drift = if self.dialect == Dialect::ModAuthnOtp { counter } else { 0 };
-                t.last_step = e.last_otp.as_deref().and_then(|last| step_of(&t, last, totp_step(now, period)));
+                t.drift = if self.dialect == Dialect::ModAuthnOtp {
+                    counter
+                } else {
+                    0
+                };
+                t.last_step = e
+                    .last_otp
+                    .as_deref()
+                    .and_then(|last| step_of(&t, last, totp_step(now, period)));
             }
         }
         t.last_code = e.last_otp.clone().map(Zeroizing::new);
@@ -177,7 +194,14 @@ impl UsersFileStore {
             e.last_otp = t.last_code.as_ref().map(|c| c.to_string());
             e.last_time = t.last_used;
             if dialect == Dialect::ModAuthnOtp {
-                e.last_ip = t.last_ip.clone();
+                // mod_authn_otp always writes LASTIP after LASTTIME; an attempt without a
+                // client address (the CLI) records the unspecified address, which matches no
+                // client, so it never enables linger.
+                e.last_ip = match (&t.last_ip, &e.last_otp) {
+                    (Some(ip), _) => Some(ip.clone()),
+                    (None, Some(_)) => Some("0.0.0.0".to_string()),
+                    (None, None) => None,
+                };
                 let failures = if user.locked { u32::MAX } else { user.failures };
                 e.fail_count = Some(failures);
             }
@@ -194,17 +218,19 @@ impl UsersFileStore {
             TokenKind::Oath => EntryKind::Hotp { digits, step },
             TokenKind::Motp => EntryKind::Motp { digits, step },
         };
-        let mut e = Entry::new(kind, user.name.clone(), Pin::None, Zeroizing::new(token.secret.as_bytes().to_vec()));
+        let mut e = Entry::new(
+            kind,
+            user.name.clone(),
+            Pin::None,
+            Zeroizing::new(token.secret.as_bytes().to_vec()),
+        );
         if matches!(token.step, Step::Event) || self.dialect == Dialect::ModAuthnOtp {
             e.counter = Some(0);
         }
         e
     }
 
-    fn update_file<R>(
-        &self,
-        f: impl FnOnce(&mut UsersFile) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    fn update_file<R>(&self, f: impl FnOnce(&mut UsersFile) -> Result<R, StoreError>) -> Result<R, StoreError> {
         otp_users::update(&self.path, self.format(), f).map_err(|e| match e {
             UpdateError::Store(e) => file_error(e),
             UpdateError::Callback(e) => e,
@@ -226,7 +252,9 @@ fn step_of(t: &Token, code: &str, now_step: u64) -> Option<u64> {
         TokenKind::Motp => {
             let pin = t.motp_pin.clone().unwrap_or_default();
             let want = code.to_ascii_lowercase();
-            (lo..=hi).rev().find(|&s| motp(&t.secret, &pin, s, t.digits).as_str() == want)
+            (lo..=hi)
+                .rev()
+                .find(|&s| motp(&t.secret, &pin, s, t.digits).as_str() == want)
         }
     }
 }
@@ -310,13 +338,22 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn policy() -> Policy {
-        Policy { totp_window: 1, hotp_look_ahead: 10, motp_window: 3, linger: 0, max_failures: 3 }
+        Policy {
+            totp_window: 1,
+            hotp_look_ahead: 10,
+            motp_window: 3,
+            linger: 0,
+            max_failures: 3,
+        }
     }
 
     fn store(dir: &Path, text: &str, dialect: Dialect) -> (UsersFileStore, PathBuf) {
         let path = dir.join("users");
         std::fs::write(&path, text).unwrap();
-        (UsersFileStore::open(&path, dialect, Box::new(FixedClock(NOW))).unwrap(), path)
+        (
+            UsersFileStore::open(&path, dialect, Box::new(FixedClock(NOW))).unwrap(),
+            path,
+        )
     }
 
     fn key() -> Secret {
@@ -325,8 +362,19 @@ mod tests {
 
     fn check(s: &UsersFileStore, user: &str, password: Option<&str>, code: &str) -> Outcome {
         let clock = FixedClock(NOW);
-        let gate = Gate { directory: s, clock: &clock, policy: policy(), external: None };
-        gate.verify(Attempt { user, password, code, client_ip: Some("192.0.2.7") }).unwrap()
+        let gate = Gate {
+            directory: s,
+            clock: &clock,
+            policy: policy(),
+            external: None,
+        };
+        gate.verify(Attempt {
+            user,
+            password,
+            code,
+            client_ip: Some("192.0.2.7"),
+        })
+        .unwrap()
     }
 
     #[test]
@@ -335,9 +383,18 @@ mod tests {
         let text = format!("# users\nHOTP/T30 alice 1234 {KEY_HEX}\nHOTP bob - {KEY_HEX} 5\n");
         let (s, path) = store(dir.path(), &text, Dialect::ModAuthnOtp);
         let code = portcullis_otp::totp(&key(), NOW, 30, 6, Algorithm::Sha1);
-        assert_eq!(check(&s, "alice", Some("9999"), &code), Outcome::Rejected(Rejection::WrongPassword));
-        assert!(matches!(check(&s, "alice", Some("1234"), &code), Outcome::Accepted { .. }));
-        assert_eq!(check(&s, "alice", Some("1234"), &code), Outcome::Rejected(Rejection::Replayed));
+        assert_eq!(
+            check(&s, "alice", Some("9999"), &code),
+            Outcome::Rejected(Rejection::WrongPassword)
+        );
+        assert!(matches!(
+            check(&s, "alice", Some("1234"), &code),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(
+            check(&s, "alice", Some("1234"), &code),
+            Outcome::Rejected(Rejection::Replayed)
+        );
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(after.starts_with("# users\n"), "comments survive:\n{after}");
         let line = after.lines().find(|l| l.contains("alice")).unwrap();
@@ -358,10 +415,16 @@ mod tests {
         assert!(matches!(check(&s, "bob", Some(""), &code7), Outcome::Accepted { .. }));
         assert_eq!(s.user("bob").unwrap().unwrap().tokens[0].counter, 8);
         for _ in 0..3 {
-            assert_eq!(check(&s, "bob", None, "000000"), Outcome::Rejected(Rejection::WrongCode));
+            assert_eq!(
+                check(&s, "bob", None, "000000"),
+                Outcome::Rejected(Rejection::WrongCode)
+            );
         }
         let line = std::fs::read_to_string(&path).unwrap();
-        assert!(line.split_whitespace().nth(5) == Some("3"), "failure count in field 6: {line}");
+        assert!(
+            line.split_whitespace().nth(5) == Some("3"),
+            "failure count in field 6: {line}"
+        );
         let code8 = hotp(&key(), 8, 6, Algorithm::Sha1);
         assert_eq!(check(&s, "bob", None, &code8), Outcome::Rejected(Rejection::Locked));
         s.update("bob", &mut |u| {
@@ -375,7 +438,8 @@ mod tests {
     #[test]
     fn pam_oath_counters_are_written_in_its_format() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("HOTP\tcarol\t-\t{KEY_HEX}\t0\n# HOTP/T30\tcarol\t-\t{KEY_HEX}\nHOTP/T30/6 dave - {KEY_HEX}\n");
+        let text =
+            format!("HOTP\tcarol\t-\t{KEY_HEX}\t0\n# HOTP/T30\tcarol\t-\t{KEY_HEX}\nHOTP/T30/6 dave - {KEY_HEX}\n");
         let (s, path) = store(dir.path(), &text, Dialect::PamOath);
         let c1 = hotp(&key(), 1, 6, Algorithm::Sha1);
         assert!(matches!(check(&s, "carol", None, &c1), Outcome::Accepted { .. }));
@@ -386,7 +450,10 @@ mod tests {
         let carol = after.lines().next().unwrap();
         let f: Vec<&str> = carol.split('\t').collect();
         assert_eq!(&f[..6], &["HOTP", "carol", "-", KEY_HEX, "2", c1.as_str()], "{carol}");
-        assert!(after.contains(&format!("# HOTP/T30\tcarol\t-\t{KEY_HEX}\n")), "commented line untouched");
+        assert!(
+            after.contains(&format!("# HOTP/T30\tcarol\t-\t{KEY_HEX}\n")),
+            "commented line untouched"
+        );
         let dave = after.lines().find(|l| l.contains("dave")).unwrap();
         assert!(dave.contains(t.as_str()), "{dave}");
     }
@@ -396,7 +463,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = store(dir.path(), "", Dialect::PamOath);
         let mut u = User::new("erin", FirstFactor::Hash("$argon2id$...".into()));
-        u.tokens.push(Token::new(TokenKind::Oath, Step::Time(30), key(), Algorithm::Sha1, 6));
+        u.tokens
+            .push(Token::new(TokenKind::Oath, Step::Time(30), key(), Algorithm::Sha1, 6));
         assert!(matches!(s.create(&u), Err(StoreError::Unsupported { .. })));
         u.first_factor = FirstFactor::None;
         s.create(&u).unwrap();

@@ -3,22 +3,212 @@
 
 use super::Context_;
 use crate::cli::{ExportFormat, ImportFormat};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
+use portcullis_core::{Directory, StoreError, SystemClock, password, scratch};
+use portcullis_otp::{Algorithm, Secret};
+use portcullis_store::UsersFileStore;
+use portcullis_userfiles::apache_2fa;
+use portcullis_userfiles::google_auth::{self, GaOption};
+use portcullis_userfiles::otp_users::Dialect;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Imports users from `files`.
-pub fn import(
-    _ctx: &Context_,
-    _format: ImportFormat,
-    _user: Option<&str>,
-    _replace: bool,
-    _files: &[PathBuf],
-) -> Result<ExitCode> {
-    bail!("import is not built yet")
+/// The user name for a google-authenticator file: `--user`, or the home directory's name.
+fn ga_user_name(path: &Path, given: Option<&str>) -> Result<String> {
+    if let Some(u) = given {
+        return Ok(u.to_string());
+    }
+    path.canonicalize()
+        .ok()
+        .and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .with_context(|| format!("{}: cannot tell whose file this is; pass --user NAME", path.display()))
 }
 
-/// Exports OATH tokens to `file`.
-pub fn export(_ctx: &Context_, _format: ExportFormat, _file: &Path) -> Result<ExitCode> {
-    bail!("export is not built yet")
+/// A user from a `~/.google_authenticator` file.
+fn from_google_auth(path: &Path, name: &str, notes: &mut Vec<String>) -> Result<User> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let file = google_auth::parse(&text, path)?;
+    let secret = Secret::from_bytes(file.secret.to_vec());
+    let step = if file.is_totp() {
+        Step::Time(file.step_size())
+    } else {
+        Step::Event
+    };
+    let mut token = Token::new(TokenKind::Oath, step, secret, Algorithm::Sha1, 6);
+    let mut first_factor = FirstFactor::None;
+    for opt in file.options() {
+        match opt {
+            GaOption::HotpCounter(c) => token.counter = u64::try_from(*c).unwrap_or(0),
+            GaOption::TimeSkew(s) => token.drift = *s,
+            // The steps already used: everything up to the newest is spent.
+            GaOption::DisallowReuse(steps) => token.last_step = steps.iter().copied().max(),
+            GaOption::Password(p) => first_factor = FirstFactor::Hash(password::hash_password(p)?),
+            GaOption::WindowSize(w) => notes.push(format!(
+                "{}: WINDOW_SIZE {w} is per-user there; portcullis uses [otp] window for everyone",
+                path.display()
+            )),
+            GaOption::RateLimit { attempts, interval, .. } => notes.push(format!(
+                "{}: RATE_LIMIT {attempts} {interval} is replaced by [lockout] max_failures",
+                path.display()
+            )),
+            _ => {}
+        }
+    }
+    let mut user = User::new(name, first_factor);
+    user.scratch = file
+        .scratch_codes()
+        .map(|c| scratch::hash(&format!("{:08}", c.0)))
+        .collect();
+    user.tokens.push(token);
+    Ok(user)
+}
+
+/// Users from apache_2fa's `tokens.json` (30 s, 6-digit TOTP; passwords were htpasswd).
+fn from_apache_2fa(ctx: &Context_, path: &Path, notes: &mut Vec<String>) -> Result<Vec<User>> {
+    let external = ctx.config.external_source().is_some();
+    if !external {
+        notes.push(format!(
+            "{}: apache_2fa checked passwords with htpasswd; set [first_factor] htpasswd so these users need one",
+            path.display()
+        ));
+    }
+    Ok(apache_2fa::read(path)?
+        .into_iter()
+        .map(|t| {
+            let mut u = User::new(
+                &t.user,
+                if external {
+                    FirstFactor::External
+                } else {
+                    FirstFactor::None
+                },
+            );
+            let secret = Secret::from_bytes(t.secret.to_vec());
+            u.tokens
+                .push(Token::new(TokenKind::Oath, Step::Time(30), secret, Algorithm::Sha1, 6));
+            u
+        })
+        .collect())
+}
+
+/// Imports users from `files` into the configured store.
+pub fn import(
+    ctx: &Context_,
+    format: ImportFormat,
+    user: Option<&str>,
+    replace: bool,
+    files: &[PathBuf],
+) -> Result<ExitCode> {
+    let mut notes = Vec::new();
+    let mut users = Vec::new();
+    for path in files {
+        match format {
+            ImportFormat::ModAuthnOtp | ImportFormat::PamOath => {
+                let dialect = if matches!(format, ImportFormat::PamOath) {
+                    Dialect::PamOath
+                } else {
+                    Dialect::ModAuthnOtp
+                };
+                let source = UsersFileStore::open(path, dialect, Box::new(SystemClock))?;
+                users.extend(source.users()?);
+            }
+            ImportFormat::GoogleAuthenticator => {
+                let name = ga_user_name(path, user)?;
+                users.push(from_google_auth(path, &name, &mut notes)?);
+            }
+            ImportFormat::Apache2fa => users.extend(from_apache_2fa(ctx, path, &mut notes)?),
+        }
+    }
+    if user.is_some() && files.len() > 1 && matches!(format, ImportFormat::GoogleAuthenticator) {
+        bail!("--user names one user; import several google-authenticator files one at a time");
+    }
+    // Check everything before writing anything, so a bad name does not leave half an import.
+    for u in &users {
+        valid_user_name(&u.name).map_err(|e| anyhow::anyhow!("user name {:?}: {e}", u.name))?;
+    }
+    let (mut added, mut skipped) = (0, 0);
+    for u in &users {
+        match ctx.store.create(u) {
+            Ok(()) => added += 1,
+            Err(StoreError::Exists(_)) if replace => {
+                ctx.store.remove(&u.name)?;
+                ctx.store.create(u)?;
+                added += 1;
+            }
+            Err(StoreError::Exists(name)) => {
+                notes.push(format!(
+                    "user {name:?} exists already: skipped (pass --replace to overwrite)"
+                ));
+                skipped += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
+        println!(
+            "imported {}: {}{}",
+            u.name,
+            tokens.join("; "),
+            if u.scratch.is_empty() {
+                String::new()
+            } else {
+                format!(", {} scratch codes", u.scratch.len())
+            }
+        );
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    println!(
+        "{added} users imported, {skipped} skipped, into the {} store",
+        ctx.store.backend()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exports every user's OATH tokens to a new users file (mode 0600).
+pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitCode> {
+    let dialect = match format {
+        ExportFormat::ModAuthnOtp => Dialect::ModAuthnOtp,
+        ExportFormat::PamOath => Dialect::PamOath,
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("{}: cannot create (it must not exist yet)", file.display()))?;
+    let target = UsersFileStore::open(file, dialect, Box::new(SystemClock))?;
+    let mut count = 0;
+    for mut u in ctx.store.users()? {
+        if matches!(u.first_factor, FirstFactor::Hash(_)) {
+            eprintln!(
+                "note: {}: argon2 passwords cannot be exported; the PIN field is \"+\" (check it with an htpasswd provider)",
+                u.name
+            );
+            u.first_factor = FirstFactor::External;
+        }
+        if !u.scratch.is_empty() {
+            eprintln!(
+                "note: {}: {} scratch codes are not exported (the format has no place for them)",
+                u.name,
+                u.scratch.len()
+            );
+        }
+        u.scratch.clear();
+        u.groups.clear();
+        u.display_name = None;
+        u.email = None;
+        match target.create(&u) {
+            Ok(()) => count += 1,
+            Err(e) => eprintln!("note: {}: not exported: {e}", u.name),
+        }
+    }
+    println!("{count} users written to {}", file.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,4 +4,5 @@
 mod cli;
 mod concurrency;
 mod harness;
+mod import;
 mod qr;

@@ -1,0 +1,246 @@
+//! Taking users over from the tools portcullis replaces: import each format, then verify
+//! with a code computed by oathtool; export and use the result as a live users file.
+
+use crate::harness::*;
+use std::process::{Command, Stdio};
+
+const KEY_HEX: &str = "3132333435363738393031323334353637383930";
+const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+fn oathtool(args: &[&str]) -> String {
+    require_tool("oathtool");
+    let out = Command::new("oathtool").args(args).output().unwrap();
+    assert!(out.status.success(), "oathtool {args:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn write(env: &Env, name: &str, text: &str) -> String {
+    let p = env.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn mod_authn_otp_users_file_imports_and_verifies() {
+    let env = Env::new("");
+    let file = write(
+        &env,
+        "otp-users.txt",
+        &format!(
+            "#\n# Example users file for mod_authn_otp\n#\nHOTP/T30  alice  1234  {KEY_HEX}\nHOTP  barney  -  {KEY_HEX} 21 0 820658 2009-06-12T17:52:32L 192.168.1.1\nHOTP/E/8 fred + {KEY_HEX} 3\n"
+        ),
+    );
+    let out = env.run(&["import", "--format", "mod_authn_otp", &file], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 users imported"),
+        "{out:?}"
+    );
+    // The file was written with the umask's 0644: others could read the secrets.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{out:?}");
+    settle(5);
+    let code = oathtool(&["--totp", KEY_HEX]);
+    assert_eq!(env.verify("alice", Some("1234"), &code).0, 0, "PIN + oathtool TOTP");
+    assert_eq!(env.verify("alice", Some("1234"), &code).0, 1, "replay");
+    let c21 = oathtool(&["--counter=21", KEY_HEX]);
+    assert_eq!(
+        env.verify("barney", Some(""), &c21).0,
+        0,
+        "event token continues at its counter"
+    );
+    let c3 = oathtool(&["--counter=3", "--digits=8", KEY_HEX]);
+    assert_eq!(env.verify("fred", None, &c3).0, 0);
+}
+
+#[test]
+fn pam_oath_users_file_imports_and_verifies() {
+    let env = Env::new("");
+    let file = write(
+        &env,
+        "users.oath",
+        &format!("# pam_oath\nHOTP/T30/6\tcarol\t-\t{KEY_HEX}\nHOTP\tdan\t-\t{KEY_HEX}\t7\n"),
+    );
+    env.ok(&["import", "--format", "pam_oath", &file], None);
+    settle(5);
+    assert_eq!(env.verify("carol", None, &oathtool(&["--totp", KEY_HEX])).0, 0);
+    assert_eq!(env.verify("dan", None, &oathtool(&["--counter=9", KEY_HEX])).0, 0);
+}
+
+#[test]
+fn google_authenticator_file_imports_secret_options_scratch_and_password() {
+    let env = Env::new("");
+    let home = env.path().join("home/erin");
+    std::fs::create_dir_all(&home).unwrap();
+    let ga = home.join(".google_authenticator");
+    std::fs::write(
+        &ga,
+        format!("{KEY_B32}\n\" RATE_LIMIT 3 30 1700000000\n\" WINDOW_SIZE 17\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n\"PASSWORD=hunter2\n12345678\n87654321\n"),
+    )
+    .unwrap();
+    let out = env.run(
+        &["import", "--format", "google-authenticator", ga.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported erin"),
+        "user name from the home directory"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WINDOW_SIZE"),
+        "options that do not carry over are named"
+    );
+    settle(5);
+    let code = oathtool(&["--totp", "--base32", KEY_B32]);
+    assert_eq!(env.verify("erin", Some("nope"), &code).0, 1);
+    assert_eq!(
+        env.verify("erin", Some("hunter2"), &code).0,
+        0,
+        "mod_authn_google's password becomes the first factor"
+    );
+    assert_eq!(env.verify("erin", Some("hunter2"), "87654321").0, 0, "scratch code");
+    assert_eq!(
+        env.verify("erin", Some("hunter2"), "87654321").0,
+        1,
+        "scratch codes work once"
+    );
+}
+
+#[test]
+fn apache_2fa_tokens_json_imports_and_verifies() {
+    let env = Env::new("");
+    let htpasswd = write(&env, "htpasswd", "");
+    assert!(
+        Command::new("htpasswd")
+            .args(["-bB", &htpasswd, "frank", "pw1"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(env.config(), format!("[first_factor]\nhtpasswd = \"{htpasswd}\"\n")).unwrap();
+    let file = write(
+        &env,
+        "tokens.json",
+        &format!(
+            "{{\n  \"frank\": \"{}\",\n  \"gina\": \"JBSWY3DPEHPK3PXP\"\n}}\n",
+            KEY_B32.to_lowercase()
+        ),
+    );
+    env.ok(&["import", "--format", "apache_2fa", &file], None);
+    settle(5);
+    let code = oathtool(&["--totp", "--base32", KEY_B32]);
+    assert_eq!(
+        env.verify("frank", Some("wrong"), &code).0,
+        1,
+        "htpasswd is the first factor"
+    );
+    assert_eq!(env.verify("frank", Some("pw1"), &code).0, 0);
+}
+
+#[test]
+fn malformed_files_name_the_line_and_import_nothing() {
+    let env = Env::new("");
+    let file = write(
+        &env,
+        "users.oath",
+        &format!("HOTP/T30\tok\t-\t{KEY_HEX}\nHOTP/T30\tbad\t-\tzz{KEY_HEX}\n"),
+    );
+    let out = env.run(&["import", "--format", "pam_oath", &file], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("users.oath:2:") && err.contains("KEY"), "{err}");
+    assert!(!err.contains("zz3132"), "the secret is not echoed");
+    assert!(!env.ok(&["user", "list"], None).contains("ok "), "nothing imported");
+
+    let json = write(&env, "tokens.json", "{\"a\": \"AAAA\",\n \"b\": }");
+    let err = String::from_utf8_lossy(&env.run(&["import", "--format", "apache_2fa", &json], None).stderr).into_owned();
+    assert!(err.contains("tokens.json:2:"), "{err}");
+}
+
+#[test]
+fn export_then_use_as_live_pam_oath_file_and_switch_back() {
+    let env = Env::new("");
+    let uri = env.add_user("hank", "pw", &["--hotp"]);
+    let s = secret_of(&uri);
+    let hotp = |c: u32| {
+        env.ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                &s,
+                "--type",
+                "hotp",
+                "--counter",
+                &c.to_string(),
+            ],
+            None,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(env.verify("hank", None, &hotp(0)).0, 0);
+    let out = env.path().join("users.oath");
+    let msg = env.run(&["export", "--format", "pam_oath", out.to_str().unwrap()], None);
+    assert!(msg.status.success());
+    assert!(
+        String::from_utf8_lossy(&msg.stderr).contains("argon2"),
+        "the lost password is mentioned"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("HOTP\thank\t+\t"), "{text}");
+
+    // The exported file is now the live store, as pam_oath would use it.
+    let live = Env::new("");
+    std::fs::write(
+        live.config(),
+        format!("[store]\nbackend = \"pam_oath\"\npath = \"{}\"\n", out.display()),
+    )
+    .unwrap();
+    assert_eq!(
+        live.verify("hank", None, &hotp(0)).0,
+        1,
+        "counter 0 was used before the export"
+    );
+    assert_eq!(live.verify("hank", None, &hotp(1)).0, 0);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains(&format!("\t2\t{}", hotp(1))),
+        "pam_oath's counter and last OTP written: {text}"
+    );
+    assert!(live.ok(&["user", "list"], None).contains("hank"));
+}
+
+#[test]
+fn one_code_is_accepted_once_across_processes_users_file() {
+    let env = Env::new("");
+    let file = env.path().join("otp-users.txt");
+    std::fs::write(&file, format!("HOTP racer - {KEY_HEX} 0\n")).unwrap();
+    std::fs::write(
+        env.config(),
+        format!(
+            "[store]\nbackend = \"mod_authn_otp\"\npath = \"{}\"\n[lockout]\nmax_failures = 0\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    for round in 0..20 {
+        let code = oathtool(&[&format!("--counter={round}"), KEY_HEX]);
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                env.command(&["verify", "racer", &code])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let accepted = children
+            .into_iter()
+            .map(|mut c| c.wait().unwrap())
+            .filter(|s| s.success())
+            .count();
+        assert_eq!(accepted, 1, "round {round}");
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.split_whitespace().nth(4), Some("20"), "{text}");
+}
