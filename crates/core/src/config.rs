@@ -112,8 +112,8 @@ pub struct OtpConfig {
     pub hotp_look_ahead: u64,
     /// mOTP: 10-second steps accepted on each side.
     pub motp_window: u64,
-    /// Seconds an accepted code may be sent again from the same address (HTTP Basic
-    /// clients resend it on each request); 0 disables reuse.
+    /// Seconds an accepted code may be sent again from the same address by HTTP Basic
+    /// clients, which resend it on every request (mod_authn_otp's OTPAuthMaxLinger); 0 disables.
     pub linger: u64,
 }
 
@@ -128,7 +128,7 @@ impl Default for OtpConfig {
             window: 1,
             hotp_look_ahead: 10,
             motp_window: 18,
-            linger: 0,
+            linger: 300,
         }
     }
 }
@@ -159,6 +159,142 @@ pub struct FirstFactorConfig {
     pub htdigest_realm: Option<String>,
 }
 
+/// How auth events are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One `key=value` line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`: the HTTP gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// The portal's external URL, where people are sent to log in.
+    pub portal_url: String,
+    /// Where people land after login when the requested page is missing or not allowed.
+    pub default_redirect: String,
+    /// Proxies (CIDRs) whose X-Forwarded-*/X-Real-IP headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Ask for the password and the code on two pages (true) or one.
+    pub two_step: bool,
+    /// Log format of auth events.
+    pub log_format: LogFormat,
+    /// Serve a protected demo page at `/` (for `portcullis demo`).
+    pub demo_page: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:9091".into(),
+            portal_url: "http://127.0.0.1:9091".into(),
+            default_redirect: "http://127.0.0.1:9091/".into(),
+            trusted_proxies: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            two_step: true,
+            log_format: LogFormat::Text,
+            demo_page: false,
+        }
+    }
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    /// In the embedded store: sessions survive a restart.
+    Sqlite,
+    /// In memory only.
+    Memory,
+}
+
+/// `[session]`: the login cookie.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Cookie domain for single sign-on across subdomains (e.g. `example.com`); empty = host only.
+    pub domain: String,
+    /// Send the cookie over HTTPS only. Turn off only for a plain-HTTP loopback demo.
+    pub secure: bool,
+    /// Absolute lifetime in seconds.
+    pub absolute: u64,
+    /// Idle timeout in seconds (refreshed by use).
+    pub idle: u64,
+    /// End the session when the client address changes (mod_authn_otp's OTPAuthLogoutOnIPChange).
+    pub bind_ip: bool,
+    /// `sqlite` or `memory`.
+    pub store: SessionStoreKind,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            cookie_name: "portcullis_session".into(),
+            domain: String::new(),
+            secure: true,
+            absolute: 12 * 3600,
+            idle: 30 * 60,
+            bind_ip: false,
+            store: SessionStoreKind::Sqlite,
+        }
+    }
+}
+
+/// `[regulation]`: failures per user and per client address before a ban.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegulationConfig {
+    /// Failures within `find_time` that ban (0 disables).
+    pub max_retries: u32,
+    /// Window in seconds in which failures count.
+    pub find_time: u64,
+    /// Ban length in seconds.
+    pub ban_time: u64,
+}
+
+impl Default for RegulationConfig {
+    fn default() -> Self {
+        RegulationConfig { max_retries: 5, find_time: 600, ban_time: 900 }
+    }
+}
+
+/// `[basic]`: HTTP Basic with password+code for clients that cannot show a form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicConfig {
+    /// Accept `Authorization: Basic` on the forward-auth endpoints.
+    pub enabled: bool,
+    /// Realm in the `WWW-Authenticate` challenge.
+    pub realm: String,
+}
+
+impl Default for BasicConfig {
+    fn default() -> Self {
+        BasicConfig { enabled: true, realm: "portcullis".into() }
+    }
+}
+
+/// `[invite]`: self-service enrollment links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InviteConfig {
+    /// Seconds an invitation link stays valid.
+    pub ttl: u64,
+}
+
+impl Default for InviteConfig {
+    fn default() -> Self {
+        InviteConfig { ttl: 24 * 3600 }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -171,6 +307,16 @@ pub struct Config {
     pub lockout: LockoutConfig,
     /// `[first_factor]`.
     pub first_factor: FirstFactorConfig,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[session]`.
+    pub session: SessionConfig,
+    /// `[regulation]`.
+    pub regulation: RegulationConfig,
+    /// `[basic]`.
+    pub basic: BasicConfig,
+    /// `[invite]`.
+    pub invite: InviteConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     #[serde(skip)]
     pub path: PathBuf,
@@ -277,6 +423,33 @@ impl Config {
                 "linger",
                 o.linger.to_string(),
                 "use at most 86400 seconds",
+            ));
+        }
+        if self.session.absolute == 0 || self.session.idle == 0 {
+            let key = if self.session.absolute == 0 { "absolute" } else { "idle" };
+            return Err(invalid("session", key, "0".into(), "use a positive number of seconds"));
+        }
+        if self.session.cookie_name.is_empty()
+            || !self.session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "session",
+                "cookie_name",
+                format!("{:?}", self.session.cookie_name),
+                "use letters, digits, _ and -",
+            ));
+        }
+        for (key, value) in [("portal_url", &self.server.portal_url), ("default_redirect", &self.server.default_redirect)] {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(invalid("server", key, format!("{value:?}"), "give an absolute http:// or https:// URL"));
+            }
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "server",
+                "listen",
+                format!("{:?}", self.server.listen),
+                "give an address and port such as 127.0.0.1:9091",
             ));
         }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {

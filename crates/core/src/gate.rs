@@ -140,6 +140,9 @@ pub struct Attempt<'a> {
     pub code: &'a str,
     /// The client's address, for linger and logs.
     pub client_ip: Option<&'a str>,
+    /// Whether the last accepted code may be resent within the linger time: only for
+    /// HTTP Basic clients, which repeat their credentials on every request.
+    pub linger: bool,
 }
 
 /// Checks attempts against a directory under a policy and a clock.
@@ -283,7 +286,7 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
     }
     let code = attempt.code.trim();
     // Linger: the exact code accepted last, resent from the same address in time.
-    if policy.linger > 0 {
+    if attempt.linger && policy.linger > 0 {
         for (i, t) in user.tokens.iter().enumerate() {
             let same_code = t
                 .last_code
@@ -424,6 +427,7 @@ mod tests {
             password,
             code,
             client_ip: Some("10.0.0.1"),
+            linger: true,
         }
     }
 

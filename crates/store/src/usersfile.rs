@@ -373,6 +373,7 @@ mod tests {
             password,
             code,
             client_ip: Some("192.0.2.7"),
+            linger: false,
         })
         .unwrap()
     }

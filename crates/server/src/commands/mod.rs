@@ -130,6 +130,7 @@ fn verify(ctx: &Context_, user: &str, password: Option<&str>, code: &str, client
         password,
         code,
         client_ip,
+        linger: false,
     })?;
     match outcome {
         Outcome::Accepted { via, .. } => {
