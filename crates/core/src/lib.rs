@@ -1,17 +1,24 @@
 //! The portcullis auth core: users and tokens, first- and second-factor checks, lockout and
-//! replay rules, the configuration file, and the `Directory` trait every store implements.
+//! replay rules, sessions, brute-force regulation, enrollment invitations, the configuration
+//! file, and the `Directory` trait every store implements.
 
 pub mod clock;
 pub mod config;
 pub mod gate;
+pub mod invite;
 pub mod model;
 pub mod password;
 pub mod random;
+pub mod regulation;
 pub mod scratch;
+pub mod session;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use gate::{Gate, Outcome, Rejection};
+pub use invite::{Invite, InviteStore};
 pub use model::{FirstFactor, Step, Token, TokenKind, User};
+pub use regulation::{Banned, RegulationPolicy, Regulator};
+pub use session::{Level, Session, SessionBackend, SessionId, SessionPolicy, Sessions};
 pub use store::{Directory, StoreError};

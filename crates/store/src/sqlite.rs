@@ -1,7 +1,9 @@
 //! The embedded SQLite directory: one file, WAL mode, every update in an IMMEDIATE
 //! transaction so concurrent processes verifying one code serialise and only one wins.
 
+use portcullis_core::invite::{Invite, InviteStore};
 use portcullis_core::model::{FirstFactor, ScratchHash, Step, Token, TokenKind, User};
+use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
 use portcullis_core::{Directory, StoreError};
 use portcullis_otp::{Algorithm, Secret};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -43,6 +45,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE scratch (
         user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
         hash TEXT NOT NULL
+    );",
+    // 2: login sessions and enrollment invitations, both keyed by the SHA-256 of their
+    // bearer token (the token itself is never stored).
+    "CREATE TABLE sessions (
+        hash BLOB PRIMARY KEY NOT NULL,
+        user TEXT NOT NULL,
+        groups TEXT NOT NULL DEFAULT '',
+        display_name TEXT,
+        email TEXT,
+        level TEXT NOT NULL,
+        client_ip TEXT,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions(user);
+    CREATE TABLE invites (
+        hash BLOB PRIMARY KEY NOT NULL,
+        user TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        pending_kind TEXT,
+        pending_period INTEGER,
+        pending_secret BLOB,
+        pending_algorithm TEXT,
+        pending_digits INTEGER,
+        pending_motp_pin TEXT
     );",
 ];
 
@@ -189,16 +216,13 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
          FROM tokens WHERE user = ?1 ORDER BY position",
     )?;
     let tokens = stmt.query_map([name], |r| {
-        let kind = if r.get::<_, String>(0)? == "motp" {
-            TokenKind::Motp
-        } else {
-            TokenKind::Oath
-        };
-        let period: u32 = r.get(1)?;
-        let step = if period == 0 { Step::Event } else { Step::Time(period) };
-        let secret = Secret::from_bytes(r.get(2)?);
-        let algorithm = Algorithm::parse(&r.get::<_, String>(3)?).unwrap_or_default();
-        let mut t = Token::new(kind, step, secret, algorithm, r.get(4)?);
+        let mut t = token_from_columns(
+            &r.get::<_, String>(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            &r.get::<_, String>(3)?,
+            r.get(4)?,
+        );
         t.motp_pin = r.get::<_, Option<String>>(5)?.map(Zeroizing::new);
         t.counter = r.get::<_, i64>(6)? as u64;
         t.drift = r.get(7)?;
@@ -214,6 +238,31 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
         .query_map([name], |r| Ok(ScratchHash(r.get(0)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(user))
+}
+
+/// The `kind` and `period` columns of a token (period 0 = event based).
+fn token_kind_period(t: &Token) -> (&'static str, u32) {
+    let kind = match t.kind {
+        TokenKind::Oath => "oath",
+        TokenKind::Motp => "motp",
+    };
+    let period = match t.step {
+        Step::Event => 0,
+        Step::Time(p) => p,
+    };
+    (kind, period)
+}
+
+/// A token with no use recorded from its defining columns.
+fn token_from_columns(kind: &str, period: u32, secret: Vec<u8>, algorithm: &str, digits: u32) -> Token {
+    let kind = if kind == "motp" {
+        TokenKind::Motp
+    } else {
+        TokenKind::Oath
+    };
+    let step = if period == 0 { Step::Event } else { Step::Time(period) };
+    let algorithm = Algorithm::parse(algorithm).unwrap_or_default();
+    Token::new(kind, step, Secret::from_bytes(secret), algorithm, digits)
 }
 
 fn save(tx: &Transaction<'_>, user: &User, insert: bool) -> rusqlite::Result<()> {
@@ -250,14 +299,7 @@ fn save(tx: &Transaction<'_>, user: &User, insert: bool) -> rusqlite::Result<()>
     }
     tx.execute("DELETE FROM tokens WHERE user = ?1", [&user.name])?;
     for (i, t) in user.tokens.iter().enumerate() {
-        let period = match t.step {
-            Step::Event => 0,
-            Step::Time(p) => p,
-        };
-        let kind = match t.kind {
-            TokenKind::Oath => "oath",
-            TokenKind::Motp => "motp",
-        };
+        let (kind, period) = token_kind_period(t);
         tx.execute(
             "INSERT INTO tokens (user, position, kind, period, secret, algorithm, digits, motp_pin,
              counter, drift, last_step, last_code, last_used, last_ip)
@@ -349,10 +391,209 @@ impl Directory for SqliteStore {
     }
 }
 
+/// A stored session row, or `None` if a column no longer parses (such a session is not
+/// restored rather than restored with less protection, e.g. without its bound address).
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<([u8; 32], Session)>> {
+    let hash: Vec<u8> = r.get(0)?;
+    let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+        return Ok(None);
+    };
+    let Some(level) = Level::parse(&r.get::<_, String>(5)?) else {
+        return Ok(None);
+    };
+    let client_ip = match r.get::<_, Option<String>>(6)? {
+        None => None,
+        Some(ip) => match ip.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => return Ok(None),
+        },
+    };
+    let groups: String = r.get(2)?;
+    let s = Session {
+        user: r.get(1)?,
+        groups: groups
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect(),
+        display_name: r.get(3)?,
+        email: r.get(4)?,
+        level,
+        client_ip,
+        created: r.get(7)?,
+        last_seen: r.get(8)?,
+    };
+    Ok(Some((hash, s)))
+}
+
+impl SessionBackend for SqliteStore {
+    fn load(&self, _now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+        // Sessions applies its policy to what comes back; expiry needs the policy's limits.
+        let conn = self.lock();
+        let rows: Vec<Option<([u8; 32], Session)>> = conn
+            .prepare(
+                "SELECT hash, user, groups, display_name, email, level, client_ip, created, last_seen FROM sessions",
+            )
+            .and_then(|mut s| s.query_map([], session_from_row)?.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO sessions
+                 (hash, user, groups, display_name, email, level, client_ip, created, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    &hash[..],
+                    s.user,
+                    s.groups.join(","),
+                    s.display_name,
+                    s.email,
+                    s.level.label(),
+                    s.client_ip.map(|ip| ip.to_string()),
+                    s.created,
+                    s.last_seen
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+        // MAX: concurrent requests may write their times out of order.
+        self.lock()
+            .prepare_cached("UPDATE sessions SET last_seen = MAX(last_seen, ?2) WHERE hash = ?1")
+            .and_then(|mut s| s.execute(params![&hash[..], last_seen]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM sessions WHERE hash = ?1", [&hash[..]])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn delete_user(&self, user: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM sessions WHERE user = ?1", [user])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM sessions WHERE created <= ?1 OR last_seen <= ?2",
+                [now_minus_absolute, now_minus_idle],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn invite_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invite> {
+    let pending = match r.get::<_, Option<Vec<u8>>>(4)? {
+        None => None,
+        Some(secret) => {
+            let kind: String = r.get(2)?;
+            let algorithm: String = r.get(5)?;
+            let mut t = token_from_columns(&kind, r.get(3)?, secret, &algorithm, r.get(6)?);
+            t.motp_pin = r.get::<_, Option<String>>(7)?.map(Zeroizing::new);
+            Some(t)
+        }
+    };
+    Ok(Invite {
+        user: r.get(0)?,
+        expires: r.get(1)?,
+        pending,
+    })
+}
+
+impl InviteStore for SqliteStore {
+    fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError> {
+        let (token, hash) = new_token();
+        self.lock()
+            .execute(
+                "INSERT INTO invites (hash, user, expires) VALUES (?1, ?2, ?3)",
+                params![&hash[..], user, expires],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(token)
+    }
+
+    fn open(&self, token: &str, now: i64, fresh: Token) -> Result<Option<(Invite, bool)>, StoreError> {
+        let Some(hash) = token_hash(token) else {
+            return Ok(None);
+        };
+        let mut conn = self.lock();
+        // IMMEDIATE: two first views at once must not both store (and show) a secret.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let found = tx
+            .query_row(
+                "SELECT user, expires, pending_kind, pending_period, pending_secret, pending_algorithm,
+                 pending_digits, pending_motp_pin FROM invites WHERE hash = ?1 AND expires > ?2",
+                params![&hash[..], now],
+                invite_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(mut invite) = found else {
+            return Ok(None);
+        };
+        if invite.pending.is_some() {
+            return Ok(Some((invite, false)));
+        }
+        let (kind, period) = token_kind_period(&fresh);
+        tx.execute(
+            "UPDATE invites SET pending_kind = ?2, pending_period = ?3, pending_secret = ?4,
+             pending_algorithm = ?5, pending_digits = ?6, pending_motp_pin = ?7 WHERE hash = ?1",
+            params![
+                &hash[..],
+                kind,
+                period,
+                fresh.secret.as_bytes(),
+                fresh.algorithm.name(),
+                fresh.digits,
+                fresh.motp_pin.as_ref().map(|p| p.as_str()),
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        invite.pending = Some(fresh);
+        Ok(Some((invite, true)))
+    }
+
+    fn consume(&self, token: &str) -> Result<bool, StoreError> {
+        let Some(hash) = token_hash(token) else {
+            return Ok(false);
+        };
+        self.lock()
+            .execute("DELETE FROM invites WHERE hash = ?1", [&hash[..]])
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    fn purge(&self, now: i64) -> Result<usize, StoreError> {
+        self.lock()
+            .execute("DELETE FROM invites WHERE expires <= ?1", [now])
+            .map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::session::{SessionPolicy, Sessions};
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    const T0: i64 = 1_700_000_000;
 
     fn sample() -> User {
         let mut u = User::new("alice", FirstFactor::Hash("$argon2id$x".into()));
@@ -391,8 +632,8 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let u = sample();
-        s.create(&u).unwrap();
-        assert!(matches!(s.create(&u), Err(StoreError::Exists(_))));
+        Directory::create(&s, &u).unwrap();
+        assert!(matches!(Directory::create(&s, &u), Err(StoreError::Exists(_))));
         assert_eq!(s.user("alice").unwrap().unwrap(), u);
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
@@ -426,5 +667,171 @@ mod tests {
         drop(c);
         let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert!(err.contains("upgrade portcullis"), "{err}");
+    }
+
+    fn login(user: &str, now: i64) -> Session {
+        Session {
+            user: user.into(),
+            groups: vec!["admins".into(), "ops".into()],
+            display_name: Some("Alice A.".into()),
+            email: Some("a@example.com".into()),
+            level: Level::TwoFactor,
+            created: now,
+            last_seen: now,
+            client_ip: Some("2001:db8::7".parse().unwrap()),
+        }
+    }
+
+    fn sessions(path: &Path, now: i64) -> Sessions {
+        let store = Arc::new(SqliteStore::open(path).unwrap());
+        Sessions::new(SessionPolicy::default(), Some(Box::new(store)), now).unwrap()
+    }
+
+    #[test]
+    fn sessions_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let s = sessions(&path, T0);
+        let alice = s.create(login("alice", T0)).unwrap();
+        let revoked = s.create(login("alice", T0)).unwrap();
+        let bob = s.create(login("bob", T0)).unwrap();
+        let mut one = login("carol", T0);
+        one.level = Level::OneFactor;
+        one.client_ip = None;
+        one.groups.clear();
+        let carol = s.create(one.clone()).unwrap();
+        s.revoke(revoked.as_str()).unwrap();
+        // Slid past the touch interval, so the later last_seen is on disk.
+        assert!(s.get(alice.as_str(), T0 + 600, None).is_some());
+        drop(s);
+
+        let s = sessions(&path, T0 + 1200);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s.get(alice.as_str(), T0 + 1200, None).unwrap(),
+            Session {
+                last_seen: T0 + 1200,
+                ..login("alice", T0)
+            }
+        );
+        assert_eq!(
+            s.get(carol.as_str(), T0 + 1200, None).unwrap(),
+            Session {
+                last_seen: T0 + 1200,
+                ..one
+            }
+        );
+        assert!(s.get(revoked.as_str(), T0 + 1200, None).is_none());
+        // bob was idle since T0: 20 minutes, still inside the 30-minute limit.
+        assert!(s.get(bob.as_str(), T0 + 1200, None).is_some());
+        assert_eq!(s.revoke_user("alice").unwrap(), 1);
+        drop(s);
+
+        let s = sessions(&path, T0 + 1300);
+        assert!(s.get(alice.as_str(), T0 + 1300, None).is_none());
+        assert_eq!(s.len(), 2);
+        drop(s);
+        // Past the idle limit: nothing is restored and the rows are gone.
+        let s = sessions(&path, T0 + 1200 + 1800 + 60);
+        assert!(s.is_empty());
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(SessionBackend::load(&store, 0).unwrap().is_empty());
+        let n: i64 = store
+            .lock()
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn only_the_session_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let s = sessions(&path, T0);
+        let id = s.create(login("alice", T0)).unwrap();
+        drop(s);
+        let bytes = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        for b in [bytes, wal] {
+            assert!(!b.windows(id.as_str().len()).any(|w| w == id.as_str().as_bytes()));
+        }
+    }
+
+    fn fresh() -> Token {
+        Token::new(
+            TokenKind::Oath,
+            Step::Time(30),
+            Secret::from_bytes(portcullis_core::random::bytes(20).to_vec()),
+            Algorithm::Sha256,
+            8,
+        )
+    }
+
+    #[test]
+    fn invites_keep_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        portcullis_core::invite::check_store_contract(&s, &fresh);
+    }
+
+    #[test]
+    fn invites_create_open_twice_consume_and_expire_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let token = InviteStore::create(&s, "alice", T0 + 3600).unwrap();
+        let expired = InviteStore::create(&s, "bob", T0 + 60).unwrap();
+        let shown = fresh();
+        let (inv, first) = s.open(&token, T0, shown.clone()).unwrap().unwrap();
+        assert!(first);
+        assert_eq!(inv.pending.as_ref(), Some(&shown));
+        drop(s);
+
+        // The pending secret is on disk: a second view after a restart gets the same one.
+        let s = SqliteStore::open(&path).unwrap();
+        let (inv, first) = s.open(&token, T0 + 10, fresh()).unwrap().unwrap();
+        assert!(!first);
+        assert_eq!(inv.user, "alice");
+        assert_eq!(inv.pending, Some(shown));
+        assert!(s.open(&expired, T0 + 60, fresh()).unwrap().is_none());
+        assert!(s.open(&expired, T0 + 59, fresh()).unwrap().is_some());
+        assert_eq!(InviteStore::purge(&s, T0 + 60).unwrap(), 1);
+        assert!(s.consume(&token).unwrap());
+        assert!(!s.consume(&token).unwrap());
+        assert!(s.open(&token, T0 + 20, fresh()).unwrap().is_none());
+    }
+
+    #[test]
+    fn migrating_a_version_1_database_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO users (name, first_factor, groups) VALUES ('bob', 'external', 'ops')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO tokens (user, position, kind, period, secret, algorithm, digits, last_step)
+             VALUES ('bob', 0, 'oath', 30, x'3132333435363738393031323334353637383930', 'SHA1', 6, 42)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        let bob = s.user("bob").unwrap().unwrap();
+        assert_eq!(bob.first_factor, FirstFactor::External);
+        assert_eq!(bob.groups, vec!["ops".to_string()]);
+        assert_eq!(bob.tokens.len(), 1);
+        assert_eq!(bob.tokens[0].secret.as_bytes(), b"12345678901234567890");
+        assert_eq!(bob.tokens[0].last_step, Some(42));
+        // The new tables work at once.
+        let sessions = Sessions::new(SessionPolicy::default(), Some(Box::new(s)), T0).unwrap();
+        let id = sessions.create(login("bob", T0)).unwrap();
+        assert_eq!(sessions.get(id.as_str(), T0 + 1, None).unwrap().user, "bob");
     }
 }

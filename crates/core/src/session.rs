@@ -1,0 +1,716 @@
+//! Login sessions: an in-memory table keyed by the SHA-256 of the cookie value, written
+//! through to an optional backend so sessions survive a restart.
+
+use crate::store::StoreError;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use zeroize::Zeroizing;
+
+/// Length of a bearer token (session cookie, invite link): 32 bytes in base64url, no padding.
+pub const TOKEN_LEN: usize = 43;
+
+/// `last_seen` is written to the backend only when it moved by at least this many seconds,
+/// so the hot path rarely touches the disk.
+pub const TOUCH_INTERVAL: i64 = 60;
+
+/// A fresh bearer token: 256 random bits, base64url without padding.
+pub fn random_token() -> Zeroizing<String> {
+    Zeroizing::new(data_encoding::BASE64URL_NOPAD.encode(&crate::random::bytes(32)))
+}
+
+/// A fresh bearer token with the hash to store it under.
+pub fn new_token() -> (Zeroizing<String>, [u8; 32]) {
+    let t = random_token();
+    let h = digest(&t);
+    (t, h)
+}
+
+/// The SHA-256 under which a bearer token is stored, or `None` if `token` cannot be one
+/// (wrong length or alphabet), so junk cookies cost no hashing.
+pub fn token_hash(token: &str) -> Option<[u8; 32]> {
+    let b = token.as_bytes();
+    if b.len() != TOKEN_LEN || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_') {
+        return None;
+    }
+    Some(digest(token))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// How far a session's user has authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// The first factor (password) only: a login in progress.
+    OneFactor,
+    /// Password and one-time code.
+    TwoFactor,
+}
+
+impl Level {
+    /// A stable label for storage and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::OneFactor => "one_factor",
+            Level::TwoFactor => "two_factor",
+        }
+    }
+
+    /// The level a `label` names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "one_factor" => Some(Level::OneFactor),
+            "two_factor" => Some(Level::TwoFactor),
+            _ => None,
+        }
+    }
+}
+
+/// What a session knows about its user (copied at login so the hot path needs no directory lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Login name.
+    pub user: String,
+    /// Group names, for access rules.
+    pub groups: Vec<String>,
+    /// Display name, for headers passed upstream.
+    pub display_name: Option<String>,
+    /// E-mail address, for headers passed upstream.
+    pub email: Option<String>,
+    /// How far the user has authenticated.
+    pub level: Level,
+    /// When the session was created (unix seconds); the absolute limit counts from here.
+    pub created: i64,
+    /// The last request seen (unix seconds); the idle limit counts from here.
+    pub last_seen: i64,
+    /// The address that logged in, checked when `SessionPolicy::bind_ip` is on.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The cookie value: 256 random bits, base64url without padding (43 chars). Only its SHA-256 is stored anywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId(Zeroizing<String>);
+
+impl SessionId {
+    /// The value to put in the cookie.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(redacted)")
+    }
+}
+
+/// How long sessions live and whether they are tied to the login address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Seconds from creation after which a session ends whatever its use (default 12 h).
+    pub absolute: u64,
+    /// Seconds without a request after which a session ends (default 30 min).
+    pub idle: u64,
+    /// Refuse a session from another client address than the one that logged in (default off:
+    /// mobile clients and dual-stack hosts change address legitimately).
+    pub bind_ip: bool,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        // NIST 800-63B AAL2 reauthentication limits.
+        SessionPolicy {
+            absolute: 12 * 3600,
+            idle: 30 * 60,
+            bind_ip: false,
+        }
+    }
+}
+
+/// Persistence behind the in-memory table (SQLite by default; None = memory only).
+pub trait SessionBackend: Send + Sync {
+    /// Sessions to restore at start-up; `Sessions` drops any its policy says have expired.
+    fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError>;
+    /// Stores (or replaces) the session under `hash`.
+    fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError>;
+    /// Records a later `last_seen` for the session under `hash`.
+    fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError>;
+    /// Deletes the session under `hash`, if any.
+    fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
+    /// Deletes every session of `user`.
+    fn delete_user(&self, user: &str) -> Result<(), StoreError>;
+    /// Deletes sessions created at or before `now_minus_absolute` or last seen at or before `now_minus_idle`.
+    fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError>;
+}
+
+impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
+    fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+        (**self).load(now)
+    }
+    fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
+        (**self).put(hash, s)
+    }
+    fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+        (**self).touch(hash, last_seen)
+    }
+    fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        (**self).delete(hash)
+    }
+    fn delete_user(&self, user: &str) -> Result<(), StoreError> {
+        (**self).delete_user(user)
+    }
+    fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError> {
+        (**self).purge(now_minus_absolute, now_minus_idle)
+    }
+}
+
+/// One live session: what it knows is fixed at login; only the activity times move, and
+/// atomically, so `get` never needs the write lock.
+struct Entry {
+    session: Session,
+    last_seen: AtomicI64,
+    /// The `last_seen` the backend holds.
+    persisted: AtomicI64,
+}
+
+impl Entry {
+    fn new(session: Session) -> Self {
+        Entry {
+            last_seen: AtomicI64::new(session.last_seen),
+            persisted: AtomicI64::new(session.last_seen),
+            session,
+        }
+    }
+
+    fn expired(&self, policy: &SessionPolicy, now: i64) -> bool {
+        let last_seen = self.last_seen.load(Ordering::Relaxed);
+        now.saturating_sub(self.session.created) >= secs(policy.absolute)
+            || now.saturating_sub(last_seen) >= secs(policy.idle)
+    }
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
+
+/// The live sessions, in memory, with write-through persistence.
+pub struct Sessions {
+    policy: SessionPolicy,
+    backend: Option<Box<dyn SessionBackend>>,
+    table: RwLock<HashMap<[u8; 32], Arc<Entry>>>,
+    /// Set when `touch_error` holds something, so `get` checks a flag, not a mutex.
+    failed: AtomicBool,
+    touch_error: Mutex<Option<StoreError>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("policy", &self.policy)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// A session table under `policy`, restoring the unexpired sessions `backend` holds.
+    pub fn new(policy: SessionPolicy, backend: Option<Box<dyn SessionBackend>>, now: i64) -> Result<Self, StoreError> {
+        let mut table = HashMap::new();
+        if let Some(b) = &backend {
+            let (abs, idle) = Self::purge_bounds(&policy, now);
+            b.purge(abs, idle)?;
+            for (hash, s) in b.load(now)? {
+                let e = Entry::new(s);
+                if !e.expired(&policy, now) {
+                    table.insert(hash, Arc::new(e));
+                }
+            }
+        }
+        Ok(Sessions {
+            policy,
+            backend,
+            table: RwLock::new(table),
+            failed: AtomicBool::new(false),
+            touch_error: Mutex::new(None),
+        })
+    }
+
+    /// The rules in force.
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
+    }
+
+    // A panic elsewhere cannot leave the map half-updated (each change is one insert or
+    // remove), so a poisoned lock is still sound to use.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Arc<Entry>>> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<[u8; 32], Arc<Entry>>> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Backend cut-offs: the backend's `last_seen` may lag ours by up to `TOUCH_INTERVAL`,
+    /// so it is only trusted to be idle beyond that margin.
+    fn purge_bounds(policy: &SessionPolicy, now: i64) -> (i64, i64) {
+        (
+            now.saturating_sub(secs(policy.absolute)),
+            now.saturating_sub(secs(policy.idle)).saturating_sub(TOUCH_INTERVAL),
+        )
+    }
+
+    /// Stores a new session and returns the cookie value that names it.
+    pub fn create(&self, s: Session) -> Result<SessionId, StoreError> {
+        let (id, hash) = new_token();
+        if let Some(b) = &self.backend {
+            b.put(&hash, &s)?;
+        }
+        self.write().insert(hash, Arc::new(Entry::new(s)));
+        Ok(SessionId(id))
+    }
+
+    /// The session for a cookie value if valid now (absolute and idle limits, IP binding when on); slides last_seen.
+    pub fn get(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<Session> {
+        let hash = token_hash(id)?;
+        let entry = self.read().get(&hash).cloned()?;
+        if entry.expired(&self.policy, now) {
+            self.remove_if_same(&hash, &entry);
+            return None;
+        }
+        if self.policy.bind_ip && entry.session.client_ip.is_some() && entry.session.client_ip != client_ip {
+            // Not removed: the rightful owner may still be using it from the bound address.
+            return None;
+        }
+        let last_seen = entry.last_seen.fetch_max(now, Ordering::Relaxed).max(now);
+        let persisted = entry.persisted.load(Ordering::Relaxed);
+        if last_seen - persisted >= TOUCH_INTERVAL
+            // Only the thread that wins the exchange writes, so a burst of requests makes one write.
+            && entry
+                .persisted
+                .compare_exchange(persisted, last_seen, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && let Some(b) = &self.backend
+            && let Err(e) = b.touch(&hash, last_seen)
+        {
+            self.record_error(e);
+        }
+        let mut s = entry.session.clone();
+        s.last_seen = last_seen;
+        Some(s)
+    }
+
+    /// The last backend failure met by `get` (which cannot fail), for the caller to log; clears it.
+    pub fn take_background_error(&self) -> Option<StoreError> {
+        if !self.failed.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        self.touch_error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn record_error(&self, e: StoreError) {
+        *self.touch_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Removes an expired entry unless another thread replaced it meanwhile.
+    fn remove_if_same(&self, hash: &[u8; 32], entry: &Arc<Entry>) {
+        let removed = {
+            let mut t = self.write();
+            match t.get(hash) {
+                Some(cur) if Arc::ptr_eq(cur, entry) => t.remove(hash).is_some(),
+                _ => false,
+            }
+        };
+        if removed
+            && let Some(b) = &self.backend
+            && let Err(e) = b.delete(hash)
+        {
+            self.record_error(e);
+        }
+    }
+
+    /// Replaces `old` by a new id carrying `s` (every login step gets a fresh id: no fixation).
+    pub fn rotate(&self, old: Option<&str>, s: Session) -> Result<SessionId, StoreError> {
+        // The old id dies first: if that fails, no second live session exists.
+        if let Some(old) = old {
+            self.revoke(old)?;
+        }
+        self.create(s)
+    }
+
+    /// Ends the session named by a cookie value; false if there was none.
+    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(hash) = token_hash(id) else {
+            return Ok(false);
+        };
+        let removed = self.write().remove(&hash).is_some();
+        if let Some(b) = &self.backend {
+            b.delete(&hash)?;
+        }
+        Ok(removed)
+    }
+
+    /// Ends every session of `user` (logout everywhere, user removed or locked); returns how many.
+    pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
+        let removed = {
+            let mut t = self.write();
+            let before = t.len();
+            t.retain(|_, e| e.session.user != user);
+            before - t.len()
+        };
+        if let Some(b) = &self.backend {
+            b.delete_user(user)?;
+        }
+        Ok(removed)
+    }
+
+    /// Drops every expired session from memory and the backend; returns how many were in memory.
+    pub fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
+        let removed = {
+            let mut t = self.write();
+            let before = t.len();
+            t.retain(|_, e| !e.expired(&self.policy, now));
+            before - t.len()
+        };
+        if let Some(b) = &self.backend {
+            let (abs, idle) = Self::purge_bounds(&self.policy, now);
+            b.purge(abs, idle)?;
+        }
+        Ok(removed)
+    }
+
+    /// Sessions in memory (some may have expired but not been purged yet).
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+}
+
+/// A `SessionBackend` in memory, for tests and for sharing one table between `Sessions`
+/// instances in a process; it also counts writes.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    rows: Mutex<HashMap<[u8; 32], Session>>,
+    touches: AtomicI64,
+}
+
+impl MemoryBackend {
+    /// How many times `touch` was called.
+    pub fn touches(&self) -> i64 {
+        self.touches.load(Ordering::Relaxed)
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SessionBackend for MemoryBackend {
+    fn load(&self, _now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+        Ok(self.rows().iter().map(|(h, s)| (*h, s.clone())).collect())
+    }
+    fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
+        self.rows().insert(*hash, s.clone());
+        Ok(())
+    }
+    fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+        self.touches.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.rows().get_mut(hash) {
+            s.last_seen = s.last_seen.max(last_seen);
+        }
+        Ok(())
+    }
+    fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.rows().remove(hash);
+        Ok(())
+    }
+    fn delete_user(&self, user: &str) -> Result<(), StoreError> {
+        self.rows().retain(|_, s| s.user != user);
+        Ok(())
+    }
+    fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError> {
+        self.rows()
+            .retain(|_, s| s.created > now_minus_absolute && s.last_seen > now_minus_idle);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn session(user: &str, now: i64) -> Session {
+        Session {
+            user: user.into(),
+            groups: vec!["ops".into()],
+            display_name: Some("Alice A.".into()),
+            email: None,
+            level: Level::TwoFactor,
+            created: now,
+            last_seen: now,
+            client_ip: Some("192.0.2.1".parse().unwrap()),
+        }
+    }
+
+    fn table(policy: SessionPolicy) -> Sessions {
+        Sessions::new(policy, None, T0).unwrap()
+    }
+
+    #[test]
+    fn ids_are_43_base64url_chars_and_redacted() {
+        let s = table(SessionPolicy::default());
+        let id = s.create(session("alice", T0)).unwrap();
+        assert_eq!(id.as_str().len(), TOKEN_LEN);
+        assert!(token_hash(id.as_str()).is_some());
+        assert_eq!(format!("{id:?}"), "SessionId(redacted)");
+        let other = s.create(session("alice", T0)).unwrap();
+        assert_ne!(id, other);
+    }
+
+    #[test]
+    fn malformed_cookies_are_refused() {
+        let s = table(SessionPolicy::default());
+        let id = s.create(session("alice", T0)).unwrap();
+        let mut bad = id.as_str().to_string();
+        bad.replace_range(0..1, "+");
+        for junk in ["", "x", &bad, &format!("{}=", id.as_str()), &id.as_str()[1..]] {
+            assert_eq!(token_hash(junk), None, "{junk}");
+            assert!(s.get(junk, T0, None).is_none());
+        }
+        assert!(!s.revoke("junk").unwrap());
+    }
+
+    #[test]
+    fn absolute_expiry() {
+        let p = SessionPolicy {
+            absolute: 3600,
+            idle: 600,
+            bind_ip: false,
+        };
+        let s = table(p);
+        let id = s.create(session("alice", T0)).unwrap();
+        // Kept busy, it still ends at the absolute limit.
+        let mut t = T0;
+        while t < T0 + 3600 - 300 {
+            t += 300;
+            assert!(s.get(id.as_str(), t, None).is_some(), "at {t}");
+        }
+        assert!(s.get(id.as_str(), T0 + 3599, None).is_some());
+        assert!(s.get(id.as_str(), T0 + 3600, None).is_none());
+        assert_eq!(s.len(), 0, "an expired session found by get is removed");
+    }
+
+    #[test]
+    fn idle_expiry_and_sliding_refresh() {
+        let p = SessionPolicy {
+            absolute: 12 * 3600,
+            idle: 1800,
+            bind_ip: false,
+        };
+        let s = table(p);
+        let idle = s.create(session("alice", T0)).unwrap();
+        let busy = s.create(session("bob", T0)).unwrap();
+        assert!(s.get(idle.as_str(), T0 + 1799, None).is_some());
+        // Each request slides the idle limit, so a busy session outlives it many times over.
+        for k in 1..=10 {
+            let got = s.get(busy.as_str(), T0 + k * 1000, None).unwrap();
+            assert_eq!(got.last_seen, T0 + k * 1000);
+        }
+        assert!(s.get(busy.as_str(), T0 + 10_000 + 1799, None).is_some());
+        assert!(s.get(idle.as_str(), T0 + 1799 + 1800, None).is_none());
+        assert!(s.get(busy.as_str(), T0 + 10_000 + 1799 + 1800, None).is_none());
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn an_older_timestamp_does_not_move_last_seen_back() {
+        let s = table(SessionPolicy::default());
+        let id = s.create(session("alice", T0)).unwrap();
+        s.get(id.as_str(), T0 + 100, None).unwrap();
+        assert_eq!(s.get(id.as_str(), T0 + 50, None).unwrap().last_seen, T0 + 100);
+    }
+
+    #[test]
+    fn bind_ip_refuses_another_address() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "198.51.100.7".parse().unwrap();
+        let bound = table(SessionPolicy {
+            bind_ip: true,
+            ..SessionPolicy::default()
+        });
+        let id = bound.create(session("alice", T0)).unwrap();
+        assert!(bound.get(id.as_str(), T0, Some(other)).is_none());
+        assert!(bound.get(id.as_str(), T0, None).is_none());
+        assert!(bound.get(id.as_str(), T0, Some(ip)).is_some(), "the owner keeps it");
+        let free = table(SessionPolicy::default());
+        let id = free.create(session("alice", T0)).unwrap();
+        assert!(free.get(id.as_str(), T0, Some(other)).is_some());
+    }
+
+    #[test]
+    fn rotate_kills_the_old_id() {
+        let s = table(SessionPolicy::default());
+        let mut one = session("alice", T0);
+        one.level = Level::OneFactor;
+        let first = s.rotate(None, one).unwrap();
+        let second = s.rotate(Some(first.as_str()), session("alice", T0 + 5)).unwrap();
+        assert_ne!(first, second);
+        assert!(s.get(first.as_str(), T0 + 6, None).is_none());
+        assert_eq!(s.get(second.as_str(), T0 + 6, None).unwrap().level, Level::TwoFactor);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn revoke_and_revoke_user() {
+        let s = table(SessionPolicy::default());
+        let a1 = s.create(session("alice", T0)).unwrap();
+        let a2 = s.create(session("alice", T0)).unwrap();
+        let b = s.create(session("bob", T0)).unwrap();
+        // A copy of the cookie (another browser, a thief) is the same bearer token.
+        let copied = a1.as_str().to_string();
+        assert!(s.get(&copied, T0 + 1, None).is_some());
+        assert!(s.revoke(a1.as_str()).unwrap());
+        assert!(!s.revoke(a1.as_str()).unwrap());
+        assert!(s.get(&copied, T0 + 2, None).is_none());
+        assert!(s.get(a2.as_str(), T0 + 2, None).is_some());
+        assert_eq!(s.revoke_user("alice").unwrap(), 1);
+        assert!(s.get(a2.as_str(), T0 + 3, None).is_none());
+        assert!(s.get(b.as_str(), T0 + 3, None).is_some());
+        assert_eq!(s.revoke_user("alice").unwrap(), 0);
+    }
+
+    #[test]
+    fn purge_expired_drops_memory_and_backend() {
+        let backend = Arc::new(MemoryBackend::default());
+        let p = SessionPolicy {
+            absolute: 3600,
+            idle: 600,
+            bind_ip: false,
+        };
+        let s = Sessions::new(p, Some(Box::new(backend.clone())), T0).unwrap();
+        s.create(session("old", T0)).unwrap();
+        let fresh = s.create(session("new", T0 + 3000)).unwrap();
+        assert_eq!(s.purge_expired(T0 + 3300).unwrap(), 1);
+        assert_eq!(s.len(), 1);
+        assert!(s.get(fresh.as_str(), T0 + 3300, None).is_some());
+        let users: Vec<String> = backend.load(T0).unwrap().into_iter().map(|(_, s)| s.user).collect();
+        assert_eq!(users, vec!["new".to_string()]);
+    }
+
+    #[test]
+    fn sessions_survive_a_restart_and_last_seen_is_written_sparingly() {
+        let backend = Arc::new(MemoryBackend::default());
+        let p = SessionPolicy {
+            absolute: 12 * 3600,
+            idle: 1800,
+            bind_ip: true,
+        };
+        let first = Sessions::new(p, Some(Box::new(backend.clone())), T0).unwrap();
+        let id = first.create(session("alice", T0)).unwrap();
+        let gone = first.create(session("bob", T0)).unwrap();
+        first.revoke(gone.as_str()).unwrap();
+        let ip = Some("192.0.2.1".parse().unwrap());
+        for t in 0..=120 {
+            first.get(id.as_str(), T0 + t, ip).unwrap();
+        }
+        assert_eq!(
+            backend.touches(),
+            2,
+            "one write per minute of activity, not per request"
+        );
+        drop(first);
+
+        let second = Sessions::new(p, Some(Box::new(backend.clone())), T0 + 1000).unwrap();
+        assert_eq!(second.len(), 1);
+        let got = second.get(id.as_str(), T0 + 1000, ip).unwrap();
+        assert_eq!(
+            got,
+            Session {
+                last_seen: T0 + 1000,
+                ..session("alice", T0)
+            }
+        );
+        assert!(second.get(gone.as_str(), T0 + 1000, ip).is_none());
+        drop(second);
+
+        // Restarted after the idle limit: nothing comes back, and the backend is purged.
+        let third = Sessions::new(p, Some(Box::new(backend.clone())), T0 + 1000 + 1800 + 120).unwrap();
+        assert!(third.is_empty());
+        assert!(backend.load(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn touch_failures_are_reported_not_raised() {
+        struct Broken;
+        impl SessionBackend for Broken {
+            fn load(&self, _: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn put(&self, _: &[u8; 32], _: &Session) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn touch(&self, _: &[u8; 32], _: i64) -> Result<(), StoreError> {
+                Err(StoreError::Format("disk full".into()))
+            }
+            fn delete(&self, _: &[u8; 32]) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn delete_user(&self, _: &str) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn purge(&self, _: i64, _: i64) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let s = Sessions::new(SessionPolicy::default(), Some(Box::new(Broken)), T0).unwrap();
+        let id = s.create(session("alice", T0)).unwrap();
+        assert!(s.take_background_error().is_none());
+        assert!(s.get(id.as_str(), T0 + 61, None).is_some());
+        assert_eq!(s.take_background_error().unwrap().to_string(), "disk full");
+        assert!(s.take_background_error().is_none());
+    }
+
+    #[test]
+    fn concurrent_get_and_create() {
+        let s = Arc::new(table(SessionPolicy::default()));
+        let shared: Vec<String> = (0..16)
+            .map(|_| s.create(session("alice", T0)).unwrap().as_str().to_string())
+            .collect();
+        let shared = Arc::new(shared);
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let s = s.clone();
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..500i64 {
+                        let now = T0 + i;
+                        if i % 10 == 0 {
+                            mine.push(s.create(session(&format!("u{n}"), now)).unwrap());
+                        }
+                        for id in shared.iter() {
+                            assert!(s.get(id, now, None).is_some());
+                        }
+                        for id in &mine {
+                            assert_eq!(s.get(id.as_str(), now, None).unwrap().user, format!("u{n}"));
+                        }
+                    }
+                    mine.len()
+                })
+            })
+            .collect();
+        let created: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(s.len(), 16 + created);
+        assert_eq!(s.revoke_user("alice").unwrap(), 16);
+    }
+}
