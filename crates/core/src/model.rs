@@ -45,8 +45,9 @@ pub enum Step {
     Time(u32),
 }
 
-/// One OTP token of a user, with its replay state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One OTP token of a user, with its replay state. `Debug` leaves out the mOTP PIN and
+/// the last code.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// Code algorithm.
     pub kind: TokenKind,
@@ -72,6 +73,23 @@ pub struct Token {
     pub last_used: Option<i64>,
     /// From which client address `last_code` was accepted.
     pub last_ip: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("kind", &self.kind)
+            .field("step", &self.step)
+            .field("secret", &self.secret)
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("counter", &self.counter)
+            .field("drift", &self.drift)
+            .field("last_step", &self.last_step)
+            .field("last_used", &self.last_used)
+            .field("last_ip", &self.last_ip)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Token {

@@ -11,6 +11,28 @@ use portcullis_core::config::{Backend, Config};
 use portcullis_core::{Directory, StoreError, SystemClock};
 use portcullis_userfiles::otp_users::Dialect;
 
+/// Every store the gateway needs, opened once.
+pub struct Stores {
+    /// Users and tokens.
+    pub directory: std::sync::Arc<dyn Directory>,
+    /// Session persistence (SQLite only).
+    pub sessions: Option<Box<dyn portcullis_core::SessionBackend>>,
+    /// Enrollment invitations (SQLite only).
+    pub invites: Option<std::sync::Arc<dyn portcullis_core::InviteStore>>,
+}
+
+/// Opens the configured directory and, with SQLite, the session and invitation tables in it.
+pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
+    let path = config.resolve(&config.store.path);
+    match config.store.backend {
+        Backend::Sqlite => {
+            let db = std::sync::Arc::new(SqliteStore::open(&path)?);
+            Ok(Stores { directory: db.clone(), sessions: Some(Box::new(db.clone())), invites: Some(db) })
+        }
+        _ => Ok(Stores { directory: open(config)?.into(), sessions: None, invites: None }),
+    }
+}
+
 /// Opens the store the configuration names.
 pub fn open(config: &Config) -> Result<Box<dyn Directory>, StoreError> {
     let path = config.resolve(&config.store.path);
