@@ -1,6 +1,8 @@
 //! The portcullis auth core: users and tokens, first- and second-factor checks, lockout and
 //! replay rules, the configuration file, and the `Directory` trait every store implements.
 
+pub mod access;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod gate;
