@@ -9,6 +9,7 @@ pub mod gate;
 pub mod model;
 pub mod password;
 pub mod random;
+pub mod redirect;
 pub mod scratch;
 pub mod store;
 
