@@ -1,7 +1,9 @@
 //! The portcullis auth core: users and tokens, first- and second-factor checks, lockout and
-//! replay rules, sessions, brute-force regulation, enrollment invitations, the configuration
-//! file, and the `Directory` trait every store implements.
+//! replay rules, sessions, access rules, brute-force regulation, enrollment invitations,
+//! the configuration file, and the `Directory` trait every store implements.
 
+pub mod access;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod gate;
@@ -9,6 +11,7 @@ pub mod invite;
 pub mod model;
 pub mod password;
 pub mod random;
+pub mod redirect;
 pub mod regulation;
 pub mod scratch;
 pub mod session;
