@@ -261,7 +261,11 @@ pub struct RegulationConfig {
 
 impl Default for RegulationConfig {
     fn default() -> Self {
-        RegulationConfig { max_retries: 5, find_time: 600, ban_time: 900 }
+        RegulationConfig {
+            max_retries: 5,
+            find_time: 600,
+            ban_time: 900,
+        }
     }
 }
 
@@ -277,7 +281,32 @@ pub struct BasicConfig {
 
 impl Default for BasicConfig {
     fn default() -> Self {
-        BasicConfig { enabled: true, realm: "portcullis".into() }
+        BasicConfig {
+            enabled: true,
+            realm: "portcullis".into(),
+        }
+    }
+}
+
+/// `[access]`: which requests need which factors, and where people may return to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Policy when no rule matches.
+    pub default_policy: crate::access::Policy,
+    /// Hosts (`app.example.com`, `*.example.com`) a login may send people back to.
+    pub protected_domains: Vec<String>,
+    /// Ordered rules, first match wins (`[[access.rules]]`).
+    pub rules: Vec<crate::access::RuleConfig>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            default_policy: crate::access::Policy::TwoFactor,
+            protected_domains: vec!["127.0.0.1".into(), "localhost".into()],
+            rules: Vec::new(),
+        }
     }
 }
 
@@ -313,6 +342,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// `[regulation]`.
     pub regulation: RegulationConfig,
+    /// `[access]`.
+    pub access: AccessConfig,
     /// `[basic]`.
     pub basic: BasicConfig,
     /// `[invite]`.
@@ -430,7 +461,11 @@ impl Config {
             return Err(invalid("session", key, "0".into(), "use a positive number of seconds"));
         }
         if self.session.cookie_name.is_empty()
-            || !self.session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !self
+                .session
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return Err(invalid(
                 "session",
@@ -439,9 +474,17 @@ impl Config {
                 "use letters, digits, _ and -",
             ));
         }
-        for (key, value) in [("portal_url", &self.server.portal_url), ("default_redirect", &self.server.default_redirect)] {
+        for (key, value) in [
+            ("portal_url", &self.server.portal_url),
+            ("default_redirect", &self.server.default_redirect),
+        ] {
             if !(value.starts_with("http://") || value.starts_with("https://")) {
-                return Err(invalid("server", key, format!("{value:?}"), "give an absolute http:// or https:// URL"));
+                return Err(invalid(
+                    "server",
+                    key,
+                    format!("{value:?}"),
+                    "give an absolute http:// or https:// URL",
+                ));
             }
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -451,6 +494,28 @@ impl Config {
                 format!("{:?}", self.server.listen),
                 "give an address and port such as 127.0.0.1:9091",
             ));
+        }
+        if let Err(e) = crate::access::AccessControl::new(&self.access.rules, self.access.default_policy) {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                line: line_of(text, "access.rules", "policy").max(line_of(text, "access", "rules")),
+                key: "access.rules".into(),
+                value: String::new(),
+                reason: e.to_string(),
+            });
+        }
+        for (section, key, list) in [
+            ("access", "protected_domains", &self.access.protected_domains),
+            ("server", "trusted_proxies", &self.server.trusted_proxies),
+        ] {
+            let check = if key == "protected_domains" {
+                crate::redirect::ReturnTargets::new(list).err().map(|e| e.to_string())
+            } else {
+                crate::client::TrustedProxies::new(list).err().map(|e| e.to_string())
+            };
+            if let Some(reason) = check {
+                return Err(invalid(section, key, format!("{list:?}"), &reason));
+            }
         }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
             return Err(invalid(

@@ -3,6 +3,7 @@
 //! the configuration file, and the `Directory` trait every store implements.
 
 pub mod access;
+pub mod authz;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -42,6 +42,15 @@ pub enum Command {
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
     },
+    /// Run the gateway: login portal, forward-auth endpoints, HTTP Basic, metrics.
+    #[command(
+        after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml serve --listen 127.0.0.1:9091"
+    )]
+    Serve {
+        /// Address to listen on (default: [server] listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -208,8 +217,18 @@ pub enum UserCommand {
         /// E-mail address.
         #[arg(long)]
         email: Option<String>,
+        /// Create no token now; send the user an enrollment link with `user invite`.
+        #[arg(long)]
+        no_token: bool,
         #[command(flatten)]
         token: TokenArgs,
+    },
+    /// Print a one-time enrollment link: it shows a new QR code once and asks for a first
+    /// code before the token replaces the old one.
+    #[command(after_help = "Example:\n  portcullis user invite alice")]
+    Invite {
+        /// User name.
+        name: String,
     },
     /// List users with token type, failures and lock state.
     List,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod gateway;
 mod qr;
 
 use clap::Parser;

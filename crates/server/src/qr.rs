@@ -65,12 +65,16 @@ pub fn png(text: &str, path: &Path, scale: usize) -> Result<()> {
     write_private(path, &out)
 }
 
-/// Writes an SVG image of the QR code.
-pub fn svg(text: &str, path: &Path) -> Result<()> {
-    let image = code(text)?
+/// The QR code as an SVG document.
+pub fn svg_string(text: &str) -> Result<String> {
+    Ok(code(text)?
         .render::<svg::Color<'_>>()
         .min_dimensions(256, 256)
         .quiet_zone(true)
-        .build();
-    write_private(path, image.as_bytes())
+        .build())
+}
+
+/// Writes an SVG image of the QR code.
+pub fn svg(text: &str, path: &Path) -> Result<()> {
+    write_private(path, svg_string(text)?.as_bytes())
 }

@@ -27,9 +27,17 @@ pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
     match config.store.backend {
         Backend::Sqlite => {
             let db = std::sync::Arc::new(SqliteStore::open(&path)?);
-            Ok(Stores { directory: db.clone(), sessions: Some(Box::new(db.clone())), invites: Some(db) })
+            Ok(Stores {
+                directory: db.clone(),
+                sessions: Some(Box::new(db.clone())),
+                invites: Some(db),
+            })
         }
-        _ => Ok(Stores { directory: open(config)?.into(), sessions: None, invites: None }),
+        _ => Ok(Stores {
+            directory: open(config)?.into(),
+            sessions: None,
+            invites: None,
+        }),
     }
 }
 

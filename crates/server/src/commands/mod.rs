@@ -18,6 +18,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
         Command::Demo { dir } => setup::demo(&dir),
+        Command::Serve { listen } => {
+            let config = Config::load(&cli.config)?;
+            crate::gateway::serve(config, listen).map(|_| ExitCode::SUCCESS)
+        }
         Command::User(cmd) => users::run(&cli.config, cmd),
         Command::Verify {
             user,

@@ -76,6 +76,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             groups,
             display_name,
             email,
+            no_token,
             token,
         } => {
             valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
@@ -99,6 +100,11 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             user.groups = groups;
             user.display_name = display_name;
             user.email = email;
+            if no_token {
+                store.create(&user)?;
+                println!("added user {name} without a token; send them `portcullis user invite {name}`");
+                return Ok(ExitCode::SUCCESS);
+            }
             let t = new_token(&ctx.config, &token)?;
             user.tokens.push(t.clone());
             store.create(&user)?;
@@ -211,6 +217,24 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             for c in &codes {
                 println!("  {}", c.as_str());
             }
+        }
+        UserCommand::Invite { name } => {
+            if store.user(&name)?.is_none() {
+                return Err(StoreError::NotFound(name).into());
+            }
+            let stores = portcullis_store::open_all(&ctx.config)?;
+            let Some(invites) = stores.invites else {
+                bail!("invitations need [store] backend = \"sqlite\"");
+            };
+            let now = portcullis_core::Clock::now(&portcullis_core::SystemClock);
+            let ttl = ctx.config.invite.ttl;
+            let token = invites.create(&name, now + ttl as i64)?;
+            let portal = ctx.config.server.portal_url.trim_end_matches('/');
+            println!("{portal}/enroll/{}", token.as_str());
+            println!(
+                "Valid for {} hours, once. Send it to {name} over a channel you trust.",
+                ttl / 3600
+            );
         }
         UserCommand::Token(TokenCommand::Reset { name, token }) => {
             let t = new_token(&ctx.config, &token)?;

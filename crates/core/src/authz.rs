@@ -1,0 +1,314 @@
+//! The one decision every integration asks for: an `AccessRequest` in, a `Decision` out.
+//! Adapters (portal, forward-auth, Apache, PAM) only translate their protocol to and from
+//! these types; rules, sessions, factors, regulation and replay live here once.
+
+use crate::access::{self, AccessControl, Policy, Resource, Subject};
+use crate::clock::Clock;
+use crate::gate::{Attempt, Gate, GateError, Outcome, Rejection, Via};
+use crate::model::User;
+use crate::regulation::Regulator;
+use crate::session::{Level, Session, Sessions};
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+/// Who a request was let in as; becomes `Remote-User` and friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Login name.
+    pub user: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+}
+
+impl Identity {
+    fn of_session(s: &Session) -> Self {
+        Identity {
+            user: s.user.clone(),
+            groups: s.groups.clone(),
+            display_name: s.display_name.clone(),
+            email: s.email.clone(),
+        }
+    }
+
+    fn of_user(u: &User) -> Self {
+        Identity {
+            user: u.name.clone(),
+            groups: u.groups.clone(),
+            display_name: u.display_name.clone(),
+            email: u.email.clone(),
+        }
+    }
+}
+
+/// HTTP Basic credentials (`user`, `password` immediately followed by the code).
+#[derive(Clone)]
+pub struct BasicCredentials {
+    /// User name.
+    pub user: String,
+    /// Password and one-time code, concatenated.
+    pub secret: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BasicCredentials({:?}, redacted)", self.user)
+    }
+}
+
+/// One request to decide on, whatever protocol brought it.
+#[derive(Debug, Clone)]
+pub struct AccessRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Host the client asked for.
+    pub host: &'a str,
+    /// Path and query as the client sent them.
+    pub path: &'a str,
+    /// The client's address (already resolved through trusted proxies).
+    pub client_ip: IpAddr,
+    /// The session cookie value, if any.
+    pub session: Option<&'a str>,
+    /// Basic credentials, if any.
+    pub basic: Option<BasicCredentials>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through; `None` for a bypassed resource with no session.
+    Allow(Option<Identity>),
+    /// Send a browser to the portal.
+    Login,
+    /// Ask for Basic credentials (401 with `WWW-Authenticate`): none given, or wrong —
+    /// every wrong factor and a ban get this same answer.
+    Challenge,
+    /// Refused by a rule (403).
+    Deny,
+    /// The request cannot be judged (malformed path): 400.
+    BadRequest(String),
+}
+
+/// An authentication attempt to log and count; carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthEvent {
+    /// Client address.
+    pub client_ip: IpAddr,
+    /// Name as typed (untrusted: log it quoted).
+    pub user: String,
+    /// `portal-password`, `portal-code`, `basic`, `enroll`, …
+    pub method: &'static str,
+    /// None for success, else why it failed (`banned` included).
+    pub failure: Option<&'static str>,
+    /// A ban started with this failure.
+    pub banned: bool,
+}
+
+/// The result of a login step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    /// Passed; the user as stored.
+    Passed(Box<User>),
+    /// Refused (show one generic message; the reason is for logs).
+    Refused(Rejection),
+    /// The user or address is banned for now (shown like any failure).
+    Banned,
+}
+
+/// The shared decision maker.
+pub struct Authorizer<'a> {
+    /// The access rules.
+    pub access: &'a AccessControl,
+    /// Login sessions.
+    pub sessions: &'a Sessions,
+    /// Brute-force regulation.
+    pub regulator: &'a Regulator,
+    /// Factor checks.
+    pub gate: Gate<'a>,
+    /// Time.
+    pub clock: &'a dyn Clock,
+}
+
+fn level_meets(level: Level, policy: Policy) -> bool {
+    match policy {
+        Policy::Bypass => true,
+        Policy::OneFactor => matches!(level, Level::OneFactor | Level::TwoFactor),
+        Policy::TwoFactor => matches!(level, Level::TwoFactor),
+        Policy::Deny => false,
+    }
+}
+
+impl Authorizer<'_> {
+    /// Decides a request; returns the decision and, when credentials were checked, the event.
+    pub fn decide(&self, req: &AccessRequest<'_>) -> Result<(Decision, Option<AuthEvent>), GateError> {
+        let now = self.clock.now();
+        let session = req
+            .session
+            .and_then(|id| self.sessions.get(id, now, Some(req.client_ip)));
+        let resource = Resource {
+            method: req.method,
+            host: req.host,
+            path: req.path,
+            client_ip: req.client_ip,
+        };
+        let subject = session.as_ref().map(|s| Subject {
+            user: &s.user,
+            groups: &s.groups,
+        });
+        let policy = match self.access.policy_for(&resource, subject.as_ref()) {
+            Ok(access::Decision::Policy(p)) => Some(p),
+            Ok(access::Decision::NeedsSubject) => None,
+            Err(e) => return Ok((Decision::BadRequest(e.to_string()), None)),
+        };
+        match (policy, &session) {
+            (Some(Policy::Bypass), s) => return Ok((Decision::Allow(s.as_ref().map(Identity::of_session)), None)),
+            (Some(Policy::Deny), _) => return Ok((Decision::Deny, None)),
+            (Some(p), Some(s)) if level_meets(s.level, p) => {
+                return Ok((Decision::Allow(Some(Identity::of_session(s))), None));
+            }
+            _ => {}
+        }
+        let Some(basic) = &req.basic else {
+            return Ok((Decision::Login, None));
+        };
+        // Basic credentials carry both factors, so they satisfy any policy; the rules are
+        // then asked again with the subject, as users/groups rules may still deny.
+        let (result, event) = self.basic(basic, req.client_ip, now)?;
+        let StepResult::Passed(user) = result else {
+            return Ok((Decision::Challenge, Some(event)));
+        };
+        let subject = Subject {
+            user: &user.name,
+            groups: &user.groups,
+        };
+        let decision = match self.access.policy_for(&resource, Some(&subject)) {
+            Ok(access::Decision::Policy(Policy::Deny)) => Decision::Deny,
+            Ok(_) => Decision::Allow(Some(Identity::of_user(&user))),
+            Err(e) => Decision::BadRequest(e.to_string()),
+        };
+        Ok((decision, Some(event)))
+    }
+
+    /// Checks Basic credentials: password+code split by the user's code length, with linger.
+    fn basic(&self, creds: &BasicCredentials, ip: IpAddr, now: i64) -> Result<(StepResult, AuthEvent), GateError> {
+        let ip_text = ip.to_string();
+        let stored = self.gate.directory.user(&creds.user)?;
+        let digits = stored
+            .as_ref()
+            .and_then(|u| u.tokens.first())
+            .map_or(6, |t| t.digits as usize);
+        let secret = creds.secret.as_str();
+        // Split on a char boundary; a too-short secret yields an empty code, which is wrong.
+        let cut = secret.len().saturating_sub(digits);
+        let (password, code) = if secret.is_char_boundary(cut) {
+            secret.split_at(cut)
+        } else {
+            (secret, "")
+        };
+        let result = self.guarded(&creds.user, ip, now, || {
+            self.gate.verify(Attempt {
+                user: &creds.user,
+                password: Some(password),
+                code,
+                client_ip: Some(&ip_text),
+                linger: true,
+            })
+        })?;
+        let event = self.event(ip, &creds.user, "basic", &result, now);
+        Ok((result, event))
+    }
+
+    /// Runs a check unless banned, and feeds its result to the regulator.
+    fn guarded(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        now: i64,
+        check: impl FnOnce() -> Result<Outcome, GateError>,
+    ) -> Result<StepResult, GateError> {
+        if self.regulator.is_banned(Some(user), ip, now) {
+            return Ok(StepResult::Banned);
+        }
+        Ok(match check()? {
+            Outcome::Accepted { user: u, via } => {
+                if !matches!(via, Via::Linger(_)) {
+                    self.regulator.record_success(user);
+                }
+                StepResult::Passed(u)
+            }
+            Outcome::Rejected(r) => StepResult::Refused(r),
+        })
+    }
+
+    fn event(&self, ip: IpAddr, user: &str, method: &'static str, result: &StepResult, now: i64) -> AuthEvent {
+        let (failure, banned) = match result {
+            StepResult::Passed(_) => (None, false),
+            StepResult::Banned => (Some("banned"), false),
+            StepResult::Refused(r) => {
+                let b = self.regulator.record_failure(Some(user), ip, now);
+                (Some(r.label()), b.user || b.ip)
+            }
+        };
+        AuthEvent {
+            client_ip: ip,
+            user: user.to_string(),
+            method,
+            failure,
+            banned,
+        }
+    }
+
+    /// Portal step one: the password (or PIN). Does not touch token state.
+    pub fn password_step(&self, user: &str, password: &str, ip: IpAddr) -> Result<(StepResult, AuthEvent), GateError> {
+        let now = self.clock.now();
+        let result = if self.regulator.is_banned(Some(user), ip, now) {
+            StepResult::Banned
+        } else {
+            let stored = self.gate.directory.user(user)?;
+            let ok = self.gate.check_first_factor(user, stored.as_ref(), password)?;
+            match stored {
+                None => StepResult::Refused(Rejection::UnknownUser),
+                Some(_) if !ok => StepResult::Refused(Rejection::WrongPassword),
+                Some(u) if u.locked => StepResult::Refused(Rejection::Locked),
+                Some(u) => StepResult::Passed(Box::new(u)),
+            }
+        };
+        let event = self.event(ip, user, "portal-password", &result, now);
+        Ok((result, event))
+    }
+
+    /// Portal step two (or the single-page form's second half): the code.
+    pub fn code_step(&self, user: &str, code: &str, ip: IpAddr) -> Result<(StepResult, AuthEvent), GateError> {
+        let now = self.clock.now();
+        let ip_text = ip.to_string();
+        let result = self.guarded(user, ip, now, || {
+            self.gate.verify_code(Attempt {
+                user,
+                password: None,
+                code,
+                client_ip: Some(&ip_text),
+                linger: false,
+            })
+        })?;
+        let event = self.event(ip, user, "portal-code", &result, now);
+        Ok((result, event))
+    }
+
+    /// A session record for `user` at `level`, as of now.
+    pub fn session_for(&self, user: &User, level: Level, ip: IpAddr) -> Session {
+        let now = self.clock.now();
+        Session {
+            user: user.name.clone(),
+            groups: user.groups.clone(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone(),
+            level,
+            created: now,
+            last_seen: now,
+            client_ip: Some(ip),
+        }
+    }
+}

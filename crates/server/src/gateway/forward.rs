@@ -1,0 +1,335 @@
+//! Forward-auth endpoints in the shapes Authelia users already configure:
+//! `/api/authz/auth-request` for nginx `auth_request`, `/api/authz/forward-auth` for
+//! Traefik and Caddy. Each turns its headers into one `AccessRequest` and renders the
+//! `Decision`.
+
+use super::App;
+use super::web::{header_str, query_escape};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use zeroize::Zeroizing;
+
+/// The original request as a trusted proxy describes it.
+struct Original {
+    method: String,
+    scheme: String,
+    host: String,
+    /// Path and query exactly as sent.
+    uri: String,
+}
+
+impl Original {
+    fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.uri)
+    }
+}
+
+/// Why the description of the original request was refused.
+enum Malformed {
+    /// Nothing to decide on: 401 (never 200).
+    Missing,
+    /// Present but unusable: 400.
+    Bad(&'static str),
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+}
+
+fn valid_uri(uri: &str) -> bool {
+    uri.starts_with('/') && !uri.starts_with("//") && uri.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parses `X-Original-URL` (`scheme://host[:port]/path?query`).
+fn parse_original_url(url: &str, method: &str) -> Result<Original, Malformed> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or(Malformed::Bad("X-Original-URL is not an absolute URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(Malformed::Bad("X-Original-URL must be http or https"));
+    }
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, uri) = rest.split_at(split);
+    let uri = if uri.is_empty() || uri.starts_with('?') {
+        format!("/{uri}")
+    } else {
+        uri.to_string()
+    };
+    if !valid_host(host) {
+        return Err(Malformed::Bad("X-Original-URL has no valid host"));
+    }
+    if !valid_uri(&uri) {
+        return Err(Malformed::Bad("X-Original-URL has an invalid path"));
+    }
+    Ok(Original {
+        method: method.to_string(),
+        scheme,
+        host: host.to_ascii_lowercase(),
+        uri,
+    })
+}
+
+/// The original request from nginx's `X-Original-URL`/`X-Original-Method`.
+fn from_auth_request(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
+    let url = trusted
+        .then(|| header_str(h, "x-original-url"))
+        .flatten()
+        .ok_or(Malformed::Missing)?;
+    let method = trusted
+        .then(|| header_str(h, "x-original-method"))
+        .flatten()
+        .unwrap_or("GET");
+    parse_original_url(url, method)
+}
+
+/// The original request from `X-Forwarded-Proto/Host/Uri/Method` (Traefik, Caddy).
+fn from_forwarded(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
+    let get = |name| trusted.then(|| header_str(h, name)).flatten();
+    let (Some(host), Some(uri)) = (get("x-forwarded-host"), get("x-forwarded-uri")) else {
+        return Err(Malformed::Missing);
+    };
+    let scheme = get("x-forwarded-proto").unwrap_or("https").to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(Malformed::Bad("X-Forwarded-Proto must be http or https"));
+    }
+    if !valid_host(host) {
+        return Err(Malformed::Bad("X-Forwarded-Host is not a host name"));
+    }
+    if !valid_uri(uri) {
+        return Err(Malformed::Bad("X-Forwarded-Uri must be a path starting with /"));
+    }
+    let method = get("x-forwarded-method").unwrap_or("GET").to_string();
+    Ok(Original {
+        method,
+        scheme,
+        host: host.to_ascii_lowercase(),
+        uri: uri.to_string(),
+    })
+}
+
+/// Basic credentials from an `Authorization` header, if well-formed.
+pub fn basic_credentials(h: &HeaderMap) -> Option<BasicCredentials> {
+    let value = header_str(h, "authorization")?;
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = Zeroizing::new(data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?);
+    let text = Zeroizing::new(String::from_utf8(raw.to_vec()).ok()?);
+    let (user, secret) = text.split_once(':')?;
+    (!user.is_empty()).then(|| BasicCredentials {
+        user: user.to_string(),
+        secret: Zeroizing::new(secret.to_string()),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// nginx: 401 means "log in", the redirect is nginx's `error_page`.
+    AuthRequest,
+    /// Traefik/Caddy: the response is passed to the client as it is.
+    ForwardAuth,
+}
+
+/// `GET /api/authz/auth-request` (nginx `auth_request`).
+pub async fn auth_request(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    handle(app, peer, headers, Flavor::AuthRequest).await
+}
+
+/// `GET /api/authz/forward-auth` (Traefik `forwardAuth`, Caddy `forward_auth`).
+pub async fn forward_auth(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    handle(app, peer, headers, Flavor::ForwardAuth).await
+}
+
+fn wants_html(h: &HeaderMap) -> bool {
+    header_str(h, "accept").is_some_and(|a| a.contains("text/html"))
+}
+
+async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Flavor) -> Response {
+    let started = Instant::now();
+    let trusted = app.proxies.trusts(peer.ip());
+    let original = match flavor {
+        Flavor::AuthRequest => from_auth_request(trusted, &headers),
+        Flavor::ForwardAuth => from_forwarded(trusted, &headers),
+    };
+    let original = match original {
+        Ok(o) => o,
+        Err(m) => {
+            let (status, kind, why) = match m {
+                Malformed::Missing => (
+                    StatusCode::UNAUTHORIZED,
+                    1,
+                    "no original request described (or not from a trusted proxy)",
+                ),
+                Malformed::Bad(why) => (StatusCode::BAD_REQUEST, 4, why),
+            };
+            tracing::debug!(peer = %peer, trusted, why, "forward-auth request refused");
+            app.metrics.decision(kind, started.elapsed());
+            return (status, why).into_response();
+        }
+    };
+    let client_ip = app.client_ip(peer, &headers);
+    let basic = if app.config.basic.enabled {
+        basic_credentials(&headers)
+    } else {
+        None
+    };
+    let has_basic = basic.is_some();
+    let session = app.session_cookie(&headers).map(str::to_string);
+    let decide = {
+        let app = app.clone();
+        let original_method = original.method.clone();
+        let host = original.host.clone();
+        let uri = original.uri.clone();
+        move || {
+            let req = AccessRequest {
+                method: &original_method,
+                host: &host,
+                path: &uri,
+                client_ip,
+                session: session.as_deref(),
+                basic,
+            };
+            app.authorizer().decide(&req)
+        }
+    };
+    // Credentials mean password hashing: keep it off the async workers, and bounded.
+    let result = if has_basic {
+        let Ok(_slot) = app.login_slots.acquire().await else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        tokio::task::spawn_blocking(decide).await.unwrap_or_else(|_| {
+            Err(portcullis_core::gate::GateError::Store(
+                portcullis_core::StoreError::Format("worker failed".into()),
+            ))
+        })
+    } else {
+        decide()
+    };
+    let (decision, event) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "authorization failed; refusing");
+            app.metrics.decision(5, started.elapsed());
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    if let Some(e) = &event {
+        super::audit::log(e);
+        app.metrics.auth(e.failure.is_none(), e.banned);
+    }
+    let browser = wants_html(&headers) && !has_basic;
+    render(&app, &original, decision, flavor, browser, started)
+}
+
+fn render(
+    app: &App,
+    original: &Original,
+    decision: Decision,
+    flavor: Flavor,
+    browser: bool,
+    started: Instant,
+) -> Response {
+    let challenge = || {
+        let realm = app.config.basic.realm.replace('"', "");
+        HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok()
+    };
+    let (kind, response) = match decision {
+        Decision::Allow(identity) => {
+            let mut r = StatusCode::OK.into_response();
+            if let Some(id) = identity {
+                let h = r.headers_mut();
+                let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+                    // Values that cannot be a header (control characters) are left out, never forged.
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        h.insert(name, v);
+                    }
+                };
+                set(h, "remote-user", &id.user);
+                set(h, "remote-groups", &id.groups.join(","));
+                set(h, "remote-name", id.display_name.as_deref().unwrap_or(""));
+                set(h, "remote-email", id.email.as_deref().unwrap_or(""));
+            }
+            (0, r)
+        }
+        Decision::Login | Decision::Challenge => {
+            let is_challenge = matches!(decision, Decision::Challenge);
+            if flavor == Flavor::ForwardAuth && browser && !is_challenge {
+                let portal = app.config.server.portal_url.trim_end_matches('/');
+                let location = format!("{portal}/login?rd={}", query_escape(&original.url()));
+                (1, (StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+            } else {
+                let mut r = StatusCode::UNAUTHORIZED.into_response();
+                if app.config.basic.enabled
+                    && let Some(c) = challenge()
+                {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                }
+                (if is_challenge { 2 } else { 1 }, r)
+            }
+        }
+        Decision::Deny => (3, StatusCode::FORBIDDEN.into_response()),
+        Decision::BadRequest(why) => (4, (StatusCode::BAD_REQUEST, why).into_response()),
+    };
+    app.metrics.decision(kind, started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_url_parsing() {
+        let o = parse_original_url("https://App.Example.com:8443/a/b?x=1", "POST")
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (o.scheme.as_str(), o.host.as_str(), o.uri.as_str()),
+            ("https", "app.example.com:8443", "/a/b?x=1")
+        );
+        assert_eq!(parse_original_url("https://h", "GET").ok().unwrap().uri, "/");
+        for bad in [
+            "",
+            "/relative",
+            "ftp://h/",
+            "https:///x",
+            "https://h//evil",
+            "https://u@h/",
+            "https://h/a b",
+            "https://h/\r\n",
+        ] {
+            assert!(parse_original_url(bad, "GET").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_header_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic YWxpY2U6cHcxMjM0NTY="));
+        let c = basic_credentials(&h).unwrap();
+        assert_eq!((c.user.as_str(), c.secret.as_str()), ("alice", "pw123456"));
+        h.insert("authorization", HeaderValue::from_static("Basic !!!"));
+        assert!(basic_credentials(&h).is_none());
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        assert!(basic_credentials(&h).is_none());
+    }
+}

@@ -1,0 +1,187 @@
+//! The portal's pages: plain server-rendered HTML that works without JavaScript, with
+//! labelled fields, a viewport for phones and everything user-supplied escaped.
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f3f4f6;color:#111827}
+main{max-width:26rem;margin:8vh auto;padding:2rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12)}
+h1{font-size:1.4rem;margin:0 0 1rem}
+label{display:block;font-weight:600;margin:1rem 0 .25rem}
+input{width:100%;padding:.7rem;font-size:1rem;border:1px solid #9ca3af;border-radius:8px}
+input:focus{outline:3px solid #93c5fd;border-color:#2563eb}
+button{width:100%;margin-top:1.5rem;padding:.8rem;font-size:1rem;font-weight:600;color:#fff;background:#1d4ed8;border:0;border-radius:8px;cursor:pointer}
+.error{padding:.75rem;border-radius:8px;background:#fef2f2;color:#991b1b;border:1px solid #fecaca}
+.note{padding:.75rem;border-radius:8px;background:#eff6ff;color:#1e3a8a;border:1px solid #bfdbfe}
+.hint{color:#4b5563;font-size:.9rem}
+.qr{display:block;margin:1rem auto;width:min(100%,16rem)}
+code{word-break:break-all;font-size:.85rem}
+footer{margin-top:1.5rem;color:#6b7280;font-size:.8rem;text-align:center}
+@media (max-width:30rem){main{margin:0;min-height:100vh;border-radius:0}}
+";
+
+/// A complete page around `body`.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
+<body><main>{body}<footer>portcullis</footer></main></body></html>",
+        t = escape(title)
+    )
+}
+
+fn message_box(error: Option<&str>, note: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(e) = error {
+        out.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)));
+    }
+    if let Some(n) = note {
+        out.push_str(&format!("<p class=\"note\" role=\"status\">{}</p>", escape(n)));
+    }
+    out
+}
+
+fn hidden(name: &str, value: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+        escape(name),
+        escape(value)
+    )
+}
+
+/// The code field, shared by the code page, the one-page login and enrollment.
+fn code_field(autofocus: bool) -> String {
+    format!(
+        "<label for=\"code\">One-time code</label>\
+<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" \
+maxlength=\"10\" required{} aria-describedby=\"code-hint\">\
+<p id=\"code-hint\" class=\"hint\">The code from your authenticator app, or one of your recovery codes.</p>",
+        if autofocus { " autofocus" } else { "" }
+    )
+}
+
+/// The login form: user name and password, plus the code when `with_code` (one-page mode).
+pub fn login(csrf: &str, rd: &str, username: &str, with_code: bool, error: Option<&str>, note: Option<&str>) -> String {
+    let body = format!(
+        "<h1>Sign in</h1>{msg}<form method=\"post\" action=\"/login\">{csrf}{rd}\
+<label for=\"username\">User name</label>\
+<input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" \
+spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
+<label for=\"password\">Password</label>\
+<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\"{focus_pw}>\
+{code}<button type=\"submit\">Sign in</button></form>",
+        msg = message_box(error, note),
+        csrf = hidden("csrf", csrf),
+        rd = hidden("rd", rd),
+        user = escape(username),
+        focus_user = if username.is_empty() { " autofocus" } else { "" },
+        focus_pw = if username.is_empty() { "" } else { " autofocus" },
+        code = if with_code { code_field(false) } else { String::new() },
+    );
+    page("Sign in", &body)
+}
+
+/// The second step: the one-time code.
+pub fn code(csrf: &str, rd: &str, user: &str, error: Option<&str>) -> String {
+    let body = format!(
+        "<h1>Two-step verification</h1>{msg}<p>Signed in as <strong>{user}</strong>. Enter the current code.</p>\
+<form method=\"post\" action=\"/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
+<p class=\"hint\"><a href=\"/logout\">Not you? Sign out</a></p>",
+        msg = message_box(error, None),
+        user = escape(user),
+        csrf = hidden("csrf", csrf),
+        rd = hidden("rd", rd),
+        code = code_field(true),
+    );
+    page("Verification", &body)
+}
+
+/// A simple message page with an optional link.
+pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> String {
+    let link = link
+        .map(|(href, label)| format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(label)))
+        .unwrap_or_default();
+    page(
+        title,
+        &format!("<h1>{}</h1><p>{}</p>{link}", escape(title), escape(text)),
+    )
+}
+
+/// The enrollment page: the QR code (inline SVG) and URI shown once, and a first code to confirm.
+pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, error: Option<&str>) -> String {
+    let shown = match (qr_svg, uri) {
+        (Some(svg), Some(uri)) => format!(
+            "<p>Scan this code with your authenticator app. It is shown only once.</p>\
+<div class=\"qr\" role=\"img\" aria-label=\"QR code of your new token\">{svg}</div>\
+<details><summary>Can't scan? Enter the key by hand</summary><p><code>{}</code></p></details>",
+            escape(uri)
+        ),
+        _ => "<p class=\"note\">The QR code was already shown once. If you did not scan it, ask for a new invitation.</p>"
+            .to_string(),
+    };
+    let body = format!(
+        "<h1>Set up two-step verification</h1>{msg}<p>Account: <strong>{user}</strong></p>{shown}\
+<form method=\"post\">{csrf}{code}<button type=\"submit\">Confirm</button></form>",
+        msg = message_box(error, None),
+        user = escape(user),
+        csrf = hidden("csrf", csrf),
+        code = code_field(false),
+    );
+    page("Enroll", &body)
+}
+
+/// The demo's protected page.
+pub fn demo(user: &str, groups: &[String]) -> String {
+    let body = format!(
+        "<h1>Protected demo page</h1><p class=\"note\">Hello, <strong>{}</strong>. You passed both factors.</p>\
+<p>Groups: {}</p><p><a href=\"/logout\">Sign out</a></p>",
+        escape(user),
+        escape(&groups.join(", "))
+    );
+    page("Demo", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_is_escaped_everywhere() {
+        let evil = "\"><script>alert(1)</script>";
+        for html in [
+            login(evil, evil, evil, true, Some(evil), Some(evil)),
+            code(evil, evil, evil, Some(evil)),
+            message(evil, evil, Some((evil, evil))),
+            enroll(evil, evil, None, None, Some(evil)),
+            demo(evil, &[evil.to_string()]),
+        ] {
+            assert!(!html.contains("<script>"), "{html}");
+        }
+    }
+
+    #[test]
+    fn fields_have_labels_and_autocomplete() {
+        let html = login("t", "", "", true, None, None);
+        for id in ["username", "password", "code"] {
+            assert!(html.contains(&format!("<label for=\"{id}\">")), "{id}");
+        }
+        assert!(html.contains("autocomplete=\"one-time-code\""));
+        assert!(html.contains("name=\"viewport\""));
+    }
+}

@@ -1,0 +1,205 @@
+//! `portcullis serve`: the HTTP gateway. The portal, the forward-auth endpoints and Basic
+//! authentication are thin adapters around `portcullis_core::authz::Authorizer`.
+
+mod audit;
+mod forward;
+mod html;
+mod metrics;
+mod portal;
+mod web;
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::routing::{get, post};
+use portcullis_core::access::AccessControl;
+use portcullis_core::authz::Authorizer;
+use portcullis_core::client::TrustedProxies;
+use portcullis_core::config::{Config, SessionStoreKind};
+use portcullis_core::gate::{Gate, Policy};
+use portcullis_core::invite::InviteStore;
+use portcullis_core::redirect::ReturnTargets;
+use portcullis_core::regulation::{RegulationPolicy, Regulator};
+use portcullis_core::session::{SessionBackend, SessionPolicy, Sessions};
+use portcullis_core::{Clock, Directory, SystemClock};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a request handler needs, shared by all of them.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// Users and tokens.
+    pub directory: Arc<dyn Directory>,
+    /// Login sessions (in memory, persisted by the backend if any).
+    pub sessions: Sessions,
+    /// Brute-force regulation.
+    pub regulator: Regulator,
+    /// Access rules.
+    pub access: AccessControl,
+    /// Where people may be sent back to after login.
+    pub targets: ReturnTargets,
+    /// Proxies whose forwarding headers are believed.
+    pub proxies: TrustedProxies,
+    /// Enrollment invitations (SQLite store only).
+    pub invites: Option<Arc<dyn InviteStore>>,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// Key for CSRF tokens (random per process).
+    pub csrf_key: [u8; 32],
+    /// Bounds concurrent password hashing so memory stays flat under a login flood.
+    pub login_slots: tokio::sync::Semaphore,
+    /// Time.
+    pub clock: SystemClock,
+}
+
+impl App {
+    /// Builds the shared state from a configuration.
+    pub fn new(config: Config) -> Result<Self> {
+        let stores = portcullis_store::open_all(&config)?;
+        let now = SystemClock.now();
+        let backend: Option<Box<dyn SessionBackend>> = match config.session.store {
+            SessionStoreKind::Memory => None,
+            SessionStoreKind::Sqlite => match stores.sessions {
+                Some(b) => Some(b),
+                None => bail!(
+                    "[session] store = \"sqlite\" needs [store] backend = \"sqlite\"; set [session] store = \"memory\" with a users-file store"
+                ),
+            },
+        };
+        let s = &config.session;
+        let sessions = Sessions::new(
+            SessionPolicy {
+                absolute: s.absolute,
+                idle: s.idle,
+                bind_ip: s.bind_ip,
+            },
+            backend,
+            now,
+        )?;
+        let r = &config.regulation;
+        let regulator = Regulator::new(RegulationPolicy {
+            max_retries: r.max_retries,
+            find_time: r.find_time,
+            ban_time: r.ban_time,
+        });
+        let access = AccessControl::new(&config.access.rules, config.access.default_policy)
+            .with_context(|| format!("{}: [access]", config.path.display()))?;
+        let targets = ReturnTargets::new(&config.access.protected_domains)
+            .with_context(|| format!("{}: [access] protected_domains", config.path.display()))?;
+        let proxies = TrustedProxies::new(&config.server.trusted_proxies)
+            .with_context(|| format!("{}: [server] trusted_proxies", config.path.display()))?;
+        let mut csrf_key = [0u8; 32];
+        csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        Ok(App {
+            directory: stores.directory,
+            invites: stores.invites,
+            sessions,
+            regulator,
+            access,
+            targets,
+            proxies,
+            metrics: metrics::Metrics::default(),
+            csrf_key,
+            login_slots: tokio::sync::Semaphore::new(slots),
+            clock: SystemClock,
+            config,
+        })
+    }
+
+    /// The shared decision maker over this state.
+    pub fn authorizer(&self) -> Authorizer<'_> {
+        Authorizer {
+            access: &self.access,
+            sessions: &self.sessions,
+            regulator: &self.regulator,
+            gate: Gate {
+                directory: self.directory.as_ref(),
+                clock: &self.clock,
+                policy: Policy::from_config(&self.config),
+                external: self.config.external_source(),
+            },
+            clock: &self.clock,
+        }
+    }
+}
+
+/// The gateway's routes.
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/login", get(portal::login_page).post(portal::login_submit))
+        .route("/login/code", get(portal::code_page).post(portal::code_submit))
+        .route("/logout", get(portal::logout).post(portal::logout))
+        .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit))
+        .route(
+            "/api/authz/auth-request",
+            get(forward::auth_request).head(forward::auth_request),
+        )
+        .route(
+            "/api/authz/forward-auth",
+            get(forward::forward_auth).head(forward::forward_auth),
+        )
+        .route("/api/health", get(web::health))
+        .route("/metrics", get(web::metrics));
+    if app.config.server.demo_page {
+        r = r.route("/", get(portal::demo_page));
+    }
+    r.route("/logout/", post(portal::logout)).with_state(app)
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
+    audit::init(config.server.log_format == portcullis_core::config::LogFormat::Json);
+    let listen = listen.unwrap_or_else(|| config.server.listen.clone());
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen}: give an address such as 127.0.0.1:9091"))?;
+    if !config.session.secure {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "[session] secure = false is allowed only when listening on loopback (a plain-HTTP demo); use HTTPS in front of portcullis"
+            );
+        }
+        tracing::warn!(
+            "[session] secure = false: session cookies are sent over plain HTTP; use this only for a loopback demo"
+        );
+    }
+    let app = Arc::new(App::new(config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, "portcullis gateway listening");
+        let purge = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = purge.sessions.purge_expired(purge.clock.now()) {
+                    tracing::error!(error = %e, "cannot purge expired sessions");
+                }
+            }
+        });
+        axum::serve(
+            listener,
+            router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("the HTTP server failed")
+    })
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,458 @@
+//! The login portal: password page, code page (or both on one), logout, self-service
+//! enrollment and the demo page. Works without JavaScript.
+
+use super::App;
+use super::html;
+use super::web::{csrf_nonce, html as page, see_other};
+use axum::Form;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use portcullis_core::authz::{AuthEvent, StepResult};
+use portcullis_core::gate::Rejection;
+use portcullis_core::model::{Step, Token, TokenKind};
+use portcullis_core::session::{Level, Session};
+use portcullis_otp::{Hotp, Secret, Verdict, Window, oath_matcher, totp_step, verify_time};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// What a person is told for any wrong factor: the same words whatever was wrong.
+const WRONG: &str = "The user name, password or code is not correct.";
+const LOCKED: &str = "This account is locked after too many wrong codes. Ask your administrator to unlock it.";
+const NO_TOKEN: &str = "This account has no second factor yet. Ask your administrator for an enrollment link.";
+
+/// `?rd=` on the login pages.
+#[derive(Debug, Deserialize, Default)]
+pub struct ReturnTo {
+    #[serde(default)]
+    rd: String,
+}
+
+/// The login form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rd: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: Zeroizing<String>,
+    #[serde(default)]
+    code: Zeroizing<String>,
+}
+
+/// The code form.
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rd: String,
+    #[serde(default)]
+    code: Zeroizing<String>,
+}
+
+impl App {
+    /// The validated return URL, or the configured default.
+    fn return_url(&self, rd: &str) -> String {
+        self.targets
+            .check(rd)
+            .unwrap_or_else(|| self.config.server.default_redirect.clone())
+    }
+
+    fn current_session(&self, headers: &HeaderMap, ip: std::net::IpAddr) -> Option<Session> {
+        let id = self.session_cookie(headers)?;
+        self.sessions.get(id, self.clock_now(), Some(ip))
+    }
+
+    fn log(&self, e: &AuthEvent) {
+        super::audit::log(e);
+        self.metrics.auth(e.failure.is_none(), e.banned);
+    }
+}
+
+fn message_for(r: &StepResult) -> &'static str {
+    match r {
+        StepResult::Refused(Rejection::Locked) => LOCKED,
+        StepResult::Refused(Rejection::NoToken) => NO_TOKEN,
+        _ => WRONG,
+    }
+}
+
+/// `GET /login`.
+pub async fn login_page(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ReturnTo>,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    if let Some(s) = app.current_session(&headers, ip) {
+        match s.level {
+            Level::TwoFactor => return see_other(&app.return_url(&q.rd), vec![]),
+            Level::OneFactor if app.config.server.two_step => {
+                return see_other(&format!("/login/code?rd={}", super::web::query_escape(&q.rd)), vec![]);
+            }
+            Level::OneFactor => {}
+        }
+    }
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let note = headers.get("cookie").is_some_and(|c| {
+        c.to_str()
+            .is_ok_and(|c| c.contains(&format!("{}=", app.config.session.cookie_name)))
+    });
+    let body = html::login(
+        &app.csrf_token(&nonce),
+        &q.rd,
+        "",
+        !app.config.server.two_step,
+        None,
+        note.then_some("Your session has expired. Please sign in again."),
+    );
+    page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+/// Runs blocking credential work (password hashing, store writes) off the async workers,
+/// bounded by the login slots.
+async fn blocking<T: Send + 'static>(app: &Arc<App>, f: impl FnOnce(&App) -> T + Send + 'static) -> Option<T> {
+    let _slot = app.login_slots.acquire().await.ok()?;
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || f(&app2)).await.ok()
+}
+
+fn server_error() -> Response {
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        html::message("Error", "Something went wrong. Try again later.", None),
+        vec![],
+    )
+}
+
+/// `POST /login`.
+pub async fn login_submit(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let retry = |app: &App, error: &str, user: &str| {
+        let body = html::login(
+            &app.csrf_token(&nonce),
+            &form.rd,
+            user,
+            !app.config.server.two_step,
+            Some(error),
+            None,
+        );
+        page(StatusCode::UNAUTHORIZED, body, cookie.clone().into_iter().collect())
+    };
+    if !app.csrf_ok(&headers, &form.csrf) {
+        return retry(&app, "The form expired. Please try again.", &form.username);
+    }
+    let user = form.username.trim().to_string();
+    let password = form.password.clone();
+    let code = form.code.clone();
+    let two_step = app.config.server.two_step;
+    let old = app.session_cookie(&headers).map(str::to_string);
+    let result = blocking(
+        &app,
+        move |app| -> Result<(StepResult, Option<AuthEvent>, Option<String>), String> {
+            let authz = app.authorizer();
+            let (first, e1) = authz.password_step(&user, &password, ip).map_err(|e| e.to_string())?;
+            app.log(&e1);
+            let StepResult::Passed(u) = first else {
+                return Ok((first, None, None));
+            };
+            if two_step {
+                // Every login step gets a new session id: no fixation.
+                let s = authz.session_for(&u, Level::OneFactor, ip);
+                let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
+                return Ok((StepResult::Passed(u), None, Some(id.as_str().to_string())));
+            }
+            let (second, e2) = authz.code_step(&user, &code, ip).map_err(|e| e.to_string())?;
+            let StepResult::Passed(u) = second else {
+                return Ok((second, Some(e2), None));
+            };
+            let s = authz.session_for(&u, Level::TwoFactor, ip);
+            let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
+            Ok((StepResult::Passed(u), Some(e2), Some(id.as_str().to_string())))
+        },
+    )
+    .await;
+    let Some(Ok((result, event, session))) = result else {
+        tracing::error!(error = ?result.and_then(Result::err), "login failed");
+        return server_error();
+    };
+    if let Some(e) = &event {
+        app.log(e);
+    }
+    match (result, session) {
+        (StepResult::Passed(_), Some(id)) => {
+            let next = if two_step {
+                format!("/login/code?rd={}", super::web::query_escape(&form.rd))
+            } else {
+                app.return_url(&form.rd)
+            };
+            see_other(&next, vec![app.session_set_cookie(&id)])
+        }
+        (r, _) => retry(&app, message_for(&r), &form.username),
+    }
+}
+
+/// `GET /login/code`.
+pub async fn code_page(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ReturnTo>,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    let Some(s) = app.current_session(&headers, ip) else {
+        return see_other(&format!("/login?rd={}", super::web::query_escape(&q.rd)), vec![]);
+    };
+    if s.level == Level::TwoFactor {
+        return see_other(&app.return_url(&q.rd), vec![]);
+    }
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    page(
+        StatusCode::OK,
+        html::code(&app.csrf_token(&nonce), &q.rd, &s.user, None),
+        cookie.into_iter().collect(),
+    )
+}
+
+/// `POST /login/code`.
+pub async fn code_submit(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    let Some(s) = app.current_session(&headers, ip) else {
+        return see_other(&format!("/login?rd={}", super::web::query_escape(&form.rd)), vec![]);
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let retry = |app: &App, error: &str| {
+        page(
+            StatusCode::UNAUTHORIZED,
+            html::code(&app.csrf_token(&nonce), &form.rd, &s.user, Some(error)),
+            cookie.clone().into_iter().collect(),
+        )
+    };
+    if !app.csrf_ok(&headers, &form.csrf) {
+        return retry(&app, "The form expired. Please try again.");
+    }
+    let user = s.user.clone();
+    let code = form.code.clone();
+    let old = app.session_cookie(&headers).map(str::to_string);
+    let result = blocking(
+        &app,
+        move |app| -> Result<(StepResult, AuthEvent, Option<String>), String> {
+            let authz = app.authorizer();
+            let (r, e) = authz.code_step(&user, code.trim(), ip).map_err(|e| e.to_string())?;
+            let StepResult::Passed(u) = &r else {
+                return Ok((r, e, None));
+            };
+            let s = authz.session_for(u, Level::TwoFactor, ip);
+            let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
+            Ok((r, e, Some(id.as_str().to_string())))
+        },
+    )
+    .await;
+    let Some(Ok((r, e, session))) = result else {
+        return server_error();
+    };
+    app.log(&e);
+    match (r, session) {
+        (StepResult::Passed(_), Some(id)) => see_other(&app.return_url(&form.rd), vec![app.session_set_cookie(&id)]),
+        (r, _) => retry(&app, message_for(&r)),
+    }
+}
+
+/// `GET|POST /logout`: revokes the session server-side and clears the cookie.
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
+    if let Some(id) = app.session_cookie(&headers)
+        && let Err(e) = app.sessions.revoke(id)
+    {
+        tracing::error!(error = %e, "cannot revoke a session");
+    }
+    let back = format!("/login?rd={}", super::web::query_escape(&q.rd));
+    page(
+        StatusCode::OK,
+        html::message(
+            "Signed out",
+            "You are signed out. Close the browser to be safe on a shared computer.",
+            Some((&back, "Sign in again")),
+        ),
+        vec![app.session_clear_cookie()],
+    )
+}
+
+/// `GET /` when `[server] demo_page = true`: a page protected by the gateway itself.
+pub async fn demo_page(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    match app.current_session(&headers, ip) {
+        Some(s) if s.level == Level::TwoFactor => page(StatusCode::OK, html::demo(&s.user, &s.groups), vec![]),
+        _ => {
+            let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
+            see_other(&format!("/login?rd={}", super::web::query_escape(&here)), vec![])
+        }
+    }
+}
+
+/// A new TOTP token with the configured defaults, for enrollment.
+fn fresh_token(app: &App) -> Token {
+    let o = &app.config.otp;
+    let secret = Secret::from_bytes(portcullis_core::random::bytes(20).to_vec());
+    Token::new(TokenKind::Oath, Step::Time(o.period), secret, o.algorithm, o.digits)
+}
+
+/// `GET /enroll/{token}`: shows the new token's QR code once.
+pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(token): Path<String>) -> Response {
+    let Some(invites) = app.invites.clone() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            html::message("Not available", "Enrollment needs the SQLite store.", None),
+            vec![],
+        );
+    };
+    let fresh = fresh_token(&app);
+    let now = app.clock_now();
+    let opened = match invites.open(&token, now, fresh) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read invitations");
+            return server_error();
+        }
+    };
+    let Some((invite, first_view)) = opened else {
+        return page(
+            StatusCode::NOT_FOUND,
+            html::message(
+                "Link expired",
+                "This enrollment link is not valid any more. Ask for a new one.",
+                None,
+            ),
+            vec![],
+        );
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let mut svg = None;
+    let mut uri = None;
+    if first_view
+        && let Some(t) = &invite.pending
+        && let Some(k) = t.key_uri(&invite.user, &app.config.otp.issuer)
+    {
+        let text = k.to_uri();
+        svg = crate::qr::svg_string(&text).ok();
+        uri = Some(text);
+    }
+    let body = html::enroll(
+        &app.csrf_token(&nonce),
+        &invite.user,
+        svg.as_deref(),
+        uri.as_ref().map(|u| u.as_str()),
+        None,
+    );
+    page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+/// `POST /enroll/{token}`: a first correct code makes the new token the user's.
+pub async fn enroll_submit(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let ip = app.client_ip(peer, &headers);
+    let Some(invites) = app.invites.clone() else {
+        return server_error();
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let now = app.clock_now();
+    let Ok(Some((invite, _))) = invites.open(&token, now, fresh_token(&app)) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            html::message("Link expired", "Ask for a new enrollment link.", None),
+            vec![],
+        );
+    };
+    let retry = |app: &App, error: &str| {
+        let body = html::enroll(&app.csrf_token(&nonce), &invite.user, None, None, Some(error));
+        page(StatusCode::UNAUTHORIZED, body, cookie.clone().into_iter().collect())
+    };
+    if !app.csrf_ok(&headers, &form.csrf) {
+        return retry(&app, "The form expired. Please try again.");
+    }
+    if app.regulator.is_banned(Some(&invite.user), ip, now) {
+        return retry(&app, WRONG);
+    }
+    let Some(mut pending) = invite.pending.clone() else {
+        return retry(&app, WRONG);
+    };
+    let accepted = match pending.step {
+        Step::Time(period) => {
+            let g = Hotp::new(&pending.secret, pending.algorithm, pending.digits);
+            let now_step = totp_step(now, period);
+            let w = Window::symmetric(app.config.otp.window);
+            match verify_time(now_step, now_step, w, None, oath_matcher(&g, form.code.trim())) {
+                Verdict::Accepted(m) => Some(m.counter),
+                _ => None,
+            }
+        }
+        Step::Event => None,
+    };
+    let event = |failure| AuthEvent {
+        client_ip: ip,
+        user: invite.user.clone(),
+        method: "enroll",
+        failure,
+        banned: false,
+    };
+    let Some(step) = accepted else {
+        let b = app.regulator.record_failure(Some(&invite.user), ip, now);
+        app.log(&AuthEvent {
+            banned: b.user || b.ip,
+            ..event(Some("wrong_code"))
+        });
+        return retry(
+            &app,
+            "That code is not correct. Check the app shows this account and try the current code.",
+        );
+    };
+    pending.last_step = Some(step);
+    let user = invite.user.clone();
+    let saved = app.directory.update(&user, &mut |u| {
+        u.tokens = vec![pending.clone()];
+        u.failures = 0;
+        true
+    });
+    match saved {
+        Ok(true) => {}
+        Ok(false) | Err(_) => return server_error(),
+    }
+    let _ = invites.consume(&token);
+    let _ = app.sessions.revoke_user(&user);
+    app.log(&event(None));
+    page(
+        StatusCode::OK,
+        html::message(
+            "All set",
+            "Your authenticator is set up. Sign in with your password and a code.",
+            Some(("/login", "Sign in")),
+        ),
+        vec![],
+    )
+}

@@ -1,0 +1,175 @@
+//! HTTP plumbing shared by the handlers: client address, cookies, CSRF tokens, responses.
+
+use super::App;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// `GET /api/health`.
+pub async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let now = app.clock_now();
+    let text = app.metrics.render(app.sessions.len(), app.regulator.banned_count(now));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+impl App {
+    /// Now, in unix seconds.
+    pub fn clock_now(&self) -> i64 {
+        use portcullis_core::Clock;
+        self.clock.now()
+    }
+
+    /// The client's address: the peer, or what a trusted proxy says.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let xff = joined(headers, "x-forwarded-for");
+        let real = header_str(headers, "x-real-ip");
+        self.proxies.client_ip(peer.ip(), xff.as_deref(), real)
+    }
+
+    /// The session cookie's value, if sent.
+    pub fn session_cookie<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        cookie(headers, &self.config.session.cookie_name)
+    }
+
+    /// `Set-Cookie` for a new session id.
+    pub fn session_set_cookie(&self, id: &str) -> HeaderValue {
+        let s = &self.config.session;
+        let mut v = format!(
+            "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+            s.cookie_name, s.absolute
+        );
+        if s.secure {
+            v.push_str("; Secure");
+        }
+        if !s.domain.is_empty() {
+            v.push_str(&format!("; Domain={}", s.domain));
+        }
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` that deletes the session cookie.
+    pub fn session_clear_cookie(&self) -> HeaderValue {
+        let s = &self.config.session;
+        let mut v = format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0", s.cookie_name);
+        if s.secure {
+            v.push_str("; Secure");
+        }
+        if !s.domain.is_empty() {
+            v.push_str(&format!("; Domain={}", s.domain));
+        }
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The CSRF token for a browser, bound to its CSRF cookie value.
+    pub fn csrf_token(&self, nonce: &str) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.csrf_key) else {
+            return String::new();
+        };
+        mac.update(nonce.as_bytes());
+        data_encoding::BASE64URL_NOPAD.encode(&mac.finalize().into_bytes())
+    }
+
+    /// True when the form's token matches the browser's CSRF cookie.
+    pub fn csrf_ok(&self, headers: &HeaderMap, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(nonce) = cookie(headers, CSRF_COOKIE) else {
+            return false;
+        };
+        if nonce.len() < 32 {
+            return false;
+        }
+        // A cross-site form post from a browser that sends Origin is refused outright.
+        if let Some(origin) = header_str(headers, "origin")
+            && !self.config.server.portal_url.starts_with(origin)
+        {
+            return false;
+        }
+        self.csrf_token(nonce).as_bytes().ct_eq(token.as_bytes()).into()
+    }
+}
+
+/// Name of the CSRF cookie (double-submit, HMAC-bound).
+pub const CSRF_COOKIE: &str = "portcullis_csrf";
+
+/// A fresh CSRF nonce and its `Set-Cookie` (only if the browser has none yet).
+pub fn csrf_nonce(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    if let Some(n) = cookie(headers, CSRF_COOKIE).filter(|n| n.len() >= 32) {
+        return (n.to_string(), None);
+    }
+    let nonce = data_encoding::BASE64URL_NOPAD.encode(&portcullis_core::random::bytes(24));
+    let mut v = format!("{CSRF_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict");
+    if app.config.session.secure {
+        v.push_str("; Secure");
+    }
+    (nonce, HeaderValue::from_str(&v).ok())
+}
+
+/// One header as text (None if absent or not visible ASCII).
+pub fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// All values of a header joined with commas (X-Forwarded-For may come several times).
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The value of cookie `name` from the Cookie headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// A redirect (303 See Other, so the browser follows with GET) with optional cookies.
+pub fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_string())]).into_response();
+    for c in cookies {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    no_store(&mut r);
+    r
+}
+
+/// An HTML page response with optional cookies, never cached.
+pub fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Response {
+    let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    for c in cookies {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    no_store(&mut r);
+    r
+}
+
+fn no_store(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+}
+
+/// Percent-encodes a value for a query string.
+pub fn query_escape(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
