@@ -34,13 +34,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Set up a throw-away demo in a directory: config, a user `demo` (password `demo`),
-    /// its QR code and the current code.
+    /// Run a throw-away demo on 127.0.0.1:9091: a user `demo` (password `demo`), its QR
+    /// code in the terminal, and a protected page behind the login portal.
     #[command(after_help = "Example:\n  portcullis demo --dir ./demo")]
     Demo {
         /// Directory for the demo's files.
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
+        /// Set up the user and print the QR code, but do not start the gateway.
+        #[arg(long)]
+        no_serve: bool,
     },
     /// Run the gateway: login portal, forward-auth endpoints, HTTP Basic, metrics.
     #[command(

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
-        Command::Demo { dir } => setup::demo(&dir),
+        Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
         Command::Serve { listen } => {
             let config = Config::load(&cli.config)?;
             crate::gateway::serve(config, listen).map(|_| ExitCode::SUCCESS)

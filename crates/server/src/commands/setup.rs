@@ -3,7 +3,7 @@
 use super::Context_;
 use anyhow::{Context, Result, bail};
 use portcullis_core::model::{FirstFactor, User};
-use portcullis_core::{Clock, SystemClock, password};
+use portcullis_core::{Clock, Step, SystemClock, password};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// The configuration `init` writes: every key with its default and what it does.
 pub const TEMPLATE: &str = r#"# portcullis configuration. Every key is optional; the values shown are the defaults.
-# Relative paths are relative to this file's directory.
+# Relative paths are relative to this file's directory. Check it with `portcullis config check`.
 
 [store]
 # sqlite (embedded, default) | mod_authn_otp | pam_oath (a live users file of that tool)
@@ -27,7 +27,7 @@ algorithm = "sha1"         # sha1 | sha256 | sha512 (most apps only do sha1)
 window = 1                 # TOTP: steps accepted either side of now (clock skew)
 hotp_look_ahead = 10       # HOTP: counters a code may be ahead
 motp_window = 18           # mOTP: 10 s steps either side (3 minutes)
-linger = 0                 # seconds an accepted code may be resent from the same IP (HTTP Basic)
+linger = 300               # HTTP Basic: seconds the last code may be resent from the same IP
 
 [lockout]
 max_failures = 5           # consecutive wrong codes before `user unlock` is needed; 0 = never
@@ -37,6 +37,55 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 # htpasswd = "/etc/apache2/.htpasswd"
 # htdigest = "/etc/apache2/.htdigest"
 # htdigest_realm = "private"
+
+[server]
+listen = "127.0.0.1:9091"
+portal_url = "http://127.0.0.1:9091"          # the portal's external URL (https:// in production)
+default_redirect = "http://127.0.0.1:9091/"   # where people land when the return URL is missing or refused
+trusted_proxies = ["127.0.0.1/32", "::1/128"] # whose X-Forwarded-*/X-Real-IP/X-Original-URL headers count
+two_step = true            # password page, then code page; false = one page with both
+log_format = "text"        # text | json
+demo_page = false          # serve a protected demo page at /
+
+[session]
+cookie_name = "portcullis_session"
+domain = ""                # e.g. "example.com" for single sign-on across its subdomains
+secure = true              # HTTPS-only cookie; false is refused unless listening on loopback
+absolute = 43200           # seconds (12 h)
+idle = 1800                # seconds (30 min), refreshed by use
+bind_ip = false            # end the session when the client address changes
+store = "sqlite"           # sqlite (survives restarts) | memory
+
+[access]
+default_policy = "two_factor"                  # bypass | deny | one_factor | two_factor
+protected_domains = ["127.0.0.1", "localhost"] # hosts a login may return to; "*.example.com" allowed
+# Ordered rules, first match wins. Every key is optional; lists may be a single string.
+# [[access.rules]]
+# domain = ["*.example.com"]
+# path = ["^/static/", "^/favicon.ico$"]
+# policy = "bypass"
+# [[access.rules]]
+# networks = ["192.168.1.0/24"]
+# policy = "one_factor"        # the LAN skips the second factor
+# [[access.rules]]
+# domain = "admin.example.com"
+# groups = ["admins"]
+# policy = "two_factor"
+# [[access.rules]]
+# domain = "admin.example.com"
+# policy = "deny"
+
+[regulation]
+max_retries = 5            # failures per user or per client address within find_time...
+find_time = 600
+ban_time = 900             # ...ban it for this long (seconds); 0 retries = off
+
+[basic]
+enabled = true             # HTTP Basic with password+code on the forward-auth endpoints
+realm = "portcullis"
+
+[invite]
+ttl = 86400                # seconds an enrollment link stays valid
 "#;
 
 fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
@@ -86,12 +135,26 @@ pub fn init(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Sets up (or reuses) a demo directory with user `demo` / password `demo`, and shows how
-/// to log in: the QR code, the URI and the current code.
-pub fn demo(dir: &Path) -> Result<ExitCode> {
+/// The demo's configuration: the template with a plain-HTTP loopback portal and a
+/// protected demo page.
+fn demo_config() -> String {
+    TEMPLATE.replace("demo_page = false ", "demo_page = true  ").replace(
+        "secure = true              # HTTPS-only cookie",
+        "secure = false             # demo only: plain HTTP on loopback; HTTPS-only cookie",
+    )
+}
+
+/// Sets up (or reuses) a demo directory with user `demo` / password `demo`, shows its QR
+/// code and current code, then runs the gateway with a protected demo page.
+pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
     let config = dir.join("portcullis.toml");
     if !config.exists() {
-        init(dir, false)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+        write_new(&config, &demo_config(), false)?;
     }
     let ctx = Context_::load(&config)?;
     let existing = ctx.store.user("demo")?;
@@ -118,26 +181,33 @@ pub fn demo(dir: &Path) -> Result<ExitCode> {
         .context("the demo token has no otpauth URI")?
         .to_uri();
     println!("{}", crate::qr::terminal(&uri)?);
-    println!("Demo user: demo   password: demo");
     println!(
-        "Scan the QR code above with an authenticator app, or use this URI:\n  {}",
+        "Scan the QR code above with an authenticator app, or add this URI:\n  {}",
         uri.as_str()
     );
-    if let Some(p) = match token.step {
-        portcullis_core::Step::Time(p) => Some(p),
-        portcullis_core::Step::Event => None,
-    } {
+    if let Step::Time(p) = token.step {
         let now = SystemClock.now();
         let code = portcullis_otp::totp(&token.secret, now, p, token.digits, token.algorithm);
         println!(
-            "Current code: {} (valid for {} s)",
+            "Current code: {} (valid for {} s more)",
             code.as_str(),
             p as i64 - now.rem_euclid(p as i64)
         );
     }
     println!(
-        "Try it:\n  printf 'demo\\n' | portcullis --config {} verify demo --password-stdin CODE",
-        config.display()
+        "Print a code any time:  portcullis otp code --secret {}",
+        token.secret.to_base32().as_str()
     );
-    Ok(ExitCode::SUCCESS)
+    let portal = ctx.config.server.portal_url.clone();
+    drop(ctx);
+    if !serve {
+        println!(
+            "Try it:\n  printf 'demo\\n' | portcullis --config {} verify demo --password-stdin CODE",
+            config.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nOpen {portal}/ and sign in as demo / demo with the current code. Ctrl-C stops the demo.");
+    let c = portcullis_core::Config::load(&config)?;
+    crate::gateway::serve(c, None).map(|_| ExitCode::SUCCESS)
 }

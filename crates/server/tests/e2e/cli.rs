@@ -283,7 +283,7 @@ fn demo_command_prints_a_working_setup() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let out = std::process::Command::new(bin())
-        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .args(["demo", "--no-serve", "--dir", demo.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
