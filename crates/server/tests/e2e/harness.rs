@@ -151,3 +151,194 @@ pub fn settle(margin: i64) {
 pub fn code_now(env: &Env, secret: &str) -> String {
     env.ok(&["otp", "code", "--secret", secret], None).trim().to_string()
 }
+
+/// A free TCP port on loopback (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Env {
+    /// Sets `key = value` (TOML text) in `[section]` of the config, replacing the key if the
+    /// section has it, else adding it right after the section header.
+    pub fn set(&self, section: &str, key: &str, value: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let header = format!("[{section}]");
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut current = String::new();
+        let mut header_at = None;
+        let mut key_at = None;
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = t.to_string();
+                if t == header {
+                    header_at = Some(i);
+                }
+            } else if current == header && t.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+                key_at = Some(i);
+            }
+        }
+        let entry = format!("{key} = {value}");
+        match (key_at, header_at) {
+            (Some(i), _) => lines[i] = entry,
+            (None, Some(h)) => lines.insert(h + 1, entry),
+            (None, None) => {
+                lines.push(header);
+                lines.push(entry);
+            }
+        }
+        std::fs::write(self.config(), lines.join("\n") + "\n").unwrap();
+    }
+
+    /// Makes the config serve a plain-HTTP loopback portal on `port`.
+    pub fn loopback_portal(&self, port: u16) {
+        let url = format!("\"http://127.0.0.1:{port}\"");
+        self.set("server", "listen", &format!("\"127.0.0.1:{port}\""));
+        self.set("server", "portal_url", &url);
+        self.set("server", "default_redirect", &format!("\"http://127.0.0.1:{port}/\""));
+        self.set("session", "secure", "false");
+    }
+
+    /// Starts `portcullis serve` and waits until `/api/health` answers.
+    pub fn serve(&self) -> Server {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let port: u16 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|p| p.trim_end_matches('"').parse().ok())
+            .expect("call loopback_portal first");
+        let log = self.path().join(format!("gateway-{port}.log"));
+        let child = self
+            .command(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start portcullis serve");
+        let server = Server { child, port, log };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("portcullis serve did not start:\n{}", server.log_text());
+    }
+}
+
+/// A running gateway, stopped when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP exchange done with curl (no redirects followed).
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The hidden CSRF token of a form page.
+    pub fn csrf(&self) -> String {
+        let at = self.body.find("name=\"csrf\" value=\"").expect("no csrf field") + 19;
+        self.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+/// Runs curl with `args` (plus -s, headers captured) and parses the reply.
+pub fn curl(args: &[&str]) -> Reply {
+    require_tool("curl");
+    let out = Command::new("curl").args(["-s", "-S", "-i", "--max-time", "20"]).args(args).output().unwrap();
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    Reply { status, headers, body: body.to_string() }
+}
+
+/// A browser-like client: a cookie jar file and the portal's forms.
+pub struct Browser {
+    pub jar: PathBuf,
+    pub interface: Option<&'static str>,
+}
+
+impl Browser {
+    pub fn new(env: &Env, name: &str) -> Browser {
+        Browser { jar: env.path().join(format!("{name}.jar")), interface: None }
+    }
+
+    pub fn get(&self, url: &str, extra: &[&str]) -> Reply {
+        let jar = self.jar.to_str().unwrap();
+        let mut args = vec!["-b", jar, "-c", jar];
+        if let Some(i) = self.interface {
+            args.extend(["--interface", i]);
+        }
+        args.extend_from_slice(extra);
+        args.push(url);
+        curl(&args)
+    }
+
+    pub fn post(&self, url: &str, form: &[(&str, &str)]) -> Reply {
+        let mut data = Vec::new();
+        for (k, v) in form {
+            data.push("--data-urlencode".to_string());
+            data.push(format!("{k}={v}"));
+        }
+        let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+        self.get(url, &refs)
+    }
+
+    /// The value of a cookie in the jar.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.jar).ok()?;
+        text.lines().filter(|l| !l.starts_with("# ") && !l.is_empty()).find_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 7 && f[5] == name).then(|| f[6].to_string())
+        })
+    }
+
+    /// Password step then code step through the portal, from a fresh cookie jar; returns
+    /// the final reply.
+    pub fn login(&self, gw: &Server, user: &str, password: &str, code: &str, rd: &str) -> Reply {
+        let _ = std::fs::remove_file(&self.jar);
+        let page = self.get(&gw.url(&format!("/login?rd={}", urlencode(rd))), &[]);
+        let r = self.post(&gw.url("/login"), &[("csrf", &page.csrf()), ("rd", rd), ("username", user), ("password", password)]);
+        if r.status != 303 {
+            return r;
+        }
+        let page = self.get(&gw.url(&format!("/login/code?rd={}", urlencode(rd))), &[]);
+        self.post(&gw.url("/login/code"), &[("csrf", &page.csrf()), ("rd", rd), ("code", code)])
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -5,4 +5,5 @@ mod cli;
 mod concurrency;
 mod harness;
 mod import;
+mod nginx;
 mod qr;

@@ -1,0 +1,248 @@
+//! End to end with a real nginx using `auth_request` and the shipped contrib/nginx snippets,
+//! in front of a static site and a backend that echoes the identity headers it receives.
+
+use crate::harness::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/nginx");
+
+/// A running nginx, stopped when dropped.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Copies the shipped snippets, pointing them at the gateway's port (the only edit a user makes).
+fn snippets(dir: &Path, gateway_port: u16) {
+    for name in ["portcullis-authrequest.conf", "portcullis-protect.conf", "portcullis-protect-basic.conf"] {
+        let text = std::fs::read_to_string(Path::new(CONTRIB).join(name)).unwrap();
+        std::fs::write(dir.join(name), text.replace("127.0.0.1:9091", &format!("127.0.0.1:{gateway_port}"))).unwrap();
+    }
+}
+
+fn start_nginx(env: &Env, gw: &Server) -> Nginx {
+    require_tool("nginx");
+    let dir = env.path().join("nginx");
+    std::fs::create_dir_all(dir.join("site/public")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("site/index.html"), "<h1>static secret page</h1>\n").unwrap();
+    std::fs::write(dir.join("site/public/hello.txt"), "public hello\n").unwrap();
+    snippets(&dir, gw.port);
+    let (front, back) = (free_port(), free_port());
+    let d = dir.display();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    # The application: echoes what identity reached it (a backend, not a protected location).
+    server {{
+        listen 127.0.0.1:{back};
+        location / {{
+            default_type text/plain;
+            return 200 "user=[$http_remote_user] groups=[$http_remote_groups] name=[$http_remote_name] underscore=[$http_remote_user_] auth=[$http_authorization]\n";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{front};
+        set $portcullis_portal http://127.0.0.1:{gw};
+        include {d}/portcullis-authrequest.conf;
+        location / {{
+            include {d}/portcullis-protect.conf;
+            root {d}/site;
+        }}
+        location /app/ {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{back};
+        }}
+        location /public/ {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{back};
+        }}
+        location /dav/ {{
+            include {d}/portcullis-protect-basic.conf;
+            proxy_pass http://127.0.0.1:{back};
+        }}
+    }}
+}}
+"#,
+        gw = gw.port
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-e", "stderr", "-p"])
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", front)).is_ok() {
+            return Nginx { child, port: front };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default());
+}
+
+fn gateway(env: &Env) -> Server {
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    std::fs::write(
+        env.config(),
+        std::fs::read_to_string(env.config()).unwrap() + "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
+    )
+    .unwrap();
+    env.serve()
+}
+
+#[test]
+fn shipped_snippets_never_use_return() {
+    for entry in std::fs::read_dir(CONTRIB).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let code = line.split('#').next().unwrap().trim();
+            assert!(!code.starts_with("return"), "{}: `{line}`: nginx runs return before auth_request", path.display());
+        }
+    }
+}
+
+#[test]
+fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("alice", "correct horse", &["--group", "staff", "--display-name", "Alice A"]));
+    let gw = gateway(&env);
+    let nginx = start_nginx(&env, &gw);
+    let page = nginx.url("/index.html");
+
+    // No cookie: nginx sends the browser to the portal with the page it asked for.
+    let r = curl(&[&page]);
+    assert_eq!(r.status, 302, "{}", r.body);
+    let location = r.header("location").unwrap().to_string();
+    assert_eq!(location, gw.url(&format!("/login?rd={page}")));
+    // Every protected location is closed, whatever it serves.
+    for p in ["/", "/app/x", "/dav/x"] {
+        assert_ne!(curl(&[&nginx.url(p)]).status, 200, "{p} served without authentication");
+    }
+    // The bypass rule serves /public/ without login, and no spoofed identity gets through.
+    let r = curl(&["-H", "Remote-User: mallory", "-H", "remote_user: mallory", &nginx.url("/public/x")]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("user=[]") && r.body.contains("underscore=[]"), "{}", r.body);
+    // Rules see the normalised path: dot segments cannot reach the bypass.
+    for sneaky in ["/public/../app/x", "/public/%2e%2e/app/x", "/public/..;/app/x", "/public%2f..%2fapp/x"] {
+        let r = curl(&["--path-as-is", &nginx.url(sneaky)]);
+        assert_ne!(r.status, 200, "{sneaky}: {}", r.body);
+    }
+
+    // Log in with password and a code from `portcullis otp code`.
+    let browser = Browser::new(&env, "alice");
+    settle(5);
+    let code = code_now(&env, &secret);
+    let pre = browser.get(&gw.url("/login"), &[]);
+    assert_eq!(pre.status, 200);
+    let r = browser.login(&gw, "alice", "correct horse", &code, &page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some(page.as_str()), "back on the original page");
+    let cookie_attrs = r.headers.iter().find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("portcullis_session=")).unwrap();
+    assert!(cookie_attrs.1.contains("HttpOnly") && cookie_attrs.1.contains("SameSite=Lax"), "{cookie_attrs:?}");
+    let r = browser.get(&page, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("static secret page"));
+
+    // Identity reaches the application; spoofed identity headers in any spelling do not.
+    let r = browser.get(&nginx.url("/app/whoami"), &["-H", "Remote-User: mallory", "-H", "REMOTE-GROUPS: admins", "-H", "remote_user: mallory"]);
+    assert!(r.body.contains("user=[alice] groups=[staff] name=[Alice A] underscore=[]"), "{}", r.body);
+
+    // The same code cannot be used for a second login.
+    let other = Browser::new(&env, "other");
+    let r = other.login(&gw, "alice", "correct horse", &code, &page);
+    assert_eq!(r.status, 401, "replayed code must be refused");
+    assert!(r.body.contains("not correct"), "{}", r.body);
+
+    // An open-redirect attempt lands on the default page.
+    let r = browser.get(&gw.url(&format!("/login?rd={}", urlencode("https://evil.example.com/phish"))), &[]);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some(gw.url("/").as_str()));
+
+    // Logout revokes the session server-side: a copied cookie stops working.
+    let session = browser.cookie("portcullis_session").unwrap();
+    let r = browser.get(&gw.url("/logout"), &[]);
+    assert_eq!(r.status, 200);
+    let copied = curl(&["-H", &format!("Cookie: portcullis_session={session}"), &page]);
+    assert_eq!(copied.status, 302, "a logged-out cookie still opened the page");
+
+    // Lockout after max_failures (5) wrong codes: then even the right code is refused.
+    let mallory = Browser::new(&env, "mallory");
+    for _ in 0..5 {
+        let r = mallory.login(&gw, "alice", "correct horse", "000000", &page);
+        assert_eq!(r.status, 401);
+    }
+    settle(5);
+    let r = mallory.login(&gw, "alice", "correct horse", &code_now(&env, &secret), &page);
+    assert_eq!(r.status, 401, "locked or banned after 5 wrong codes");
+    assert!(env.ok(&["user", "list"], None).contains("locked"));
+    let log = gw.log_text();
+    assert!(log.contains("result=\"failure\"") && log.contains("reason=\"wrong_code\""), "{log}");
+}
+
+#[test]
+fn spoofed_forwarded_for_from_an_untrusted_address_is_ignored() {
+    let env = Env::new("");
+    env.add_user("bob", "pw", &[]);
+    let gw = gateway(&env);
+    // 127.0.0.2 is loopback but not a trusted proxy (only 127.0.0.1/32 and ::1 are).
+    let mut b = Browser::new(&env, "spoofer");
+    b.interface = Some("127.0.0.2");
+    let page = b.get(&gw.url("/login"), &["-H", "X-Forwarded-For: 10.9.9.9"]);
+    let r = b.post(&gw.url("/login"), &[("csrf", &page.csrf()), ("username", "bob"), ("password", "wrong")]);
+    assert_eq!(r.status, 401);
+    let log = gw.log_text();
+    assert!(log.contains("client=127.0.0.2"), "{log}");
+    assert!(!log.contains("10.9.9.9"), "{log}");
+    // A forward-auth request from an untrusted peer cannot describe a resource.
+    let r = curl(&["--interface", "127.0.0.2", "-H", "X-Original-URL: http://127.0.0.1/public/x", &gw.url("/api/authz/auth-request")]);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn missing_or_malformed_original_url_is_never_200() {
+    let env = Env::new("");
+    let gw = gateway(&env);
+    let ep = gw.url("/api/authz/auth-request");
+    assert_eq!(curl(&[&ep]).status, 401);
+    for bad in ["/relative/path", "javascript:alert(1)", "http://", "http://h//x", "http://user@h/x", "ftp://h/x"] {
+        assert_eq!(curl(&["-H", &format!("X-Original-URL: {bad}"), &ep]).status, 400, "{bad}");
+    }
+    let fa = gw.url("/api/authz/forward-auth");
+    assert_eq!(curl(&[&fa]).status, 401);
+    assert_eq!(curl(&["-H", "X-Forwarded-Host: h", "-H", "X-Forwarded-Uri: nope", &fa]).status, 400);
+    // A path that cannot be normalised safely is a 400 too.
+    assert_eq!(curl(&["-H", "X-Original-URL: http://127.0.0.1/public/%2e%2e%2f", &ep]).status, 400);
+}
