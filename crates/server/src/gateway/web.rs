@@ -169,7 +169,14 @@ fn no_store(r: &mut Response) {
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
 }
 
+/// Everything but RFC 3986 unreserved characters is escaped in query values.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a value for a query string.
 pub fn query_escape(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }

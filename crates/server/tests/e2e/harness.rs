@@ -154,7 +154,11 @@ pub fn code_now(env: &Env, secret: &str) -> String {
 
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Env {
@@ -258,7 +262,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The hidden CSRF token of a form page.
@@ -271,14 +278,33 @@ impl Reply {
 /// Runs curl with `args` (plus -s, headers captured) and parses the reply.
 pub fn curl(args: &[&str]) -> Reply {
     require_tool("curl");
-    let out = Command::new("curl").args(["-s", "-S", "-i", "--max-time", "20"]).args(args).output().unwrap();
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-i", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    Reply { status, headers, body: body.to_string() }
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 /// A browser-like client: a cookie jar file and the portal's forms.
@@ -289,7 +315,10 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(env: &Env, name: &str) -> Browser {
-        Browser { jar: env.path().join(format!("{name}.jar")), interface: None }
+        Browser {
+            jar: env.path().join(format!("{name}.jar")),
+            interface: None,
+        }
     }
 
     pub fn get(&self, url: &str, extra: &[&str]) -> Reply {
@@ -316,10 +345,12 @@ impl Browser {
     /// The value of a cookie in the jar.
     pub fn cookie(&self, name: &str) -> Option<String> {
         let text = std::fs::read_to_string(&self.jar).ok()?;
-        text.lines().filter(|l| !l.starts_with("# ") && !l.is_empty()).find_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 7 && f[5] == name).then(|| f[6].to_string())
-        })
+        text.lines()
+            .filter(|l| !l.starts_with("# ") && !l.is_empty())
+            .find_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 7 && f[5] == name).then(|| f[6].to_string())
+            })
     }
 
     /// Password step then code step through the portal, from a fresh cookie jar; returns
@@ -327,18 +358,35 @@ impl Browser {
     pub fn login(&self, gw: &Server, user: &str, password: &str, code: &str, rd: &str) -> Reply {
         let _ = std::fs::remove_file(&self.jar);
         let page = self.get(&gw.url(&format!("/login?rd={}", urlencode(rd))), &[]);
-        let r = self.post(&gw.url("/login"), &[("csrf", &page.csrf()), ("rd", rd), ("username", user), ("password", password)]);
+        let r = self.post(
+            &gw.url("/login"),
+            &[
+                ("csrf", &page.csrf()),
+                ("rd", rd),
+                ("username", user),
+                ("password", password),
+            ],
+        );
         if r.status != 303 {
             return r;
         }
         let page = self.get(&gw.url(&format!("/login/code?rd={}", urlencode(rd))), &[]);
-        self.post(&gw.url("/login/code"), &[("csrf", &page.csrf()), ("rd", rd), ("code", code)])
+        self.post(
+            &gw.url("/login/code"),
+            &[("csrf", &page.csrf()), ("rd", rd), ("code", code)],
+        )
     }
 }
 
 /// Percent-encodes a query value.
 pub fn urlencode(v: &str) -> String {
     v.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }

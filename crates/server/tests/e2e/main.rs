@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod gateway;
 mod harness;
 mod import;
 mod nginx;

@@ -28,9 +28,17 @@ impl Nginx {
 
 /// Copies the shipped snippets, pointing them at the gateway's port (the only edit a user makes).
 fn snippets(dir: &Path, gateway_port: u16) {
-    for name in ["portcullis-authrequest.conf", "portcullis-protect.conf", "portcullis-protect-basic.conf"] {
+    for name in [
+        "portcullis-authrequest.conf",
+        "portcullis-protect.conf",
+        "portcullis-protect-basic.conf",
+    ] {
         let text = std::fs::read_to_string(Path::new(CONTRIB).join(name)).unwrap();
-        std::fs::write(dir.join(name), text.replace("127.0.0.1:9091", &format!("127.0.0.1:{gateway_port}"))).unwrap();
+        std::fs::write(
+            dir.join(name),
+            text.replace("127.0.0.1:9091", &format!("127.0.0.1:{gateway_port}")),
+        )
+        .unwrap();
     }
 }
 
@@ -108,7 +116,10 @@ http {{
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default());
+    panic!(
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+    );
 }
 
 fn gateway(env: &Env) -> Server {
@@ -116,7 +127,8 @@ fn gateway(env: &Env) -> Server {
     env.set("access", "protected_domains", "[\"127.0.0.1\"]");
     std::fs::write(
         env.config(),
-        std::fs::read_to_string(env.config()).unwrap() + "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
+        std::fs::read_to_string(env.config()).unwrap()
+            + "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
     )
     .unwrap();
     env.serve()
@@ -129,7 +141,11 @@ fn shipped_snippets_never_use_return() {
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines() {
             let code = line.split('#').next().unwrap().trim();
-            assert!(!code.starts_with("return"), "{}: `{line}`: nginx runs return before auth_request", path.display());
+            assert!(
+                !code.starts_with("return"),
+                "{}: `{line}`: nginx runs return before auth_request",
+                path.display()
+            );
         }
     }
 }
@@ -137,7 +153,11 @@ fn shipped_snippets_never_use_return() {
 #[test]
 fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     let env = Env::new("");
-    let secret = secret_of(&env.add_user("alice", "correct horse", &["--group", "staff", "--display-name", "Alice A"]));
+    let secret = secret_of(&env.add_user(
+        "alice",
+        "correct horse",
+        &["--group", "staff", "--display-name", "Alice A"],
+    ));
     let gw = gateway(&env);
     let nginx = start_nginx(&env, &gw);
     let page = nginx.url("/index.html");
@@ -152,11 +172,26 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
         assert_ne!(curl(&[&nginx.url(p)]).status, 200, "{p} served without authentication");
     }
     // The bypass rule serves /public/ without login, and no spoofed identity gets through.
-    let r = curl(&["-H", "Remote-User: mallory", "-H", "remote_user: mallory", &nginx.url("/public/x")]);
+    let r = curl(&[
+        "-H",
+        "Remote-User: mallory",
+        "-H",
+        "remote_user: mallory",
+        &nginx.url("/public/x"),
+    ]);
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("user=[]") && r.body.contains("underscore=[]"), "{}", r.body);
+    assert!(
+        r.body.contains("user=[]") && r.body.contains("underscore=[]"),
+        "{}",
+        r.body
+    );
     // Rules see the normalised path: dot segments cannot reach the bypass.
-    for sneaky in ["/public/../app/x", "/public/%2e%2e/app/x", "/public/..;/app/x", "/public%2f..%2fapp/x"] {
+    for sneaky in [
+        "/public/../app/x",
+        "/public/%2e%2e/app/x",
+        "/public/..;/app/x",
+        "/public%2f..%2fapp/x",
+    ] {
         let r = curl(&["--path-as-is", &nginx.url(sneaky)]);
         assert_ne!(r.status, 200, "{sneaky}: {}", r.body);
     }
@@ -170,15 +205,37 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     let r = browser.login(&gw, "alice", "correct horse", &code, &page);
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some(page.as_str()), "back on the original page");
-    let cookie_attrs = r.headers.iter().find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("portcullis_session=")).unwrap();
-    assert!(cookie_attrs.1.contains("HttpOnly") && cookie_attrs.1.contains("SameSite=Lax"), "{cookie_attrs:?}");
+    let cookie_attrs = r
+        .headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("portcullis_session="))
+        .unwrap();
+    assert!(
+        cookie_attrs.1.contains("HttpOnly") && cookie_attrs.1.contains("SameSite=Lax"),
+        "{cookie_attrs:?}"
+    );
     let r = browser.get(&page, &[]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("static secret page"));
 
     // Identity reaches the application; spoofed identity headers in any spelling do not.
-    let r = browser.get(&nginx.url("/app/whoami"), &["-H", "Remote-User: mallory", "-H", "REMOTE-GROUPS: admins", "-H", "remote_user: mallory"]);
-    assert!(r.body.contains("user=[alice] groups=[staff] name=[Alice A] underscore=[]"), "{}", r.body);
+    let r = browser.get(
+        &nginx.url("/app/whoami"),
+        &[
+            "-H",
+            "Remote-User: mallory",
+            "-H",
+            "REMOTE-GROUPS: admins",
+            "-H",
+            "remote_user: mallory",
+        ],
+    );
+    assert!(
+        r.body
+            .contains("user=[alice] groups=[staff] name=[Alice A] underscore=[]"),
+        "{}",
+        r.body
+    );
 
     // The same code cannot be used for a second login.
     let other = Browser::new(&env, "other");
@@ -187,7 +244,10 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     assert!(r.body.contains("not correct"), "{}", r.body);
 
     // An open-redirect attempt lands on the default page.
-    let r = browser.get(&gw.url(&format!("/login?rd={}", urlencode("https://evil.example.com/phish"))), &[]);
+    let r = browser.get(
+        &gw.url(&format!("/login?rd={}", urlencode("https://evil.example.com/phish"))),
+        &[],
+    );
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some(gw.url("/").as_str()));
 
@@ -209,7 +269,10 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     assert_eq!(r.status, 401, "locked or banned after 5 wrong codes");
     assert!(env.ok(&["user", "list"], None).contains("locked"));
     let log = gw.log_text();
-    assert!(log.contains("result=\"failure\"") && log.contains("reason=\"wrong_code\""), "{log}");
+    assert!(
+        log.contains("result=\"failure\"") && log.contains("reason=\"wrong_code\""),
+        "{log}"
+    );
 }
 
 #[test]
@@ -221,13 +284,22 @@ fn spoofed_forwarded_for_from_an_untrusted_address_is_ignored() {
     let mut b = Browser::new(&env, "spoofer");
     b.interface = Some("127.0.0.2");
     let page = b.get(&gw.url("/login"), &["-H", "X-Forwarded-For: 10.9.9.9"]);
-    let r = b.post(&gw.url("/login"), &[("csrf", &page.csrf()), ("username", "bob"), ("password", "wrong")]);
+    let r = b.post(
+        &gw.url("/login"),
+        &[("csrf", &page.csrf()), ("username", "bob"), ("password", "wrong")],
+    );
     assert_eq!(r.status, 401);
     let log = gw.log_text();
     assert!(log.contains("client=127.0.0.2"), "{log}");
     assert!(!log.contains("10.9.9.9"), "{log}");
     // A forward-auth request from an untrusted peer cannot describe a resource.
-    let r = curl(&["--interface", "127.0.0.2", "-H", "X-Original-URL: http://127.0.0.1/public/x", &gw.url("/api/authz/auth-request")]);
+    let r = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "X-Original-URL: http://127.0.0.1/public/x",
+        &gw.url("/api/authz/auth-request"),
+    ]);
     assert_eq!(r.status, 401);
 }
 
@@ -237,12 +309,29 @@ fn missing_or_malformed_original_url_is_never_200() {
     let gw = gateway(&env);
     let ep = gw.url("/api/authz/auth-request");
     assert_eq!(curl(&[&ep]).status, 401);
-    for bad in ["/relative/path", "javascript:alert(1)", "http://", "http://h//x", "http://user@h/x", "ftp://h/x"] {
-        assert_eq!(curl(&["-H", &format!("X-Original-URL: {bad}"), &ep]).status, 400, "{bad}");
+    for bad in [
+        "/relative/path",
+        "javascript:alert(1)",
+        "http://",
+        "http://h//x",
+        "http://user@h/x",
+        "ftp://h/x",
+    ] {
+        assert_eq!(
+            curl(&["-H", &format!("X-Original-URL: {bad}"), &ep]).status,
+            400,
+            "{bad}"
+        );
     }
     let fa = gw.url("/api/authz/forward-auth");
     assert_eq!(curl(&[&fa]).status, 401);
-    assert_eq!(curl(&["-H", "X-Forwarded-Host: h", "-H", "X-Forwarded-Uri: nope", &fa]).status, 400);
+    assert_eq!(
+        curl(&["-H", "X-Forwarded-Host: h", "-H", "X-Forwarded-Uri: nope", &fa]).status,
+        400
+    );
     // A path that cannot be normalised safely is a 400 too.
-    assert_eq!(curl(&["-H", "X-Original-URL: http://127.0.0.1/public/%2e%2e%2f", &ep]).status, 400);
+    assert_eq!(
+        curl(&["-H", "X-Original-URL: http://127.0.0.1/public/%2e%2e%2f", &ep]).status,
+        400
+    );
 }

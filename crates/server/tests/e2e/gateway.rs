@@ -1,0 +1,255 @@
+//! The gateway on its own: HTTP Basic with password+code and linger, session fixation and
+//! expiry, Traefik/Caddy forward-auth, one-page login, return-URL validation, health and
+//! metrics.
+
+use crate::harness::*;
+
+fn basic(gw: &Server, user: &str, secret: &str, interface: &str) -> Reply {
+    curl(&[
+        "--interface",
+        interface,
+        "-u",
+        &format!("{user}:{secret}"),
+        "-H",
+        "X-Original-URL: http://127.0.0.1/dav/file",
+        &gw.url("/api/authz/auth-request"),
+    ])
+}
+
+#[test]
+fn http_basic_password_plus_code_with_linger_honoured_and_expired() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("carol", "pw", &[]));
+    env.loopback_portal(free_port());
+    env.set("otp", "linger", "4");
+    // 127.0.0.2 must be a trusted proxy here so that X-Original-URL counts from it too.
+    env.set("server", "trusted_proxies", "[\"127.0.0.0/8\"]");
+    let gw = env.serve();
+    settle(12);
+    let code = code_now(&env, &secret);
+    let ok = basic(&gw, "carol", &format!("pw{code}"), "127.0.0.1");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.header("remote-user"), Some("carol"));
+    // Clients resend the same header: accepted within the linger time, from the same address.
+    assert_eq!(basic(&gw, "carol", &format!("pw{code}"), "127.0.0.1").status, 200);
+    // From another address it is a replay.
+    let other = basic(&gw, "carol", &format!("pw{code}"), "127.0.0.2");
+    assert_eq!(other.status, 401);
+    assert!(
+        other
+            .header("www-authenticate")
+            .is_some_and(|h| h.starts_with("Basic realm="))
+    );
+    // Wrong password with the right code: refused, same answer.
+    assert_eq!(basic(&gw, "carol", &format!("px{code}"), "127.0.0.1").status, 401);
+    // After the linger time the same code is refused even from the same address.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(basic(&gw, "carol", &format!("pw{code}"), "127.0.0.1").status, 401);
+    let log = gw.log_text();
+    assert!(log.contains("method=\"basic\""), "{log}");
+    assert!(
+        !log.contains(&format!("pw{code}")),
+        "the password+code never reaches the log"
+    );
+}
+
+#[test]
+fn every_login_step_gets_a_new_session_and_expiry_kills_it() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("dave", "pw", &[]));
+    env.loopback_portal(free_port());
+    env.set("session", "absolute", "6");
+    let gw = env.serve();
+    let b = Browser::new(&env, "dave");
+    let page = b.get(&gw.url("/login"), &[]);
+    assert!(
+        b.cookie("portcullis_session").is_none(),
+        "no session before the password"
+    );
+    let r = b.post(
+        &gw.url("/login"),
+        &[("csrf", &page.csrf()), ("username", "dave"), ("password", "pw")],
+    );
+    assert_eq!(r.status, 303);
+    let first = b.cookie("portcullis_session").unwrap();
+    settle(5);
+    let page = b.get(&gw.url("/login/code"), &[]);
+    let r = b.post(
+        &gw.url("/login/code"),
+        &[("csrf", &page.csrf()), ("code", &code_now(&env, &secret))],
+    );
+    assert_eq!(r.status, 303);
+    let second = b.cookie("portcullis_session").unwrap();
+    assert_ne!(first, second, "the code step must issue a new session id");
+    let check = |id: &str| {
+        curl(&[
+            "-H",
+            &format!("Cookie: portcullis_session={id}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/x",
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    assert_eq!(check(&second), 200);
+    assert_eq!(
+        check(&first),
+        401,
+        "the one-factor id died when the second step replaced it"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert_eq!(check(&second), 401, "absolute expiry ends the session server-side");
+}
+
+#[test]
+fn forward_auth_redirects_browsers_with_the_forwarded_url_and_challenges_others() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("erin", "pw", &[]));
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"*.example.com\", \"127.0.0.1\"]");
+    let gw = env.serve();
+    let fa = gw.url("/api/authz/forward-auth");
+    let forwarded = [
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: app.example.com",
+        "-H",
+        "X-Forwarded-Uri: /docs/a?b=1&c=2",
+        "-H",
+        "X-Forwarded-Method: GET",
+    ];
+    let mut args = forwarded.to_vec();
+    args.extend(["-H", "Accept: text/html", &fa]);
+    let r = curl(&args);
+    assert_eq!(r.status, 302);
+    let expected = format!(
+        "{}?rd={}",
+        gw.url("/login"),
+        urlencode("https://app.example.com/docs/a?b=1&c=2")
+    );
+    assert_eq!(r.header("location"), Some(expected.as_str()));
+    // A non-browser client gets a Basic challenge instead of a login page.
+    let mut args = forwarded.to_vec();
+    args.push(&fa);
+    let r = curl(&args);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some());
+    // After login the browser is sent back to the forwarded URL, and the session is accepted.
+    settle(5);
+    let b = Browser::new(&env, "erin");
+    let r = b.login(
+        &gw,
+        "erin",
+        "pw",
+        &code_now(&env, &secret),
+        "https://app.example.com/docs/a?b=1&c=2",
+    );
+    assert_eq!(r.header("location"), Some("https://app.example.com/docs/a?b=1&c=2"));
+    let mut args = forwarded.to_vec();
+    args.push(&fa);
+    let r = b.get(&fa, &args[..args.len() - 1]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("remote-user"), Some("erin"));
+
+    // Return URLs that leave the protected domains land on the default page.
+    for evil in [
+        "//evil.com/x",
+        "/\\evil.com",
+        "/%09/evil.com",
+        "https://good.example.com.evil/",
+        "https://evilexample.com/",
+        "https://good.example.com@evil.com/",
+        "javascript:alert(1)",
+        "https://app.example.com/\r\nSet-Cookie: x=1",
+        "http://127.0.0.1.evil.com/",
+    ] {
+        let r = b.get(&gw.url(&format!("/login?rd={}", urlencode(evil))), &[]);
+        assert_eq!(r.status, 303, "{evil}");
+        assert_eq!(r.header("location"), Some(gw.url("/").as_str()), "{evil:?} escaped");
+    }
+    let r = b.get(
+        &gw.url(&format!("/login?rd={}", urlencode("https://deep.app.example.com/ok"))),
+        &[],
+    );
+    assert_eq!(r.header("location"), Some("https://deep.app.example.com/ok"));
+}
+
+#[test]
+fn one_page_login_scratch_codes_health_and_metrics() {
+    let env = Env::new("");
+    env.add_user("fay", "pw", &[]);
+    let scratch = env.ok(&["user", "scratch", "fay"], None);
+    let code = scratch
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()
+        .to_string();
+    env.loopback_portal(free_port());
+    env.set("server", "two_step", "false");
+    let gw = env.serve();
+    let b = Browser::new(&env, "fay");
+    let page = b.get(&gw.url("/login"), &[]);
+    assert!(
+        page.body.contains("autocomplete=\"one-time-code\""),
+        "one page asks for the code too"
+    );
+    // Without the CSRF token the form is refused.
+    let r = b.post(
+        &gw.url("/login"),
+        &[("username", "fay"), ("password", "pw"), ("code", &code)],
+    );
+    assert_eq!(r.status, 401);
+    let r = b.post(
+        &gw.url("/login"),
+        &[
+            ("csrf", &page.csrf()),
+            ("username", "fay"),
+            ("password", "pw"),
+            ("code", &code),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some(gw.url("/").as_str()));
+    let health = curl(&[&gw.url("/api/health")]);
+    assert_eq!((health.status, health.body.as_str()), (200, "{\"status\":\"ok\"}"));
+    let m = curl(&[&gw.url("/metrics")]).body;
+    for needle in [
+        "portcullis_auth_successes_total 2",
+        "portcullis_sessions 1",
+        "portcullis_request_duration_seconds_bucket",
+        "portcullis_bans_total 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from:\n{m}");
+    }
+}
+
+#[test]
+fn regulation_bans_an_address_with_the_same_answer_as_a_wrong_code() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("gus", "pw", &[]));
+    env.add_user("hal", "pw", &[]);
+    env.loopback_portal(free_port());
+    env.set("regulation", "max_retries", "3");
+    env.set("lockout", "max_failures", "0");
+    let gw = env.serve();
+    // Three wrong passwords for three different users from one address ban the address.
+    for user in ["hal", "nobody", "hal"] {
+        let b = Browser::new(&env, "x");
+        assert_eq!(b.login(&gw, user, "wrong", "000000", "").status, 401);
+    }
+    settle(5);
+    let b = Browser::new(&env, "gus");
+    let r = b.login(&gw, "gus", "pw", &code_now(&env, &secret), "");
+    assert_eq!(r.status, 401, "the banned address is refused");
+    assert!(r.body.contains("not correct"), "a ban looks like any wrong credential");
+    assert!(gw.log_text().contains("banned=true"));
+    // Another address is not affected.
+    let mut other = Browser::new(&env, "gus2");
+    other.interface = Some("127.0.0.3");
+    settle(5);
+    // (The code above was not accepted, so the same step's code is still fresh.)
+    let r = other.login(&gw, "gus", "pw", &code_now(&env, &secret), "");
+    assert_eq!(r.status, 303, "{}", r.body);
+}
