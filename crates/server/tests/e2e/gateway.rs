@@ -253,3 +253,79 @@ fn regulation_bans_an_address_with_the_same_answer_as_a_wrong_code() {
     let r = other.login(&gw, "gus", "pw", &code_now(&env, &secret), "");
     assert_eq!(r.status, 303, "{}", r.body);
 }
+
+#[test]
+fn fail2ban_filter_matches_real_log_lines_and_cannot_be_tricked_by_user_names() {
+    require_tool("fail2ban-regex");
+    let env = Env::new("");
+    env.add_user("ivy", "pw", &[]);
+    env.loopback_portal(free_port());
+    env.set("regulation", "max_retries", "0");
+    let gw = env.serve();
+    let tricky = "x client=10.6.6.6 result=\"failure\" rhost=10.6.6.6";
+    for user in ["ivy", tricky, "nobody", "ivy"] {
+        let b = Browser::new(&env, "f2b");
+        assert_eq!(b.login(&gw, user, "wrong", "000000", "").status, 401);
+    }
+    let log = env.path().join("gateway.log");
+    std::fs::copy(&gw.log, &log).unwrap();
+    let filter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/fail2ban/filter.d/portcullis.conf"
+    );
+    let out = std::process::Command::new("fail2ban-regex")
+        .args(["-o", "ip"])
+        .arg(&log)
+        .arg(filter)
+        .output()
+        .unwrap();
+    let ips = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ips: Vec<&str> = ips.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        ips,
+        vec!["127.0.0.1"; 4],
+        "every failure matched once, always the real client: {ips:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("password=") && !text.contains("wrong\""),
+        "no secrets in the log"
+    );
+    let jail = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/fail2ban/jail.d/portcullis.conf"
+    ))
+    .unwrap();
+    assert!(jail.contains("filter   = portcullis"));
+}
+
+#[test]
+fn json_log_lines_are_one_object_each() {
+    let env = Env::new("");
+    env.add_user("jo", "pw", &[]);
+    env.loopback_portal(free_port());
+    env.set("server", "log_format", "\"json\"");
+    let gw = env.serve();
+    let b = Browser::new(&env, "jo");
+    assert_eq!(b.login(&gw, "jo\"\n{\"x\":1}", "wrong", "000000", "").status, 401);
+    let log = gw.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("portcullis::audit"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(
+        line.contains("\"client\":\"127.0.0.1\"") && line.contains("\"result\":\"failure\""),
+        "{line}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("portcullis::audit")).count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.trim() == "{\"x\":1}\"" || l.starts_with("{\"x\"")),
+        "the user name stays inside one line: {log}"
+    );
+}
