@@ -255,18 +255,30 @@ fn render(
     let (kind, response) = match decision {
         Decision::Allow(identity) => {
             let mut r = StatusCode::OK.into_response();
-            if let Some(id) = identity {
-                let h = r.headers_mut();
-                let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
-                    // Values that cannot be a header (control characters) are left out, never forged.
-                    if let Ok(v) = HeaderValue::from_str(v) {
-                        h.insert(name, v);
-                    }
-                };
-                set(h, "remote-user", &id.user);
-                set(h, "remote-groups", &id.groups.join(","));
-                set(h, "remote-name", id.display_name.as_deref().unwrap_or(""));
-                set(h, "remote-email", id.email.as_deref().unwrap_or(""));
+            // Always send all four headers, empty when nobody is signed in (a bypassed
+            // resource): some proxies (Caddy 2.6's copy_headers) otherwise hand the
+            // application an unexpanded placeholder, or the client's own header.
+            let (user, groups, name, email) = match &identity {
+                Some(id) => (
+                    id.user.as_str(),
+                    id.groups.join(","),
+                    id.display_name.as_deref(),
+                    id.email.as_deref(),
+                ),
+                None => ("", String::new(), None, None),
+            };
+            let h = r.headers_mut();
+            for (header, value) in [
+                ("remote-user", user),
+                ("remote-groups", groups.as_str()),
+                ("remote-name", name.unwrap_or("")),
+                ("remote-email", email.unwrap_or("")),
+            ] {
+                // A value that cannot be a header (control characters) is sent empty, never forged.
+                h.insert(
+                    header,
+                    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
             }
             (0, r)
         }
