@@ -43,9 +43,10 @@ http://127.0.0.1:{back} {{\n\trespond \"user=[{{http.request.header.Remote-User}
         .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap())
         .spawn()
         .unwrap();
+    let caddy = Caddy(child);
     for _ in 0..400 {
         if std::net::TcpStream::connect(("127.0.0.1", front)).is_ok() {
-            return Caddy(child);
+            return caddy;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }

@@ -110,9 +110,10 @@ http {{
         .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
+    let nginx = Nginx { child, port: front };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", front)).is_ok() {
-            return Nginx { child, port: front };
+            return nginx;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
