@@ -8,7 +8,9 @@ use crate::gate::{Attempt, Gate, GateError, Outcome, Rejection, Via};
 use crate::model::User;
 use crate::regulation::Regulator;
 use crate::session::{Level, Session, Sessions};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use zeroize::Zeroizing;
 
 /// Who a request was let in as; becomes `Remote-User` and friends.
@@ -128,8 +130,73 @@ pub struct Authorizer<'a> {
     pub regulator: &'a Regulator,
     /// Factor checks.
     pub gate: Gate<'a>,
+    /// Recently accepted Basic credentials.
+    pub basic_cache: &'a BasicCache,
     /// Time.
     pub clock: &'a dyn Clock,
+}
+
+/// Basic credentials accepted moments ago, so a WebDAV client resending them on every
+/// request costs a hash lookup instead of an argon2 verification. An entry lives no
+/// longer than the linger window of the code it holds, and only for the same address.
+pub struct BasicCache {
+    key: [u8; 32],
+    entries: Mutex<HashMap<[u8; 32], (i64, Box<User>)>>,
+}
+
+/// Entries kept at most; the cache is emptied of expired entries when it is full.
+const BASIC_CACHE_MAX: usize = 10_000;
+
+impl Default for BasicCache {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&crate::random::bytes(32));
+        BasicCache {
+            key,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl BasicCache {
+    /// A keyed digest of user, secret and address (the secret is never kept).
+    fn digest(&self, creds: &BasicCredentials, ip: IpAddr) -> [u8; 32] {
+        use sha2::Digest;
+        // Prefixed with a random per-process key: the digest is only a map key, and the
+        // password+code cannot be tested against it offline.
+        sha2::Sha256::new()
+            .chain_update(self.key)
+            .chain_update(creds.user.as_bytes())
+            .chain_update([0])
+            .chain_update(creds.secret.as_bytes())
+            .chain_update([0])
+            .chain_update(ip.to_string().as_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Box<User>> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(digest)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, u)| u.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, now: i64) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= BASIC_CACHE_MAX {
+            map.retain(|_, (u, _)| now < *u);
+            if map.len() >= BASIC_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(digest, (until, user));
+    }
+
+    /// Forgets everything (after a lock, unlock or token change).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 fn level_meets(level: Level, policy: Policy) -> bool {
@@ -178,7 +245,7 @@ impl Authorizer<'_> {
         // then asked again with the subject, as users/groups rules may still deny.
         let (result, event) = self.basic(basic, req.client_ip, now)?;
         let StepResult::Passed(user) = result else {
-            return Ok((Decision::Challenge, Some(event)));
+            return Ok((Decision::Challenge, event));
         };
         let subject = Subject {
             user: &user.name,
@@ -189,11 +256,21 @@ impl Authorizer<'_> {
             Ok(_) => Decision::Allow(Some(Identity::of_user(&user))),
             Err(e) => Decision::BadRequest(e.to_string()),
         };
-        Ok((decision, Some(event)))
+        Ok((decision, event))
     }
 
     /// Checks Basic credentials: password+code split by the user's code length, with linger.
-    fn basic(&self, creds: &BasicCredentials, ip: IpAddr, now: i64) -> Result<(StepResult, AuthEvent), GateError> {
+    /// A cache hit (same credentials, same address, inside the linger time) is not an event.
+    fn basic(
+        &self,
+        creds: &BasicCredentials,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<(StepResult, Option<AuthEvent>), GateError> {
+        let digest = self.basic_cache.digest(creds, ip);
+        if let Some(user) = self.basic_cache.get(&digest, now) {
+            return Ok((StepResult::Passed(user), None));
+        }
         let ip_text = ip.to_string();
         let stored = self.gate.directory.user(&creds.user)?;
         let digits = stored
@@ -208,17 +285,30 @@ impl Authorizer<'_> {
         } else {
             (secret, "")
         };
+        let mut accepted_at = now;
         let result = self.guarded(&creds.user, ip, now, || {
-            self.gate.verify(Attempt {
+            let outcome = self.gate.verify(Attempt {
                 user: &creds.user,
                 password: Some(password),
                 code,
                 client_ip: Some(&ip_text),
                 linger: true,
-            })
+            })?;
+            if let Outcome::Accepted {
+                user,
+                via: Via::Token(i) | Via::Linger(i),
+            } = &outcome
+            {
+                accepted_at = user.tokens.get(*i).and_then(|t| t.last_used).unwrap_or(now);
+            }
+            Ok(outcome)
         })?;
+        if let StepResult::Passed(user) = &result {
+            let until = accepted_at.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
+            self.basic_cache.put(digest, until, user.clone(), now);
+        }
         let event = self.event(ip, &creds.user, "basic", &result, now);
-        Ok((result, event))
+        Ok((result, Some(event)))
     }
 
     /// Runs a check unless banned, and feeds its result to the regulator.

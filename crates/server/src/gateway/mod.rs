@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
 use portcullis_core::access::AccessControl;
-use portcullis_core::authz::Authorizer;
+use portcullis_core::authz::{Authorizer, BasicCache};
 use portcullis_core::client::TrustedProxies;
 use portcullis_core::config::{Config, SessionStoreKind};
 use portcullis_core::gate::{Gate, Policy};
@@ -45,6 +45,8 @@ pub struct App {
     pub invites: Option<Arc<dyn InviteStore>>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// Basic credentials accepted within their linger time.
+    pub basic_cache: BasicCache,
     /// Key for CSRF tokens (random per process).
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
@@ -101,6 +103,7 @@ impl App {
             targets,
             proxies,
             metrics: metrics::Metrics::default(),
+            basic_cache: BasicCache::default(),
             csrf_key,
             login_slots: tokio::sync::Semaphore::new(slots),
             clock: SystemClock,
@@ -120,6 +123,7 @@ impl App {
                 policy: Policy::from_config(&self.config),
                 external: self.config.external_source(),
             },
+            basic_cache: &self.basic_cache,
             clock: &self.clock,
         }
     }

@@ -216,7 +216,14 @@ fn config_errors_name_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     // The template has its own [otp] section, so the duplicate table is the first error.
     let text = std::fs::read_to_string(env.config()).unwrap();
-    let line = text.lines().enumerate().filter(|(_, l)| l.trim() == "[otp]").last().unwrap().0 + 1;
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "[otp]")
+        .last()
+        .unwrap()
+        .0
+        + 1;
     assert!(
         err.contains(&format!("portcullis.toml:{line}:")) && err.contains("duplicate"),
         "{err}"
