@@ -273,6 +273,21 @@ impl Authorizer<'_> {
         }
         let ip_text = ip.to_string();
         let stored = self.gate.directory.user(&creds.user)?;
+        if let Some(user) = stored.as_ref().filter(|u| !u.app_passwords.is_empty() && !u.locked)
+            && !self.regulator.is_banned(Some(&creds.user), ip, now)
+            && user
+                .app_passwords
+                .iter()
+                .any(|a| crate::password::verify_hash(&a.hash, &creds.secret))
+        {
+            let user = Box::new(user.clone());
+            let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
+            self.basic_cache.put(digest, until, user.clone(), now);
+            self.regulator.record_success(&creds.user);
+            let result = StepResult::Passed(user);
+            let event = self.event(ip, &creds.user, "basic-app-password", &result, now);
+            return Ok((result, Some(event)));
+        }
         let digits = stored
             .as_ref()
             .and_then(|u| u.tokens.first())

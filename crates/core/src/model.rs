@@ -166,6 +166,24 @@ impl Token {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScratchHash(pub String);
 
+/// A per-device password for an HTTP Basic client that cannot send a one-time code
+/// (mod_authn_otp's FallThrough use). Only its argon2id hash is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppPassword {
+    /// What the device is, e.g. `phone-caldav`.
+    pub label: String,
+    /// argon2id PHC string.
+    pub hash: String,
+    /// When it was made (unix seconds).
+    pub created: i64,
+}
+
+impl std::fmt::Debug for AppPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppPassword({:?}, created {})", self.label, self.created)
+    }
+}
+
 /// A person who may authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -183,6 +201,8 @@ pub struct User {
     pub tokens: Vec<Token>,
     /// Unused scratch codes, hashed.
     pub scratch: Vec<ScratchHash>,
+    /// App passwords for Basic clients that cannot send a code.
+    pub app_passwords: Vec<AppPassword>,
     /// Consecutive wrong codes since the last success.
     pub failures: u32,
     /// Locked by an administrator (`user lock`).
@@ -200,6 +220,7 @@ impl User {
             email: None,
             tokens: Vec::new(),
             scratch: Vec::new(),
+            app_passwords: Vec::new(),
             failures: 0,
             locked: false,
         }

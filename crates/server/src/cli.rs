@@ -272,6 +272,36 @@ pub enum UserCommand {
     /// Token management.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Per-device app passwords for HTTP Basic clients that cannot send a code.
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
+}
+
+/// `user app-password` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AppPasswordCommand {
+    /// Make a random app password for one device; shown once, stored as argon2id.
+    #[command(after_help = "Example:\n  portcullis user app-password add alice phone-caldav")]
+    Add {
+        /// User name.
+        name: String,
+        /// What the device is (letters, digits, - and _).
+        label: String,
+    },
+    /// List a user's app passwords (labels and dates only).
+    #[command(after_help = "Example:\n  portcullis user app-password list alice")]
+    List {
+        /// User name.
+        name: String,
+    },
+    /// Revoke one app password.
+    #[command(after_help = "Example:\n  portcullis user app-password remove alice phone-caldav")]
+    Remove {
+        /// User name.
+        name: String,
+        /// Its label.
+        label: String,
+    },
 }
 
 /// `user token` subcommands.

@@ -2,7 +2,7 @@
 //! transaction so concurrent processes verifying one code serialise and only one wins.
 
 use portcullis_core::invite::{Invite, InviteStore};
-use portcullis_core::model::{FirstFactor, ScratchHash, Step, Token, TokenKind, User};
+use portcullis_core::model::{AppPassword, FirstFactor, ScratchHash, Step, Token, TokenKind, User};
 use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
 use portcullis_core::{Directory, StoreError};
 use portcullis_otp::{Algorithm, Secret};
@@ -70,6 +70,14 @@ const MIGRATIONS: &[&str] = &[
         pending_algorithm TEXT,
         pending_digits INTEGER,
         pending_motp_pin TEXT
+    );",
+    // 3: per-device app passwords for HTTP Basic clients that cannot send a code.
+    "CREATE TABLE app_passwords (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (user, label)
     );",
 ];
 
@@ -237,6 +245,17 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
     user.scratch = stmt
         .query_map([name], |r| Ok(ScratchHash(r.get(0)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut stmt =
+        tx.prepare_cached("SELECT label, hash, created FROM app_passwords WHERE user = ?1 ORDER BY label")?;
+    user.app_passwords = stmt
+        .query_map([name], |r| {
+            Ok(AppPassword {
+                label: r.get(0)?,
+                hash: r.get(1)?,
+                created: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Some(user))
 }
 
@@ -320,6 +339,13 @@ fn save(tx: &Transaction<'_>, user: &User, insert: bool) -> rusqlite::Result<()>
                 t.last_used,
                 t.last_ip,
             ],
+        )?;
+    }
+    tx.execute("DELETE FROM app_passwords WHERE user = ?1", [&user.name])?;
+    for a in &user.app_passwords {
+        tx.execute(
+            "INSERT INTO app_passwords (user, label, hash, created) VALUES (?1, ?2, ?3, ?4)",
+            params![user.name, a.label, a.hash, a.created],
         )?;
     }
     tx.execute("DELETE FROM scratch WHERE user = ?1", [&user.name])?;

@@ -91,8 +91,8 @@ impl UsersFileStore {
         if !user.groups.is_empty() || user.display_name.is_some() || user.email.is_some() {
             return Err(self.unsupported("groups, display names or e-mail addresses"));
         }
-        if !user.scratch.is_empty() {
-            return Err(self.unsupported("scratch codes"));
+        if !user.scratch.is_empty() || !user.app_passwords.is_empty() {
+            return Err(self.unsupported("scratch codes or app passwords"));
         }
         if user.tokens.is_empty() {
             return Err(self.unsupported("a user without a token"));

@@ -200,7 +200,11 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
                 u.scratch.len()
             );
         }
+        if !u.app_passwords.is_empty() {
+            eprintln!("note: {}: app passwords are not exported", u.name);
+        }
         u.scratch.clear();
+        u.app_passwords.clear();
         u.groups.clear();
         u.display_name = None;
         u.email = None;

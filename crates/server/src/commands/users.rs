@@ -1,7 +1,7 @@
 //! `user ...`: add, list, show, remove, lock, unlock, passwd, scratch, token reset.
 
 use super::{Context_, new_password};
-use crate::cli::{TokenArgs, TokenCommand, UserCommand};
+use crate::cli::{AppPasswordCommand, TokenArgs, TokenCommand, UserCommand};
 use anyhow::{Context, Result, bail};
 use portcullis_core::config::{Config, DefaultKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
@@ -236,6 +236,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 ttl / 3600
             );
         }
+        UserCommand::AppPassword(cmd) => app_password(store, cmd)?,
         UserCommand::Token(TokenCommand::Reset { name, token }) => {
             let t = new_token(&ctx.config, &token)?;
             require(
@@ -251,4 +252,69 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `user app-password add|list|remove`.
+fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand) -> Result<()> {
+    use portcullis_core::model::AppPassword;
+    match cmd {
+        AppPasswordCommand::Add { name, label } => {
+            if label.is_empty()
+                || label.len() > 64
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("label {label:?}: use 1 to 64 letters, digits, - and _");
+            }
+            // 120 bits, in an alphabet that survives being typed into a phone.
+            let secret = data_encoding::BASE32_NOPAD.encode(&random::bytes(15)).to_lowercase();
+            let hash = password::hash_password(&secret)?;
+            let now = portcullis_core::Clock::now(&portcullis_core::SystemClock);
+            let mut duplicate = false;
+            require(
+                store.update(&name, &mut |u| {
+                    duplicate = u.app_passwords.iter().any(|a| a.label == label);
+                    if duplicate {
+                        return false;
+                    }
+                    u.app_passwords.push(AppPassword {
+                        label: label.clone(),
+                        hash: hash.clone(),
+                        created: now,
+                    });
+                    true
+                })?,
+                &name,
+            )?;
+            if duplicate {
+                bail!("{name} already has an app password labelled {label:?}; remove it first");
+            }
+            println!("App password for {name} ({label}), shown once; use it as the whole Basic password:");
+            println!("  {secret}");
+        }
+        AppPasswordCommand::List { name } => {
+            let u = store.user(&name)?.ok_or_else(|| StoreError::NotFound(name.clone()))?;
+            for a in &u.app_passwords {
+                println!("{:<24} created at unix {}", a.label, a.created);
+            }
+        }
+        AppPasswordCommand::Remove { name, label } => {
+            let mut found = false;
+            require(
+                store.update(&name, &mut |u| {
+                    let before = u.app_passwords.len();
+                    u.app_passwords.retain(|a| a.label != label);
+                    found = u.app_passwords.len() != before;
+                    found
+                })?,
+                &name,
+            )?;
+            if !found {
+                bail!("{name} has no app password labelled {label:?}; see `user app-password list {name}`");
+            }
+            println!("revoked app password {label} of {name}");
+        }
+    }
+    Ok(())
 }
