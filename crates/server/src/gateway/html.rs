@@ -40,7 +40,7 @@ pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"no-referrer\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
+<meta name=\"referrer\" content=\"same-origin\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
 <body><main>{body}<footer>portcullis</footer></main></body></html>",
         t = escape(title)
     )
