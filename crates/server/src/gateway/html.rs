@@ -40,7 +40,7 @@ pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"no-referrer\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
+<meta name=\"referrer\" content=\"same-origin\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
 <body><main>{body}<footer>portcullis</footer></main></body></html>",
         t = escape(title)
     )
@@ -65,14 +65,18 @@ fn hidden(name: &str, value: &str) -> String {
     )
 }
 
+/// What the code field says when signing in (a recovery code works there too).
+const SIGN_IN_HINT: &str = "The code from your authenticator app, or one of your recovery codes.";
+
 /// The code field, shared by the code page, the one-page login and enrollment.
-fn code_field(autofocus: bool) -> String {
+fn code_field(autofocus: bool, hint: &str) -> String {
     format!(
         "<label for=\"code\">One-time code</label>\
 <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" \
 maxlength=\"10\" required{} aria-describedby=\"code-hint\">\
-<p id=\"code-hint\" class=\"hint\">The code from your authenticator app, or one of your recovery codes.</p>",
-        if autofocus { " autofocus" } else { "" }
+<p id=\"code-hint\" class=\"hint\">{}</p>",
+        if autofocus { " autofocus" } else { "" },
+        escape(hint)
     )
 }
 
@@ -92,7 +96,11 @@ spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
         user = escape(username),
         focus_user = if username.is_empty() { " autofocus" } else { "" },
         focus_pw = if username.is_empty() { "" } else { " autofocus" },
-        code = if with_code { code_field(false) } else { String::new() },
+        code = if with_code {
+            code_field(false, SIGN_IN_HINT)
+        } else {
+            String::new()
+        },
     );
     page("Sign in", &body)
 }
@@ -107,7 +115,7 @@ pub fn code(csrf: &str, rd: &str, user: &str, error: Option<&str>) -> String {
         user = escape(user),
         csrf = hidden("csrf", csrf),
         rd = hidden("rd", rd),
-        code = code_field(true),
+        code = code_field(true, SIGN_IN_HINT),
     );
     page("Verification", &body)
 }
@@ -141,7 +149,8 @@ pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, e
         msg = message_box(error, None),
         user = escape(user),
         csrf = hidden("csrf", csrf),
-        code = code_field(false),
+        // Only the new token confirms it: recovery codes do not work here.
+        code = code_field(false, "The code your authenticator app shows now for this new account."),
     );
     page("Enroll", &body)
 }
@@ -183,5 +192,12 @@ mod tests {
         }
         assert!(html.contains("autocomplete=\"one-time-code\""));
         assert!(html.contains("name=\"viewport\""));
+    }
+
+    #[test]
+    fn enrollment_hint_does_not_offer_recovery_codes() {
+        let html = enroll("t", "bob", None, None, None);
+        assert!(!html.contains("recovery"), "{html}");
+        assert!(code("t", "", "bob", None).contains("recovery codes"));
     }
 }

@@ -89,11 +89,36 @@ impl App {
         }
         // A cross-site form post from a browser that sends Origin is refused outright.
         if let Some(origin) = header_str(headers, "origin")
-            && !self.config.server.portal_url.starts_with(origin)
+            && !same_origin(&self.config.server.portal_url, origin)
         {
             return false;
         }
         self.csrf_token(nonce).as_bytes().ct_eq(token.as_bytes()).into()
+    }
+}
+
+/// True when `origin` (an `Origin` header) is exactly the origin of `portal_url`: same
+/// scheme, host and port, not merely a prefix of it (`https://auth.example.co` is not
+/// `https://auth.example.com`). `null` matches nothing.
+pub fn same_origin(portal_url: &str, origin: &str) -> bool {
+    fn normalise(url: &str) -> Option<String> {
+        let (scheme, rest) = url.split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("").to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => ":443",
+            "http" => ":80",
+            _ => "",
+        };
+        let authority = match authority.strip_suffix(default_port) {
+            Some(a) if !default_port.is_empty() => a.to_string(),
+            _ => authority,
+        };
+        (!authority.is_empty() && !authority.contains('@')).then(|| format!("{scheme}://{authority}"))
+    }
+    match (normalise(portal_url), normalise(origin)) {
+        (Some(p), Some(o)) => p == o,
+        _ => false,
     }
 }
 
@@ -166,7 +191,10 @@ fn no_store(r: &mut Response) {
             "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
         ),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // same-origin, not no-referrer: other sites still get no Referer (no return URL leaks),
+    // but browsers send the portal's own form posts with their real Origin instead of
+    // `Origin: null`, which the CSRF check must refuse.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
 }
 
 /// Everything but RFC 3986 unreserved characters is escaped in query values.
@@ -179,4 +207,32 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// Percent-encodes a value for a query string.
 pub fn query_escape(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn origin_must_match_the_portal_exactly() {
+        let portal = "https://auth.example.com";
+        assert!(same_origin(portal, "https://auth.example.com"));
+        assert!(same_origin(
+            "https://auth.example.com/portal/",
+            "https://AUTH.example.com"
+        ));
+        assert!(same_origin("https://auth.example.com:443", "https://auth.example.com"));
+        assert!(same_origin("http://127.0.0.1:9091", "http://127.0.0.1:9091"));
+        for other in [
+            "https://auth.example.co",
+            "https://auth.example.com.evil.net",
+            "http://auth.example.com",
+            "https://auth.example.com:8443",
+            "null",
+            "",
+        ] {
+            assert!(!same_origin(portal, other), "{other}");
+        }
+        assert!(!same_origin("http://127.0.0.1:9091", "http://127.0.0.1:909"));
+    }
 }

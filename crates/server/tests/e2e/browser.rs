@@ -1,0 +1,240 @@
+//! The login portal in a real headless Chromium: `portcullis serve` on a free loopback
+//! port, driven by `tests/browser/portal.mjs` (playwright-core, `/usr/bin/chromium`),
+//! which signs in, signs out, enrolls through an invitation and writes screenshots to
+//! `target/screenshots/`. `scripts/test` installs Chromium and the npm package.
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The Node script's own limit; the test kills it a little later than that.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A child process killed (and reaped) when dropped, also when the test panics.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Fails, naming scripts/test, when node, the npm package or Chromium is missing.
+fn require_browser_tools() {
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is not installed; install Node.js, then run scripts/test"
+    );
+    assert!(
+        browser_dir()
+            .join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "playwright-core is not installed in {}; run scripts/test (it runs `npm ci` there)",
+        browser_dir().display()
+    );
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing; run scripts/test (it installs the Debian package chromium)"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Rewrites the `key = ...` line of the init template (each must occur exactly once).
+fn set_keys(config: &Path, values: &[(&str, String)]) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut out = String::new();
+    let mut seen = vec![0; values.len()];
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match values.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                seen[i] += 1;
+                out.push_str(&format!("{key} = {}\n", values[i].1));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for ((key, _), n) in values.iter().zip(seen) {
+        assert_eq!(n, 1, "`{key} =` occurs {n} times in the init template");
+    }
+    std::fs::write(config, out).unwrap();
+}
+
+/// One plain HTTP/1.0 GET; returns the whole response, or None when nobody answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn wait_healthy(port: u16, server: &mut Killed, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if http_get(port, "/api/health").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+        {
+            return;
+        }
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!(
+                "portcullis serve exited ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "portcullis serve did not answer /api/health within 30 s:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn portal_login_logout_and_enrollment_in_chromium() {
+    require_browser_tools();
+    let started = Instant::now();
+    let env = Env::new("");
+    let port = free_port();
+    let portal = format!("http://127.0.0.1:{port}");
+    set_keys(
+        &env.config(),
+        &[
+            ("listen", format!("\"127.0.0.1:{port}\"")),
+            ("portal_url", format!("\"{portal}\"")),
+            ("default_redirect", format!("\"{portal}/\"")),
+            ("demo_page", "true".into()),
+            ("secure", "false".into()),
+        ],
+    );
+    env.ok(&["config", "check"], None);
+
+    let alice_password = "correct horse battery staple";
+    let alice_secret = secret_of(&env.add_user("alice", alice_password, &[]));
+    let bob_password = "bob's password";
+    env.ok(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--no-token",
+            "--no-terminal-qr",
+        ],
+        Some(&format!("{bob_password}\n")),
+    );
+
+    let server_log = env.path().join("serve.log");
+    let log_file = std::fs::File::create(&server_log).unwrap();
+    let mut server = Killed(
+        env.command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn portcullis serve"),
+    );
+    wait_healthy(port, &mut server, &server_log);
+
+    let invite = env.ok(&["user", "invite", "bob"], None);
+    let invite_url = invite
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{portal}/enroll/")))
+        .unwrap_or_else(|| panic!("no enrollment link in `user invite` output:\n{invite}"))
+        .to_string();
+
+    let screenshots = workspace_root().join("target/screenshots");
+    let script_out = env.path().join("portal.out");
+    let mut node = Killed(
+        Command::new("node")
+            .arg("portal.mjs")
+            .current_dir(browser_dir())
+            .env("PORTAL_URL", &portal)
+            .env("PORTCULLIS_BIN", bin())
+            .env("PORTCULLIS_CONFIG", env.config())
+            .env("SCREENSHOTS", &screenshots)
+            .env("ALICE_SECRET", &alice_secret)
+            .env("ALICE_PASSWORD", alice_password)
+            .env("INVITE_URL", &invite_url)
+            .env("BOB_PASSWORD", bob_password)
+            .env("CHROMIUM", CHROMIUM)
+            .env("TIMEOUT_MS", SCRIPT_TIMEOUT.as_millis().to_string())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&script_out).unwrap())
+            .stderr(std::fs::File::create(env.path().join("portal.err")).unwrap())
+            .spawn()
+            .expect("spawn node"),
+    );
+    let deadline = Instant::now() + SCRIPT_TIMEOUT + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = node.0.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let report = || {
+        format!(
+            "--- portal.mjs stdout\n{}--- portal.mjs stderr\n{}--- portcullis serve\n{}",
+            std::fs::read_to_string(&script_out).unwrap_or_default(),
+            std::fs::read_to_string(env.path().join("portal.err")).unwrap_or_default(),
+            std::fs::read_to_string(&server_log).unwrap_or_default(),
+        )
+    };
+    assert!(status.is_some(), "portal.mjs did not finish in time:\n{}", report());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "portal.mjs failed ({status:?}):\n{}",
+        report()
+    );
+    for name in [
+        "01-login",
+        "01-login-mobile",
+        "02-code",
+        "03-demo",
+        "04-logout",
+        "05-wrong-code",
+        "06-enroll",
+        "06-enroll-mobile",
+        "07-enrolled",
+        "08-bob-demo",
+    ] {
+        let png = screenshots.join(format!("{name}.png"));
+        let head = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(head.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
+    }
+    drop(server);
+    eprintln!(
+        "browser test passed in {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        screenshots.display()
+    );
+}
