@@ -131,13 +131,28 @@ pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> String {
     )
 }
 
+/// The base32 key of an otpauth URI in groups of four, as apps ask for it when typed.
+fn grouped_key(uri: &str) -> String {
+    let key = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap_or("");
+    key.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The enrollment page: the QR code (inline SVG) and URI shown once, and a first code to confirm.
 pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, error: Option<&str>) -> String {
     let shown = match (qr_svg, uri) {
         (Some(svg), Some(uri)) => format!(
             "<p>Scan this code with your authenticator app. It is shown only once.</p>\
 <div class=\"qr\" role=\"img\" aria-label=\"QR code of your new token\">{svg}</div>\
-<details><summary>Can't scan? Enter the key by hand</summary><p><code>{}</code></p></details>",
+<details><summary>Can't scan? Enter the key by hand</summary><p>Key (time-based, 30 s): \
+<code>{}</code></p><p class=\"hint\">Or open this link on the phone: <code>{}</code></p></details>",
+            escape(&grouped_key(uri)),
             escape(uri)
         ),
         _ => "<p class=\"note\">The QR code was already shown once. If you did not scan it, ask for a new invitation.</p>"

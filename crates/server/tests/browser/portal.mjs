@@ -247,10 +247,13 @@ async function main() {
   await qr.waitFor({ state: 'visible', timeout: 5000 }).catch(() => fail('no QR code on the enrollment page'));
   expect((await qr.locator('svg').count()) === 1, 'the QR code is not an inline SVG');
   await bob.getByText("Can't scan? Enter the key by hand").click();
-  const uri = (await bob.locator('details code').innerText()).trim();
+  const uri = (await bob.locator('details code').last().innerText()).trim();
   expect(uri.startsWith('otpauth://totp/'), `the enrollment page shows ${JSON.stringify(uri)}, not an otpauth URI`);
   const bobSecret = new URL(uri).searchParams.get('secret');
   expect(bobSecret && /^[A-Z2-7]+=*$/.test(bobSecret), `no base32 secret in ${uri}`);
+  // The key for typing by hand is the same secret, in groups of four.
+  const typed = (await bob.locator('details code').first().innerText()).replace(/\s+/g, '');
+  expect(typed === bobSecret, `the key to type (${typed}) differs from the URI's secret`);
   await shot(bob, 'enroll');
   // The same page on a phone: the QR code must fit.
   await bob.setViewportSize({ width: 375, height: 667 });

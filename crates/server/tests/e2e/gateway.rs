@@ -329,3 +329,30 @@ fn json_log_lines_are_one_object_each() {
         "the user name stays inside one line: {log}"
     );
 }
+
+#[test]
+fn app_passwords_let_a_basic_client_in_without_a_code_until_revoked() {
+    let env = Env::new("");
+    env.add_user("lee", "pw", &[]);
+    let out = env.ok(&["user", "app-password", "add", "lee", "phone-caldav"], None);
+    let app_pw = out.lines().last().unwrap().trim().to_string();
+    assert_eq!(app_pw.len(), 24, "{out}");
+    assert!(
+        env.ok(&["user", "app-password", "list", "lee"], None)
+            .contains("phone-caldav")
+    );
+    let dup = env.run(&["user", "app-password", "add", "lee", "phone-caldav"], None);
+    assert_eq!(dup.status.code(), Some(2));
+    env.loopback_portal(free_port());
+    env.set("otp", "linger", "0");
+    let gw = env.serve();
+    let r = basic(&gw, "lee", &app_pw, "127.0.0.1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("remote-user"), Some("lee"));
+    assert!(gw.log_text().contains("method=\"basic-app-password\""));
+    // It is not a portal password.
+    let b = Browser::new(&env, "lee");
+    assert_eq!(b.login(&gw, "lee", &app_pw, "000000", "").status, 401);
+    env.ok(&["user", "app-password", "remove", "lee", "phone-caldav"], None);
+    assert_eq!(basic(&gw, "lee", &app_pw, "127.0.0.1").status, 401, "revoked");
+}
