@@ -141,8 +141,11 @@ pub struct Authorizer<'a> {
 /// longer than the linger window of the code it holds, and only for the same address.
 pub struct BasicCache {
     key: [u8; 32],
-    entries: Mutex<HashMap<[u8; 32], (i64, Box<User>)>>,
+    entries: Mutex<HashMap<[u8; 32], CachedBasic>>,
 }
+
+/// Until when (unix seconds) an accepted Basic credential stands, and for whom.
+type CachedBasic = (i64, Box<User>);
 
 /// Entries kept at most; the cache is emptied of expired entries when it is full.
 const BASIC_CACHE_MAX: usize = 10_000;
