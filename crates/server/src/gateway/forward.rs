@@ -15,12 +15,12 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// The original request as a trusted proxy describes it.
-struct Original {
-    method: String,
+pub(super) struct Original {
+    pub(super) method: String,
     scheme: String,
-    host: String,
+    pub(super) host: String,
     /// Path and query exactly as sent.
-    uri: String,
+    pub(super) uri: String,
 }
 
 impl Original {
@@ -30,7 +30,7 @@ impl Original {
 }
 
 /// Why the description of the original request was refused.
-enum Malformed {
+pub(super) enum Malformed {
     /// Nothing to decide on: 401 (never 200).
     Missing,
     /// Present but unusable: 400.
@@ -50,7 +50,7 @@ fn valid_uri(uri: &str) -> bool {
 }
 
 /// Parses `X-Original-URL` (`scheme://host[:port]/path?query`).
-fn parse_original_url(url: &str, method: &str) -> Result<Original, Malformed> {
+pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Malformed> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or(Malformed::Bad("X-Original-URL is not an absolute URL"))?;

@@ -69,6 +69,32 @@ impl App {
         self.sessions.get(id, self.clock_now(), Some(ip))
     }
 
+    /// True when the page at `rd` needs no second factor for `user` from `ip` (a trusted
+    /// network or a one_factor rule), so the code step can be skipped.
+    fn one_factor_enough(&self, rd: &str, ip: std::net::IpAddr, user: &portcullis_core::User) -> bool {
+        use portcullis_core::access::{Decision, Policy, Resource, Subject};
+        let Some(url) = self.targets.check(rd) else {
+            return false;
+        };
+        let Ok(o) = super::forward::parse_original_url(&url, "GET") else {
+            return false;
+        };
+        let resource = Resource {
+            method: &o.method,
+            host: &o.host,
+            path: &o.uri,
+            client_ip: ip,
+        };
+        let subject = Subject {
+            user: &user.name,
+            groups: &user.groups,
+        };
+        matches!(
+            self.access.policy_for(&resource, Some(&subject)),
+            Ok(Decision::Policy(Policy::OneFactor | Policy::Bypass))
+        )
+    }
+
     fn log(&self, e: &AuthEvent) {
         super::audit::log(e);
         self.metrics.auth(e.failure.is_none(), e.banned);
@@ -160,32 +186,34 @@ pub async fn login_submit(
     let code = form.code.clone();
     let two_step = app.config.server.two_step;
     let old = app.session_cookie(&headers).map(str::to_string);
-    let result = blocking(
-        &app,
-        move |app| -> Result<(StepResult, Option<AuthEvent>, Option<String>), String> {
-            let authz = app.authorizer();
-            let (first, e1) = authz.password_step(&user, &password, ip).map_err(|e| e.to_string())?;
-            app.log(&e1);
-            let StepResult::Passed(u) = first else {
-                return Ok((first, None, None));
-            };
-            if two_step {
-                // Every login step gets a new session id: no fixation.
-                let s = authz.session_for(&u, Level::OneFactor, ip);
-                let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
-                return Ok((StepResult::Passed(u), None, Some(id.as_str().to_string())));
-            }
-            let (second, e2) = authz.code_step(&user, &code, ip).map_err(|e| e.to_string())?;
-            let StepResult::Passed(u) = second else {
-                return Ok((second, Some(e2), None));
-            };
-            let s = authz.session_for(&u, Level::TwoFactor, ip);
+    let rd = form.rd.clone();
+    // (result, event of the code step, new session id, whether the login is complete)
+    type LoginStep = (StepResult, Option<AuthEvent>, Option<String>, bool);
+    let result = blocking(&app, move |app| -> Result<LoginStep, String> {
+        let authz = app.authorizer();
+        let (first, e1) = authz.password_step(&user, &password, ip).map_err(|e| e.to_string())?;
+        app.log(&e1);
+        let StepResult::Passed(u) = first else {
+            return Ok((first, None, None, false));
+        };
+        // A trusted network or a one_factor rule for the page asked for: no code needed.
+        let enough = app.one_factor_enough(&rd, ip, &u);
+        if two_step || enough {
+            // Every login step gets a new session id: no fixation.
+            let s = authz.session_for(&u, Level::OneFactor, ip);
             let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
-            Ok((StepResult::Passed(u), Some(e2), Some(id.as_str().to_string())))
-        },
-    )
+            return Ok((StepResult::Passed(u), None, Some(id.as_str().to_string()), enough));
+        }
+        let (second, e2) = authz.code_step(&user, &code, ip).map_err(|e| e.to_string())?;
+        let StepResult::Passed(u) = second else {
+            return Ok((second, Some(e2), None, false));
+        };
+        let s = authz.session_for(&u, Level::TwoFactor, ip);
+        let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
+        Ok((StepResult::Passed(u), Some(e2), Some(id.as_str().to_string()), true))
+    })
     .await;
-    let Some(Ok((result, event, session))) = result else {
+    let Some(Ok((result, event, session, done))) = result else {
         tracing::error!(error = ?result.and_then(Result::err), "login failed");
         return server_error();
     };
@@ -194,10 +222,10 @@ pub async fn login_submit(
     }
     match (result, session) {
         (StepResult::Passed(_), Some(id)) => {
-            let next = if two_step {
-                format!("/login/code?rd={}", super::web::query_escape(&form.rd))
-            } else {
+            let next = if done {
                 app.return_url(&form.rd)
+            } else {
+                format!("/login/code?rd={}", super::web::query_escape(&form.rd))
             };
             see_other(&next, vec![app.session_set_cookie(&id)])
         }

@@ -356,3 +356,52 @@ fn app_passwords_let_a_basic_client_in_without_a_code_until_revoked() {
     env.ok(&["user", "app-password", "remove", "lee", "phone-caldav"], None);
     assert_eq!(basic(&gw, "lee", &app_pw, "127.0.0.1").status, 401, "revoked");
 }
+
+#[test]
+fn a_trusted_network_skips_the_second_factor_like_pam_access() {
+    let env = Env::new("");
+    env.add_user("max", "pw", &[]);
+    env.loopback_portal(free_port());
+    std::fs::write(
+        env.config(),
+        std::fs::read_to_string(env.config()).unwrap()
+            + "\n[[access.rules]]\nnetworks = \"127.0.0.0/30\"\npolicy = \"one_factor\"\n",
+    )
+    .unwrap();
+    let gw = env.serve();
+    let rd = gw.url("/");
+    let b = Browser::new(&env, "lan");
+    let page = b.get(&gw.url("/login"), &[]);
+    let r = b.post(
+        &gw.url("/login"),
+        &[
+            ("csrf", &page.csrf()),
+            ("rd", &rd),
+            ("username", "max"),
+            ("password", "pw"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some(rd.as_str()),
+        "no code page from the trusted network"
+    );
+    let check = b.get(
+        &gw.url("/api/authz/auth-request"),
+        &["-H", "X-Original-URL: http://127.0.0.1/x"],
+    );
+    assert_eq!(check.status, 200);
+    // From outside the network (as the trusted proxy reports it) the same one-factor
+    // session is not enough.
+    let r = b.get(
+        &gw.url("/api/authz/auth-request"),
+        &[
+            "-H",
+            "X-Original-URL: http://127.0.0.1/x",
+            "-H",
+            "X-Forwarded-For: 192.0.2.44",
+        ],
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+}
