@@ -284,38 +284,25 @@ fn token_from_columns(kind: &str, period: u32, secret: Vec<u8>, algorithm: &str,
     Token::new(kind, step, Secret::from_bytes(secret), algorithm, digits)
 }
 
-fn save(tx: &Transaction<'_>, user: &User, insert: bool) -> rusqlite::Result<()> {
+fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
     let ff = first_factor_text(&user.first_factor);
     let groups = user.groups.join(",");
-    if insert {
-        tx.execute(
-            "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                user.name,
-                ff.as_str(),
-                groups,
-                user.display_name,
-                user.email,
-                user.failures,
-                user.locked
-            ],
-        )?;
-    } else {
-        tx.execute(
-            "UPDATE users SET first_factor = ?2, groups = ?3, display_name = ?4, email = ?5,
-             failures = ?6, locked = ?7 WHERE name = ?1",
-            params![
-                user.name,
-                ff.as_str(),
-                groups,
-                user.display_name,
-                user.email,
-                user.failures,
-                user.locked
-            ],
-        )?;
-    }
+    // One upsert for both create and update; `create` has already refused an existing name.
+    tx.execute(
+        "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(name) DO UPDATE SET first_factor = ?2, groups = ?3, display_name = ?4,
+         email = ?5, failures = ?6, locked = ?7",
+        params![
+            user.name,
+            ff.as_str(),
+            groups,
+            user.display_name,
+            user.email,
+            user.failures,
+            user.locked
+        ],
+    )?;
     tx.execute("DELETE FROM tokens WHERE user = ?1", [&user.name])?;
     for (i, t) in user.tokens.iter().enumerate() {
         let (kind, period) = token_kind_period(t);
@@ -388,7 +375,7 @@ impl Directory for SqliteStore {
         if load(&tx, &user.name).map_err(|e| self.err(e))?.is_some() {
             return Err(StoreError::Exists(user.name.clone()));
         }
-        save(&tx, user, true).map_err(|e| self.err(e))?;
+        save(&tx, user).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -410,7 +397,7 @@ impl Directory for SqliteStore {
             return Ok(false);
         };
         if change(&mut user) {
-            save(&tx, &user, false).map_err(|e| self.err(e))?;
+            save(&tx, &user).map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
         }
         Ok(true)
@@ -848,7 +835,7 @@ mod tests {
         drop(c);
 
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let bob = s.user("bob").unwrap().unwrap();
         assert_eq!(bob.first_factor, FirstFactor::External);
         assert_eq!(bob.groups, vec!["ops".to_string()]);

@@ -150,6 +150,11 @@ async fn blocking<T: Send + 'static>(app: &Arc<App>, f: impl FnOnce(&App) -> T +
     tokio::task::spawn_blocking(move || f(&app2)).await.ok()
 }
 
+/// Back to the login page, keeping the return URL.
+fn to_login(rd: &str) -> Response {
+    see_other(&format!("/login?rd={}", super::web::query_escape(rd)), vec![])
+}
+
 fn server_error() -> Response {
     page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,7 +247,7 @@ pub async fn code_page(
 ) -> Response {
     let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
-        return see_other(&format!("/login?rd={}", super::web::query_escape(&q.rd)), vec![]);
+        return to_login(&q.rd);
     };
     if s.level == Level::TwoFactor {
         return see_other(&app.return_url(&q.rd), vec![]);
@@ -264,7 +269,7 @@ pub async fn code_submit(
 ) -> Response {
     let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
-        return see_other(&format!("/login?rd={}", super::web::query_escape(&form.rd)), vec![]);
+        return to_login(&form.rd);
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str| {
@@ -334,7 +339,7 @@ pub async fn demo_page(
         Some(s) if s.level == Level::TwoFactor => page(StatusCode::OK, html::demo(&s.user, &s.groups), vec![]),
         _ => {
             let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
-            see_other(&format!("/login?rd={}", super::web::query_escape(&here)), vec![])
+            to_login(&here)
         }
     }
 }
