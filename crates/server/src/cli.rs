@@ -234,23 +234,28 @@ pub enum UserCommand {
         name: String,
     },
     /// List users with token type, failures and lock state.
+    #[command(after_help = "Example:\n  portcullis user list")]
     List,
     /// Show one user (never the secret).
+    #[command(after_help = "Example:\n  portcullis user show alice")]
     Show {
         /// User name.
         name: String,
     },
     /// Delete a user and its tokens.
+    #[command(after_help = "Example:\n  portcullis user remove alice")]
     Remove {
         /// User name.
         name: String,
     },
     /// Lock a user: every attempt is refused until `unlock`.
+    #[command(after_help = "Example:\n  portcullis user lock alice")]
     Lock {
         /// User name.
         name: String,
     },
     /// Unlock a user and clear the failure count.
+    #[command(after_help = "Example:\n  portcullis user unlock alice")]
     Unlock {
         /// User name.
         name: String,
@@ -265,6 +270,7 @@ pub enum UserCommand {
         password_stdin: bool,
     },
     /// Make 10 new one-time recovery codes (replacing old ones); shown once, stored hashed.
+    #[command(after_help = "Example:\n  portcullis user scratch alice")]
     Scratch {
         /// User name.
         name: String,
