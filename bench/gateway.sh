@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Gateway benchmarks, all measured in one run on this machine, each against a reference
+# measured in the same run:
+#   1. wrk on /api/authz/auth-request (valid session) vs a bare hyper server answering 204;
+#   2. nginx auth_request -> portcullis vs nginx auth_request -> the bare 204 server (the
+#      ceiling of the mechanism), protecting a small static file;
+#   3. memory per active session (in-process session table; SQLite bytes on disk);
+#   4. logins per second per core (argon2id, full Gate check) and the gateway's RSS under
+#      a flood of 200 concurrent wrong-password logins.
+# Pinning: every server (portcullis, bare hyper, nginx's single worker) on core 0 with
+# `taskset -c 0`, wrk on core 1 (`taskset -c 1`). Needs wrk, nginx, curl, python3 and
+# at least 2 cores. Usage: bash bench/gateway.sh [--rows]   (--rows: table rows only,
+# for bench/run.sh). Progress goes to stderr, the table to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+rows_only=false
+[ "${1:-}" = "--rows" ] && rows_only=true
+DURATION=${BENCH_DURATION:-10}   # seconds per measurement (after a 2 s warm-up)
+CONNS=${BENCH_CONNECTIONS:-32}
+SERVER_CPU=0
+CLIENT_CPU=1
+
+log() { echo "gateway.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+for tool in wrk curl python3 taskset; do
+  command -v "$tool" >/dev/null || die "$tool is missing (bench/run.sh installs wrk and nginx)"
+done
+[ -x "$nginx_bin" ] || die "nginx is missing (bench/run.sh installs it)"
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 cores: servers on core $SERVER_CPU, wrk on core $CLIENT_CPU"
+
+log "building (release)"
+cargo build --release -q -p portcullis -p portcullis-bench --bins >&2
+target=${CARGO_TARGET_DIR:-$repo/target}
+bin=$target/release/portcullis
+bare=$target/release/bare_hyper
+
+work=$(mktemp -d)
+chmod 755 "$work" # nginx's worker (nobody, when started as root) reads $work/www
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # URL: wait until it answers at all (any status)
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  die "nothing answers at $1"
+}
+
+# wrk summary as "req/s p50_ms p99_ms non2xx errors" (latencies normalised to ms).
+wrk_parse() {
+  python3 - "$1" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    n, u = float(m.group(1)), m.group(2)
+    return n * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
+errs = re.search(r"Socket errors:.*", t)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx.group(1) if non2xx else 0} {'yes' if errs else 'no'}")
+EOF
+}
+
+# run_wrk NAME URL [wrk args...]: 2 s warm-up, then the measurement; wrk_parse's line
+# goes to $work/NAME.res.
+run_wrk() {
+  local name=$1 url=$2; shift 2
+  taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
+  taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$work/$name.wrk"
+  local r; r=$(wrk_parse "$work/$name.wrk")
+  set -- $r
+  [ "$4" = 0 ] || die "$name: $4 responses were not 2xx/3xx (see wrk output: $(cat "$work/$name.wrk"))"
+  [ "$5" = no ] || log "$name: wrk reported socket errors: $(grep 'Socket errors' "$work/$name.wrk")"
+  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms"
+  echo "$r" >"$work/$name.res"
+}
+
+rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+# --- the gateway: a user with password and TOTP, logged in through the portal -------------
+cfgdir=$work/pc
+gw_port=$(free_port)
+"$bin" init --dir "$cfgdir" >/dev/null
+cfg=$cfgdir/portcullis.toml
+sed -i \
+  -e "s|^listen = \"127.0.0.1:9091\"|listen = \"127.0.0.1:$gw_port\"|" \
+  -e "s|^secure = true |secure = false|" \
+  -e "s|http://127.0.0.1:9091|http://127.0.0.1:$gw_port|g" \
+  "$cfg"
+grep -q "^listen = \"127.0.0.1:$gw_port\"" "$cfg" && grep -q '^secure = false' "$cfg" \
+  || die "could not set [server] listen / [session] secure in $cfg"
+"$bin" -c "$cfg" config check >/dev/null
+# The login flood needs every attempt to reach argon2 (a distributed attack, from many
+# addresses): the same store, regulation off, on its own port and in its own process.
+flood_port=$(free_port)
+sed -e "s|^listen = \"127.0.0.1:$gw_port\"|listen = \"127.0.0.1:$flood_port\"|" \
+  -e "s|^max_retries = 5 |max_retries = 0 |" "$cfg" >"$cfgdir/flood.toml"
+grep -q '^max_retries = 0 ' "$cfgdir/flood.toml" || die "could not turn regulation off in flood.toml"
+
+secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
+password='bench password 1'
+printf '%s\n' "$password" | "$bin" -c "$cfg" user add bench --password-stdin --secret "$secret" \
+  --group users --display-name "Bench User" --email bench@example.com --no-terminal-qr >/dev/null
+
+RUST_LOG=warn taskset -c $SERVER_CPU "$bin" -c "$cfg" serve >"$work/gateway.log" 2>&1 &
+gw_pid=$!; pids+=("$gw_pid")
+gw=http://127.0.0.1:$gw_port
+wait_http "$gw/api/health"
+
+jar=$work/cookies
+csrf_of() { sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1; }
+csrf=$(curl -sf -c "$jar" "$gw/login" | csrf_of)
+[ -n "$csrf" ] || die "no CSRF token on $gw/login"
+status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+  --data-urlencode username=bench --data-urlencode "password=$password" --data-urlencode rd= "$gw/login")
+[ "$status" = 303 ] || die "password step answered $status, not 303"
+csrf=$(curl -sf -b "$jar" -c "$jar" "$gw/login/code" | csrf_of)
+code=$("$bin" otp code --secret "$secret")
+status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+  --data-urlencode "code=$code" --data-urlencode rd= "$gw/login/code")
+[ "$status" = 303 ] || die "code step answered $status, not 303"
+sid=$(awk '$6=="portcullis_session"{print $7}' "$jar" | tail -n1)
+[ -n "$sid" ] || die "no session cookie after the login"
+authz() { curl -s -o /dev/null -w '%{http_code}' "$@" -H "X-Original-URL: http://127.0.0.1/x" "$gw/api/authz/auth-request"; }
+[ "$(authz -H "Cookie: portcullis_session=$sid")" = 200 ] || die "auth-request with the session is not 200"
+[ "$(authz)" = 401 ] || die "auth-request without a session is not 401"
+log "logged in through the portal; session cookie works"
+
+bare_port=$(free_port)
+taskset -c $SERVER_CPU "$bare" "127.0.0.1:$bare_port" 2>"$work/bare.log" &
+pids+=("$!")
+bare_url=http://127.0.0.1:$bare_port
+wait_http "$bare_url/"
+
+# --- 1. direct: auth-request vs bare hyper ------------------------------------------------
+rss_idle=$(rss_kb "$gw_pid" VmRSS)
+run_wrk direct-portcullis "$gw/api/authz/auth-request" \
+  -H "Cookie: portcullis_session=$sid" -H "X-Original-URL: http://127.0.0.1/x"
+read -r d_rps d_p50 d_p99 _ <"$work/direct-portcullis.res"
+rss_loaded=$(rss_kb "$gw_pid" VmRSS)
+run_wrk direct-bare "$bare_url/api/authz/auth-request" \
+  -H "Cookie: portcullis_session=$sid" -H "X-Original-URL: http://127.0.0.1/x"
+read -r b_rps b_p50 b_p99 _ <"$work/direct-bare.res"
+
+# --- 2. nginx auth_request -> portcullis | bare, protecting a static file ----------------
+ngx=$work/nginx
+mkdir -p "$ngx/tmp" "$work/www"
+printf '<!doctype html><title>protected</title><p>Hello, you are signed in.</p>\n' >"$work/www/index.html"
+chmod 755 "$work/www"; chmod 644 "$work/www/index.html"
+sed "s|127.0.0.1:9091|127.0.0.1:$gw_port|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-portcullis.conf"
+sed "s|127.0.0.1:9091|127.0.0.1:$bare_port|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-bare.conf"
+grep -q "127.0.0.1:$gw_port/" "$ngx/authrequest-portcullis.conf" || die "could not set the upstream port in the snippet"
+# A variant that is NOT the shipped snippet: the auth server behind an upstream{} with
+# keepalive, so the subrequests reuse connections instead of opening one each.
+keepalive_variant() { # SNIPPET UPSTREAM_NAME
+  sed -e "s|proxy_pass http://127.0.0.1:[0-9]*/|proxy_pass http://$2/|" \
+    -e 's|^\(\s*\)proxy_pass_request_body off;|\1proxy_http_version 1.1;\n\1proxy_set_header Connection "";\n&|' "$ngx/$1"
+}
+keepalive_variant authrequest-portcullis.conf ka_portcullis >"$ngx/authrequest-portcullis-ka.conf"
+keepalive_variant authrequest-bare.conf ka_bare >"$ngx/authrequest-bare-ka.conf"
+grep -q 'proxy_http_version 1.1;' "$ngx/authrequest-bare-ka.conf" || die "could not make the keepalive variant"
+ngx_a=$(free_port); ngx_b=$(free_port); ngx_c=$(free_port); ngx_d=$(free_port)
+site() { # PORT SNIPPET
+  cat <<EOF
+    server {
+        listen 127.0.0.1:$1;
+        server_name _;
+        set \$portcullis_portal $gw;
+        include $ngx/$2;
+        location / {
+            include $repo/contrib/nginx/portcullis-protect.conf;
+            root $work/www;
+            index index.html;
+        }
+    }
+EOF
+}
+cat >"$ngx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $ngx/tmp/body;
+    proxy_temp_path $ngx/tmp/proxy;
+    fastcgi_temp_path $ngx/tmp/fastcgi;
+    uwsgi_temp_path $ngx/tmp/uwsgi;
+    scgi_temp_path $ngx/tmp/scgi;
+    upstream ka_portcullis { server 127.0.0.1:$gw_port; keepalive 64; }
+    upstream ka_bare { server 127.0.0.1:$bare_port; keepalive 64; }
+$(site "$ngx_a" authrequest-portcullis.conf)
+$(site "$ngx_b" authrequest-bare.conf)
+$(site "$ngx_c" authrequest-portcullis-ka.conf)
+$(site "$ngx_d" authrequest-bare-ka.conf)
+}
+EOF
+"$nginx_bin" -t -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>"$work/nginx-t.log" \
+  || die "nginx -t failed: $(cat "$work/nginx-t.log")"
+taskset -c $SERVER_CPU "$nginx_bin" -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" &
+pids+=("$!")
+wait_http "http://127.0.0.1:$ngx_a/"
+page() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+[ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_a/")" = 200 ] || die "nginx -> portcullis: the page is not 200 with a session"
+[ "$(page "http://127.0.0.1:$ngx_a/")" = 302 ] || die "nginx -> portcullis: the page is not 302 (to the portal) without a session"
+[ "$(page "http://127.0.0.1:$ngx_b/")" = 200 ] || die "nginx -> bare: the page is not 200"
+[ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_c/")" = 200 ] || die "nginx -> portcullis (keepalive): the page is not 200 with a session"
+[ "$(page "http://127.0.0.1:$ngx_c/")" = 302 ] || die "nginx -> portcullis (keepalive): the page is not 302 without a session"
+run_wrk nginx-portcullis "http://127.0.0.1:$ngx_a/" -H "Cookie: portcullis_session=$sid"
+read -r n_rps n_p50 n_p99 _ <"$work/nginx-portcullis.res"
+run_wrk nginx-bare "http://127.0.0.1:$ngx_b/" -H "Cookie: portcullis_session=$sid"
+read -r c_rps c_p50 c_p99 _ <"$work/nginx-bare.res"
+run_wrk nginx-ka-portcullis "http://127.0.0.1:$ngx_c/" -H "Cookie: portcullis_session=$sid"
+read -r k_rps k_p50 k_p99 _ <"$work/nginx-ka-portcullis.res"
+run_wrk nginx-ka-bare "http://127.0.0.1:$ngx_d/" -H "Cookie: portcullis_session=$sid"
+read -r kb_rps kb_p50 kb_p99 _ <"$work/nginx-ka-bare.res"
+
+# --- 3. memory per session (in-process table) and SQLite bytes per session ----------------
+log "session memory (100k sessions in-process)"
+taskset -c $SERVER_CPU "$target/release/session_memory" 100000 20 >"$work/mem.txt"
+val() { sed -n "s/^$2=//p" "$1"; }
+
+# --- 4. logins per second per core, and RSS under a login flood --------------------------
+log "login rate (argon2id, Gate)"
+taskset -c $SERVER_CPU "$target/release/login_rate" 5 >"$work/login.txt"
+
+# flood NAME [VAR=value...]: a fresh flood gateway (with that environment), 200 concurrent
+# wrong-password logins for $DURATION s; writes "logins/s rss_before peak rss_after threads"
+# (kB) to $work/NAME.res.
+flood_conns=200
+flood() {
+  local name=$1; shift
+  env "$@" RUST_LOG=warn taskset -c $SERVER_CPU "$bin" -c "$cfgdir/flood.toml" serve >"$work/$name.log" 2>&1 &
+  local pid=$!; pids+=("$pid")
+  local fl=http://127.0.0.1:$flood_port fjar=$work/$name-cookies
+  wait_http "$fl/api/health"
+  local fcsrf nonce
+  fcsrf=$(curl -sf -c "$fjar" "$fl/login" | csrf_of)
+  nonce=$(awk '$6=="portcullis_csrf"{print $7}' "$fjar")
+  [ -n "$fcsrf" ] && [ -n "$nonce" ] || die "no CSRF token/cookie on $fl/login"
+  [ "$(page -b "$fjar" --data-urlencode "csrf=$fcsrf" -d 'username=bench&password=wrong&rd=' "$fl/login")" = 401 ] \
+    || die "a wrong password is not answered 401"
+  cat >"$work/$name.lua" <<EOF
+wrk.method = "POST"
+wrk.body = "csrf=$fcsrf&username=bench&password=wrong+password&rd="
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Cookie"] = "portcullis_csrf=$nonce"
+EOF
+  local before peak after rps threads
+  before=$(rss_kb "$pid" VmRSS)
+  log "$name: $flood_conns connections, ${DURATION}s${*:+, with $*}"
+  taskset -c $CLIENT_CPU wrk -t1 -c$flood_conns -d"${DURATION}s" --timeout 60s -s "$work/$name.lua" "$fl/login" >"$work/$name.wrk"
+  peak=$(rss_kb "$pid" VmHWM)
+  threads=$(awk '$1=="Threads:"{print $2}' "/proc/$pid/status")
+  sleep 1
+  after=$(rss_kb "$pid" VmRSS)
+  rps=$(awk '$1=="Requests/sec:"{print $2}' "$work/$name.wrk")
+  log "$name: $rps wrong-password logins/s; RSS $before kB -> peak $peak kB -> $after kB"
+  echo "$rps $before $peak $after $threads" >"$work/$name.res"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+flood flood
+read -r fl_rps fl_before fl_peak fl_after fl_threads <"$work/flood.res"
+# The same with glibc's mmap threshold fixed at 1 MiB: argon2's 19 MiB block array is then
+# always mmapped and unmapped, instead of staying resident in malloc arenas.
+tunable=glibc.malloc.mmap_threshold=1048576
+flood flood-mmap "GLIBC_TUNABLES=$tunable"
+read -r fm_rps fm_before fm_peak fm_after _ <"$work/flood-mmap.res"
+# The worker count and login slots the pinned gateway computes (available_parallelism).
+pinned_cpus=$(taskset -c $SERVER_CPU nproc)
+slots=$((pinned_cpus * 2))
+
+# --- the table ----------------------------------------------------------------------------
+if ! $rows_only; then
+  echo "| measurement | portcullis | reference (same run) | ratio |"
+  echo "|---|---|---|---|"
+fi
+echo "| auth-request, wrk -c$CONNS direct: req/s | $d_rps | bare hyper 204: $b_rps | $(ratio "$d_rps" "$b_rps") |"
+echo "| auth-request direct: p50 / p99 ms | $d_p50 / $d_p99 | $b_p50 / $b_p99 | |"
+echo "| nginx auth_request (shipped snippet) + static file: req/s | $n_rps | nginx auth_request → bare 204: $c_rps | $(ratio "$n_rps" "$c_rps") |"
+echo "| nginx auth_request: p50 / p99 ms | $n_p50 / $n_p99 | $c_p50 / $c_p99 | |"
+echo "| same, upstream keepalive (not the shipped snippet): req/s | $k_rps | nginx → bare 204, keepalive: $kb_rps | $(ratio "$k_rps" "$kb_rps") |"
+echo "| same, upstream keepalive: p50 / p99 ms | $k_p50 / $k_p99 | $kb_p50 / $kb_p99 | |"
+echo "| gateway RSS idle → after auth-request load (MiB) | $(mib "$rss_idle") → $(mib "$rss_loaded") | | |"
+echo "| in-process session table: bytes per session ($(val "$work/mem.txt" memory_sessions) sessions) | $(val "$work/mem.txt" memory_bytes_per_session) | | |"
+echo "| SQLite session store: bytes on disk per session ($(val "$work/mem.txt" sqlite_sessions) sessions) | $(val "$work/mem.txt" sqlite_bytes_per_session) | | |"
+echo "| SQLite session store: sessions created/s (fsync each) | $(val "$work/mem.txt" sqlite_creates_per_s) | | |"
+echo "| argon2id verify_hash ($(val "$work/login.txt" argon2_phc_params)), 1 core: per s | $(val "$work/login.txt" verify_hash_per_s) | | |"
+echo "| full login through Gate (argon2id + TOTP + SQLite write), 1 core: per s | $(val "$work/login.txt" gate_login_per_s) | | |"
+echo "| login flood, $flood_conns conns, wrong password, gateway on 1 core: logins/s | $fl_rps | | |"
+echo "| login flood: gateway RSS before → peak → after, MiB ($slots login slots, $fl_threads threads) | $(mib "$fl_before") → $(mib "$fl_peak") → $(mib "$fl_after") | with GLIBC_TUNABLES=$tunable: $(mib "$fm_before") → $(mib "$fm_peak") → $(mib "$fm_after") ($fm_rps logins/s) | |"
