@@ -167,19 +167,16 @@ ngx=$work/nginx
 mkdir -p "$ngx/tmp" "$work/www"
 printf '<!doctype html><title>protected</title><p>Hello, you are signed in.</p>\n' >"$work/www/index.html"
 chmod 755 "$work/www"; chmod 644 "$work/www/index.html"
-sed "s|127.0.0.1:9091|127.0.0.1:$gw_port|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-portcullis.conf"
-sed "s|127.0.0.1:9091|127.0.0.1:$bare_port|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-bare.conf"
-grep -q "127.0.0.1:$gw_port/" "$ngx/authrequest-portcullis.conf" || die "could not set the upstream port in the snippet"
-# A variant that is NOT the shipped snippet: the auth server behind an upstream{} with
-# keepalive, so the subrequests reuse connections instead of opening one each.
-keepalive_variant() { # SNIPPET UPSTREAM_NAME
-  sed -e "s|proxy_pass http://127.0.0.1:[0-9]*/|proxy_pass http://$2/|" \
-    -e 's|^\(\s*\)proxy_pass_request_body off;|\1proxy_http_version 1.1;\n\1proxy_set_header Connection "";\n&|' "$ngx/$1"
-}
-keepalive_variant authrequest-portcullis.conf ka_portcullis >"$ngx/authrequest-portcullis-ka.conf"
-keepalive_variant authrequest-bare.conf ka_bare >"$ngx/authrequest-bare-ka.conf"
-grep -q 'proxy_http_version 1.1;' "$ngx/authrequest-bare-ka.conf" || die "could not make the keepalive variant"
-ngx_a=$(free_port); ngx_b=$(free_port); ngx_c=$(free_port); ngx_d=$(free_port)
+# The shipped snippets, as a user installs them: only the upstream's port changes. The
+# reference site uses the same snippets with the upstream renamed to the bare server.
+sed "s|127.0.0.1:9091|127.0.0.1:$gw_port|" contrib/nginx/portcullis-upstream.conf >"$ngx/upstream-portcullis.conf"
+sed -e "s|127.0.0.1:9091|127.0.0.1:$bare_port|" -e "s|upstream portcullis|upstream portcullis_bare|" \
+  contrib/nginx/portcullis-upstream.conf >"$ngx/upstream-bare.conf"
+cp contrib/nginx/portcullis-authrequest.conf "$ngx/authrequest-portcullis.conf"
+sed "s|http://portcullis/|http://portcullis_bare/|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-bare.conf"
+grep -q "127.0.0.1:$gw_port;" "$ngx/upstream-portcullis.conf" || die "could not set the upstream port in the snippet"
+grep -q "portcullis_bare/" "$ngx/authrequest-bare.conf" || die "could not point the reference site at the bare server"
+ngx_a=$(free_port); ngx_b=$(free_port)
 site() { # PORT SNIPPET
   cat <<EOF
     server {
@@ -208,12 +205,10 @@ http {
     fastcgi_temp_path $ngx/tmp/fastcgi;
     uwsgi_temp_path $ngx/tmp/uwsgi;
     scgi_temp_path $ngx/tmp/scgi;
-    upstream ka_portcullis { server 127.0.0.1:$gw_port; keepalive 64; }
-    upstream ka_bare { server 127.0.0.1:$bare_port; keepalive 64; }
+    include $ngx/upstream-portcullis.conf;
+    include $ngx/upstream-bare.conf;
 $(site "$ngx_a" authrequest-portcullis.conf)
 $(site "$ngx_b" authrequest-bare.conf)
-$(site "$ngx_c" authrequest-portcullis-ka.conf)
-$(site "$ngx_d" authrequest-bare-ka.conf)
 }
 EOF
 "$nginx_bin" -t -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>"$work/nginx-t.log" \
@@ -225,16 +220,10 @@ page() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_a/")" = 200 ] || die "nginx -> portcullis: the page is not 200 with a session"
 [ "$(page "http://127.0.0.1:$ngx_a/")" = 302 ] || die "nginx -> portcullis: the page is not 302 (to the portal) without a session"
 [ "$(page "http://127.0.0.1:$ngx_b/")" = 200 ] || die "nginx -> bare: the page is not 200"
-[ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_c/")" = 200 ] || die "nginx -> portcullis (keepalive): the page is not 200 with a session"
-[ "$(page "http://127.0.0.1:$ngx_c/")" = 302 ] || die "nginx -> portcullis (keepalive): the page is not 302 without a session"
 run_wrk nginx-portcullis "http://127.0.0.1:$ngx_a/" -H "Cookie: portcullis_session=$sid"
 read -r n_rps n_p50 n_p99 _ <"$work/nginx-portcullis.res"
 run_wrk nginx-bare "http://127.0.0.1:$ngx_b/" -H "Cookie: portcullis_session=$sid"
 read -r c_rps c_p50 c_p99 _ <"$work/nginx-bare.res"
-run_wrk nginx-ka-portcullis "http://127.0.0.1:$ngx_c/" -H "Cookie: portcullis_session=$sid"
-read -r k_rps k_p50 k_p99 _ <"$work/nginx-ka-portcullis.res"
-run_wrk nginx-ka-bare "http://127.0.0.1:$ngx_d/" -H "Cookie: portcullis_session=$sid"
-read -r kb_rps kb_p50 kb_p99 _ <"$work/nginx-ka-bare.res"
 
 # --- 3. memory per session (in-process table) and SQLite bytes per session ----------------
 log "session memory (100k sessions in-process)"
@@ -300,8 +289,6 @@ echo "| auth-request, wrk -c$CONNS direct: req/s | $d_rps | bare hyper 204: $b_r
 echo "| auth-request direct: p50 / p99 ms | $d_p50 / $d_p99 | $b_p50 / $b_p99 | |"
 echo "| nginx auth_request (shipped snippet) + static file: req/s | $n_rps | nginx auth_request → bare 204: $c_rps | $(ratio "$n_rps" "$c_rps") |"
 echo "| nginx auth_request: p50 / p99 ms | $n_p50 / $n_p99 | $c_p50 / $c_p99 | |"
-echo "| same, upstream keepalive (not the shipped snippet): req/s | $k_rps | nginx → bare 204, keepalive: $kb_rps | $(ratio "$k_rps" "$kb_rps") |"
-echo "| same, upstream keepalive: p50 / p99 ms | $k_p50 / $k_p99 | $kb_p50 / $kb_p99 | |"
 echo "| gateway RSS idle → after auth-request load (MiB) | $(mib "$rss_idle") → $(mib "$rss_loaded") | | |"
 echo "| in-process session table: bytes per session ($(val "$work/mem.txt" memory_sessions) sessions) | $(val "$work/mem.txt" memory_bytes_per_session) | | |"
 echo "| SQLite session store: bytes on disk per session ($(val "$work/mem.txt" sqlite_sessions) sessions) | $(val "$work/mem.txt" sqlite_bytes_per_session) | | |"

@@ -29,6 +29,7 @@ impl Nginx {
 /// Copies the shipped snippets, pointing them at the gateway's port (the only edit a user makes).
 fn snippets(dir: &Path, gateway_port: u16) {
     for name in [
+        "portcullis-upstream.conf",
         "portcullis-authrequest.conf",
         "portcullis-protect.conf",
         "portcullis-protect-basic.conf",
@@ -67,6 +68,7 @@ http {{
     fastcgi_temp_path {d}/tmp/fastcgi;
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
+    include {d}/portcullis-upstream.conf;
     # The application: echoes what identity reached it (a backend, not a protected location).
     server {{
         listen 127.0.0.1:{back};
