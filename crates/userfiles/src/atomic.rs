@@ -114,7 +114,8 @@ impl LockGuard {
     }
 
     /// Removes the lock file when the lock is released, while still holding it. pam_oath
-    /// (liboath >= 2.6.12, CVE-2024-47191) creates `<file>.lock` with `O_EXCL` and unlinks
+    /// (liboath >= 2.6.12 and the CVE-2024-47191 backports, e.g. Debian 12's 2.6.7-3.1+deb12u1)
+    /// creates `<file>.lock` with `O_EXCL` and unlinks
     /// it afterwards, so a lock file left behind makes every later pam_oath login fail.
     pub fn remove_on_release(mut self) -> Self {
         self.remove = true;
