@@ -2,7 +2,8 @@
 # Runs the benchmarks side by side in one run and prints one results table for the README:
 # TOTP verification against liboath (criterion), then the gateway against a bare hyper
 # server and nginx auth_request against its ceiling, memory per session, logins per
-# second and memory under a login flood (bench/gateway.sh). Installs the Debian packages
+# second and memory under a login flood (bench/gateway.sh), and a PAM login against pam_oath
+# (bench/pam.sh, needs root). Installs the Debian packages
 # it needs when they are missing (liboath-dev, wrk, nginx). Needs 2 cores; takes about
 # 3 minutes once built. Usage: bash bench/run.sh
 set -euo pipefail
@@ -36,6 +37,7 @@ theirs=$("$out/liboath_totp")
 ratio=$(python3 -c "print(round($ours/$theirs,2))")
 
 gateway_rows=$(bash bench/gateway.sh --rows)
+pam_rows=$(bash bench/pam.sh)
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -sr)."
@@ -45,3 +47,4 @@ echo "|---|---|---|---|"
 echo "| TOTP verify, ±1 window, wrong code: ns (lower is better) | $ours | liboath $(pkg-config --modversion liboath 2>/dev/null || echo '?') oath_totp_validate: $theirs | $ratio |"
 echo "| one HOTP code: ns | $one | | |"
 echo "$gateway_rows"
+echo "$pam_rows"

@@ -76,28 +76,50 @@ pub fn open_read_nofollow(path: &Path, role: &'static str) -> Result<File, Error
 pub struct LockGuard {
     file: File,
     path: PathBuf,
+    remove: bool,
 }
 
 impl LockGuard {
     /// Creates (mode 0600, never following a symlink) and exclusively locks `lock_path`, blocking until free.
     pub fn exclusive(lock_path: &Path) -> Result<Self, Error> {
-        let file = open_lock_file(lock_path)?;
-        file.lock().map_err(|e| Error::io(lock_path, "lock (exclusive)", e))?;
-        Ok(LockGuard {
-            file,
-            path: lock_path.to_owned(),
-        })
+        Self::acquire(lock_path, |f| f.lock(), "lock (exclusive)")
     }
 
     /// Creates (mode 0600, never following a symlink) and shared-locks `lock_path`, blocking until free.
     pub fn shared(lock_path: &Path) -> Result<Self, Error> {
-        let file = open_lock_file(lock_path)?;
-        file.lock_shared()
-            .map_err(|e| Error::io(lock_path, "lock (shared)", e))?;
-        Ok(LockGuard {
-            file,
-            path: lock_path.to_owned(),
-        })
+        Self::acquire(lock_path, |f| f.lock_shared(), "lock (shared)")
+    }
+
+    fn acquire(lock_path: &Path, lock: impl Fn(&File) -> io::Result<()>, what: &'static str) -> Result<Self, Error> {
+        loop {
+            let file = open_lock_file(lock_path)?;
+            lock(&file).map_err(|e| Error::io(lock_path, what, e))?;
+            // A holder that removes the lock file on release (see `remove_on_release`) may
+            // have unlinked the inode we waited on; then our lock guards nothing, so retry
+            // on whatever file the name now points to.
+            let held = file.metadata().map_err(|e| Error::io(lock_path, "stat", e))?;
+            match fs::symlink_metadata(lock_path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(LockGuard {
+                        file,
+                        path: lock_path.to_owned(),
+                        remove: false,
+                    });
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(lock_path, "stat", e)),
+            }
+        }
+    }
+
+    /// Removes the lock file when the lock is released, while still holding it. pam_oath
+    /// (liboath >= 2.6.12 and the CVE-2024-47191 backports, e.g. Debian 12's 2.6.7-3.1+deb12u1)
+    /// creates `<file>.lock` with `O_EXCL` and unlinks
+    /// it afterwards, so a lock file left behind makes every later pam_oath login fail.
+    pub fn remove_on_release(mut self) -> Self {
+        self.remove = true;
+        self
     }
 
     /// The lock file this guard holds.
@@ -108,6 +130,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if self.remove {
+            // Unlinked before unlocking: waiters on this inode see it gone and retry.
+            let _ = fs::remove_file(&self.path);
+        }
         // Closing the descriptor releases the lock anyway; unlocking first just makes it prompt.
         let _ = self.file.unlock();
     }

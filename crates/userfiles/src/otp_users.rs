@@ -1035,13 +1035,24 @@ fn read_text(path: &Path) -> Result<(String, u32), Error> {
     Ok((text, mode))
 }
 
+/// pam_oath removes its lock file after each update and refuses to start while one exists
+/// (`fopen(lockfile, "wx")` since liboath 2.6.12), so for its files ours goes too;
+/// mod_authn_otp keeps its lock file, and removing it would let two of its processes lock
+/// different inodes.
+fn release_like_the_tool(guard: LockGuard, dialect: Dialect) -> LockGuard {
+    match dialect {
+        Dialect::PamOath => guard.remove_on_release(),
+        Dialect::ModAuthnOtp => guard,
+    }
+}
+
 /// Reads and parses `path` under a shared lock on `<path>.lock`; returns warnings such as loose permissions.
 pub fn read(path: &Path, format: impl Into<Format>) -> Result<(UsersFile, Vec<Warning>), Error> {
     let format = format.into();
     let lock_path = atomic::lock_path_for(path);
     let mut warnings = Vec::new();
     let _guard = match LockGuard::shared(&lock_path) {
-        Ok(g) => Some(g),
+        Ok(g) => Some(release_like_the_tool(g, format.dialect)),
         // Writers replace the file by rename, so an unlocked read still sees a whole file.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
             warnings.push(Warning::Unlocked {
@@ -1073,7 +1084,7 @@ pub fn update<R, E>(
     f: impl FnOnce(&mut UsersFile) -> Result<R, E>,
 ) -> Result<R, UpdateError<E>> {
     let format = format.into();
-    let _guard = LockGuard::exclusive(&atomic::lock_path_for(path))?;
+    let _guard = release_like_the_tool(LockGuard::exclusive(&atomic::lock_path_for(path))?, format.dialect);
     atomic::remove_stale_temps(path)?;
     let (text, _mode) = read_text(path)?;
     let mut file = parse(&text, format, path)?;

@@ -9,4 +9,5 @@ mod gateway;
 mod harness;
 mod import;
 mod nginx;
+mod pam;
 mod qr;

@@ -405,13 +405,14 @@ fn update_writes_only_on_change_and_not_on_error() {
         "{text}"
     );
     assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    // Lock file exists beside it with the tools' name; no temp files remain.
+    // No temp files remain, and no lock file either: pam_oath creates `users.oath.lock`
+    // with O_EXCL and fails every login while one exists.
     let mut names: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["users.oath", "users.oath.lock"]);
+    assert_eq!(names, vec!["users.oath"]);
 }
 
 #[test]

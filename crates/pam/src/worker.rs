@@ -1,0 +1,267 @@
+//! The store, opened and asked on a worker thread with a deadline, so a slow disk, a
+//! locked users file or a hung network filesystem can never hang sshd: the module gives
+//! up after `timeout=` seconds and fails closed.
+
+use crate::options::Source;
+use portcullis_core::config::Config;
+use portcullis_core::gate::{Attempt, Gate, Policy};
+use portcullis_core::password::ExternalSource;
+use portcullis_core::{Clock, Directory, Outcome, Rejection, SystemClock};
+use portcullis_store::UsersFileStore;
+use portcullis_userfiles::otp_users::Dialect;
+use std::sync::mpsc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// What the store knows about a user before the code is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in the store.
+    Unknown,
+    /// In the store without any token or scratch code.
+    NoToken,
+    /// Has a token; `digits` is the length of its codes (to split password+code).
+    Enrolled {
+        /// Code length of the first token (or the `digits=` option).
+        digits: u32,
+    },
+}
+
+/// One verification.
+#[derive(Debug)]
+pub struct Check {
+    /// User name from PAM.
+    pub user: String,
+    /// The first factor, in `combined` mode.
+    pub password: Option<Zeroizing<String>>,
+    /// The code; `None` checks only the password (combined mode from a trusted network).
+    pub code: Option<Zeroizing<String>>,
+    /// PAM_RHOST.
+    pub client: Option<String>,
+}
+
+/// The store's verdict on one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Let in.
+    Accepted,
+    /// Refused, with the Gate's reason.
+    Rejected(Rejection),
+}
+
+/// The store side of the module: everything that touches users, tokens and replay state.
+pub trait Backend {
+    /// Looks a user up.
+    fn lookup(&mut self, user: &str) -> Result<Lookup, String>;
+    /// Verifies, updating replay state and failure counts atomically.
+    fn check(&mut self, check: &Check) -> Result<Answer, String>;
+}
+
+/// The real backend: a portcullis store behind the same [`Gate`] as the gateway and the CLI.
+pub struct StoreBackend {
+    directory: Box<dyn Directory>,
+    policy: Policy,
+    external: Option<ExternalSource>,
+    clock: Box<dyn Clock>,
+    digits: Option<u32>,
+}
+
+impl StoreBackend {
+    /// Opens the store a [`Source`] names, with the system clock. A missing configuration or
+    /// store is an error here: SQLite would otherwise create an empty database, every user
+    /// would be unknown, and `nullok` would let everyone in.
+    pub fn open(source: &Source) -> Result<StoreBackend, String> {
+        Self::open_with_clock(source, &|| Box::new(SystemClock))
+    }
+
+    /// [`StoreBackend::open`] with injected clocks (tests): one for the Gate, one for a
+    /// users file (which needs the time to find the step of its last OTP).
+    pub fn open_with_clock(source: &Source, clock: &dyn Fn() -> Box<dyn Clock>) -> Result<StoreBackend, String> {
+        match source {
+            Source::Config(path) => {
+                let config = Config::load(path).map_err(|e| format!("configuration: {e}"))?;
+                let store_path = config.resolve(&config.store.path);
+                if !store_path.exists() {
+                    return Err(format!(
+                        "store {} does not exist; run `portcullis init` or fix [store] path in {}",
+                        store_path.display(),
+                        path.display()
+                    ));
+                }
+                let directory = portcullis_store::open(&config).map_err(|e| format!("store: {e}"))?;
+                Ok(StoreBackend {
+                    directory,
+                    policy: Policy::from_config(&config),
+                    external: config.external_source(),
+                    clock: clock(),
+                    digits: None,
+                })
+            }
+            Source::UsersFile { path, window, digits } => {
+                if !path.exists() {
+                    return Err(format!("users file {} does not exist", path.display()));
+                }
+                let directory =
+                    UsersFileStore::open(path, Dialect::PamOath, clock()).map_err(|e| format!("users file: {e}"))?;
+                let defaults = Config::default();
+                // pam_oath passes `window` to oath_totp_validate (steps either side of now)
+                // and to oath_hotp_validate (counters ahead of the stored one); it has no
+                // lockout and no linger, so neither does this mode.
+                let policy = Policy {
+                    totp_window: *window,
+                    hotp_look_ahead: *window,
+                    motp_window: defaults.otp.motp_window,
+                    linger: 0,
+                    max_failures: 0,
+                };
+                Ok(StoreBackend {
+                    directory: Box::new(directory),
+                    policy,
+                    external: None,
+                    clock: clock(),
+                    digits: *digits,
+                })
+            }
+        }
+    }
+
+    fn gate(&self) -> Gate<'_> {
+        Gate {
+            directory: self.directory.as_ref(),
+            clock: self.clock.as_ref(),
+            policy: self.policy.clone(),
+            external: self.external.clone(),
+        }
+    }
+}
+
+impl Backend for StoreBackend {
+    fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
+        let Some(u) = self.directory.user(user).map_err(|e| e.to_string())? else {
+            return Ok(Lookup::Unknown);
+        };
+        if u.tokens.is_empty() && u.scratch.is_empty() {
+            return Ok(Lookup::NoToken);
+        }
+        let digits = self.digits.or_else(|| u.tokens.first().map(|t| t.digits)).unwrap_or(6);
+        Ok(Lookup::Enrolled { digits })
+    }
+
+    fn check(&mut self, check: &Check) -> Result<Answer, String> {
+        let gate = self.gate();
+        let Some(code) = &check.code else {
+            // Password only (a trusted network in combined mode).
+            let password = check.password.as_deref().map(String::as_str).unwrap_or("");
+            let user = self.directory.user(&check.user).map_err(|e| e.to_string())?;
+            let ok = gate
+                .check_first_factor(&check.user, user.as_ref(), password)
+                .map_err(|e| e.to_string())?;
+            return Ok(match (user, ok) {
+                (None, _) => Answer::Rejected(Rejection::UnknownUser),
+                (Some(_), false) => Answer::Rejected(Rejection::WrongPassword),
+                (Some(_), true) => Answer::Accepted,
+            });
+        };
+        let attempt = Attempt {
+            user: &check.user,
+            password: check.password.as_deref().map(String::as_str),
+            code,
+            client_ip: check.client.as_deref(),
+            linger: false,
+        };
+        let outcome = if attempt.password.is_some() {
+            gate.verify(attempt)
+        } else {
+            gate.verify_code(attempt)
+        };
+        match outcome.map_err(|e| e.to_string())? {
+            Outcome::Accepted { .. } => Ok(Answer::Accepted),
+            Outcome::Rejected(why) => Ok(Answer::Rejected(why)),
+        }
+    }
+}
+
+/// Why the worker gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The store did not answer in time.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The store answered with an error.
+    #[error("{0}")]
+    Store(String),
+    /// The worker thread could not start or died.
+    #[error("the store worker failed: {0}")]
+    Worker(String),
+}
+
+enum Request {
+    Lookup(String),
+    Check(Check),
+}
+
+enum Reply {
+    Lookup(Result<Lookup, String>),
+    Check(Result<Answer, String>),
+}
+
+/// A thread that owns the backend; every question to it has a deadline.
+pub struct Worker {
+    requests: mpsc::Sender<(Request, mpsc::SyncSender<Reply>)>,
+    timeout: Duration,
+}
+
+impl Worker {
+    /// Starts the thread; `open` runs on it, so opening the store is bounded too.
+    pub fn start<F>(open: F, timeout: Duration) -> Result<Worker, WorkerError>
+    where
+        F: FnOnce() -> Result<Box<dyn Backend>, String> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<(Request, mpsc::SyncSender<Reply>)>();
+        std::thread::Builder::new()
+            .name("pam_portcullis".into())
+            .spawn(move || {
+                let mut backend = open();
+                for (request, reply) in rx {
+                    let answer = match (&mut backend, request) {
+                        (Err(e), Request::Lookup(_)) => Reply::Lookup(Err(e.clone())),
+                        (Err(e), Request::Check(_)) => Reply::Check(Err(e.clone())),
+                        (Ok(b), Request::Lookup(user)) => Reply::Lookup(b.lookup(&user)),
+                        (Ok(b), Request::Check(check)) => Reply::Check(b.check(&check)),
+                    };
+                    // The caller may have given up (timeout); nobody is left to tell.
+                    let _ = reply.send(answer);
+                }
+            })
+            .map_err(|e| WorkerError::Worker(e.to_string()))?;
+        Ok(Worker { requests: tx, timeout })
+    }
+
+    fn ask(&self, request: Request) -> Result<Reply, WorkerError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.requests
+            .send((request, reply_tx))
+            .map_err(|_| WorkerError::Worker("the worker thread has stopped".into()))?;
+        reply_rx.recv_timeout(self.timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => WorkerError::Timeout(self.timeout),
+            mpsc::RecvTimeoutError::Disconnected => WorkerError::Worker("the worker thread panicked".into()),
+        })
+    }
+
+    /// Looks a user up within the deadline.
+    pub fn lookup(&self, user: &str) -> Result<Lookup, WorkerError> {
+        match self.ask(Request::Lookup(user.to_string()))? {
+            Reply::Lookup(r) => r.map_err(WorkerError::Store),
+            Reply::Check(_) => Err(WorkerError::Worker("mismatched reply".into())),
+        }
+    }
+
+    /// Verifies within the deadline.
+    pub fn check(&self, check: Check) -> Result<Answer, WorkerError> {
+        match self.ask(Request::Check(check))? {
+            Reply::Check(r) => r.map_err(WorkerError::Store),
+            Reply::Lookup(_) => Err(WorkerError::Worker("mismatched reply".into())),
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! pam_portcullis.so loaded by real PAM applications: pamtester, Debian's pam_oath on the
+//! same users file, and a real sshd/sftp login scripted with pexpect. These need root (they
+//! write /etc/pam.d/portcullis-test-* and add a Unix user; both are removed afterwards).
+
+use crate::harness::{Env, code_now, free_port, now, require_tool, secret_of, settle};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the cdylib into the target dir this test binary lives in (same profile), once.
+/// `cargo test` builds only the rlib of a library the tests do not link, so ask cargo.
+fn module() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/e2e-<hash> → target/<profile> → target
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let target = profile_dir.parent().unwrap();
+            let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.args(["build", "-q", "-p", "pam-portcullis", "--manifest-path"])
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+                .env("CARGO_TARGET_DIR", target);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    c.arg("--release");
+                }
+                other => {
+                    c.args(["--profile", other]);
+                }
+            }
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "building pam_portcullis.so failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let so = profile_dir.join("libpam_portcullis.so");
+            assert!(so.exists(), "{} missing after the build", so.display());
+            so
+        })
+        .clone()
+}
+
+fn require_root() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the PAM tests write /etc/pam.d and add a Unix user: run them as root (scripts/test in CI)"
+    );
+}
+
+fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id())
+}
+
+/// A PAM service file in /etc/pam.d, removed on drop (also when the test panics).
+struct Service {
+    name: String,
+}
+
+impl Service {
+    fn new(name: String, text: &str) -> Service {
+        let path = Path::new("/etc/pam.d").join(&name);
+        assert!(!path.exists(), "{} exists already", path.display());
+        std::fs::write(&path, text).unwrap();
+        Service { name }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Path::new("/etc/pam.d").join(&self.name));
+    }
+}
+
+/// The module's syslog socket for one test: what it would have sent to /dev/log.
+struct LogSocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+}
+
+impl LogSocket {
+    fn new(dir: &Path) -> LogSocket {
+        let path = dir.join("log.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        LogSocket { path, socket }
+    }
+
+    /// The datagrams received so far.
+    fn drain(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        lines
+    }
+}
+
+/// pamtester SERVICE USER authenticate with `answer` on stdin (pamtester's conversation
+/// reads stdin when it is not a terminal); true on success.
+fn pamtester(service: &str, user: &str, rhost: Option<&str>, answer: &str) -> bool {
+    let mut c = Command::new("pamtester");
+    if let Some(r) = rhost {
+        c.args(["-I", &format!("rhost={r}")]);
+    }
+    c.args([service, user, "authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap().status.success()
+}
+
+fn service_text(module_line: &str) -> String {
+    format!("auth required {module_line}\naccount required pam_permit.so\n")
+}
+
+#[test]
+fn pamtester_accepts_right_codes_and_rejects_wrong_replayed_and_locked() {
+    require_root();
+    require_tool("pamtester");
+    require_tool("fail2ban-regex");
+    let env = Env::new("");
+    let alice = secret_of(&env.add_user("alice", "pw", &[]));
+    let dave = secret_of(&env.add_user("dave", "pw", &[]));
+    let log = LogSocket::new(env.path());
+    let so = module();
+    let svc = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} config={} trusted_networks=10.0.0.0/8 log_socket={}",
+            so.display(),
+            env.config().display(),
+            log.path.display()
+        )),
+    );
+    settle(8);
+    let code = code_now(&env, &alice);
+    assert!(pamtester(&svc.name, "alice", Some("203.0.113.5"), &code), "right code");
+    assert!(
+        !pamtester(&svc.name, "alice", Some("203.0.113.5"), &code),
+        "replayed code"
+    );
+    assert!(
+        !pamtester(&svc.name, "alice", Some("203.0.113.6"), "000000"),
+        "wrong code"
+    );
+    env.ok(&["user", "lock", "dave"], None);
+    assert!(
+        !pamtester(&svc.name, "dave", Some("203.0.113.7"), &code_now(&env, &dave)),
+        "locked"
+    );
+    assert!(
+        pamtester(&svc.name, "alice", Some("10.1.2.3"), ""),
+        "trusted network, no code"
+    );
+    let hostile = "x\" client=10.6.6.6 result=\"failure";
+    assert!(!pamtester(&svc.name, hostile, Some("203.0.113.8"), "1"));
+
+    let lines = log.drain();
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "code",
+            "replayed",
+            "wrong_code",
+            "locked",
+            "trusted_network",
+            "unknown_user"
+        ],
+        "{lines:#?}"
+    );
+    assert!(lines[0].starts_with("<38>"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("pamtester[")
+            && lines[0].contains(&format!(
+                "]: pam_portcullis({}:auth): auth client=203.0.113.5 result=\"success\" reason=\"code\" user=\"alice\"",
+                svc.name
+            )),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines.iter().any(|l| l.contains(&code)), "codes are never logged");
+
+    // As rsyslog stores them: <PRI> dropped, the host name after the time stamp.
+    let stored: String = lines
+        .iter()
+        .map(|l| {
+            let l = l.split_once('>').unwrap().1;
+            format!("{} testhost {}\n", &l[..15], &l[16..])
+        })
+        .collect();
+    let file = env.path().join("auth.log");
+    std::fs::write(&file, stored).unwrap();
+    let filter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/fail2ban/filter.d/portcullis-sshd.conf"
+    );
+    let out = Command::new("fail2ban-regex")
+        .args(["-o", "ip"])
+        .arg(&file)
+        .arg(filter)
+        .output()
+        .unwrap();
+    let ips = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ips: Vec<&str> = ips.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        ips,
+        ["203.0.113.5", "203.0.113.6", "203.0.113.7", "203.0.113.8"],
+        "every failure once, always the real client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pamtester_fails_closed_when_the_store_is_missing() {
+    require_root();
+    require_tool("pamtester");
+    let env = Env::new("");
+    let alice = secret_of(&env.add_user("alice", "pw", &[]));
+    let log = LogSocket::new(env.path());
+    let svc = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} config={} nullok log_socket={}",
+            module().display(),
+            env.config().display(),
+            log.path.display()
+        )),
+    );
+    std::fs::remove_file(env.path().join("portcullis.db")).unwrap();
+    settle(5);
+    assert!(!pamtester(
+        &svc.name,
+        "alice",
+        Some("203.0.113.5"),
+        &code_now(&env, &alice)
+    ));
+    assert!(!env.path().join("portcullis.db").exists(), "no empty store created");
+    let lines = log.drain();
+    assert!(
+        lines.len() == 1 && lines[0].contains("result=\"error\" reason=\"store_error\""),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_hand_written_pam_oath_users_file_works_unchanged_and_pam_oath_sees_the_replay() {
+    require_root();
+    require_tool("pamtester");
+    let pam_oath = Path::new("/usr/lib/x86_64-linux-gnu/security/pam_oath.so");
+    assert!(pam_oath.exists(), "apt-get install libpam-oath");
+    let env = Env::new("");
+    let hex = "3132333435363738393031323334353637383930";
+    let users = env.path().join("users.oath");
+    std::fs::write(&users, format!("HOTP/T30/6\tcarol\t-\t{hex}\n")).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ours = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} usersfile={} window=1 digits=6 log_socket={}",
+            module().display(),
+            users.display(),
+            env.path().join("none.sock").display()
+        )),
+    );
+    let theirs = Service::new(
+        unique("portcullis-test-oath-"),
+        &service_text(&format!("pam_oath.so usersfile={} window=1 digits=6", users.display())),
+    );
+    settle(8);
+    let code = env
+        .ok(&["otp", "code", "--secret", hex, "--hex"], None)
+        .trim()
+        .to_string();
+    assert!(pamtester(&ours.name, "carol", None, &code));
+    let text = std::fs::read_to_string(&users).unwrap();
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 7, "pam_oath's 7 tab-separated fields: {text:?}");
+    assert_eq!(fields[..4], ["HOTP/T30/6", "carol", "-", hex]);
+    assert_eq!(fields[5], code, "LASTOTP");
+    assert!(!pamtester(&ours.name, "carol", None, &code), "replay, ours");
+    assert!(
+        !pamtester(&theirs.name, "carol", None, &code),
+        "replay, pam_oath reads our state"
+    );
+    // And the other way: a code pam_oath accepts is a replay for portcullis.
+    let next = env
+        .ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                hex,
+                "--hex",
+                "--time",
+                &(now() + 30).to_string(),
+            ],
+            None,
+        )
+        .trim()
+        .to_string();
+    assert!(
+        pamtester(&theirs.name, "carol", None, &next),
+        "pam_oath accepts the next step"
+    );
+    assert!(!pamtester(&ours.name, "carol", None, &next), "replay, pam_oath's state");
+}
+
+/// A Unix user with a password, removed (with its home) on drop.
+struct UnixUser {
+    name: String,
+}
+
+impl UnixUser {
+    fn new(password: &str) -> UnixUser {
+        let name = unique("pct");
+        let ok = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "useradd {name}");
+        let user = UnixUser { name };
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+        write!(chpasswd.stdin.take().unwrap(), "{}:{password}", user.name).unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        user
+    }
+}
+
+impl Drop for UnixUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["-r", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const LOGIN_SCRIPT: &str = r#"
+import sys, pexpect
+kind, port, user, password, code = sys.argv[1:6]
+opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive",
+        "-o", "NumberOfPasswordPrompts=1", "-o", "LogLevel=ERROR"]
+if kind == "ssh":
+    child = pexpect.spawn("ssh", ["-p", port] + opts + [user + "@127.0.0.1", "echo", "LOGGED-IN-" + "OK"], timeout=20, encoding="utf-8")
+else:
+    child = pexpect.spawn("sftp", ["-P", port] + opts + [user + "@127.0.0.1"], timeout=20, encoding="utf-8")
+child.expect("Password:")
+child.sendline(password)
+# common-auth stops at a wrong password (pam_deny is `requisite`): no code prompt then.
+if child.expect(["One-time code:", "Permission denied", pexpect.EOF]) != 0:
+    sys.exit(1)
+child.sendline(code)
+if kind == "ssh":
+    i = child.expect(["LOGGED-IN-OK", "Permission denied", pexpect.EOF])
+    sys.exit(0 if i == 0 else 1)
+i = child.expect(["sftp>", "Permission denied", pexpect.EOF])
+if i != 0:
+    sys.exit(1)
+child.sendline("pwd")
+child.expect("Remote working directory: /home/" + user)
+child.expect("sftp>")
+child.sendline("bye")
+child.expect(pexpect.EOF)
+sys.exit(0)
+"#;
+
+#[test]
+fn sshd_keyboard_interactive_password_then_code_and_sftp_share_replay_state_with_the_cli() {
+    require_root();
+    for tool in ["python3", "ssh", "sftp", "ssh-keygen", "/usr/sbin/sshd"] {
+        require_tool(tool);
+    }
+    let env = Env::new("");
+    let unix = UnixUser::new("unix-pw-1");
+    let secret = secret_of(&env.add_user(&unix.name, "unused", &[]));
+    let dir = env.path();
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("host_key"))
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let port = free_port();
+    // The shipped sshd_config lines verbatim, after what only a test needs (sshd keeps the
+    // first value of a keyword, so these must not repeat the shipped ones).
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/pam/sshd_config")).unwrap();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nPubkeyAuthentication no\n\
+             Subsystem sftp internal-sftp\nStrictModes no\nLogLevel VERBOSE\n{shipped}",
+            dir.join("host_key").display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    // sshd takes its PAM service name from argv[0]: this link reads /etc/pam.d/sshd-portcullis.
+    let link = dir.join("sshd-portcullis");
+    std::os::unix::fs::symlink("/usr/sbin/sshd", &link).unwrap();
+    let log = LogSocket::new(dir);
+    // The shipped /etc/pam.d/sshd lines, with the module and config of this test.
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/pam/sshd.pam")).unwrap();
+    let ours = format!(
+        "auth required {} config={} log_socket={}",
+        module().display(),
+        env.config().display(),
+        log.path.display()
+    );
+    let pam_lines = shipped.replace(
+        "\nauth required pam_portcullis.so config=/etc/portcullis/portcullis.toml\n",
+        &format!("\n{ours}\n"),
+    );
+    assert!(pam_lines.contains(&ours), "the shipped file changed shape");
+    let _svc = Service::new(
+        "sshd-portcullis".into(),
+        &format!("{pam_lines}account required pam_unix.so\nsession required pam_permit.so\n"),
+    );
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let sshd_log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+    let _sshd = Child(
+        Command::new(&link)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(sshd_log)
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "sshd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = dir.join("login.py");
+    std::fs::write(&script, LOGIN_SCRIPT).unwrap();
+    let login = |kind: &str, password: &str, code: &str| -> bool {
+        Command::new("python3")
+            .arg(&script)
+            .args([kind, &port.to_string(), &unix.name, password, code])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let sshd_text = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+
+    settle(12);
+    let code = code_now(&env, &secret);
+    assert!(login("ssh", "unix-pw-1", &code), "password + code:\n{}", sshd_text());
+    assert!(!login("ssh", "unix-pw-1", &code), "replayed code");
+    assert!(!login("ssh", "unix-pw-1", "000000"), "wrong code");
+    assert!(!login("ssh", "wrong-pw", &code), "wrong password");
+    // The next step's code is inside the ±1 window and later than the last one.
+    let next = env
+        .ok(
+            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
+            None,
+        )
+        .trim()
+        .to_string();
+    assert!(login("sftp", "unix-pw-1", &next), "sftp session:\n{}", sshd_text());
+    let (status, out) = env.verify(&unix.name, None, &next);
+    assert_eq!(status, 1, "the CLI sees the code sshd accepted as used: {out}");
+    assert!(out.contains("replay"), "{out}");
+    let lines = log.drain();
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?")
+        })
+        .collect();
+    // The wrong password stops at common-auth's `requisite pam_deny.so`, before the module.
+    assert_eq!(reasons, ["code", "replayed", "wrong_code", "code"], "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("sshd-portcullis[") && l.contains("client=127.0.0.1")),
+        "{lines:#?}"
+    );
+}
