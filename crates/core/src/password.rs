@@ -97,7 +97,9 @@ pub fn verify_hash(phc: &str, password: &str) -> bool {
     let blocks = params.block_count();
     let argon = Argon2::new(algorithm, version, params);
     let mut out = Zeroizing::new(vec![0u8; expected.as_bytes().len()]);
-    let ok = with_work_area(blocks, |area| argon.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), &mut out, area));
+    let ok = with_work_area(blocks, |area| {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), &mut out, area)
+    });
     ok.is_ok() && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
@@ -229,7 +231,11 @@ mod tests {
     #[test]
     fn pooled_verification_agrees_with_the_crate_for_other_parameters() {
         use argon2::password_hash::PasswordHasher as _;
-        for (alg, m, t, p) in [(argon2::Algorithm::Argon2id, 64, 1, 1), (argon2::Algorithm::Argon2i, 32, 3, 2), (argon2::Algorithm::Argon2d, 256, 2, 4)] {
+        for (alg, m, t, p) in [
+            (argon2::Algorithm::Argon2id, 64, 1, 1),
+            (argon2::Algorithm::Argon2i, 32, 3, 2),
+            (argon2::Algorithm::Argon2d, 256, 2, 4),
+        ] {
             let params = argon2::Params::new(m, t, p, None).unwrap();
             let a = Argon2::new(alg, argon2::Version::V0x13, params);
             let phc = a.hash_password(b"pw").unwrap().to_string();
