@@ -46,7 +46,10 @@ fn session(i: usize, now: i64) -> Session {
 fn arg<T: std::str::FromStr>(n: usize, default: T) -> Result<T> {
     match std::env::args().nth(n) {
         None => Ok(default),
-        Some(s) => s.parse().ok().with_context(|| format!("argument {n}: {s:?} is not a number")),
+        Some(s) => s
+            .parse()
+            .ok()
+            .with_context(|| format!("argument {n}: {s:?} is not a number")),
     }
 }
 
@@ -103,7 +106,10 @@ fn main() -> Result<()> {
     }
     println!("sqlite_sessions={made}");
     println!("sqlite_db_bytes={size}");
-    println!("sqlite_bytes_per_session={}", size.saturating_sub(empty) / made.max(1) as u64);
+    println!(
+        "sqlite_bytes_per_session={}",
+        size.saturating_sub(empty) / made.max(1) as u64
+    );
     println!("sqlite_creates_per_s={:.0}", made as f64 / create_s);
     Ok(())
 }

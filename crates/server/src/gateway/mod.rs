@@ -4,6 +4,7 @@
 
 mod apache;
 mod audit;
+pub mod check;
 mod fastcgi;
 mod forward;
 mod html;
@@ -186,6 +187,11 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 .with_context(|| format!("[apache] fastcgi_listen: cannot listen on {fcgi}"))?;
             tracing::info!(addr = %fcgi, "FastCGI authorizer for mod_authnz_fcgi listening");
             tokio::spawn(apache::serve(app.clone(), fcgi_listener));
+        }
+        let socket = app.config.apache.check_socket.clone();
+        if !socket.is_empty() {
+            tokio::spawn(check::serve(app.clone(), check::bind(&socket)?));
+            tracing::info!(path = %socket, "check socket for `portcullis check` listening");
         }
         let purge = app.clone();
         tokio::spawn(async move {
