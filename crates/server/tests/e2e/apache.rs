@@ -208,6 +208,12 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
     let r = browser.get(&page, &[]);
     assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
     assert!(r.body.contains("user=[alice] groups=[staff]"), "{}", r.body);
+    // The authorizer's Variable-* headers become environment, never response headers.
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("variable-"))
+    );
     let r = browser.get(&apache.url("/index.html"), &[]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("static secret page"));
