@@ -589,6 +589,28 @@ mod tests {
     }
 
     #[test]
+    fn fastcgi_listener_must_be_on_loopback() {
+        let ok = Config::parse("[apache]\nfastcgi_listen = \"127.0.0.1:9092\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(ok.apache.fastcgi_listen, "127.0.0.1:9092");
+        assert!(
+            Config::parse("", Path::new("p.toml"))
+                .unwrap()
+                .apache
+                .fastcgi_listen
+                .is_empty()
+        );
+        for bad in ["0.0.0.0:9092", "192.168.1.5:9092", "localhost"] {
+            let err = Config::parse(
+                &format!("[apache]\n\nfastcgi_listen = \"{bad}\"\n"),
+                Path::new("p.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("p.toml:3: apache.fastcgi_listen"), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let err = Config::parse("[otp]\ndigits = 6\nwindw = 2\n", Path::new("p.toml")).unwrap_err();
         let msg = err.to_string();
