@@ -195,7 +195,8 @@ AuthnzFcgiDefineProvider authn trivial fcgi://127.0.0.1:$trivial_port/
 </Location>
 EOF
 apache2 -t -f "$ap/httpd.conf" 2>"$work/apache-t.log" || die "apache2 -t failed: $(cat "$work/apache-t.log")"
-taskset -c $SERVER_CPU apache2 -f "$ap/httpd.conf" -DFOREGROUND &
+# Its own session: prefork signals its whole process group when it stops.
+setsid taskset -c $SERVER_CPU apache2 -f "$ap/httpd.conf" -DFOREGROUND &
 pids+=("$!")
 wait_port "$web_port"
 web=http://127.0.0.1:$web_port

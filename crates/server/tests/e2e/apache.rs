@@ -3,6 +3,7 @@
 //! running `portcullis check`. A CGI script shows what identity reached the application.
 
 use crate::harness::*;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,6 +20,24 @@ struct Apache {
 
 impl Drop for Apache {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "apache2 exit: {:?}\nerror.log:\n{}\nstderr:\n{}",
+                self.child.try_wait(),
+                self.error_log(),
+                std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+            );
+        }
+        // SIGTERM lets the parent stop its children; SIGKILL only if that hangs.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -115,7 +134,9 @@ ServerName 127.0.0.1
 Listen 127.0.0.1:{port}
 PidFile {d}/httpd.pid
 ErrorLog {d}/error.log
-LogLevel warn
+LogLevel warn mpm_prefork:notice core:notice
+StartServers 2
+MinSpareServers 2
 LogFormat "%h %u \"%r\" %>s" portcullis
 CustomLog {d}/access.log portcullis
 User www-data
@@ -143,9 +164,13 @@ Include {d}/portcullis-external.conf
     std::fs::write(dir.join("httpd.conf"), conf).unwrap();
     open_to_www_data(env);
     let child = Command::new("apache2")
-        .args(["-X", "-f"])
+        // A parent and its children, as in production.
+        .args(["-DFOREGROUND", "-f"])
         .arg(dir.join("httpd.conf"))
         .env("APACHE_RUN_DIR", &dir)
+        // Its own process group: prefork signals its whole group when it stops, which
+        // would otherwise hit the test runner and the other tests' servers.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
