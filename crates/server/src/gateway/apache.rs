@@ -98,6 +98,10 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         _ => None,
     };
     let has_basic = basic.is_some();
+    // A resent header inside its linger time is a cache lookup; anything else may hash.
+    let blocking = basic
+        .as_ref()
+        .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
     let decide = {
         let app = app.clone();
         let (method, host, uri) = (method.clone(), host.clone(), uri.clone());
@@ -113,8 +117,8 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
             })
         }
     };
-    // Credentials mean password hashing: off the async workers, and bounded.
-    let result = if has_basic {
+    // Password hashing: off the async workers, and bounded.
+    let result = if blocking {
         let Ok(_slot) = app.login_slots.acquire().await else {
             return status_only(503);
         };

@@ -166,7 +166,8 @@ pub fn run(config: Config) -> Result<ExitCode> {
     if user.is_empty() || user.contains(['\r', '\n']) {
         return Ok(ExitCode::from(1));
     }
-    // mod_authnz_external describes the request in the environment.
+    // mod_authnz_external describes the request in the environment (its HOST is the
+    // client's host name, not the site: only HTTP_HOST names the site).
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.contains(['\r', '\n']));
     let check = Check {
         user: user.to_string(),
@@ -174,7 +175,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
         ip: var("IP")
             .and_then(|v| v.parse().ok())
             .unwrap_or(IpAddr::from([127, 0, 0, 1])),
-        host: var("HTTP_HOST").or_else(|| var("HOST")).unwrap_or_default(),
+        host: var("HTTP_HOST").unwrap_or_default(),
         uri: var("URI").unwrap_or_else(|| "/".to_string()),
     };
     let socket = config.apache.check_socket.clone();
