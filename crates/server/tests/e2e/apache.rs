@@ -92,14 +92,14 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
         "apt-get install libapache2-mod-authnz-external"
     );
     let dir = env.path().join("apache");
-    for sub in ["site/dav", "site/ext", "site/public"] {
+    for sub in ["site/dav", "site/ext", "site/admin"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     for cgi in [
         "site/who.cgi",
         "site/dav/who.cgi",
         "site/ext/who.cgi",
-        "site/public/who.cgi",
+        "site/admin/who.cgi",
     ] {
         std::fs::write(dir.join(cgi), WHO).unwrap();
         std::fs::set_permissions(dir.join(cgi), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -159,6 +159,9 @@ Include {d}/portcullis-external.conf
 <Location "/ext/">
     Include {d}/portcullis-protect-external.conf
 </Location>
+<Location "/admin/">
+    Include {d}/portcullis-protect-group.conf
+</Location>
 "#
     );
     std::fs::write(dir.join("httpd.conf"), conf).unwrap();
@@ -210,6 +213,7 @@ fn basic(user: &str, secret: &str, url: &str, extra: &[&str]) -> Reply {
 fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
     let env = Env::new("");
     let secret = secret_of(&env.add_user("alice", "correct horse", &["--group", "staff"]));
+    let root = secret_of(&env.add_user("root", "root pw", &["--group", "staff", "--group", "admins"]));
     let (gw, fcgi) = gateway(&env);
     let apache = start_apache(&env, fcgi);
     let page = apache.url("/who.cgi");
@@ -247,6 +251,20 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
         "{}",
         apache.access_log()
     );
+
+    // The group location: signed in is not enough, the group must match.
+    let admin = apache.url("/admin/who.cgi");
+    assert_eq!(curl(&[&admin]).status, 302);
+    // Apache answers an authenticated user that fails Require with 401 (not 403).
+    let r = browser.get(&admin, &[]);
+    assert!(matches!(r.status, 401 | 403), "{} {}", r.status, r.body);
+    let admin_browser = Browser::new(&env, "root");
+    let code_root = code_now(&env, &root);
+    let r = admin_browser.login(&gw, "root", "root pw", &code_root, &admin);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = admin_browser.get(&admin, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("user=[root] groups=[staff,admins]"), "{}", r.body);
 
     // The same code again, from a fresh browser: refused, no session.
     let thief = Browser::new(&env, "thief");
