@@ -2,14 +2,16 @@
 # Runs the benchmarks side by side in one run and prints one results table for the README:
 # TOTP verification against liboath (criterion), then the gateway against a bare hyper
 # server and nginx auth_request against its ceiling, memory per session, logins per
-# second and memory under a login flood (bench/gateway.sh), and a PAM login against pam_oath
-# (bench/pam.sh, needs root). Installs the Debian packages
-# it needs when they are missing (liboath-dev, wrk, nginx). Needs 2 cores; takes about
-# 3 minutes once built. Usage: bash bench/run.sh
+# second and memory under a login flood (bench/gateway.sh), Apache with mod_authnz_fcgi and
+# mod_authnz_external against a trivial FastCGI authorizer (bench/apache.sh), and a PAM login
+# against pam_oath (bench/pam.sh, needs root). Installs the Debian packages it needs when
+# they are missing (liboath-dev, wrk, nginx, apache2, libapache2-mod-authnz-external,
+# pamtester, libpam-oath). Needs 2 cores; takes about 6 minutes once built.
+# Usage: bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(liboath-dev pkg-config wrk nginx curl python3)
+packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null; then
     $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
   fi
+  if [[ " ${missing[*]} " == *" apache2 "* ]] && command -v systemctl >/dev/null; then
+    $sudo systemctl disable --now apache2 >/dev/null 2>&1 || true
+  fi
 fi
 
 target=${CARGO_TARGET_DIR:-target}
@@ -37,6 +42,7 @@ theirs=$("$out/liboath_totp")
 ratio=$(python3 -c "print(round($ours/$theirs,2))")
 
 gateway_rows=$(bash bench/gateway.sh --rows)
+apache_rows=$(bash bench/apache.sh --rows)
 pam_rows=$(bash bench/pam.sh)
 
 echo
@@ -47,4 +53,5 @@ echo "|---|---|---|---|"
 echo "| TOTP verify, ±1 window, wrong code: ns (lower is better) | $ours | liboath $(pkg-config --modversion liboath 2>/dev/null || echo '?') oath_totp_validate: $theirs | $ratio |"
 echo "| one HOTP code: ns | $one | | |"
 echo "$gateway_rows"
+echo "$apache_rows"
 echo "$pam_rows"

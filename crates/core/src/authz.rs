@@ -196,6 +196,15 @@ impl BasicCache {
         map.insert(digest, (until, user));
     }
 
+    /// True when these credentials were accepted from this address and still stand, so
+    /// deciding on them hashes no password: an adapter may then decide without moving the
+    /// work to a blocking thread.
+    pub fn is_fresh(&self, creds: &BasicCredentials, ip: IpAddr, now: i64) -> bool {
+        let digest = self.digest(creds, ip);
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&digest).is_some_and(|(until, _)| now < *until)
+    }
+
     /// Forgets everything (after a lock, unlock or token change).
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();

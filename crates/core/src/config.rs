@@ -288,6 +288,16 @@ impl Default for BasicConfig {
     }
 }
 
+/// `[apache]`: the Apache integrations (mod_authnz_fcgi and mod_authnz_external).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApacheConfig {
+    /// Loopback address of the FastCGI authorizer for mod_authnz_fcgi; empty = off.
+    pub fastcgi_listen: String,
+    /// Unix socket `portcullis check` asks the running gateway through; empty = off.
+    pub check_socket: String,
+}
+
 /// `[access]`: which requests need which factors, and where people may return to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -348,6 +358,8 @@ pub struct Config {
     pub basic: BasicConfig,
     /// `[invite]`.
     pub invite: InviteConfig,
+    /// `[apache]`.
+    pub apache: ApacheConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     #[serde(skip)]
     pub path: PathBuf,
@@ -517,6 +529,15 @@ impl Config {
                 return Err(invalid(section, key, format!("{list:?}"), &reason));
             }
         }
+        let fcgi = &self.apache.fastcgi_listen;
+        if !fcgi.is_empty() && !fcgi.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
+            return Err(invalid(
+                "apache",
+                "fastcgi_listen",
+                format!("{fcgi:?}"),
+                "give a loopback address and port such as 127.0.0.1:9092 (FastCGI has no authentication of its own), or \"\" for off",
+            ));
+        }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
             return Err(invalid(
                 "first_factor",
@@ -565,6 +586,28 @@ mod tests {
         assert_eq!(c.lockout.max_failures, 5);
         assert_eq!(c.store.backend, Backend::Sqlite);
         assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
+    }
+
+    #[test]
+    fn fastcgi_listener_must_be_on_loopback() {
+        let ok = Config::parse("[apache]\nfastcgi_listen = \"127.0.0.1:9092\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(ok.apache.fastcgi_listen, "127.0.0.1:9092");
+        assert!(
+            Config::parse("", Path::new("p.toml"))
+                .unwrap()
+                .apache
+                .fastcgi_listen
+                .is_empty()
+        );
+        for bad in ["0.0.0.0:9092", "192.168.1.5:9092", "localhost"] {
+            let err = Config::parse(
+                &format!("[apache]\n\nfastcgi_listen = \"{bad}\"\n"),
+                Path::new("p.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("p.toml:3: apache.fastcgi_listen"), "{err}");
+        }
     }
 
     #[test]

@@ -121,6 +121,13 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// For Apache mod_authnz_external (pipe): reads the user name and the password+code
+    /// on two lines of stdin; exit 0 accepted, 1 refused, 2 error. Asks the running
+    /// gateway over [apache] check_socket when it is there, else the store directly.
+    #[command(
+        after_help = "Example (Apache):\n  DefineExternalAuth portcullis pipe \"/usr/local/bin/portcullis check --config /etc/portcullis/portcullis.toml\""
+    )]
+    Check,
 }
 
 /// Import formats.
@@ -157,6 +164,15 @@ pub enum ConfigCommand {
     /// Validate the configuration file; errors name the line.
     #[command(after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml config check")]
     Check,
+    /// Print the Apache 2.4 snippets (contrib/apache) for this configuration.
+    #[command(after_help = "Example:\n  portcullis config apache > /etc/apache2/conf-available/portcullis.conf")]
+    Apache,
+    /// Print the nginx snippets (contrib/nginx) for this configuration.
+    Nginx,
+    /// Print the Caddy snippet (contrib/caddy) for this configuration.
+    Caddy,
+    /// Print the Traefik dynamic configuration (contrib/traefik) for this configuration.
+    Traefik,
 }
 
 /// Token options shared by `user add` and `user token reset`.

@@ -2,6 +2,7 @@
 
 mod otp;
 mod setup;
+mod snippets;
 mod transfer;
 mod users;
 
@@ -53,6 +54,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { format, file } => {
             let ctx = Context_::load(&cli.config)?;
             transfer::export(&ctx, format, &file)
+        }
+        Command::Check => crate::gateway::check::run(Config::load(&cli.config)?),
+        Command::Config(ConfigCommand::Apache) => {
+            snippets::print(&cli.config, snippets::Flavor::Apache).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Nginx) => {
+            snippets::print(&cli.config, snippets::Flavor::Nginx).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Caddy) => {
+            snippets::print(&cli.config, snippets::Flavor::Caddy).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Traefik) => {
+            snippets::print(&cli.config, snippets::Flavor::Traefik).map(|()| ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
             let c = Config::load(&cli.config)?;

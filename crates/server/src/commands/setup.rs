@@ -86,6 +86,10 @@ realm = "portcullis"
 
 [invite]
 ttl = 86400                # seconds an enrollment link stays valid
+
+[apache]
+fastcgi_listen = ""        # e.g. "127.0.0.1:9092": FastCGI authorizer for mod_authnz_fcgi; "" = off
+check_socket = ""          # e.g. "/run/portcullis/check.sock": served for `portcullis check`; "" = off
 "#;
 
 fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {

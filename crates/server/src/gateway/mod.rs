@@ -1,7 +1,11 @@
-//! `portcullis serve`: the HTTP gateway. The portal, the forward-auth endpoints and Basic
-//! authentication are thin adapters around `portcullis_core::authz::Authorizer`.
+//! `portcullis serve`: the HTTP gateway. The portal, the forward-auth endpoints, Basic
+//! authentication and the FastCGI authorizer for Apache are thin adapters around
+//! `portcullis_core::authz::Authorizer`.
 
+mod apache;
 mod audit;
+pub mod check;
+mod fastcgi;
 mod forward;
 mod html;
 mod metrics;
@@ -176,6 +180,19 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, "portcullis gateway listening");
+        let fcgi = app.config.apache.fastcgi_listen.clone();
+        if !fcgi.is_empty() {
+            let fcgi_listener = tokio::net::TcpListener::bind(&fcgi)
+                .await
+                .with_context(|| format!("[apache] fastcgi_listen: cannot listen on {fcgi}"))?;
+            tracing::info!(addr = %fcgi, "FastCGI authorizer for mod_authnz_fcgi listening");
+            tokio::spawn(apache::serve(app.clone(), fcgi_listener));
+        }
+        let socket = app.config.apache.check_socket.clone();
+        if !socket.is_empty() {
+            tokio::spawn(check::serve(app.clone(), check::bind(&socket)?));
+            tracing::info!(path = %socket, "check socket for `portcullis check` listening");
+        }
         let purge = app.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -1,6 +1,7 @@
 //! End-to-end tests: each runs the real `portcullis` binary in its own temporary directory.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 
+mod apache;
 mod browser;
 mod caddy;
 mod cli;

@@ -1,0 +1,231 @@
+//! The FastCGI authorizer for Apache's mod_authnz_fcgi: each connection carries one
+//! request, which becomes one `AccessRequest` and one `Decision`, rendered as the CGI
+//! headers mod_authnz_fcgi understands (`Status:`, `Location:`, `Variable-*`).
+//!
+//! Two Apache set-ups meet here, told apart by what Apache sends:
+//! - `AuthnzFcgiCheckAuthnProvider` (cookie mode, no password): the session cookie from
+//!   `HTTP_COOKIE`; no session sends the browser to the portal with a 302.
+//! - `AuthBasicProvider` (`REMOTE_USER` + `REMOTE_PASSWD`): password+code with linger.
+
+use super::App;
+use super::fastcgi::{self, Request};
+use super::web::query_escape;
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use zeroize::Zeroizing;
+
+/// Longest pause allowed between two reads of one request.
+const IDLE: Duration = Duration::from_secs(5);
+/// Longest time to receive a whole request (Apache sends it in one go).
+const TOTAL: Duration = Duration::from_secs(10);
+
+/// Accepts mod_authnz_fcgi connections until the runtime stops.
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) {
+    loop {
+        let (mut conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "FastCGI accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = conn.set_nodelay(true);
+            let request = match fastcgi::read_request(&mut conn, IDLE, TOTAL).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The error names the fault, never the request's content.
+                    tracing::warn!(peer = %peer, error = %e, "malformed FastCGI request refused");
+                    app.metrics.decision(4, Duration::ZERO);
+                    return;
+                }
+            };
+            let stdout = answer(&app, peer, &request).await;
+            let _ = conn
+                .write_all(&fastcgi::encode_response(request.id, stdout.as_bytes()))
+                .await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+/// What Apache asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `AuthBasicProvider`: user and password given.
+    Basic,
+    /// `AuthnzFcgiCheckAuthnProvider`: the request as it is (cookie).
+    CheckAuthn,
+    /// `Require <provider>`: an authenticated user is being authorized.
+    Authorizer,
+}
+
+/// The CGI header block for one request.
+async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
+    let started = Instant::now();
+    let role = match (req.param("FCGI_APACHE_ROLE"), req.param("REMOTE_PASSWD")) {
+        (Some("AUTHORIZER"), _) => Role::Authorizer,
+        (_, Some(_)) => Role::Basic,
+        _ => Role::CheckAuthn,
+    };
+    // Apache is the peer; REMOTE_ADDR is its client (after mod_remoteip, if used).
+    let client_ip = req
+        .param("REMOTE_ADDR")
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .unwrap_or(peer.ip());
+    let method = req.param("REQUEST_METHOD").unwrap_or("GET").to_string();
+    let host = req
+        .param("HTTP_HOST")
+        .or(req.param("SERVER_NAME"))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let uri = req.param("REQUEST_URI").unwrap_or("/").to_string();
+    let session = req
+        .param("HTTP_COOKIE")
+        .and_then(|c| cookie(c, &app.config.session.cookie_name))
+        .map(str::to_string);
+    let basic = match (role, req.param("REMOTE_USER"), req.param("REMOTE_PASSWD")) {
+        (Role::Basic, Some(user), Some(secret)) if !user.is_empty() => Some(BasicCredentials {
+            user: user.to_string(),
+            secret: Zeroizing::new(secret.to_string()),
+        }),
+        _ => None,
+    };
+    let has_basic = basic.is_some();
+    // A resent header inside its linger time is a cache lookup; anything else may hash.
+    let blocking = basic
+        .as_ref()
+        .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
+    let decide = {
+        let app = app.clone();
+        let (method, host, uri) = (method.clone(), host.clone(), uri.clone());
+        move || {
+            app.authorizer().decide(&AccessRequest {
+                method: &method,
+                host: &host,
+                path: &uri,
+                client_ip,
+                // Basic mode judges the credentials alone, as mod_authn_otp did.
+                session: if has_basic { None } else { session.as_deref() },
+                basic,
+            })
+        }
+    };
+    // Password hashing: off the async workers, and bounded.
+    let result = if blocking {
+        let Ok(_slot) = app.login_slots.acquire().await else {
+            return status_only(503);
+        };
+        tokio::task::spawn_blocking(decide).await.unwrap_or_else(|_| {
+            Err(portcullis_core::gate::GateError::Store(
+                portcullis_core::StoreError::Format("worker failed".into()),
+            ))
+        })
+    } else {
+        decide()
+    };
+    let (decision, event) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "authorization failed; refusing");
+            app.metrics.decision(5, started.elapsed());
+            return status_only(500);
+        }
+    };
+    if let Some(e) = &event {
+        super::audit::log(e);
+        app.metrics.auth(e.failure.is_none(), e.banned);
+    }
+    let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
+    app.metrics.decision(kind, started.elapsed());
+    out
+}
+
+fn status_only(code: u16) -> String {
+    format!("Status: {code}\r\n\r\n")
+}
+
+/// A header value safe to put on one CGI header line.
+fn clean(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+fn render(
+    app: &App,
+    role: Role,
+    method: &str,
+    host: &str,
+    uri: &str,
+    https: Option<&str>,
+    decision: Decision,
+) -> (usize, String) {
+    match decision {
+        Decision::Allow(Some(id)) => {
+            let mut out = String::from("Status: 200\r\n");
+            for (name, value) in [
+                ("PORTCULLIS_USER", id.user.as_str()),
+                ("PORTCULLIS_GROUPS", &id.groups.join(",")),
+                ("PORTCULLIS_NAME", id.display_name.as_deref().unwrap_or("")),
+                ("PORTCULLIS_EMAIL", id.email.as_deref().unwrap_or("")),
+            ] {
+                let _ = write!(out, "Variable-{name}: {}\r\n", clean(value));
+            }
+            out.push_str("\r\n");
+            (0, out)
+        }
+        // A bypassed resource: nobody to name. Basic mode never lets a password through
+        // unchecked: Apache would make the typed name REMOTE_USER.
+        Decision::Allow(None) if role != Role::Basic => (0, status_only(200)),
+        Decision::Allow(None) | Decision::Challenge => (2, status_only(401)),
+        Decision::Login => match role {
+            Role::CheckAuthn => {
+                let scheme = if https.is_some_and(|v| v.eq_ignore_ascii_case("on")) {
+                    "https"
+                } else {
+                    "http"
+                };
+                let portal = app.config.server.portal_url.trim_end_matches('/');
+                let mut location = format!("{portal}/login");
+                // Only a plausible URL is offered back; the portal checks it again.
+                if super::forward::parse_original_url(&format!("{scheme}://{host}{uri}"), method).is_ok() {
+                    location = format!("{location}?rd={}", query_escape(&format!("{scheme}://{host}{uri}")));
+                }
+                (1, format!("Status: 302\r\nLocation: {}\r\n\r\n", clean(&location)))
+            }
+            Role::Basic => (1, status_only(401)),
+            Role::Authorizer => (3, status_only(403)),
+        },
+        Decision::Deny => (3, status_only(403)),
+        Decision::BadRequest(_) => (4, status_only(400)),
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+fn cookie<'c>(header: &'c str, name: &str) -> Option<&'c str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_lookup() {
+        assert_eq!(
+            cookie("a=1; portcullis_session=xyz; b=2", "portcullis_session"),
+            Some("xyz")
+        );
+        assert_eq!(cookie("xportcullis_session=1", "portcullis_session"), None);
+        assert_eq!(clean("a\r\nLocation: evil"), "aLocation: evil");
+    }
+}

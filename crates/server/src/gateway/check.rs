@@ -1,0 +1,208 @@
+//! `portcullis check`, the program mod_authnz_external runs (pipe protocol: the user name
+//! and the password+code on two lines of stdin; exit 0 accepts). It asks the running
+//! gateway over `[apache] check_socket`, so replay, lockout, linger and regulation are
+//! shared and a check costs no start-up; without the socket it decides on its own, from
+//! the store directly.
+//!
+//! The socket protocol is five lines (user, password+code, client address, host, URI),
+//! at most `MAX_REQUEST` bytes, one request per connection; the answer is `ok` or `no`.
+
+use super::App;
+use anyhow::{Context, Result};
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use portcullis_core::config::{Config, SessionStoreKind};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+/// Upper bound of one request, on stdin and on the socket.
+const MAX_REQUEST: usize = 8 * 1024;
+/// How long the socket side waits for a request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One credential check.
+struct Check {
+    user: String,
+    secret: Zeroizing<String>,
+    ip: IpAddr,
+    host: String,
+    uri: String,
+}
+
+impl Check {
+    /// Parses the five-line form (the socket protocol).
+    fn parse(text: &str) -> Option<Check> {
+        let mut lines = text.split('\n');
+        let user = lines.next()?.to_string();
+        let secret = Zeroizing::new(lines.next()?.to_string());
+        let ip = lines.next()?.parse().ok()?;
+        let host = lines.next()?.to_ascii_lowercase();
+        let uri = lines.next()?.to_string();
+        (!user.is_empty()).then_some(Check {
+            user,
+            secret,
+            ip,
+            host,
+            uri,
+        })
+    }
+
+    fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "{}\n{}\n{}\n{}\n{}\n",
+            self.user,
+            self.secret.as_str(),
+            self.ip,
+            self.host,
+            self.uri
+        ))
+    }
+}
+
+/// Decides one check with the shared Authorizer; logs and counts it like any request.
+fn decide(app: &App, c: Check) -> bool {
+    let started = Instant::now();
+    let uri = if c.uri.starts_with('/') { c.uri } else { "/".to_string() };
+    let result = app.authorizer().decide(&AccessRequest {
+        method: "GET",
+        host: &c.host,
+        path: &uri,
+        client_ip: c.ip,
+        session: None,
+        basic: Some(BasicCredentials {
+            user: c.user,
+            secret: c.secret,
+        }),
+    });
+    let (kind, ok) = match result {
+        Ok((decision, event)) => {
+            if let Some(e) = &event {
+                super::audit::log(e);
+                app.metrics.auth(e.failure.is_none(), e.banned);
+            }
+            match decision {
+                Decision::Allow(Some(_)) => (0, true),
+                Decision::Allow(None) | Decision::Challenge | Decision::Login => (2, false),
+                Decision::Deny => (3, false),
+                Decision::BadRequest(_) => (4, false),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "check failed; refusing");
+            (5, false)
+        }
+    };
+    app.metrics.decision(kind, started.elapsed());
+    ok
+}
+
+/// Binds the check socket: a stale file is replaced, and the mode is 0660 so the Apache
+/// group may be given access (`chgrp www-data`), nobody else.
+pub fn bind(path: &str) -> Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("[apache] check_socket: cannot listen on {path}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("[apache] check_socket: cannot set the mode of {path}"))?;
+    Ok(listener)
+}
+
+/// Answers `portcullis check` clients until the runtime stops.
+pub async fn serve(app: Arc<App>, listener: tokio::net::UnixListener) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut buf = Zeroizing::new(Vec::with_capacity(256));
+            let mut limited = (&mut conn).take(MAX_REQUEST as u64 + 1);
+            let check = match tokio::time::timeout(READ_TIMEOUT, limited.read_to_end(&mut buf)).await {
+                Ok(Ok(n)) if n <= MAX_REQUEST => std::str::from_utf8(&buf).ok().and_then(Check::parse),
+                _ => None,
+            };
+            let Some(check) = check else {
+                tracing::warn!("malformed check request on the check socket refused");
+                let _ = conn.write_all(b"no\n").await;
+                return;
+            };
+            let ok = {
+                let Ok(_slot) = app.login_slots.acquire().await else {
+                    return;
+                };
+                let app = app.clone();
+                tokio::task::spawn_blocking(move || decide(&app, check))
+                    .await
+                    .unwrap_or(false)
+            };
+            let _ = conn.write_all(if ok { b"ok\n" } else { b"no\n" }).await;
+        });
+    }
+}
+
+/// `portcullis check`: exit 0 accepted, 1 refused, 2 error.
+pub fn run(config: Config) -> Result<ExitCode> {
+    super::audit::init(config.server.log_format == portcullis_core::config::LogFormat::Json);
+    let mut input = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(MAX_REQUEST as u64 + 1)
+        .read_to_end(&mut input)
+        .context("cannot read standard input")?;
+    if input.len() > MAX_REQUEST {
+        anyhow::bail!("standard input is longer than {MAX_REQUEST} bytes");
+    }
+    let text = Zeroizing::new(String::from_utf8_lossy(&input).into_owned());
+    let mut lines = text.lines();
+    let (Some(user), Some(secret)) = (lines.next(), lines.next()) else {
+        anyhow::bail!("expected the user name and the password+code on two lines of standard input");
+    };
+    if user.is_empty() || user.contains(['\r', '\n']) {
+        return Ok(ExitCode::from(1));
+    }
+    // mod_authnz_external describes the request in the environment (its HOST is the
+    // client's host name, not the site: only HTTP_HOST names the site).
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.contains(['\r', '\n']));
+    let check = Check {
+        user: user.to_string(),
+        secret: Zeroizing::new(secret.to_string()),
+        ip: var("IP")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        host: var("HTTP_HOST").unwrap_or_default(),
+        uri: var("URI").unwrap_or_else(|| "/".to_string()),
+    };
+    let socket = config.apache.check_socket.clone();
+    if !socket.is_empty()
+        && let Ok(mut conn) = std::os::unix::net::UnixStream::connect(&socket)
+    {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+        conn.write_all(check.encode().as_bytes())
+            .and_then(|()| conn.shutdown(std::net::Shutdown::Write))
+            .context("cannot write to the check socket")?;
+        let mut answer = String::new();
+        conn.take(16)
+            .read_to_string(&mut answer)
+            .context("no answer on the check socket")?;
+        return Ok(if answer == "ok\n" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    // No gateway: decide here. Sessions are not needed (none is consulted).
+    let mut config = config;
+    config.session.store = SessionStoreKind::Memory;
+    let app = App::new(config)?;
+    Ok(if decide(&app, check) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,435 @@
+//! End to end with a real Apache 2.4 (Debian's apache2) using the shipped contrib/apache
+//! snippets: mod_authnz_fcgi in cookie mode and Basic mode, and mod_authnz_external
+//! running `portcullis check`. A CGI script shows what identity reached the application.
+
+use crate::harness::*;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/apache");
+const MODULES: &str = "/usr/lib/apache2/modules";
+
+/// A running Apache, stopped when dropped.
+struct Apache {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "apache2 exit: {:?}\nerror.log:\n{}\nstderr:\n{}",
+                self.child.try_wait(),
+                self.error_log(),
+                std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+            );
+        }
+        // SIGTERM lets the parent stop its children; SIGKILL only if that hangs.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Apache {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+/// Copies the shipped snippets, changing only ports and paths (what a user edits).
+fn snippets(dir: &Path, env: &Env, fcgi_port: u16) {
+    for entry in std::fs::read_dir(CONTRIB).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("127.0.0.1:9092", &format!("127.0.0.1:{fcgi_port}"))
+            .replace("/usr/local/bin/portcullis", bin().to_str().unwrap())
+            .replace("/etc/portcullis/portcullis.toml", env.config().to_str().unwrap());
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+}
+
+/// The application: prints the identity Apache hands a CGI program.
+const WHO: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=[%s] groups=[%s] auth=[%s]\\n' \"$REMOTE_USER\" \"$PORTCULLIS_GROUPS\" \"$AUTH_TYPE\"\n";
+
+/// Makes the test's files reachable for Apache's unprivileged user (www-data): the CGI
+/// programs and, for mod_authnz_external, `portcullis check` reading the config and store.
+fn open_to_www_data(env: &Env) {
+    let status = Command::new("chown")
+        .args(["-R", "www-data:www-data"])
+        .arg(env.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown www-data (the tests run as root)");
+    std::fs::set_permissions(env.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
+    require_tool("apache2");
+    assert!(
+        Path::new(MODULES).join("mod_authnz_external.so").exists(),
+        "apt-get install libapache2-mod-authnz-external"
+    );
+    let dir = env.path().join("apache");
+    for sub in ["site/dav", "site/ext", "site/admin"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for cgi in [
+        "site/who.cgi",
+        "site/dav/who.cgi",
+        "site/ext/who.cgi",
+        "site/admin/who.cgi",
+    ] {
+        std::fs::write(dir.join(cgi), WHO).unwrap();
+        std::fs::set_permissions(dir.join(cgi), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(dir.join("site/index.html"), "<h1>static secret page</h1>\n").unwrap();
+    snippets(&dir, env, fcgi_port);
+    let port = free_port();
+    let d = dir.display();
+    let modules = [
+        ("mpm_prefork_module", "mod_mpm_prefork.so"),
+        ("authn_core_module", "mod_authn_core.so"),
+        ("authz_core_module", "mod_authz_core.so"),
+        ("auth_basic_module", "mod_auth_basic.so"),
+        ("authz_user_module", "mod_authz_user.so"),
+        ("authnz_fcgi_module", "mod_authnz_fcgi.so"),
+        ("authnz_external_module", "mod_authnz_external.so"),
+        ("mime_module", "mod_mime.so"),
+        ("dir_module", "mod_dir.so"),
+        ("env_module", "mod_env.so"),
+        ("log_config_module", "mod_log_config.so"),
+        ("unixd_module", "mod_unixd.so"),
+        ("cgi_module", "mod_cgi.so"),
+    ]
+    .iter()
+    // Debian builds some of these in; load only those that are not.
+    .map(|(name, file)| format!("<IfModule !{name}>\n    LoadModule {name} {MODULES}/{file}\n</IfModule>\n"))
+    .collect::<String>();
+    let conf = format!(
+        r#"{modules}
+ServerRoot {d}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile {d}/httpd.pid
+ErrorLog {d}/error.log
+LogLevel warn mpm_prefork:notice core:notice
+StartServers 2
+MinSpareServers 2
+LogFormat "%h %u \"%r\" %>s" portcullis
+CustomLog {d}/access.log portcullis
+User www-data
+Group www-data
+TypesConfig /etc/mime.types
+DocumentRoot {d}/site
+DirectoryIndex index.html
+Include {d}/portcullis-provider.conf
+Include {d}/portcullis-external.conf
+<Directory {d}/site>
+    Options +ExecCGI
+    AddHandler cgi-script .cgi
+</Directory>
+<Location "/">
+    Include {d}/portcullis-protect.conf
+</Location>
+<Location "/dav/">
+    Include {d}/portcullis-protect-basic.conf
+</Location>
+<Location "/ext/">
+    Include {d}/portcullis-protect-external.conf
+</Location>
+<Location "/admin/">
+    Include {d}/portcullis-protect-group.conf
+</Location>
+"#
+    );
+    std::fs::write(dir.join("httpd.conf"), conf).unwrap();
+    open_to_www_data(env);
+    let child = Command::new("apache2")
+        // A parent and its children, as in production.
+        .args(["-DFOREGROUND", "-f"])
+        .arg(dir.join("httpd.conf"))
+        .env("APACHE_RUN_DIR", &dir)
+        // Its own process group: prefork signals its whole group when it stops, which
+        // would otherwise hit the test runner and the other tests' servers.
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let apache = Apache { child, port, dir };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return apache;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "apache2 did not start: {}{}",
+        std::fs::read_to_string(apache.dir.join("stderr.log")).unwrap_or_default(),
+        apache.error_log()
+    );
+}
+
+/// A gateway with the FastCGI authorizer on its own port.
+fn gateway(env: &Env) -> (Server, u16) {
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let fcgi = free_port();
+    env.set("apache", "fastcgi_listen", &format!("\"127.0.0.1:{fcgi}\""));
+    (env.serve(), fcgi)
+}
+
+fn basic(user: &str, secret: &str, url: &str, extra: &[&str]) -> Reply {
+    let creds = format!("{user}:{secret}");
+    let mut args = vec!["-u", creds.as_str()];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args)
+}
+
+#[test]
+fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("alice", "correct horse", &["--group", "staff"]));
+    let root = secret_of(&env.add_user("root", "root pw", &["--group", "staff", "--group", "admins"]));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let page = apache.url("/who.cgi");
+
+    // No cookie: Apache sends the browser to the portal with the page it asked for.
+    let r = curl(&[&page]);
+    assert_eq!(r.status, 302, "{}\n{}", r.body, apache.error_log());
+    assert_eq!(
+        r.header("location"),
+        Some(gw.url(&format!("/login?rd={}", urlencode(&page))).as_str())
+    );
+    assert_eq!(curl(&[&apache.url("/index.html")]).status, 302);
+
+    // After login the page is served and the application sees the user and groups.
+    settle(8);
+    let code = code_now(&env, &secret);
+    let browser = Browser::new(&env, "alice");
+    let r = browser.login(&gw, "alice", "correct horse", &code, &page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some(page.as_str()));
+    let r = browser.get(&page, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[alice] groups=[staff]"), "{}", r.body);
+    // The authorizer's Variable-* headers become environment, never response headers.
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("variable-"))
+    );
+    let r = browser.get(&apache.url("/index.html"), &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("static secret page"));
+    assert!(
+        apache.access_log().contains(" alice \"GET /who.cgi"),
+        "{}",
+        apache.access_log()
+    );
+
+    // The group location: signed in is not enough, the group must match.
+    let admin = apache.url("/admin/who.cgi");
+    assert_eq!(curl(&[&admin]).status, 302);
+    // Apache answers an authenticated user that fails Require with 401 (not 403).
+    let r = browser.get(&admin, &[]);
+    assert!(matches!(r.status, 401 | 403), "{} {}", r.status, r.body);
+    let admin_browser = Browser::new(&env, "root");
+    let code_root = code_now(&env, &root);
+    let r = admin_browser.login(&gw, "root", "root pw", &code_root, &admin);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = admin_browser.get(&admin, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("user=[root] groups=[staff,admins]"), "{}", r.body);
+
+    // The same code again, from a fresh browser: refused, no session.
+    let thief = Browser::new(&env, "thief");
+    let r = thief.login(&gw, "alice", "correct horse", &code, &page);
+    assert_ne!(r.status, 303, "a replayed code was accepted");
+    assert_eq!(thief.get(&page, &[]).status, 302);
+
+    // A forged cookie is just no session.
+    let forged = format!("Cookie: portcullis_session={}", "A".repeat(43));
+    assert_eq!(curl(&["-H", &forged, &page]).status, 302);
+
+    // Logout ends it for Apache too.
+    browser.get(&gw.url("/logout"), &[]);
+    let r = browser.get(&page, &[]);
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert!(!gw.log_text().contains("correct horse"));
+}
+
+#[test]
+fn apache_basic_mode_linger_other_address_and_wrong_pin() {
+    let env = Env::new("");
+    env.set("otp", "linger", "4");
+    let alice = secret_of(&env.add_user("alice", "pin1", &[]));
+    let bob = secret_of(&env.add_user("bob", "pin2", &[]));
+    let (_gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let url = apache.url("/dav/who.cgi");
+
+    assert_eq!(curl(&[&url]).status, 401);
+    settle(12);
+    let code = code_now(&env, &alice);
+    let r = basic("alice", &format!("pin1{code}"), &url, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(
+        r.body.contains("user=[alice]") && r.body.contains("auth=[Basic]"),
+        "{}",
+        r.body
+    );
+    // Clients resend the same header: accepted within linger, from the same address...
+    assert_eq!(basic("alice", &format!("pin1{code}"), &url, &[]).status, 200);
+    // ...never from another one.
+    let other = basic("alice", &format!("pin1{code}"), &url, &["--interface", "127.0.0.2"]);
+    assert_eq!(other.status, 401);
+
+    // A wrong PIN is refused and does not use up the code: the right PIN then passes.
+    let code = code_now(&env, &bob);
+    assert_eq!(basic("bob", &format!("wrong{code}"), &url, &[]).status, 401);
+    assert_eq!(basic("bob", &format!("pin2{code}"), &url, &[]).status, 200);
+
+    // After linger the same header is refused.
+    std::thread::sleep(Duration::from_secs(5));
+    let r = basic("bob", &format!("pin2{code}"), &url, &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+#[test]
+fn apache_authnz_external_runs_portcullis_check() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("carol", "pin3", &["--group", "ops"]));
+    let (_gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let url = apache.url("/ext/who.cgi");
+
+    assert_eq!(curl(&[&url]).status, 401);
+    settle(8);
+    let code = code_now(&env, &secret);
+    let r = basic("carol", &format!("pin3{code}"), &url, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[carol]"), "{}", r.body);
+    assert_eq!(basic("carol", &format!("nope{code}"), &url, &[]).status, 401);
+    assert_eq!(basic("nobody", &format!("pin3{code}"), &url, &[]).status, 401);
+}
+
+#[test]
+fn apache_check_socket_shares_linger_with_the_gateway() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("dan", "pin4", &[]));
+    let socket = env.path().join("check.sock");
+    env.set("apache", "check_socket", &format!("\"{}\"", socket.display()));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    // Apache's user reaches the socket through its group.
+    Command::new("chgrp").arg("www-data").arg(&socket).status().unwrap();
+    let url = apache.url("/ext/who.cgi");
+    settle(8);
+    let code = code_now(&env, &secret);
+    let r = basic("dan", &format!("pin4{code}"), &url, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    // The gateway decided (its audit log has the event), and its linger cache serves the
+    // FastCGI side too: one verification, then accepted without a second one.
+    assert!(gw.log_text().contains("user=\"dan\""), "{}", gw.log_text());
+    let r = basic("dan", &format!("pin4{code}"), &apache.url("/dav/who.cgi"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        basic("dan", &format!("pin4{code}"), &url, &["--interface", "127.0.0.2"]).status,
+        401
+    );
+}
+
+#[test]
+fn apache_basic_mode_with_a_live_mod_authn_otp_users_file() {
+    let env = Env::new("");
+    let hex = "3132333435363738393031323334353637383930";
+    let users = env.path().join("otp-users.txt");
+    std::fs::write(&users, format!("HOTP/T30 erin 5678 {hex}\n")).unwrap();
+    env.set("store", "backend", "\"mod_authn_otp\"");
+    env.set("store", "path", &format!("\"{}\"", users.display()));
+    env.set("session", "store", "\"memory\"");
+    let (_gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let url = apache.url("/dav/who.cgi");
+    settle(8);
+    let code = env
+        .ok(&["otp", "code", "--secret", hex, "--hex"], None)
+        .trim()
+        .to_string();
+    let r = basic("erin", &format!("5678{code}"), &url, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[erin]"), "{}", r.body);
+    // The file is updated in mod_authn_otp's format: the accepted code is recorded.
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.contains(&code), "{text}");
+    assert_eq!(basic("erin", &format!("0000{code}"), &url, &[]).status, 401);
+}
+
+#[test]
+fn apache_malformed_fastcgi_input_is_refused_and_logged() {
+    use std::io::{Read, Write};
+    let env = Env::new("");
+    let (gw, fcgi) = gateway(&env);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", fcgi)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_end(&mut out);
+    assert!(out.is_empty());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        gw.log_text().contains("malformed FastCGI request refused"),
+        "{}",
+        gw.log_text()
+    );
+    // The gateway still answers.
+    assert_eq!(curl(&[&gw.url("/api/health")]).status, 200);
+}
+
+#[test]
+fn config_apache_prints_the_contrib_snippets_with_this_configuration() {
+    let env = Env::new("");
+    env.set("apache", "fastcgi_listen", "\"127.0.0.1:9555\"");
+    let out = env.ok(&["config", "apache"], None);
+    assert!(
+        out.contains("AuthnzFcgiDefineProvider authn portcullis fcgi://127.0.0.1:9555/"),
+        "{out}"
+    );
+    assert!(out.contains(env.config().to_str().unwrap()), "{out}");
+    for name in [
+        "portcullis-protect.conf",
+        "portcullis-protect-basic.conf",
+        "portcullis-external.conf",
+    ] {
+        assert!(out.contains(name));
+    }
+    let nginx = env.ok(&["config", "nginx"], None);
+    assert!(nginx.contains("auth_request"), "{nginx}");
+    assert!(env.ok(&["config", "caddy"], None).contains("forward_auth"));
+    assert!(env.ok(&["config", "traefik"], None).contains("forwardAuth"));
+}
