@@ -118,25 +118,9 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         }
     };
     // Password hashing: off the async workers, and bounded.
-    let result = if blocking {
-        let Ok(_slot) = app.login_slots.acquire().await else {
-            return status_only(503);
-        };
-        tokio::task::spawn_blocking(decide).await.unwrap_or_else(|_| {
-            Err(portcullis_core::gate::GateError::Store(
-                portcullis_core::StoreError::Format("worker failed".into()),
-            ))
-        })
-    } else {
-        decide()
-    };
-    let (decision, event) = match result {
+    let (decision, event) = match app.run_decision(blocking, started, decide).await {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "authorization failed; refusing");
-            app.metrics.decision(5, started.elapsed());
-            return status_only(500);
-        }
+        Err(code) => return status_only(code),
     };
     if let Some(e) = &event {
         super::audit::log(e);

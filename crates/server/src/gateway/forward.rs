@@ -212,24 +212,12 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
         }
     };
     // Credentials mean password hashing: keep it off the async workers, and bounded.
-    let result = if has_basic {
-        let Ok(_slot) = app.login_slots.acquire().await else {
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        };
-        tokio::task::spawn_blocking(decide).await.unwrap_or_else(|_| {
-            Err(portcullis_core::gate::GateError::Store(
-                portcullis_core::StoreError::Format("worker failed".into()),
-            ))
-        })
-    } else {
-        decide()
-    };
-    let (decision, event) = match result {
+    let (decision, event) = match app.run_decision(has_basic, started, decide).await {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "authorization failed; refusing");
-            app.metrics.decision(5, started.elapsed());
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        Err(code) => {
+            return StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response();
         }
     };
     if let Some(e) = &event {

@@ -16,10 +16,10 @@ use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
 use portcullis_core::access::AccessControl;
-use portcullis_core::authz::{Authorizer, BasicCache};
+use portcullis_core::authz::{AuthEvent, Authorizer, BasicCache, Decision};
 use portcullis_core::client::TrustedProxies;
 use portcullis_core::config::{Config, SessionStoreKind};
-use portcullis_core::gate::{Gate, Policy};
+use portcullis_core::gate::{Gate, GateError, Policy};
 use portcullis_core::invite::InviteStore;
 use portcullis_core::redirect::ReturnTargets;
 use portcullis_core::regulation::{RegulationPolicy, Regulator};
@@ -130,6 +130,43 @@ impl App {
             basic_cache: &self.basic_cache,
             clock: &self.clock,
         }
+    }
+}
+
+/// The outcome of one decision: the decision and any auth event, or the HTTP status to
+/// answer when no decision could be made (503 no login slot, 500 failure; already logged).
+pub type DecisionResult = Result<(Decision, Option<AuthEvent>), u16>;
+
+impl App {
+    /// Runs `decide` for an adapter: on a bounded blocking worker when it may hash a
+    /// password (`blocking`), inline otherwise; failures are logged and counted here.
+    pub async fn run_decision<F>(
+        self: &Arc<Self>,
+        blocking: bool,
+        started: std::time::Instant,
+        decide: F,
+    ) -> DecisionResult
+    where
+        F: FnOnce() -> Result<(Decision, Option<AuthEvent>), GateError> + Send + 'static,
+    {
+        let result = if blocking {
+            let Ok(_slot) = self.login_slots.acquire().await else {
+                return Err(503);
+            };
+            match tokio::task::spawn_blocking(decide).await {
+                Ok(r) => r,
+                Err(_) => Err(GateError::Store(portcullis_core::StoreError::Format(
+                    "worker failed".into(),
+                ))),
+            }
+        } else {
+            decide()
+        };
+        result.map_err(|e| {
+            tracing::error!(error = %e, "authorization failed; refusing");
+            self.metrics.decision(5, started.elapsed());
+            500
+        })
     }
 }
 
