@@ -154,7 +154,7 @@ pub struct Gate<'a> {
     /// The rules.
     pub policy: Policy,
     /// Where `External` first factors are checked.
-    pub external: Option<ExternalSource>,
+    pub external: Option<&'a ExternalSource>,
 }
 
 enum TokenResult {
@@ -228,7 +228,7 @@ impl Gate<'_> {
             FirstFactor::None => password.is_empty(),
             FirstFactor::Hash(h) => password::verify_hash(h, password),
             FirstFactor::Pin(pin) => password::constant_time_eq(pin, password),
-            FirstFactor::External => match &self.external {
+            FirstFactor::External => match self.external {
                 Some(src) => match src.check(name, password)? {
                     Some(ok) => ok,
                     None => password::verify_dummy(password),

@@ -130,7 +130,7 @@ impl StoreBackend {
             directory: self.directory.as_ref(),
             clock: self.clock.as_ref(),
             policy: self.policy.clone(),
-            external: self.external.clone(),
+            external: self.external.as_ref(),
         }
     }
 }

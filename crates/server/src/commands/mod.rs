@@ -90,6 +90,8 @@ pub struct Context_ {
     pub config: Config,
     /// The store it names.
     pub store: Box<dyn Directory>,
+    /// The external first-factor source it names.
+    pub external: Option<portcullis_core::password::ExternalSource>,
 }
 
 impl Context_ {
@@ -97,7 +99,12 @@ impl Context_ {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let config = Config::load(path)?;
         let store = portcullis_store::open(&config)?;
-        Ok(Context_ { config, store })
+        let external = config.external_source();
+        Ok(Context_ {
+            config,
+            store,
+            external,
+        })
     }
 
     /// A gate over this store with the configured policy and the system clock.
@@ -106,7 +113,7 @@ impl Context_ {
             directory: self.store.as_ref(),
             clock: &SystemClock,
             policy: Policy::from_config(&self.config),
-            external: self.config.external_source(),
+            external: self.external.as_ref(),
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Basic credentials accepted within their linger time.
     pub basic_cache: BasicCache,
+    /// Where `External` first factors are checked, resolved once at start-up.
+    pub external: Option<portcullis_core::password::ExternalSource>,
+    /// The verification rules, read once from the configuration.
+    pub policy: Policy,
     /// Key for CSRF tokens (random per process).
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
@@ -108,6 +112,8 @@ impl App {
             proxies,
             metrics: metrics::Metrics::default(),
             basic_cache: BasicCache::default(),
+            external: config.external_source(),
+            policy: Policy::from_config(&config),
             csrf_key,
             login_slots: tokio::sync::Semaphore::new(slots),
             clock: SystemClock,
@@ -124,8 +130,8 @@ impl App {
             gate: Gate {
                 directory: self.directory.as_ref(),
                 clock: &self.clock,
-                policy: Policy::from_config(&self.config),
-                external: self.config.external_source(),
+                policy: self.policy.clone(),
+                external: self.external.as_ref(),
             },
             basic_cache: &self.basic_cache,
             clock: &self.clock,
