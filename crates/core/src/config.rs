@@ -189,6 +189,15 @@ pub struct ServerConfig {
     pub demo_page: bool,
 }
 
+impl ServerConfig {
+    /// The path the portal is served under: `portal_url`'s path without the trailing `/`
+    /// (`""` for `https://auth.example.com`, `"/.portcullis"` for `https://app/.portcullis/`).
+    pub fn base_path(&self) -> &str {
+        let rest = self.portal_url.split_once("://").map_or("", |(_, r)| r);
+        rest.find('/').map_or("", |i| rest[i..].trim_end_matches('/'))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -298,6 +307,27 @@ pub struct ApacheConfig {
     pub check_socket: String,
 }
 
+/// `[proxy]`: reverse-proxy mode, where `serve` itself forwards allowed requests to an app.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// The protected app, `http://host:port`; empty = off (forward-auth only).
+    pub upstream: String,
+}
+
+impl ProxyConfig {
+    /// The upstream's `host:port`, when `upstream` is a plain `http://host:port[/]` URL.
+    pub fn authority(&self) -> Option<&str> {
+        let rest = self.upstream.strip_prefix("http://")?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let valid = !authority.is_empty()
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        valid.then_some(authority)
+    }
+}
+
 /// `[access]`: which requests need which factors, and where people may return to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -360,6 +390,8 @@ pub struct Config {
     pub invite: InviteConfig,
     /// `[apache]`.
     pub apache: ApacheConfig,
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     #[serde(skip)]
     pub path: PathBuf,
@@ -499,6 +531,37 @@ impl Config {
                 ));
             }
         }
+        let base = self.server.base_path();
+        if !base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'))
+            || base.contains("//")
+        {
+            return Err(invalid(
+                "server",
+                "portal_url",
+                format!("{:?}", self.server.portal_url),
+                "the path may hold only letters, digits and / . - _ (no query or fragment)",
+            ));
+        }
+        if !self.proxy.upstream.is_empty() {
+            if self.proxy.authority().is_none() {
+                return Err(invalid(
+                    "proxy",
+                    "upstream",
+                    format!("{:?}", self.proxy.upstream),
+                    "give the app's plain-HTTP address such as http://127.0.0.1:8080 (no path; TLS to the app is not supported), or \"\" for off",
+                ));
+            }
+            if base.is_empty() {
+                return Err(invalid(
+                    "proxy",
+                    "upstream",
+                    format!("{:?}", self.proxy.upstream),
+                    "reverse-proxy mode needs [server] portal_url with a path of its own on the app's host, such as https://app.example.com/.portcullis, so its pages do not hide the app's",
+                ));
+            }
+        }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "server",
@@ -607,6 +670,40 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.starts_with("p.toml:3: apache.fastcgi_listen"), "{err}");
+        }
+    }
+
+    #[test]
+    fn proxy_upstream_needs_plain_http_and_a_portal_path() {
+        let p = Path::new("p.toml");
+        let ok = Config::parse(
+            "[server]\nportal_url = \"https://app.example.com/.portcullis/\"\n[proxy]\nupstream = \"http://127.0.0.1:8080/\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(ok.proxy.authority(), Some("127.0.0.1:8080"));
+        assert_eq!(ok.server.base_path(), "/.portcullis");
+        assert_eq!(Config::parse("", p).unwrap().server.base_path(), "");
+        for (text, want) in [
+            (
+                "[proxy]\nupstream = \"http://127.0.0.1:8080\"\n",
+                "p.toml:2: proxy.upstream",
+            ),
+            (
+                "[server]\nportal_url = \"https://a/p\"\n[proxy]\nupstream = \"https://127.0.0.1:8443\"\n",
+                "p.toml:4: proxy.upstream",
+            ),
+            (
+                "[server]\nportal_url = \"https://a/p\"\n[proxy]\nupstream = \"http://127.0.0.1:8080/app\"\n",
+                "p.toml:4: proxy.upstream",
+            ),
+            (
+                "[server]\nportal_url = \"https://a/p?x=1\"\n",
+                "p.toml:2: server.portal_url",
+            ),
+        ] {
+            let err = Config::parse(text, p).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}: {err}");
         }
     }
 

@@ -40,7 +40,7 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 
 [server]
 listen = "127.0.0.1:9091"
-portal_url = "http://127.0.0.1:9091"          # the portal's external URL (https:// in production)
+portal_url = "http://127.0.0.1:9091"          # the portal's external URL (https:// in production); its path, if any, prefixes every gateway route
 default_redirect = "http://127.0.0.1:9091/"   # where people land when the return URL is missing or refused
 trusted_proxies = ["127.0.0.1/32", "::1/128"] # whose X-Forwarded-*/X-Real-IP/X-Original-URL headers count
 two_step = true            # password page, then code page; false = one page with both
@@ -90,6 +90,11 @@ ttl = 86400                # seconds an enrollment link stays valid
 [apache]
 fastcgi_listen = ""        # e.g. "127.0.0.1:9092": FastCGI authorizer for mod_authnz_fcgi; "" = off
 check_socket = ""          # e.g. "/run/portcullis/check.sock": served for `portcullis check`; "" = off
+
+[proxy]
+# Reverse-proxy mode: forward allowed requests to this app ("http://127.0.0.1:8080"); the
+# portal then lives under portal_url's path on the app's host (".../.portcullis"). "" = off
+upstream = ""
 "#;
 
 fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {

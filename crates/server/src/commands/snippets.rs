@@ -40,6 +40,10 @@ const APACHE: &[(&str, &str)] = &[
         include_str!("../../../../contrib/apache/portcullis-protect-external.conf"),
     ),
     (
+        "portcullis-reverse-proxy.conf",
+        include_str!("../../../../contrib/apache/portcullis-reverse-proxy.conf"),
+    ),
+    (
         "example-site.conf",
         include_str!("../../../../contrib/apache/example-site.conf"),
     ),
@@ -108,6 +112,7 @@ pub fn render(config: &Config, config_path: &Path, flavor: Flavor) -> String {
         out.push_str(&format!("# ---- {name} ----\n"));
         out.push_str(
             &text
+                .replace("/api/authz/", &format!("{}/api/authz/", config.server.base_path()))
                 .replace("127.0.0.1:9091", &config.server.listen)
                 .replace("127.0.0.1:9092", fcgi)
                 .replace(

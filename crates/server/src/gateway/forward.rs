@@ -24,9 +24,45 @@ pub(super) struct Original {
 }
 
 impl Original {
+    /// Checks and normalises a request's description (the host is lowercased).
+    pub(super) fn new(method: &str, scheme: &str, host: &str, uri: &str) -> Result<Original, BadPart> {
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(BadPart::Scheme);
+        }
+        if !valid_host(host) {
+            return Err(BadPart::Host);
+        }
+        if !valid_uri(uri) {
+            return Err(BadPart::Path);
+        }
+        Ok(Original {
+            method: method.to_string(),
+            scheme,
+            host: host.to_ascii_lowercase(),
+            uri: uri.to_string(),
+        })
+    }
+
+    /// `http` or `https`.
+    pub(super) fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
     fn url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.host, self.uri)
     }
+}
+
+/// The part of a request's description that was unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BadPart {
+    /// Not http or https.
+    Scheme,
+    /// Not a host name.
+    Host,
+    /// Not a path starting with `/` made of visible ASCII.
+    Path,
 }
 
 /// Why the description of the original request was refused.
@@ -54,10 +90,6 @@ pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Ma
     let (scheme, rest) = url
         .split_once("://")
         .ok_or(Malformed::Bad("X-Original-URL is not an absolute URL"))?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return Err(Malformed::Bad("X-Original-URL must be http or https"));
-    }
     let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (host, uri) = rest.split_at(split);
     let uri = if uri.is_empty() || uri.starts_with('?') {
@@ -65,17 +97,12 @@ pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Ma
     } else {
         uri.to_string()
     };
-    if !valid_host(host) {
-        return Err(Malformed::Bad("X-Original-URL has no valid host"));
-    }
-    if !valid_uri(&uri) {
-        return Err(Malformed::Bad("X-Original-URL has an invalid path"));
-    }
-    Ok(Original {
-        method: method.to_string(),
-        scheme,
-        host: host.to_ascii_lowercase(),
-        uri,
+    Original::new(method, scheme, host, &uri).map_err(|part| {
+        Malformed::Bad(match part {
+            BadPart::Scheme => "X-Original-URL must be http or https",
+            BadPart::Host => "X-Original-URL has no valid host",
+            BadPart::Path => "X-Original-URL has an invalid path",
+        })
     })
 }
 
@@ -98,22 +125,14 @@ fn from_forwarded(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
     let (Some(host), Some(uri)) = (get("x-forwarded-host"), get("x-forwarded-uri")) else {
         return Err(Malformed::Missing);
     };
-    let scheme = get("x-forwarded-proto").unwrap_or("https").to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return Err(Malformed::Bad("X-Forwarded-Proto must be http or https"));
-    }
-    if !valid_host(host) {
-        return Err(Malformed::Bad("X-Forwarded-Host is not a host name"));
-    }
-    if !valid_uri(uri) {
-        return Err(Malformed::Bad("X-Forwarded-Uri must be a path starting with /"));
-    }
-    let method = get("x-forwarded-method").unwrap_or("GET").to_string();
-    Ok(Original {
-        method,
-        scheme,
-        host: host.to_ascii_lowercase(),
-        uri: uri.to_string(),
+    let scheme = get("x-forwarded-proto").unwrap_or("https");
+    let method = get("x-forwarded-method").unwrap_or("GET");
+    Original::new(method, scheme, host, uri).map_err(|part| {
+        Malformed::Bad(match part {
+            BadPart::Scheme => "X-Forwarded-Proto must be http or https",
+            BadPart::Host => "X-Forwarded-Host is not a host name",
+            BadPart::Path => "X-Forwarded-Uri must be a path starting with /",
+        })
     })
 }
 
@@ -133,8 +152,9 @@ pub fn basic_credentials(h: &HeaderMap) -> Option<BasicCredentials> {
     })
 }
 
+/// How a proxy expects "log in first" to be said.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Flavor {
+pub(super) enum Flavor {
     /// nginx: 401 means "log in", the redirect is nginx's `error_page`.
     AuthRequest,
     /// Traefik/Caddy: the response is passed to the client as it is.
@@ -159,7 +179,8 @@ pub async fn forward_auth(
     handle(app, peer, headers, Flavor::ForwardAuth).await
 }
 
-fn wants_html(h: &HeaderMap) -> bool {
+/// True when the client is a browser asking for a page.
+pub(super) fn wants_html(h: &HeaderMap) -> bool {
     header_str(h, "accept").is_some_and(|a| a.contains("text/html"))
 }
 
@@ -228,7 +249,8 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
     render(&app, &original, decision, flavor, browser, started)
 }
 
-fn render(
+/// The answer for a decision, in the flavour the proxy expects; counts it in the metrics.
+pub(super) fn render(
     app: &App,
     original: &Original,
     decision: Decision,

@@ -81,9 +81,17 @@ maxlength=\"10\" required{} aria-describedby=\"code-hint\">\
 }
 
 /// The login form: user name and password, plus the code when `with_code` (one-page mode).
-pub fn login(csrf: &str, rd: &str, username: &str, with_code: bool, error: Option<&str>, note: Option<&str>) -> String {
+pub fn login(
+    base: &str,
+    csrf: &str,
+    rd: &str,
+    username: &str,
+    with_code: bool,
+    error: Option<&str>,
+    note: Option<&str>,
+) -> String {
     let body = format!(
-        "<h1>Sign in</h1>{msg}<form method=\"post\" action=\"/login\">{csrf}{rd}\
+        "<h1>Sign in</h1>{msg}<form method=\"post\" action=\"{base}/login\">{csrf}{rd}\
 <label for=\"username\">User name</label>\
 <input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" \
 spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
@@ -106,11 +114,11 @@ spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
 }
 
 /// The second step: the one-time code.
-pub fn code(csrf: &str, rd: &str, user: &str, error: Option<&str>) -> String {
+pub fn code(base: &str, csrf: &str, rd: &str, user: &str, error: Option<&str>) -> String {
     let body = format!(
         "<h1>Two-step verification</h1>{msg}<p>Signed in as <strong>{user}</strong>. Enter the current code.</p>\
-<form method=\"post\" action=\"/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
-<p class=\"hint\"><a href=\"/logout\">Not you? Sign out</a></p>",
+<form method=\"post\" action=\"{base}/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
+<p class=\"hint\"><a href=\"{base}/logout\">Not you? Sign out</a></p>",
         msg = message_box(error, None),
         user = escape(user),
         csrf = hidden("csrf", csrf),
@@ -171,10 +179,10 @@ pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, e
 }
 
 /// The demo's protected page.
-pub fn demo(user: &str, groups: &[String]) -> String {
+pub fn demo(base: &str, user: &str, groups: &[String]) -> String {
     let body = format!(
         "<h1>Protected demo page</h1><p class=\"note\">Hello, <strong>{}</strong>. You passed both factors.</p>\
-<p>Groups: {}</p><p><a href=\"/logout\">Sign out</a></p>",
+<p>Groups: {}</p><p><a href=\"{base}/logout\">Sign out</a></p>",
         escape(user),
         escape(&groups.join(", "))
     );
@@ -186,14 +194,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pages_under_a_base_path_link_inside_it() {
+        let login = login("/.portcullis", "t", "", "", false, None, None);
+        assert!(login.contains("action=\"/.portcullis/login\""), "{login}");
+        let code = code("/.portcullis", "t", "", "bob", None);
+        assert!(code.contains("action=\"/.portcullis/login/code\""), "{code}");
+        assert!(code.contains("href=\"/.portcullis/logout\""), "{code}");
+    }
+
+    #[test]
     fn user_text_is_escaped_everywhere() {
         let evil = "\"><script>alert(1)</script>";
         for html in [
-            login(evil, evil, evil, true, Some(evil), Some(evil)),
-            code(evil, evil, evil, Some(evil)),
+            login("", evil, evil, evil, true, Some(evil), Some(evil)),
+            code("", evil, evil, evil, Some(evil)),
             message(evil, evil, Some((evil, evil))),
             enroll(evil, evil, None, None, Some(evil)),
-            demo(evil, &[evil.to_string()]),
+            demo("", evil, &[evil.to_string()]),
         ] {
             assert!(!html.contains("<script>"), "{html}");
         }
@@ -201,7 +218,7 @@ mod tests {
 
     #[test]
     fn fields_have_labels_and_autocomplete() {
-        let html = login("t", "", "", true, None, None);
+        let html = login("", "t", "", "", true, None, None);
         for id in ["username", "password", "code"] {
             assert!(html.contains(&format!("<label for=\"{id}\">")), "{id}");
         }
@@ -213,6 +230,6 @@ mod tests {
     fn enrollment_hint_does_not_offer_recovery_codes() {
         let html = enroll("t", "bob", None, None, None);
         assert!(!html.contains("recovery"), "{html}");
-        assert!(code("t", "", "bob", None).contains("recovery codes"));
+        assert!(code("", "t", "", "bob", None).contains("recovery codes"));
     }
 }

@@ -1,5 +1,5 @@
 //! `portcullis serve`: the HTTP gateway. The portal, the forward-auth endpoints, Basic
-//! authentication and the FastCGI authorizer for Apache are thin adapters around
+//! authentication, the reverse proxy and the FastCGI authorizer for Apache are thin adapters around
 //! `portcullis_core::authz::Authorizer`.
 
 mod apache;
@@ -10,6 +10,7 @@ mod forward;
 mod html;
 mod metrics;
 mod portal;
+mod proxy;
 mod web;
 
 use anyhow::{Context, Result, bail};
@@ -59,6 +60,8 @@ pub struct App {
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
     pub login_slots: tokio::sync::Semaphore,
+    /// The app behind the gateway in reverse-proxy mode.
+    pub upstream: Option<proxy::Upstream>,
     /// Time.
     pub clock: SystemClock,
 }
@@ -117,6 +120,7 @@ impl App {
             csrf_key,
             login_slots: tokio::sync::Semaphore::new(slots),
             clock: SystemClock,
+            upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
         })
     }
@@ -196,7 +200,16 @@ pub fn router(app: Arc<App>) -> Router {
     if app.config.server.demo_page {
         r = r.route("/", get(portal::demo_page));
     }
-    r.route("/logout/", post(portal::logout)).with_state(app)
+    r = r.route("/logout/", post(portal::logout));
+    // The gateway's pages live where portal_url says, so they can share a host with an app.
+    let base = app.base();
+    if !base.is_empty() {
+        r = Router::new().nest(base, r);
+    }
+    if app.upstream.is_some() {
+        r = r.fallback(proxy::handle);
+    }
+    r.with_state(app)
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.

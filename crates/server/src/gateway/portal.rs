@@ -121,7 +121,10 @@ pub async fn login_page(
         match s.level {
             Level::TwoFactor => return see_other(&app.return_url(&q.rd), vec![]),
             Level::OneFactor if app.config.server.two_step => {
-                return see_other(&format!("/login/code?rd={}", super::web::query_escape(&q.rd)), vec![]);
+                return see_other(
+                    &format!("{}/login/code?rd={}", app.base(), super::web::query_escape(&q.rd)),
+                    vec![],
+                );
             }
             Level::OneFactor => {}
         }
@@ -132,6 +135,7 @@ pub async fn login_page(
             .is_ok_and(|c| c.contains(&format!("{}=", app.config.session.cookie_name)))
     });
     let body = html::login(
+        app.base(),
         &app.csrf_token(&nonce),
         &q.rd,
         "",
@@ -151,8 +155,11 @@ async fn blocking<T: Send + 'static>(app: &Arc<App>, f: impl FnOnce(&App) -> T +
 }
 
 /// Back to the login page, keeping the return URL.
-fn to_login(rd: &str) -> Response {
-    see_other(&format!("/login?rd={}", super::web::query_escape(rd)), vec![])
+fn to_login(app: &App, rd: &str) -> Response {
+    see_other(
+        &format!("{}/login?rd={}", app.base(), super::web::query_escape(rd)),
+        vec![],
+    )
 }
 
 fn server_error() -> Response {
@@ -174,6 +181,7 @@ pub async fn login_submit(
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str, user: &str| {
         let body = html::login(
+            app.base(),
             &app.csrf_token(&nonce),
             &form.rd,
             user,
@@ -230,7 +238,7 @@ pub async fn login_submit(
             let next = if done {
                 app.return_url(&form.rd)
             } else {
-                format!("/login/code?rd={}", super::web::query_escape(&form.rd))
+                format!("{}/login/code?rd={}", app.base(), super::web::query_escape(&form.rd))
             };
             see_other(&next, vec![app.session_set_cookie(&id)])
         }
@@ -247,7 +255,7 @@ pub async fn code_page(
 ) -> Response {
     let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
-        return to_login(&q.rd);
+        return to_login(&app, &q.rd);
     };
     if s.level == Level::TwoFactor {
         return see_other(&app.return_url(&q.rd), vec![]);
@@ -255,7 +263,7 @@ pub async fn code_page(
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     page(
         StatusCode::OK,
-        html::code(&app.csrf_token(&nonce), &q.rd, &s.user, None),
+        html::code(app.base(), &app.csrf_token(&nonce), &q.rd, &s.user, None),
         cookie.into_iter().collect(),
     )
 }
@@ -269,13 +277,13 @@ pub async fn code_submit(
 ) -> Response {
     let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
-        return to_login(&form.rd);
+        return to_login(&app, &form.rd);
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str| {
         page(
             StatusCode::UNAUTHORIZED,
-            html::code(&app.csrf_token(&nonce), &form.rd, &s.user, Some(error)),
+            html::code(app.base(), &app.csrf_token(&nonce), &form.rd, &s.user, Some(error)),
             cookie.clone().into_iter().collect(),
         )
     };
@@ -316,7 +324,7 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Q
     {
         tracing::error!(error = %e, "cannot revoke a session");
     }
-    let back = format!("/login?rd={}", super::web::query_escape(&q.rd));
+    let back = format!("{}/login?rd={}", app.base(), super::web::query_escape(&q.rd));
     page(
         StatusCode::OK,
         html::message(
@@ -336,10 +344,12 @@ pub async fn demo_page(
 ) -> Response {
     let ip = app.client_ip(peer, &headers);
     match app.current_session(&headers, ip) {
-        Some(s) if s.level == Level::TwoFactor => page(StatusCode::OK, html::demo(&s.user, &s.groups), vec![]),
+        Some(s) if s.level == Level::TwoFactor => {
+            page(StatusCode::OK, html::demo(app.base(), &s.user, &s.groups), vec![])
+        }
         _ => {
             let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
-            to_login(&here)
+            to_login(&app, &here)
         }
     }
 }
@@ -484,7 +494,7 @@ pub async fn enroll_submit(
         html::message(
             "All set",
             "Your authenticator is set up. Sign in with your password and a code.",
-            Some(("/login", "Sign in")),
+            Some((&format!("{}/login", app.base()), "Sign in")),
         ),
         vec![],
     )

@@ -28,6 +28,11 @@ impl App {
         self.clock.now()
     }
 
+    /// The path the portal is served under (`""` at the root).
+    pub fn base(&self) -> &str {
+        self.config.server.base_path()
+    }
+
     /// The client's address: the peer, or what a trusted proxy says.
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         let xff = joined(headers, "x-forwarded-for");
@@ -144,7 +149,7 @@ pub fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// All values of a header joined with commas (X-Forwarded-For may come several times).
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
     let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!values.is_empty()).then(|| values.join(","))
 }

@@ -237,6 +237,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -289,7 +294,11 @@ pub fn curl(args: &[&str]) -> Reply {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // Interim answers (100 Continue) come first; the reply is the final one.
+    while head.starts_with("HTTP/1.1 1") && body.starts_with("HTTP/") {
+        (head, body) = body.split_once("\r\n\r\n").unwrap_or((body, ""));
+    }
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -356,10 +365,15 @@ impl Browser {
     /// Password step then code step through the portal, from a fresh cookie jar; returns
     /// the final reply.
     pub fn login(&self, gw: &Server, user: &str, password: &str, code: &str, rd: &str) -> Reply {
+        self.login_at(&gw.url(""), user, password, code, rd)
+    }
+
+    /// `login` through the portal whose pages are under `portal` (`http://host:port/base`).
+    pub fn login_at(&self, portal: &str, user: &str, password: &str, code: &str, rd: &str) -> Reply {
         let _ = std::fs::remove_file(&self.jar);
-        let page = self.get(&gw.url(&format!("/login?rd={}", urlencode(rd))), &[]);
+        let page = self.get(&format!("{portal}/login?rd={}", urlencode(rd)), &[]);
         let r = self.post(
-            &gw.url("/login"),
+            &format!("{portal}/login"),
             &[
                 ("csrf", &page.csrf()),
                 ("rd", rd),
@@ -370,9 +384,9 @@ impl Browser {
         if r.status != 303 {
             return r;
         }
-        let page = self.get(&gw.url(&format!("/login/code?rd={}", urlencode(rd))), &[]);
+        let page = self.get(&format!("{portal}/login/code?rd={}", urlencode(rd)), &[]);
         self.post(
-            &gw.url("/login/code"),
+            &format!("{portal}/login/code"),
             &[("csrf", &page.csrf()), ("rd", rd), ("code", code)],
         )
     }

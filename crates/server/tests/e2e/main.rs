@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 
 mod apache;
+mod apache_server;
 mod browser;
 mod caddy;
 mod cli;
@@ -11,4 +12,5 @@ mod harness;
 mod import;
 mod nginx;
 mod pam;
+mod proxy;
 mod qr;

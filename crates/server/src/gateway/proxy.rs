@@ -1,0 +1,364 @@
+//! Reverse-proxy mode (`[proxy] upstream`): every request that is not for the portal is
+//! decided like a forward-auth request and, when allowed, forwarded to the app with its
+//! body streamed both ways, WebSocket upgrades spliced through, the Host header kept,
+//! the client's own identity headers dropped and the gateway's added.
+
+use super::App;
+use super::forward::{self, Flavor, Original};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portcullis_core::authz::{AccessRequest, Decision, Identity};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The identity headers the gateway sets; a client's own copies never reach the app.
+const IDENTITY: [&str; 4] = ["remote-user", "remote-groups", "remote-name", "remote-email"];
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// The app behind the gateway and a pooled HTTP/1.1 client to it.
+pub struct Upstream {
+    /// `host:port` of the app.
+    authority: String,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Upstream {
+    /// A client for the app at `authority` (`host:port`).
+    pub fn new(authority: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Upstream {
+            authority: authority.to_string(),
+            client,
+        }
+    }
+}
+
+/// Everything not routed to the portal: decide, then forward or answer.
+pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let started = Instant::now();
+    let Some(upstream) = app.upstream.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let trusted = app.proxies.trusts(peer.ip());
+    let original = match describe(&app, trusted, &req) {
+        Ok(o) => o,
+        Err(why) => {
+            app.metrics.decision(4, started.elapsed());
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let headers = req.headers();
+    let client_ip = app.client_ip(peer, headers);
+    let basic = if app.config.basic.enabled {
+        forward::basic_credentials(headers)
+    } else {
+        None
+    };
+    let has_basic = basic.is_some();
+    let blocking = basic
+        .as_ref()
+        .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
+    let session = app.session_cookie(headers).map(str::to_string);
+    let decide = {
+        let app = app.clone();
+        let (method, host, uri) = (original.method.clone(), original.host.clone(), original.uri.clone());
+        move || {
+            app.authorizer().decide(&AccessRequest {
+                method: &method,
+                host: &host,
+                path: &uri,
+                client_ip,
+                session: session.as_deref(),
+                basic,
+            })
+        }
+    };
+    let (decision, event) = match app.run_decision(blocking, started, decide).await {
+        Ok(r) => r,
+        Err(code) => {
+            return StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response();
+        }
+    };
+    if let Some(e) = &event {
+        super::audit::log(e);
+        app.metrics.auth(e.failure.is_none(), e.banned);
+    }
+    match decision {
+        Decision::Allow(identity) => {
+            app.metrics.decision(0, started.elapsed());
+            let scheme = original.scheme().to_string();
+            let host = original.host.clone();
+            let forwarded = Forwarded {
+                client_ip,
+                peer: peer.ip(),
+                trusted,
+                scheme,
+                host,
+                drop_authorization: has_basic,
+            };
+            pass(&app, upstream, req, identity.as_ref(), &forwarded).await
+        }
+        other => {
+            let browser = forward::wants_html(req.headers()) && !has_basic;
+            forward::render(&app, &original, other, Flavor::ForwardAuth, browser, started)
+        }
+    }
+}
+
+/// The request as the client sent it, in the terms of the access rules.
+fn describe(app: &App, trusted: bool, req: &Request) -> Result<Original, &'static str> {
+    let h = req.headers();
+    let from_proxy = |name| trusted.then(|| super::web::header_str(h, name)).flatten();
+    let host = from_proxy("x-forwarded-host")
+        .or_else(|| super::web::header_str(h, "host"))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .ok_or("no Host header")?;
+    let default_scheme = if app.config.server.portal_url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    let scheme = from_proxy("x-forwarded-proto").unwrap_or(default_scheme);
+    let uri = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Original::new(req.method().as_str(), scheme, host, uri).map_err(|part| match part {
+        forward::BadPart::Scheme => "X-Forwarded-Proto must be http or https",
+        forward::BadPart::Host => "the Host header is not a host name",
+        forward::BadPart::Path => "the request target must be a path starting with /",
+    })
+}
+
+/// What the app is told about the client.
+struct Forwarded {
+    client_ip: IpAddr,
+    peer: IpAddr,
+    trusted: bool,
+    scheme: String,
+    host: String,
+    /// The `Authorization` header held the password and code: the app never sees them.
+    drop_authorization: bool,
+}
+
+/// True when `name` is one of the identity headers, in any spelling an app might read
+/// it under (`Remote_User` becomes `HTTP_REMOTE_USER` in CGI just as `Remote-User` does).
+fn is_identity(name: &HeaderName) -> bool {
+    let n = name.as_str().replace('_', "-");
+    IDENTITY.contains(&n.as_str())
+}
+
+/// The names a `Connection` header lists as hop-by-hop, besides the fixed ones.
+fn connection_listed(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// True when the client asks to switch protocols (WebSocket).
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && connection_listed(h).iter().any(|t| t == "upgrade")
+}
+
+/// Removes hop-by-hop headers in place, keeping `Upgrade` when switching protocols.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    for name in connection_listed(h) {
+        if !(upgrade && name == "upgrade") {
+            h.remove(name.as_str());
+        }
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    if !upgrade {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// The `Cookie` header without the gateway's own cookies, or `None` when nothing is left.
+fn app_cookies(h: &HeaderMap, ours: &[&str]) -> Option<HeaderValue> {
+    let kept: Vec<&str> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !ours.iter().any(|name| pair.split('=').next() == Some(name)))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept.join("; ")).ok()
+    }
+}
+
+/// Rewrites the client's headers for the app.
+fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f: &Forwarded, upgrade: bool) {
+    strip_hop_by_hop(h, upgrade);
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let spoofed: Vec<HeaderName> = h.keys().filter(|n| is_identity(n)).cloned().collect();
+    for name in spoofed {
+        h.remove(name);
+    }
+    // This hop already answered any `Expect: 100-continue`; the app gets the body as it comes.
+    h.remove(header::EXPECT);
+    if f.drop_authorization {
+        h.remove(header::AUTHORIZATION);
+    }
+    let cookies = app_cookies(h, &[&app.config.session.cookie_name, super::web::CSRF_COOKIE]);
+    h.remove(header::COOKIE);
+    if let Some(c) = cookies {
+        h.insert(header::COOKIE, c);
+    }
+    // A chain from a trusted proxy is extended; anything else a client claims is replaced.
+    let xff = match super::web::joined(h, "x-forwarded-for") {
+        Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
+        _ => f.client_ip.to_string(),
+    };
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(h, "x-forwarded-for", &xff);
+    set(h, "x-forwarded-proto", &f.scheme);
+    set(h, "x-forwarded-host", &f.host);
+    if let Some(id) = identity {
+        set(h, "remote-user", &id.user);
+        set(h, "remote-groups", &id.groups.join(","));
+        set(h, "remote-name", id.display_name.as_deref().unwrap_or(""));
+        set(h, "remote-email", id.email.as_deref().unwrap_or(""));
+    }
+}
+
+/// Forwards an allowed request and returns the app's answer, streamed.
+async fn pass(
+    app: &App,
+    upstream: &Upstream,
+    mut req: Request,
+    identity: Option<&Identity>,
+    f: &Forwarded,
+) -> Response {
+    let upgrade = wants_upgrade(req.headers());
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let Ok(uri) = format!("http://{}{path}", upstream.authority).parse::<Uri>() else {
+        return (StatusCode::BAD_REQUEST, "unusable request target").into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    upstream_headers(app, &mut parts.headers, identity, f, upgrade);
+    let mut response = match upstream.client.request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(upstream = %upstream.authority, error = %e, "the app did not answer");
+            return (StatusCode::BAD_GATEWAY, "The protected application is not answering.").into_response();
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_side) = client_side else {
+            tracing::error!("the app switched protocols unasked; refusing");
+            return StatusCode::BAD_GATEWAY.into_response();
+        };
+        let app_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, app_side) {
+                Ok((client, app)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(app)).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "protocol switch failed"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn identity_headers_in_any_spelling_are_recognised() {
+        for name in ["remote-user", "Remote_User", "REMOTE-GROUPS", "remote_email"] {
+            assert!(is_identity(&HeaderName::from_bytes(name.as_bytes()).unwrap()), "{name}");
+        }
+        assert!(!is_identity(&HeaderName::from_static("remote-addr")));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_listed_ones_too() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        assert!(!wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    }
+
+    #[test]
+    fn the_gateways_cookies_are_not_passed_on() {
+        let h = map(&[
+            ("cookie", "a=1; portcullis_session=s3cret"),
+            ("cookie", "portcullis_csrf=x; b=2"),
+        ]);
+        let kept = app_cookies(&h, &["portcullis_session", "portcullis_csrf"]).unwrap();
+        assert_eq!(kept, "a=1; b=2");
+        let only_ours = map(&[("cookie", "portcullis_session=s3cret")]);
+        assert!(app_cookies(&only_ours, &["portcullis_session"]).is_none());
+    }
+}
