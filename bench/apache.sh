@@ -80,16 +80,27 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx.group(1) if non2xx else 0} {'yes' 
 EOF
 }
 
+# Busy time of the server core (every server, and the processes Apache forks, are pinned
+# there), in clock ticks: user+nice+system+irq+softirq+steal of /proc/stat's cpuN line.
+core_busy() { awk -v c="cpu$SERVER_CPU" '$1==c{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+ticks_per_s=$(getconf CLK_TCK)
+
+# run_wrk NAME URL [wrk args...]: writes "req/s p50 p99 non2xx errors cpu_us_per_request".
 run_wrk() {
   local name=$1 url=$2; shift 2
   taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
+  local busy0 busy1; busy0=$(core_busy)
   taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$work/$name.wrk"
+  busy1=$(core_busy)
   local r; r=$(wrk_parse "$work/$name.wrk")
   set -- $r
   [ "$4" = 0 ] || die "$name: $4 responses were not 2xx/3xx ($(cat "$work/$name.wrk"))"
   [ "$5" = no ] || log "$name: wrk reported socket errors: $(grep 'Socket errors' "$work/$name.wrk")"
-  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms"
-  echo "$r" >"$work/$name.res"
+  local requests cpu_us
+  requests=$(awk '/requests in/{print $1}' "$work/$name.wrk")
+  cpu_us=$(python3 -c "print(f'{($busy1-$busy0)*1e6/$ticks_per_s/$requests:.0f}')")
+  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms, $cpu_us CPU µs/request on the server core"
+  echo "$r $cpu_us" >"$work/$name.res"
 }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
@@ -227,11 +238,11 @@ best trivial
 best cookie
 run_wrk basic "$web/basic/" -H "$basic"
 run_wrk ext "$web/ext/" -H "$basic"
-read -r n_rps n_p50 n_p99 _ <"$work/none.res"
-read -r t_rps t_p50 t_p99 _ <"$work/trivial.res"
-read -r c_rps c_p50 c_p99 _ <"$work/cookie.res"
-read -r b_rps b_p50 b_p99 _ <"$work/basic.res"
-read -r e_rps e_p50 e_p99 _ <"$work/ext.res"
+read -r n_rps n_p50 n_p99 _ _ n_cpu <"$work/none.res"
+read -r t_rps t_p50 t_p99 _ _ t_cpu <"$work/trivial.res"
+read -r c_rps c_p50 c_p99 _ _ c_cpu <"$work/cookie.res"
+read -r b_rps b_p50 b_p99 _ _ b_cpu <"$work/basic.res"
+read -r e_rps e_p50 e_p99 _ _ e_cpu <"$work/ext.res"
 
 if ! $rows_only; then
   echo "| measurement | portcullis | reference (same run) | ratio |"
@@ -244,3 +255,4 @@ echo "| Apache Basic: p50 / p99 ms | $b_p50 / $b_p99 | | |"
 echo "| Apache mod_authnz_external pipe, portcullis check via socket: req/s | $e_rps | trivial FastCGI authorizer: $t_rps | $(ratio "$e_rps" "$t_rps") |"
 echo "| Apache mod_authnz_external: p50 / p99 ms | $e_p50 / $e_p99 | | |"
 echo "| Apache static file, no authentication: req/s (p50 / p99 ms) | | $n_rps ($n_p50 / $n_p99) | cookie mode: $(ratio "$c_rps" "$n_rps") |"
+echo "| Apache: CPU µs per request on the server core (Apache + authorizer + forked checks) | cookie $c_cpu, Basic $b_cpu, external pipe $e_cpu | trivial authorizer $t_cpu, no authentication $n_cpu | cookie: $(ratio "$c_cpu" "$t_cpu") |"

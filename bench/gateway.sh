@@ -4,6 +4,8 @@
 #   1. wrk on /api/authz/auth-request (valid session) vs a bare hyper server answering 204;
 #   2. nginx auth_request -> portcullis vs nginx auth_request -> the bare 204 server (the
 #      ceiling of the mechanism), protecting a small static file;
+#   2b. reverse-proxy mode (a valid session, the bare server as the app) vs nginx
+#      proxy_pass with a keepalive upstream to the same bare server;
 #   3. memory per active session (in-process session table; SQLite bytes on disk);
 #   4. logins per second per core (argon2id, full Gate check) and the gateway's RSS under
 #      a flood of 200 concurrent wrong-password logins.
@@ -176,7 +178,7 @@ cp contrib/nginx/portcullis-authrequest.conf "$ngx/authrequest-portcullis.conf"
 sed "s|http://portcullis/|http://portcullis_bare/|" contrib/nginx/portcullis-authrequest.conf >"$ngx/authrequest-bare.conf"
 grep -q "127.0.0.1:$gw_port;" "$ngx/upstream-portcullis.conf" || die "could not set the upstream port in the snippet"
 grep -q "portcullis_bare/" "$ngx/authrequest-bare.conf" || die "could not point the reference site at the bare server"
-ngx_a=$(free_port); ngx_b=$(free_port)
+ngx_a=$(free_port); ngx_b=$(free_port); ngx_c=$(free_port)
 site() { # PORT SNIPPET
   cat <<EOF
     server {
@@ -209,6 +211,15 @@ http {
     include $ngx/upstream-bare.conf;
 $(site "$ngx_a" authrequest-portcullis.conf)
 $(site "$ngx_b" authrequest-bare.conf)
+    server {
+        listen 127.0.0.1:$ngx_c;
+        location / {
+            proxy_pass http://portcullis_bare;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+        }
+    }
 }
 EOF
 "$nginx_bin" -t -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>"$work/nginx-t.log" \
@@ -224,6 +235,25 @@ run_wrk nginx-portcullis "http://127.0.0.1:$ngx_a/" -H "Cookie: portcullis_sessi
 read -r n_rps n_p50 n_p99 _ <"$work/nginx-portcullis.res"
 run_wrk nginx-bare "http://127.0.0.1:$ngx_b/" -H "Cookie: portcullis_session=$sid"
 read -r c_rps c_p50 c_p99 _ <"$work/nginx-bare.res"
+
+# --- 2b. reverse-proxy mode vs nginx proxy_pass, both in front of the bare server ----------
+# A second gateway on the same store (the session is loaded at start), in proxy mode.
+px_port=$(free_port)
+sed -e "s|^listen = \"127.0.0.1:$gw_port\"|listen = \"127.0.0.1:$px_port\"|" \
+  -e "s|^portal_url = \"http://127.0.0.1:$gw_port\"|portal_url = \"http://127.0.0.1:$px_port/.portcullis\"|" \
+  -e "s|^upstream = \"\"|upstream = \"http://127.0.0.1:$bare_port\"|" "$cfg" >"$cfgdir/proxy.toml"
+grep -q "^upstream = \"http://127.0.0.1:$bare_port\"" "$cfgdir/proxy.toml" || die "could not set [proxy] upstream"
+RUST_LOG=warn taskset -c $SERVER_CPU "$bin" -c "$cfgdir/proxy.toml" serve >"$work/proxy.log" 2>&1 &
+pids+=("$!")
+px=http://127.0.0.1:$px_port
+wait_http "$px/.portcullis/api/health"
+[ "$(page -H "Cookie: portcullis_session=$sid" "$px/x")" = 204 ] || die "proxy mode: the app's 204 does not come through with a session"
+[ "$(page "$px/x")" = 401 ] || die "proxy mode: no session is not 401"
+[ "$(page "http://127.0.0.1:$ngx_c/x")" = 204 ] || die "nginx proxy_pass -> bare is not 204"
+run_wrk proxy-portcullis "$px/x" -H "Cookie: portcullis_session=$sid"
+read -r p_rps p_p50 p_p99 _ <"$work/proxy-portcullis.res"
+run_wrk proxy-nginx "http://127.0.0.1:$ngx_c/x" -H "Cookie: portcullis_session=$sid"
+read -r q_rps q_p50 q_p99 _ <"$work/proxy-nginx.res"
 
 # --- 3. memory per session (in-process table) and SQLite bytes per session ----------------
 log "session memory (100k sessions in-process)"
@@ -289,6 +319,8 @@ echo "| auth-request, wrk -c$CONNS direct: req/s | $d_rps | bare hyper 204: $b_r
 echo "| auth-request direct: p50 / p99 ms | $d_p50 / $d_p99 | $b_p50 / $b_p99 | |"
 echo "| nginx auth_request (shipped snippet) + static file: req/s | $n_rps | nginx auth_request → bare 204: $c_rps | $(ratio "$n_rps" "$c_rps") |"
 echo "| nginx auth_request: p50 / p99 ms | $n_p50 / $n_p99 | $c_p50 / $c_p99 | |"
+echo "| reverse-proxy mode (session checked) → bare 204: req/s | $p_rps | nginx proxy_pass (keepalive, no auth) → bare 204: $q_rps | $(ratio "$p_rps" "$q_rps") |"
+echo "| reverse proxy: p50 / p99 ms | $p_p50 / $p_p99 | $q_p50 / $q_p99 | |"
 echo "| gateway RSS idle → after auth-request load (MiB) | $(mib "$rss_idle") → $(mib "$rss_loaded") | | |"
 echo "| in-process session table: bytes per session ($(val "$work/mem.txt" memory_sessions) sessions) | $(val "$work/mem.txt" memory_bytes_per_session) | | |"
 echo "| SQLite session store: bytes on disk per session ($(val "$work/mem.txt" sqlite_sessions) sessions) | $(val "$work/mem.txt" sqlite_bytes_per_session) | | |"
