@@ -393,6 +393,9 @@ impl AccessControl {
     pub fn policy_for(&self, r: &Resource, subject: Option<&Subject>) -> Result<Decision, PathError> {
         // Normalise even when no rule looks at paths: a path we refuse must not reach the upstream.
         let path = normalize_path(r.path)?;
+        if self.rules.is_empty() {
+            return Ok(Decision::Policy(self.default_policy));
+        }
         let host = normalize_host(r.host);
         for rule in &self.rules {
             if !rule.matches_object(&host, &path, r) {

@@ -4,9 +4,9 @@
 //! `Decision`.
 
 use super::App;
-use super::web::{header_str, query_escape};
+use super::web::{header_str, names, query_escape};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
 use std::net::SocketAddr;
@@ -109,11 +109,11 @@ pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Ma
 /// The original request from nginx's `X-Original-URL`/`X-Original-Method`.
 fn from_auth_request(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
     let url = trusted
-        .then(|| header_str(h, "x-original-url"))
+        .then(|| header_str(h, &names::X_ORIGINAL_URL))
         .flatten()
         .ok_or(Malformed::Missing)?;
     let method = trusted
-        .then(|| header_str(h, "x-original-method"))
+        .then(|| header_str(h, &names::X_ORIGINAL_METHOD))
         .flatten()
         .unwrap_or("GET");
     parse_original_url(url, method)
@@ -121,12 +121,12 @@ fn from_auth_request(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed
 
 /// The original request from `X-Forwarded-Proto/Host/Uri/Method` (Traefik, Caddy).
 fn from_forwarded(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
-    let get = |name| trusted.then(|| header_str(h, name)).flatten();
-    let (Some(host), Some(uri)) = (get("x-forwarded-host"), get("x-forwarded-uri")) else {
+    let get = |name: &HeaderName| trusted.then(|| header_str(h, name)).flatten();
+    let (Some(host), Some(uri)) = (get(&names::X_FORWARDED_HOST), get(&names::X_FORWARDED_URI)) else {
         return Err(Malformed::Missing);
     };
-    let scheme = get("x-forwarded-proto").unwrap_or("https");
-    let method = get("x-forwarded-method").unwrap_or("GET");
+    let scheme = get(&names::X_FORWARDED_PROTO).unwrap_or("https");
+    let method = get(&names::X_FORWARDED_METHOD).unwrap_or("GET");
     Original::new(method, scheme, host, uri).map_err(|part| {
         Malformed::Bad(match part {
             BadPart::Scheme => "X-Forwarded-Proto must be http or https",
@@ -138,7 +138,7 @@ fn from_forwarded(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
 
 /// Basic credentials from an `Authorization` header, if well-formed.
 pub fn basic_credentials(h: &HeaderMap) -> Option<BasicCredentials> {
-    let value = header_str(h, "authorization")?;
+    let value = header_str(h, header::AUTHORIZATION)?;
     let (scheme, b64) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -181,7 +181,7 @@ pub async fn forward_auth(
 
 /// True when the client is a browser asking for a page.
 pub(super) fn wants_html(h: &HeaderMap) -> bool {
-    header_str(h, "accept").is_some_and(|a| a.contains("text/html"))
+    header_str(h, header::ACCEPT).is_some_and(|a| a.contains("text/html"))
 }
 
 async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Flavor) -> Response {
@@ -279,10 +279,10 @@ pub(super) fn render(
             };
             let h = r.headers_mut();
             for (header, value) in [
-                ("remote-user", user),
-                ("remote-groups", groups.as_str()),
-                ("remote-name", name.unwrap_or("")),
-                ("remote-email", email.unwrap_or("")),
+                (names::REMOTE_USER, user),
+                (names::REMOTE_GROUPS, groups.as_str()),
+                (names::REMOTE_NAME, name.unwrap_or("")),
+                (names::REMOTE_EMAIL, email.unwrap_or("")),
             ] {
                 // A value that cannot be a header (control characters) is sent empty, never forged.
                 h.insert(

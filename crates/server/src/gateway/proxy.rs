@@ -5,6 +5,7 @@
 
 use super::App;
 use super::forward::{self, Flavor, Original};
+use super::web::names;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -134,9 +135,9 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
 /// The request as the client sent it, in the terms of the access rules.
 fn describe(app: &App, trusted: bool, req: &Request) -> Result<Original, &'static str> {
     let h = req.headers();
-    let from_proxy = |name| trusted.then(|| super::web::header_str(h, name)).flatten();
-    let host = from_proxy("x-forwarded-host")
-        .or_else(|| super::web::header_str(h, "host"))
+    let from_proxy = |name: &HeaderName| trusted.then(|| super::web::header_str(h, name)).flatten();
+    let host = from_proxy(&names::X_FORWARDED_HOST)
+        .or_else(|| super::web::header_str(h, header::HOST))
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .ok_or("no Host header")?;
     let default_scheme = if app.config.server.portal_url.starts_with("https://") {
@@ -144,7 +145,7 @@ fn describe(app: &App, trusted: bool, req: &Request) -> Result<Original, &'stati
     } else {
         "http"
     };
-    let scheme = from_proxy("x-forwarded-proto").unwrap_or(default_scheme);
+    let scheme = from_proxy(&names::X_FORWARDED_PROTO).unwrap_or(default_scheme);
     let uri = req.uri().path_and_query().map_or("/", |p| p.as_str());
     Original::new(req.method().as_str(), scheme, host, uri).map_err(|part| match part {
         forward::BadPart::Scheme => "X-Forwarded-Proto must be http or https",
@@ -241,23 +242,23 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
         h.insert(header::COOKIE, c);
     }
     // A chain from a trusted proxy is extended; anything else a client claims is replaced.
-    let xff = match super::web::joined(h, "x-forwarded-for") {
+    let xff = match super::web::joined(h, &names::X_FORWARDED_FOR) {
         Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
         _ => f.client_ip.to_string(),
     };
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     };
-    set(h, "x-forwarded-for", &xff);
-    set(h, "x-forwarded-proto", &f.scheme);
-    set(h, "x-forwarded-host", &f.host);
+    set(h, names::X_FORWARDED_FOR, &xff);
+    set(h, names::X_FORWARDED_PROTO, &f.scheme);
+    set(h, names::X_FORWARDED_HOST, &f.host);
     if let Some(id) = identity {
-        set(h, "remote-user", &id.user);
-        set(h, "remote-groups", &id.groups.join(","));
-        set(h, "remote-name", id.display_name.as_deref().unwrap_or(""));
-        set(h, "remote-email", id.email.as_deref().unwrap_or(""));
+        set(h, names::REMOTE_USER, &id.user);
+        set(h, names::REMOTE_GROUPS, &id.groups.join(","));
+        set(h, names::REMOTE_NAME, id.display_name.as_deref().unwrap_or(""));
+        set(h, names::REMOTE_EMAIL, id.email.as_deref().unwrap_or(""));
     }
 }
 

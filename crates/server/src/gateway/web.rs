@@ -35,8 +35,8 @@ impl App {
 
     /// The client's address: the peer, or what a trusted proxy says.
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let xff = joined(headers, "x-forwarded-for");
-        let real = header_str(headers, "x-real-ip");
+        let xff = joined(headers, &names::X_FORWARDED_FOR);
+        let real = header_str(headers, &names::X_REAL_IP);
         self.proxies.client_ip(peer.ip(), xff.as_deref(), real)
     }
 
@@ -93,7 +93,7 @@ impl App {
             return false;
         }
         // A cross-site form post from a browser that sends Origin is refused outright.
-        if let Some(origin) = header_str(headers, "origin")
+        if let Some(origin) = header_str(headers, header::ORIGIN)
             && !same_origin(&self.config.server.portal_url, origin)
         {
             return false;
@@ -143,13 +143,44 @@ pub fn csrf_nonce(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue
     (nonce, HeaderValue::from_str(&v).ok())
 }
 
+/// Header names read or written on every request, parsed once at compile time (a `&str`
+/// name is parsed again at every lookup).
+pub mod names {
+    use axum::http::HeaderName;
+
+    /// nginx `auth_request`: the original URL.
+    pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+    /// nginx `auth_request`: the original method.
+    pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    /// The client chain a proxy reports.
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    /// The original scheme a proxy reports.
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    /// The original host a proxy reports.
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    /// The original path a proxy reports (Traefik, Caddy).
+    pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    /// The original method a proxy reports (Traefik, Caddy).
+    pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    /// The client address nginx reports.
+    pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    /// Identity: the login name.
+    pub const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+    /// Identity: groups, comma-separated.
+    pub const REMOTE_GROUPS: HeaderName = HeaderName::from_static("remote-groups");
+    /// Identity: display name.
+    pub const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+    /// Identity: e-mail address.
+    pub const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+}
+
 /// One header as text (None if absent or not visible ASCII).
-pub fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub fn header_str<K: header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// All values of a header joined with commas (X-Forwarded-For may come several times).
-pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn joined<K: header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<String> {
     let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
     (!values.is_empty()).then(|| values.join(","))
 }
