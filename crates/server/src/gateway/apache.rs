@@ -12,11 +12,11 @@
 //! user Apache has already authenticated, whichever provider did it.
 
 use super::App;
-use super::fastcgi::{self, Request};
 use super::web::query_escape;
 use portcullis_core::access::Resource;
 use portcullis_core::authz::{AccessRequest, AuthEvent, BasicCredentials, Decision};
 use portcullis_core::gate::GateError;
+use portcullis_fastcgi::{self as fastcgi, Request};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
