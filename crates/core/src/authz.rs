@@ -271,6 +271,38 @@ impl Authorizer<'_> {
         Ok((decision, event))
     }
 
+    /// Authorization only, for a user some other step has already authenticated (Apache's
+    /// `Require portcullis-authz`, whose `REMOTE_USER` comes from any authn provider): may
+    /// `user` reach `resource` under the `[access]` rules?
+    ///
+    /// The user is looked up in the directory (its groups as stored now); an empty name, an
+    /// unknown user and a locked one (by an administrator or by too many wrong codes) are
+    /// denied. A matching `deny` rule denies; any other policy allows, with the identity: how
+    /// the user signed in (which factors) is the authenticating step's business, not known
+    /// here. No credential is checked, so there is no event to log or count.
+    pub fn authorize_user(&self, user: &str, resource: &Resource<'_>) -> Result<Decision, GateError> {
+        if user.is_empty() {
+            return Ok(Decision::Deny);
+        }
+        let Some(stored) = self.gate.directory.user(user)? else {
+            return Ok(Decision::Deny);
+        };
+        if self.gate.policy.is_locked(&stored) {
+            return Ok(Decision::Deny);
+        }
+        let subject = Subject {
+            user: &stored.name,
+            groups: &stored.groups,
+        };
+        Ok(match self.access.policy_for(resource, Some(&subject)) {
+            Ok(access::Decision::Policy(Policy::Deny)) => Decision::Deny,
+            Ok(access::Decision::Policy(_)) => Decision::Allow(Some(Identity::of_user(&stored))),
+            // Not reached with a subject; refuse rather than guess.
+            Ok(access::Decision::NeedsSubject) => Decision::Deny,
+            Err(e) => Decision::BadRequest(e.to_string()),
+        })
+    }
+
     /// Checks Basic credentials: password+code split by the user's code length, with linger.
     /// A cache hit (same credentials, same address, inside the linger time) is not an event.
     fn basic(
@@ -427,5 +459,168 @@ impl Authorizer<'_> {
             last_seen: now,
             client_ip: Some(ip),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::RuleConfig;
+    use crate::clock::FixedClock;
+    use crate::model::FirstFactor;
+    use crate::regulation::RegulationPolicy;
+    use crate::session::SessionPolicy;
+    use crate::store::{Directory, StoreError};
+    use std::collections::BTreeMap;
+
+    /// An in-memory directory.
+    #[derive(Default)]
+    struct Memory(Mutex<BTreeMap<String, User>>);
+
+    impl Directory for Memory {
+        fn backend(&self) -> &'static str {
+            "memory"
+        }
+        fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+            Ok(self.0.lock().unwrap().get(name).cloned())
+        }
+        fn users(&self) -> Result<Vec<User>, StoreError> {
+            Ok(self.0.lock().unwrap().values().cloned().collect())
+        }
+        fn create(&self, user: &User) -> Result<(), StoreError> {
+            self.0.lock().unwrap().insert(user.name.clone(), user.clone());
+            Ok(())
+        }
+        fn remove(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(self.0.lock().unwrap().remove(name).is_some())
+        }
+        fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
+            Ok(self.0.lock().unwrap().get_mut(name).map(change).is_some())
+        }
+    }
+
+    fn rule(path: &str, groups: &[&str], policy: Policy) -> RuleConfig {
+        RuleConfig {
+            domain: Vec::new(),
+            path: vec![path.to_string()],
+            methods: Vec::new(),
+            networks: Vec::new(),
+            users: Vec::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            policy,
+        }
+    }
+
+    /// Everything an `Authorizer` borrows.
+    struct World {
+        access: AccessControl,
+        sessions: Sessions,
+        regulator: Regulator,
+        directory: Memory,
+        cache: BasicCache,
+        clock: FixedClock,
+    }
+
+    impl World {
+        /// `/admin/` for group `admins` only, `/private/` denied to all, the rest two factors.
+        fn new() -> World {
+            let access = AccessControl::new(
+                &[
+                    rule("^/admin/", &["admins"], Policy::TwoFactor),
+                    rule("^/admin/", &[], Policy::Deny),
+                    rule("^/private/", &[], Policy::Deny),
+                ],
+                Policy::TwoFactor,
+            )
+            .unwrap();
+            let directory = Memory::default();
+            for (name, groups, locked, failures) in [
+                ("root", &["staff", "admins"][..], false, 0),
+                ("alice", &["staff"][..], false, 0),
+                ("locked", &["admins"][..], true, 0),
+                ("failed", &["admins"][..], false, 5),
+            ] {
+                let mut u = User::new(name, FirstFactor::None);
+                u.groups = groups.iter().map(|g| g.to_string()).collect();
+                u.locked = locked;
+                u.failures = failures;
+                u.email = Some(format!("{name}@example.com"));
+                directory.create(&u).unwrap();
+            }
+            World {
+                access,
+                sessions: Sessions::new(SessionPolicy::default(), None, 0).unwrap(),
+                regulator: Regulator::new(RegulationPolicy::default()),
+                directory,
+                cache: BasicCache::default(),
+                clock: FixedClock(1_700_000_000),
+            }
+        }
+
+        fn authorizer(&self) -> Authorizer<'_> {
+            Authorizer {
+                access: &self.access,
+                sessions: &self.sessions,
+                regulator: &self.regulator,
+                gate: Gate {
+                    directory: &self.directory,
+                    clock: &self.clock,
+                    policy: crate::gate::Policy {
+                        totp_window: 1,
+                        hotp_look_ahead: 5,
+                        motp_window: 3,
+                        linger: 0,
+                        max_failures: 5,
+                    },
+                    external: None,
+                },
+                basic_cache: &self.cache,
+                clock: &self.clock,
+            }
+        }
+
+        fn authorize(&self, user: &str, path: &str) -> Decision {
+            let resource = Resource {
+                method: "GET",
+                host: "app.example.com",
+                path,
+                client_ip: IpAddr::from([127, 0, 0, 1]),
+            };
+            self.authorizer().authorize_user(user, &resource).unwrap()
+        }
+    }
+
+    #[test]
+    fn authorize_user_applies_group_rules_to_the_stored_user() {
+        let w = World::new();
+        let Decision::Allow(Some(id)) = w.authorize("root", "/admin/x") else {
+            panic!("root is in admins");
+        };
+        assert_eq!(id.user, "root");
+        assert_eq!(id.groups, ["staff", "admins"]);
+        assert_eq!(id.email.as_deref(), Some("root@example.com"));
+        assert_eq!(w.authorize("alice", "/admin/x"), Decision::Deny);
+        // Normalised like every path: no way around the rule by encoding.
+        assert_eq!(w.authorize("alice", "/public/../%61dmin/x"), Decision::Deny);
+        assert!(matches!(w.authorize("alice", "/app/"), Decision::Allow(Some(_))));
+        assert_eq!(w.authorize("root", "/private/"), Decision::Deny);
+        assert!(matches!(w.authorize("root", "/x%2fy"), Decision::BadRequest(_)));
+    }
+
+    #[test]
+    fn authorize_user_refuses_unknown_empty_and_locked_users() {
+        let w = World::new();
+        assert_eq!(w.authorize("", "/app/"), Decision::Deny);
+        assert_eq!(w.authorize("mallory", "/app/"), Decision::Deny);
+        assert_eq!(w.authorize("locked", "/admin/"), Decision::Deny);
+        assert_eq!(w.authorize("failed", "/admin/"), Decision::Deny);
+        // Groups are read from the directory now, not from what the user had at login.
+        w.directory
+            .update("alice", &mut |u| {
+                u.groups.push("admins".into());
+                true
+            })
+            .unwrap();
+        assert!(matches!(w.authorize("alice", "/admin/x"), Decision::Allow(Some(_))));
     }
 }

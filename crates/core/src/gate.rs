@@ -276,9 +276,16 @@ impl Gate<'_> {
     }
 }
 
+impl Policy {
+    /// Whether `user` may not sign in: locked by an administrator, or by too many wrong codes.
+    pub fn is_locked(&self, user: &User) -> bool {
+        user.locked || (self.max_failures > 0 && user.failures >= self.max_failures)
+    }
+}
+
 /// Applies one attempt to a loaded user; returns the outcome and whether the user changed.
 fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) -> (Outcome, bool) {
-    if user.locked || (policy.max_failures > 0 && user.failures >= policy.max_failures) {
+    if policy.is_locked(user) {
         return (Outcome::Rejected(Rejection::Locked), false);
     }
     if user.tokens.is_empty() && user.scratch.is_empty() {

@@ -32,6 +32,18 @@ const APACHE: &[(&str, &str)] = &[
         include_str!("../../../../contrib/apache/portcullis-protect-basic.conf"),
     ),
     (
+        "portcullis-protect-group.conf",
+        include_str!("../../../../contrib/apache/portcullis-protect-group.conf"),
+    ),
+    (
+        "portcullis-authz.conf",
+        include_str!("../../../../contrib/apache/portcullis-authz.conf"),
+    ),
+    (
+        "portcullis-protect-authz.conf",
+        include_str!("../../../../contrib/apache/portcullis-protect-authz.conf"),
+    ),
+    (
         "portcullis-external.conf",
         include_str!("../../../../contrib/apache/portcullis-external.conf"),
     ),

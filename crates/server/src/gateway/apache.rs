@@ -6,11 +6,17 @@
 //! - `AuthnzFcgiCheckAuthnProvider` (cookie mode, no password): the session cookie from
 //!   `HTTP_COOKIE`; no session sends the browser to the portal with a 302.
 //! - `AuthBasicProvider` (`REMOTE_USER` + `REMOTE_PASSWD`): password+code with linger.
+//!
+//! and the authorization provider (`AuthnzFcgiDefineProvider authz`, `Require
+//! portcullis-authz`, `FCGI_APACHE_ROLE=AUTHORIZER`): the `[access]` rules applied to the
+//! user Apache has already authenticated, whichever provider did it.
 
 use super::App;
-use super::fastcgi::{self, Request};
 use super::web::query_escape;
-use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use portcullis_core::access::Resource;
+use portcullis_core::authz::{AccessRequest, AuthEvent, BasicCredentials, Decision};
+use portcullis_core::gate::GateError;
+use portcullis_fastcgi::{self as fastcgi, Request};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -62,7 +68,7 @@ enum Role {
     Basic,
     /// `AuthnzFcgiCheckAuthnProvider`: the request as it is (cookie).
     CheckAuthn,
-    /// `Require <provider>`: an authenticated user is being authorized.
+    /// `Require <provider>`: a user Apache authenticated is being authorized.
     Authorizer,
 }
 
@@ -86,10 +92,46 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         .unwrap_or("")
         .to_ascii_lowercase();
     let uri = req.param("REQUEST_URI").unwrap_or("/").to_string();
+    let (blocking, decide) = if role == Role::Authorizer {
+        authorizer_decision(app, req, client_ip, &method, &host, &uri)
+    } else {
+        authn_decision(app, req, role, client_ip, &method, &host, &uri)
+    };
+    // Password hashing and directory reads: off the async workers, and bounded.
+    let (decision, event) = match app.run_decision(blocking, started, decide).await {
+        Ok(r) => r,
+        Err(code) => return status_only(code),
+    };
+    if let Some(e) = &event {
+        super::audit::log(e);
+        app.metrics.auth(e.failure.is_none(), e.banned);
+    }
+    let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
+    app.metrics.decision(kind, started.elapsed());
+    out
+}
+
+/// A decision to run, and whether it may block (hash a password, read the directory).
+type Decide = (
+    bool,
+    Box<dyn FnOnce() -> Result<(Decision, Option<AuthEvent>), GateError> + Send>,
+);
+
+/// Cookie mode and Basic mode: Apache asks who the client is.
+fn authn_decision(
+    app: &Arc<App>,
+    req: &Request,
+    role: Role,
+    client_ip: IpAddr,
+    method: &str,
+    host: &str,
+    uri: &str,
+) -> Decide {
     let session = req
         .param("HTTP_COOKIE")
         .and_then(|c| cookie(c, &app.config.session.cookie_name))
         .map(str::to_string);
+    // In these roles `REMOTE_USER` is only the name the client typed.
     let basic = match (role, req.param("REMOTE_USER"), req.param("REMOTE_PASSWD")) {
         (Role::Basic, Some(user), Some(secret)) if !user.is_empty() => Some(BasicCredentials {
             user: user.to_string(),
@@ -102,33 +144,48 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
     let blocking = basic
         .as_ref()
         .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
-    let decide = {
-        let app = app.clone();
-        let (method, host, uri) = (method.clone(), host.clone(), uri.clone());
-        move || {
-            app.authorizer().decide(&AccessRequest {
-                method: &method,
-                host: &host,
-                path: &uri,
-                client_ip,
-                // Basic mode judges the credentials alone, as mod_authn_otp did.
-                session: if has_basic { None } else { session.as_deref() },
-                basic,
-            })
-        }
+    let app = app.clone();
+    let (method, host, uri) = (method.to_string(), host.to_string(), uri.to_string());
+    let decide = move || {
+        app.authorizer().decide(&AccessRequest {
+            method: &method,
+            host: &host,
+            path: &uri,
+            client_ip,
+            // Basic mode judges the credentials alone, as mod_authn_otp did.
+            session: if has_basic { None } else { session.as_deref() },
+            basic,
+        })
     };
-    // Password hashing: off the async workers, and bounded.
-    let (decision, event) = match app.run_decision(blocking, started, decide).await {
-        Ok(r) => r,
-        Err(code) => return status_only(code),
+    (blocking, Box::new(decide))
+}
+
+/// `Require portcullis-authz`: Apache's authn step (any provider) has set `REMOTE_USER`,
+/// which is trusted in this role only; the `[access]` rules are applied to that user as
+/// the directory has it. No user (Apache never asks without one) is refused like a
+/// forbidden one, 403: Apache only tells 200 (granted) from 500 (error) and the rest.
+fn authorizer_decision(
+    app: &Arc<App>,
+    req: &Request,
+    client_ip: IpAddr,
+    method: &str,
+    host: &str,
+    uri: &str,
+) -> Decide {
+    let user = req.param("REMOTE_USER").unwrap_or("").to_string();
+    let app = app.clone();
+    let (method, host, uri) = (method.to_string(), host.to_string(), uri.to_string());
+    let decide = move || {
+        let resource = Resource {
+            method: &method,
+            host: &host,
+            path: &uri,
+            client_ip,
+        };
+        Ok((app.authorizer().authorize_user(&user, &resource)?, None))
     };
-    if let Some(e) = &event {
-        super::audit::log(e);
-        app.metrics.auth(e.failure.is_none(), e.banned);
-    }
-    let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
-    app.metrics.decision(kind, started.elapsed());
-    out
+    // A directory read (SQLite, a users file): not on the async workers.
+    (true, Box::new(decide))
 }
 
 fn status_only(code: u16) -> String {

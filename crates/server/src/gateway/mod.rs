@@ -5,7 +5,6 @@
 mod apache;
 mod audit;
 pub mod check;
-mod fastcgi;
 mod forward;
 mod html;
 mod metrics;

@@ -92,7 +92,14 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
         "apt-get install libapache2-mod-authnz-external"
     );
     let dir = env.path().join("apache");
-    for sub in ["site/dav", "site/ext", "site/admin"] {
+    for sub in [
+        "site/dav",
+        "site/ext",
+        "site/admin",
+        "site/authz/admin",
+        "site/authz-cookie/admin",
+        "site/authz-file/admin",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     for cgi in [
@@ -100,6 +107,11 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
         "site/dav/who.cgi",
         "site/ext/who.cgi",
         "site/admin/who.cgi",
+        "site/authz/who.cgi",
+        "site/authz/admin/who.cgi",
+        "site/authz-cookie/admin/who.cgi",
+        "site/authz-file/who.cgi",
+        "site/authz-file/admin/who.cgi",
     ] {
         std::fs::write(dir.join(cgi), WHO).unwrap();
         std::fs::set_permissions(dir.join(cgi), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -111,6 +123,7 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
     let modules = [
         ("mpm_prefork_module", "mod_mpm_prefork.so"),
         ("authn_core_module", "mod_authn_core.so"),
+        ("authn_file_module", "mod_authn_file.so"),
         ("authz_core_module", "mod_authz_core.so"),
         ("auth_basic_module", "mod_auth_basic.so"),
         ("authz_user_module", "mod_authz_user.so"),
@@ -146,6 +159,7 @@ DocumentRoot {d}/site
 DirectoryIndex index.html
 Include {d}/portcullis-provider.conf
 Include {d}/portcullis-external.conf
+Include {d}/portcullis-authz.conf
 <Directory {d}/site>
     Options +ExecCGI
     AddHandler cgi-script .cgi
@@ -161,6 +175,22 @@ Include {d}/portcullis-external.conf
 </Location>
 <Location "/admin/">
     Include {d}/portcullis-protect-group.conf
+</Location>
+<Location "/authz/">
+    Include {d}/portcullis-protect-authz.conf
+</Location>
+<Location "/authz-cookie/">
+    AuthnzFcgiCheckAuthnProvider portcullis Authoritative On RequireBasicAuth Off UserExpr "%{{reqenv:PORTCULLIS_USER}}"
+    Require portcullis-authz
+</Location>
+<Location "/authz-file/">
+    AuthnzFcgiCheckAuthnProvider None
+    AuthType Basic
+    AuthName "files"
+    AuthBasicProvider file
+    AuthUserFile {d}/htpasswd
+    AuthzSendForbiddenOnFailure On
+    Require portcullis-authz
 </Location>
 "#
     );
@@ -390,6 +420,113 @@ fn apache_basic_mode_with_a_live_mod_authn_otp_users_file() {
     assert_eq!(basic("erin", &format!("0000{code}"), &url, &[]).status, 401);
 }
 
+/// `/authz…/admin/` for group `admins` only (the first matching rule wins).
+const ADMIN_RULES: &str = "
+[[access.rules]]
+path = \"^/authz[^/]*/admin/\"
+groups = \"admins\"
+policy = \"two_factor\"
+
+[[access.rules]]
+path = \"^/authz[^/]*/admin/\"
+policy = \"deny\"
+";
+
+#[test]
+fn apache_authz_provider_applies_access_rules_to_the_user_apache_authenticated() {
+    let env = Env::new(ADMIN_RULES);
+    env.set("otp", "linger", "30");
+    let root = secret_of(&env.add_user("root", "rootpw", &["--group", "staff", "--group", "admins"]));
+    let alice = secret_of(&env.add_user("alice", "alicepw", &["--group", "staff"]));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+
+    // Basic with password+code, then `Require portcullis-authz` for the user Apache named.
+    settle(8);
+    let root_creds = format!("rootpw{}", code_now(&env, &root));
+    let r = basic("root", &root_creds, &apache.url("/authz/admin/who.cgi"), &[]);
+    assert_eq!(r.status, 200, "{}\n{}\n{}", r.body, apache.error_log(), gw.log_text());
+    assert!(
+        r.body.contains("user=[root] groups=[staff,admins] auth=[Basic]"),
+        "{}",
+        r.body
+    );
+    let alice_creds = format!("alicepw{}", code_now(&env, &alice));
+    let r = basic("alice", &alice_creds, &apache.url("/authz/who.cgi"), &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[alice] groups=[staff]"), "{}", r.body);
+    // Outside the group: portcullis's Basic step already applies the rules and refuses the
+    // credentials for this path, which Apache answers as wrong credentials: 401.
+    let r = basic("alice", &alice_creds, &apache.url("/authz/admin/who.cgi"), &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // Another authn provider (a password file): only the authz provider knows the rules.
+    let htpasswd = apache.dir.join("htpasswd");
+    for (i, (user, pw)) in [("root", "root-file"), ("alice", "alice-file"), ("mallory", "mal-file")]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("htpasswd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let st = cmd.args(["-b", "-m"]).arg(&htpasswd).args([user, pw]).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    }
+    std::fs::set_permissions(&htpasswd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let admin = apache.url("/authz-file/admin/who.cgi");
+    let page = apache.url("/authz-file/who.cgi");
+    let r = basic("root", "root-file", &admin, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    // The groups come from the authorizer's Variable-PORTCULLIS_GROUPS.
+    assert!(
+        r.body.contains("user=[root] groups=[staff,admins] auth=[Basic]"),
+        "{}",
+        r.body
+    );
+    let r = basic("alice", "alice-file", &page, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("user=[alice] groups=[staff]"), "{}", r.body);
+    // Authenticated by Apache, refused by the rules: 403 here because this location says
+    // `AuthzSendForbiddenOnFailure On` (Apache's default for a failed Require is 401).
+    let r = basic("alice", "alice-file", &admin, &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Not a portcullis user at all: refused everywhere.
+    assert_eq!(basic("mallory", "mal-file", &page, &[]).status, 403);
+    // A wrong file password never reaches the authorizer: Apache's own 401.
+    assert_eq!(basic("root", "nope", &admin, &[]).status, 401);
+    // The directory is read on every request: a locked user is refused at once.
+    env.ok(&["user", "lock", "alice"], None);
+    assert_eq!(basic("alice", "alice-file", &page, &[]).status, 403);
+    assert!(!gw.log_text().contains("alice-file"));
+}
+
+#[test]
+fn apache_authz_provider_behind_cookie_mode() {
+    let env = Env::new(ADMIN_RULES);
+    let carol = secret_of(&env.add_user("carol", "carol pw", &["--group", "admins"]));
+    let dave = secret_of(&env.add_user("dave", "dave pw", &["--group", "staff"]));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let admin = apache.url("/authz-cookie/admin/who.cgi");
+
+    // No session: cookie mode sends the browser to the portal before any authorization.
+    assert_eq!(curl(&[&admin]).status, 302);
+    settle(8);
+    let browser = Browser::new(&env, "carol");
+    let r = browser.login(&gw, "carol", "carol pw", &code_now(&env, &carol), &admin);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = browser.get(&admin, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[carol] groups=[admins]"), "{}", r.body);
+    // Outside the group: the cookie step applies the same rules and answers 403 itself.
+    let browser = Browser::new(&env, "dave");
+    let r = browser.login(&gw, "dave", "dave pw", &code_now(&env, &dave), &admin);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = browser.get(&admin, &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
 #[test]
 fn apache_malformed_fastcgi_input_is_refused_and_logged() {
     use std::io::{Read, Write};
@@ -420,14 +557,28 @@ fn config_apache_prints_the_contrib_snippets_with_this_configuration() {
         out.contains("AuthnzFcgiDefineProvider authn portcullis fcgi://127.0.0.1:9555/"),
         "{out}"
     );
+    assert!(
+        out.contains("AuthnzFcgiDefineProvider authz portcullis-authz fcgi://127.0.0.1:9555/"),
+        "{out}"
+    );
     assert!(out.contains(env.config().to_str().unwrap()), "{out}");
-    for name in [
-        "portcullis-protect.conf",
-        "portcullis-protect-basic.conf",
-        "portcullis-external.conf",
-    ] {
-        assert!(out.contains(name));
+    // Every shipped file, whole, with only the address and paths changed.
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(CONTRIB).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:9092", "127.0.0.1:9555")
+            .replace("/usr/local/bin/portcullis", bin().to_str().unwrap())
+            .replace("/etc/portcullis/portcullis.toml", env.config().to_str().unwrap());
+        assert!(
+            out.contains(&format!("# ---- {name} ----\n{text}")),
+            "{name} missing or changed:\n{out}"
+        );
+        names.push(name);
     }
+    assert_eq!(out.matches("# ---- ").count(), names.len(), "{out}");
     let nginx = env.ok(&["config", "nginx"], None);
     assert!(nginx.contains("auth_request"), "{nginx}");
     assert!(env.ok(&["config", "caddy"], None).contains("forward_auth"));

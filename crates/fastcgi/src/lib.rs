@@ -2,10 +2,17 @@
 //! mod_authnz_fcgi makes: `BEGIN_REQUEST` (role AUTHORIZER, no keep-alive), `PARAMS`
 //! records ended by an empty one, and no `STDIN`; the answer is CGI headers on `STDOUT`
 //! and an `END_REQUEST`. Everything else is refused: the input is bounded (record size,
-//! total parameter bytes, parameter count) and never makes the parser panic.
+//! total parameter bytes, parameter and record counts) and never makes the parser panic.
+//!
+//! The parsing is synchronous and does no I/O: [`Parser`] takes bytes as they arrive,
+//! [`parse_request`] a whole buffer (what the fuzz target drives), and the async
+//! [`read_request`] (feature `tokio`, on by default) only reads a connection into a
+//! [`Parser`] under time limits.
 
 use std::collections::HashMap;
+#[cfg(feature = "tokio")]
 use std::time::Duration;
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The FastCGI protocol version.
@@ -24,8 +31,11 @@ const ROLE_AUTHORIZER: u16 = 2;
 pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
 /// Upper bound of the number of parameters.
 pub const MAX_PARAMS: usize = 512;
-/// Upper bound of the records of one request (PARAMS come 16 KiB at a time).
-const MAX_RECORDS: usize = 64;
+/// Upper bound of the records of one request, ignored `STDIN` ones included (Apache sends
+/// PARAMS 16 KiB at a time).
+pub const MAX_RECORDS: usize = 64;
+/// A record header's length.
+const HEADER_LEN: usize = 8;
 
 /// Why a FastCGI request was refused; carries no request data (it may hold secrets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +76,9 @@ pub enum FcgiError {
     /// A read failed.
     #[error("read failed: {0}")]
     Io(String),
+    /// More input was fed after the request was complete.
+    #[error("input after the end of the request")]
+    AfterEnd,
 }
 
 /// One authorizer request: its id and its CGI parameters.
@@ -98,6 +111,11 @@ impl Assembler {
         self.records += 1;
         if self.records > MAX_RECORDS {
             return Err(FcgiError::TooLarge("too many records"));
+        }
+        if kind == STDIN {
+            // Not sent by mod_authnz_fcgi; tolerated (and ignored) from other clients, but
+            // counted, so a stream of them cannot keep a connection busy.
+            return Ok(None);
         }
         let Some(expected) = self.id else {
             if kind != BEGIN_REQUEST {
@@ -199,47 +217,124 @@ fn header(h: &[u8; 8]) -> Result<(u8, u16, usize, usize), FcgiError> {
     ))
 }
 
-/// Parses a whole request from bytes already read (the property tests drive the same
-/// `Assembler` the connection reader uses through this).
-#[cfg(test)]
-fn parse_request(mut input: &[u8]) -> Result<Request, FcgiError> {
-    let mut asm = Assembler::default();
-    loop {
-        let Some((h, rest)) = input.split_first_chunk::<8>() else {
+/// An incremental request parser: feed it bytes as they arrive, in pieces of any size.
+/// It holds at most one unfinished record; complete records go straight to the checks.
+#[derive(Default)]
+pub struct Parser {
+    asm: Assembler,
+    /// The start of a record whose end has not arrived yet.
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl Parser {
+    /// A parser waiting for `BEGIN_REQUEST`.
+    pub fn new() -> Self {
+        Parser::default()
+    }
+
+    /// Takes the next bytes: `Ok(Some(request))` once the empty `PARAMS` record that ends it
+    /// has arrived (bytes after it in the same piece are ignored), `Ok(None)` while more is
+    /// needed, or the first fault found. After a request or an error, feeding more is an error.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<Request>, FcgiError> {
+        if self.done {
+            return Err(FcgiError::AfterEnd);
+        }
+        let result = self.feed_inner(input);
+        if !matches!(result, Ok(None)) {
+            self.done = true;
+            self.pending = Vec::new();
+        }
+        result
+    }
+
+    fn feed_inner(&mut self, mut input: &[u8]) -> Result<Option<Request>, FcgiError> {
+        // First finish the record begun in an earlier piece.
+        while !self.pending.is_empty() {
+            let have = self.pending.len();
+            match record_len(&self.pending)? {
+                Some(len) if have == len => {
+                    let record = std::mem::take(&mut self.pending);
+                    if let Some(req) = self.record(&record)? {
+                        return Ok(Some(req));
+                    }
+                }
+                want => {
+                    if input.is_empty() {
+                        return Ok(None);
+                    }
+                    // `have` is below `want`: never more than the record is taken.
+                    let take = (want.unwrap_or(HEADER_LEN) - have).min(input.len());
+                    self.pending.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                }
+            }
+        }
+        // Then every whole record of this piece, without copying it.
+        loop {
+            match record_len(input)? {
+                Some(len) if input.len() >= len => {
+                    let (record, rest) = input.split_at(len);
+                    if let Some(req) = self.record(record)? {
+                        return Ok(Some(req));
+                    }
+                    input = rest;
+                }
+                _ => {
+                    self.pending.extend_from_slice(input);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// One whole record: header, body and padding.
+    fn record(&mut self, record: &[u8]) -> Result<Option<Request>, FcgiError> {
+        let Some((h, rest)) = record.split_first_chunk::<HEADER_LEN>() else {
             return Err(FcgiError::Truncated);
         };
-        let (kind, id, len, pad) = header(h)?;
+        let (kind, id, len, _pad) = header(h)?;
         let body = rest.get(..len).ok_or(FcgiError::Truncated)?;
-        input = rest.get(len + pad..).ok_or(FcgiError::Truncated)?;
-        if kind == STDIN {
-            // Not sent by mod_authnz_fcgi; tolerated (and ignored) from other clients.
-            continue;
-        }
-        if let Some(req) = asm.record(kind, id, body)? {
-            return Ok(req);
-        }
+        self.asm.record(kind, id, body)
     }
 }
 
-/// Reads one request from a connection, each read bounded by `idle`, the whole by `total`.
+/// The whole length (header, body, padding) of the record `input` begins with, once its
+/// header is there; a header with another version is refused at once.
+fn record_len(input: &[u8]) -> Result<Option<usize>, FcgiError> {
+    let Some(h) = input.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let (_, _, len, pad) = header(h)?;
+    Ok(Some(HEADER_LEN + len + pad))
+}
+
+/// Parses a whole request from bytes already read: the one-shot form of [`Parser`], and
+/// what the fuzz target drives. Input ending before the request does is `Truncated`.
+pub fn parse_request(input: &[u8]) -> Result<Request, FcgiError> {
+    Parser::new().feed(input)?.ok_or(FcgiError::Truncated)
+}
+
+/// Reads one request from a connection into a [`Parser`], each read bounded by `idle`, the
+/// whole by `total`. Reads never go past what one request needs by more than one buffer;
+/// mod_authnz_fcgi sends nothing after it anyway (it waits for the answer).
+#[cfg(feature = "tokio")]
 pub async fn read_request<R: AsyncRead + Unpin>(
     conn: &mut R,
     idle: Duration,
     total: Duration,
 ) -> Result<Request, FcgiError> {
     let work = async {
-        let mut asm = Assembler::default();
-        let mut body = vec![0u8; 0xffff + 0xff];
+        let mut parser = Parser::new();
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let mut h = [0u8; 8];
-            read_exact(conn, &mut h, idle).await?;
-            let (kind, id, len, pad) = header(&h)?;
-            let buf = body.get_mut(..len + pad).ok_or(FcgiError::Malformed("record length"))?;
-            read_exact(conn, buf, idle).await?;
-            if kind == STDIN {
-                continue;
-            }
-            if let Some(req) = asm.record(kind, id, &buf[..len])? {
+            let n = match tokio::time::timeout(idle, conn.read(&mut buf)).await {
+                Err(_) => return Err(FcgiError::Timeout),
+                Ok(Err(e)) => return Err(FcgiError::Io(e.kind().to_string())),
+                Ok(Ok(0)) => return Err(FcgiError::Truncated),
+                Ok(Ok(n)) => n,
+            };
+            if let Some(req) = parser.feed(&buf[..n])? {
                 return Ok(req);
             }
         }
@@ -247,15 +342,6 @@ pub async fn read_request<R: AsyncRead + Unpin>(
     tokio::time::timeout(total, work)
         .await
         .unwrap_or(Err(FcgiError::Timeout))
-}
-
-async fn read_exact<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut [u8], idle: Duration) -> Result<(), FcgiError> {
-    match tokio::time::timeout(idle, conn.read_exact(buf)).await {
-        Err(_) => Err(FcgiError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FcgiError::Truncated),
-        Ok(Err(e)) => Err(FcgiError::Io(e.kind().to_string())),
-        Ok(Ok(_)) => Ok(()),
-    }
 }
 
 fn push_record(out: &mut Vec<u8>, kind: u8, id: u16, body: &[u8]) {
@@ -345,6 +431,30 @@ mod tests {
         assert_eq!(req.param("MISSING"), None);
     }
 
+    #[test]
+    fn pieces_of_any_size_give_the_same_request() {
+        let bytes = apache_request(&[("REMOTE_USER", "alice"), ("LONG", &"y".repeat(1000))]);
+        let whole = parse_request(&bytes).unwrap();
+        for size in [1, 2, 7, 8, 9, 100, 1031] {
+            let mut p = Parser::new();
+            let mut got = None;
+            for piece in bytes.chunks(size) {
+                if let Some(r) = p.feed(piece).unwrap() {
+                    got = Some(r);
+                }
+            }
+            assert_eq!(got.as_ref(), Some(&whole), "pieces of {size}");
+            assert_eq!(p.feed(b"x"), Err(FcgiError::AfterEnd));
+        }
+        // Empty pieces are fine; the end of the input before the end of the request is not.
+        let mut p = Parser::new();
+        assert_eq!(p.feed(&[]), Ok(None));
+        assert_eq!(p.feed(&bytes[..5]), Ok(None));
+        assert_eq!(p.feed(&[]), Ok(None));
+        assert_eq!(p.feed(&bytes[5..]), Ok(Some(whole)));
+    }
+
+    #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn async_reader_agrees_and_times_out() {
         let bytes = apache_request(&[("REMOTE_ADDR", "127.0.0.1")]);
@@ -423,6 +533,17 @@ mod tests {
             v.extend(record(STDOUT, 1, b"x", 0));
         }
         assert!(parse_request(&v).is_err());
+        // Ignored STDIN records still count.
+        let mut v = begin(1, ROLE_AUTHORIZER);
+        for _ in 0..MAX_RECORDS {
+            v.extend(record(STDIN, 1, b"", 0));
+        }
+        v.extend(record(PARAMS, 1, &[], 0));
+        assert_eq!(parse_request(&v), Err(FcgiError::TooLarge("too many records")));
+        let mut v = begin(1, ROLE_AUTHORIZER);
+        v.extend(record(STDIN, 1, b"ignored", 2));
+        v.extend(record(PARAMS, 1, &[], 0));
+        assert_eq!(parse_request(&v).map(|r| r.params.len()), Ok(0));
         let mut v = begin(1, ROLE_AUTHORIZER);
         let many: Vec<u8> = (0..MAX_PARAMS + 1).flat_map(|i| pair(&format!("N{i}"), "")).collect();
         v.extend(record(PARAMS, 1, &many, 0));
@@ -442,6 +563,22 @@ mod tests {
         assert_eq!(big.len(), 8 + 65535 + 8 + 4465 + 8 + 16);
     }
 
+    /// Feeds `bytes` cut at `cuts` (taken modulo its length), as a socket may deliver it.
+    fn in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Request, FcgiError> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(bytes.len());
+        let mut p = Parser::new();
+        let mut at = 0;
+        for cut in cuts {
+            if let Some(r) = p.feed(&bytes[at..cut])? {
+                return Ok(r);
+            }
+            at = cut;
+        }
+        Err(FcgiError::Truncated)
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
@@ -454,6 +591,27 @@ mod tests {
             v.extend(record(PARAMS, 1, &body, 0));
             v.extend(record(PARAMS, 1, &[], 0));
             let _ = parse_request(&v);
+        }
+
+        #[test]
+        fn pieces_agree_with_the_whole(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            prop_assert_eq!(in_pieces(&bytes, &cuts), parse_request(&bytes));
+        }
+
+        #[test]
+        fn pieces_of_a_mutated_request_agree_with_the_whole(
+            pairs in proptest::collection::hash_map("[A-Z_]{1,20}", "[ -~]{0,300}", 0..10),
+            flip in any::<(usize, u8)>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let list: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut bytes = apache_request(&list);
+            let at = flip.0 % bytes.len();
+            bytes[at] ^= flip.1;
+            prop_assert_eq!(in_pieces(&bytes, &cuts), parse_request(&bytes));
         }
 
         #[test]
