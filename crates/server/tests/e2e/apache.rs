@@ -2,60 +2,13 @@
 //! snippets: mod_authnz_fcgi in cookie mode and Basic mode, and mod_authnz_external
 //! running `portcullis check`. A CGI script shows what identity reached the application.
 
+use crate::apache_server::{Apache, MODULES};
 use crate::harness::*;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/apache");
-const MODULES: &str = "/usr/lib/apache2/modules";
-
-/// A running Apache, stopped when dropped.
-struct Apache {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Apache {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "apache2 exit: {:?}\nerror.log:\n{}\nstderr:\n{}",
-                self.child.try_wait(),
-                self.error_log(),
-                std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-            );
-        }
-        // SIGTERM lets the parent stop its children; SIGKILL only if that hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Apache {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
-    }
-}
 
 /// Copies the shipped snippets, changing only ports and paths (what a user edits).
 fn snippets(dir: &Path, env: &Env, fcgi_port: u16) {
@@ -135,26 +88,9 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
         ("log_config_module", "mod_log_config.so"),
         ("unixd_module", "mod_unixd.so"),
         ("cgi_module", "mod_cgi.so"),
-    ]
-    .iter()
-    // Debian builds some of these in; load only those that are not.
-    .map(|(name, file)| format!("<IfModule !{name}>\n    LoadModule {name} {MODULES}/{file}\n</IfModule>\n"))
-    .collect::<String>();
-    let conf = format!(
-        r#"{modules}
-ServerRoot {d}
-ServerName 127.0.0.1
-Listen 127.0.0.1:{port}
-PidFile {d}/httpd.pid
-ErrorLog {d}/error.log
-LogLevel warn mpm_prefork:notice core:notice
-StartServers 2
-MinSpareServers 2
-LogFormat "%h %u \"%r\" %>s" portcullis
-CustomLog {d}/access.log portcullis
-User www-data
-Group www-data
-TypesConfig /etc/mime.types
+    ];
+    let site = format!(
+        r#"TypesConfig /etc/mime.types
 DocumentRoot {d}/site
 DirectoryIndex index.html
 Include {d}/portcullis-provider.conf
@@ -194,32 +130,8 @@ Include {d}/portcullis-authz.conf
 </Location>
 "#
     );
-    std::fs::write(dir.join("httpd.conf"), conf).unwrap();
     open_to_www_data(env);
-    let child = Command::new("apache2")
-        // A parent and its children, as in production.
-        .args(["-DFOREGROUND", "-f"])
-        .arg(dir.join("httpd.conf"))
-        .env("APACHE_RUN_DIR", &dir)
-        // Its own process group: prefork signals its whole group when it stops, which
-        // would otherwise hit the test runner and the other tests' servers.
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let apache = Apache { child, port, dir };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return apache;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!(
-        "apache2 did not start: {}{}",
-        std::fs::read_to_string(apache.dir.join("stderr.log")).unwrap_or_default(),
-        apache.error_log()
-    );
+    Apache::start(&dir, port, &modules, &site)
 }
 
 /// A gateway with the FastCGI authorizer on its own port.
