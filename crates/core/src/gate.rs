@@ -366,35 +366,8 @@ mod tests {
     use crate::clock::FixedClock;
     use crate::model::ScratchHash;
     use portcullis_otp::{Algorithm, Secret, hotp};
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
 
-    /// An in-memory directory, enough to exercise the rules.
-    #[derive(Default)]
-    struct Memory(Mutex<BTreeMap<String, User>>);
-
-    impl Directory for Memory {
-        fn backend(&self) -> &'static str {
-            "memory"
-        }
-        fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-            Ok(self.0.lock().unwrap().get(name).cloned())
-        }
-        fn users(&self) -> Result<Vec<User>, StoreError> {
-            Ok(self.0.lock().unwrap().values().cloned().collect())
-        }
-        fn create(&self, user: &User) -> Result<(), StoreError> {
-            self.0.lock().unwrap().insert(user.name.clone(), user.clone());
-            Ok(())
-        }
-        fn remove(&self, name: &str) -> Result<bool, StoreError> {
-            Ok(self.0.lock().unwrap().remove(name).is_some())
-        }
-        fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
-            let mut map = self.0.lock().unwrap();
-            Ok(map.get_mut(name).map(change).is_some())
-        }
-    }
+    use crate::testing::Memory;
 
     fn secret() -> Secret {
         Secret::from_bytes(b"12345678901234567890".to_vec())

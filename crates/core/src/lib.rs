@@ -17,6 +17,9 @@ pub mod regulation;
 pub mod scratch;
 pub mod session;
 pub mod store;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test support: a poisoned lock is a failed test
+mod testing;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;

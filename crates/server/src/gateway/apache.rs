@@ -98,14 +98,10 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         authn_decision(app, req, role, client_ip, &method, &host, &uri)
     };
     // Password hashing and directory reads: off the async workers, and bounded.
-    let (decision, event) = match app.run_decision(blocking, started, decide).await {
-        Ok(r) => r,
+    let decision = match app.run_decision(blocking, started, decide).await {
+        Ok(d) => d,
         Err(code) => return status_only(code),
     };
-    if let Some(e) = &event {
-        super::audit::log(e);
-        app.metrics.auth(e.failure.is_none(), e.banned);
-    }
     let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
     app.metrics.decision(kind, started.elapsed());
     out

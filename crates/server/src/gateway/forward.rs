@@ -233,18 +233,10 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
         }
     };
     // Credentials mean password hashing: keep it off the async workers, and bounded.
-    let (decision, event) = match app.run_decision(has_basic, started, decide).await {
-        Ok(r) => r,
-        Err(code) => {
-            return StatusCode::from_u16(code)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                .into_response();
-        }
+    let decision = match app.run_decision(has_basic, started, decide).await {
+        Ok(d) => d,
+        Err(code) => return super::web::status(code),
     };
-    if let Some(e) = &event {
-        super::audit::log(e);
-        app.metrics.auth(e.failure.is_none(), e.banned);
-    }
     let browser = wants_html(&headers) && !has_basic;
     render(&app, &original, decision, flavor, browser, started)
 }

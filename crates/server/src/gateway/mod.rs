@@ -142,13 +142,14 @@ impl App {
     }
 }
 
-/// The outcome of one decision: the decision and any auth event, or the HTTP status to
-/// answer when no decision could be made (503 no login slot, 500 failure; already logged).
-pub type DecisionResult = Result<(Decision, Option<AuthEvent>), u16>;
+/// The outcome of one decision (its auth event already logged and counted), or the HTTP
+/// status to answer when no decision could be made (503 no login slot, 500 failure).
+pub type DecisionResult = Result<Decision, u16>;
 
 impl App {
     /// Runs `decide` for an adapter: on a bounded blocking worker when it may hash a
-    /// password (`blocking`), inline otherwise; failures are logged and counted here.
+    /// password (`blocking`), inline otherwise; its auth event and any failure are logged
+    /// and counted here.
     pub async fn run_decision<F>(
         self: &Arc<Self>,
         blocking: bool,
@@ -171,11 +172,16 @@ impl App {
         } else {
             decide()
         };
-        result.map_err(|e| {
+        let (decision, event) = result.map_err(|e| {
             tracing::error!(error = %e, "authorization failed; refusing");
             self.metrics.decision(5, started.elapsed());
-            500
-        })
+            500_u16
+        })?;
+        if let Some(e) = &event {
+            audit::log(e);
+            self.metrics.auth(e.failure.is_none(), e.banned);
+        }
+        Ok(decision)
     }
 }
 

@@ -98,18 +98,10 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
             })
         }
     };
-    let (decision, event) = match app.run_decision(blocking, started, decide).await {
-        Ok(r) => r,
-        Err(code) => {
-            return StatusCode::from_u16(code)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                .into_response();
-        }
+    let decision = match app.run_decision(blocking, started, decide).await {
+        Ok(d) => d,
+        Err(code) => return super::web::status(code),
     };
-    if let Some(e) = &event {
-        super::audit::log(e);
-        app.metrics.auth(e.failure.is_none(), e.banned);
-    }
     match decision {
         Decision::Allow(identity) => {
             app.metrics.decision(0, started.elapsed());

@@ -197,6 +197,13 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// A bare response with this status (500 for a code that is not one).
+pub fn status(code: u16) -> Response {
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        .into_response()
+}
+
 /// A redirect (303 See Other, so the browser follows with GET) with optional cookies.
 pub fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_string())]).into_response();
