@@ -187,6 +187,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Serve a protected demo page at `/` (for `portcullis demo`).
     pub demo_page: bool,
+    /// PEM certificate chain: `serve` speaks HTTPS itself (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -208,6 +212,8 @@ impl Default for ServerConfig {
             two_step: true,
             log_format: LogFormat::Text,
             demo_page: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -601,6 +607,19 @@ impl Config {
                 "give a loopback address and port such as 127.0.0.1:9092 (FastCGI has no authentication of its own), or \"\" for off",
             ));
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            let (key, other) = if self.server.tls_cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            return Err(invalid(
+                "server",
+                key,
+                "(set)".into(),
+                &format!("also set {other}: HTTPS needs the certificate chain and its private key"),
+            ));
+        }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
             return Err(invalid(
                 "first_factor",
@@ -705,6 +724,20 @@ mod tests {
             let err = Config::parse(text, p).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let p = Path::new("p.toml");
+        let both = Config::parse("[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", p).unwrap();
+        assert_eq!(both.server.tls_key.as_deref(), Some(Path::new("k.pem")));
+        let err = Config::parse("[server]\n\ntls_key = \"k.pem\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:3: server.tls_key") && err.contains("tls_cert"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod html;
 mod metrics;
 mod portal;
 mod proxy;
+mod tls;
 mod web;
 
 use anyhow::{Context, Result, bail};
@@ -234,6 +235,10 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
             "[session] secure = false: session cookies are sent over plain HTTP; use this only for a loopback demo"
         );
     }
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(config.resolve(cert), config.resolve(key))?)),
+        _ => None,
+    };
     let app = Arc::new(App::new(config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -264,6 +269,11 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 }
             }
         });
+        if let Some(tls) = tls {
+            tracing::info!(%addr, "serving HTTPS");
+            tls::serve(router(app), listener, tls, shutdown()).await;
+            return Ok(());
+        }
         axum::serve(
             listener,
             router(app).into_make_service_with_connect_info::<SocketAddr>(),

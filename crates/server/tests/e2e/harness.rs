@@ -320,6 +320,8 @@ pub fn curl(args: &[&str]) -> Reply {
 pub struct Browser {
     pub jar: PathBuf,
     pub interface: Option<&'static str>,
+    /// The CA to trust for https:// URLs.
+    pub ca: Option<PathBuf>,
 }
 
 impl Browser {
@@ -327,6 +329,7 @@ impl Browser {
         Browser {
             jar: env.path().join(format!("{name}.jar")),
             interface: None,
+            ca: None,
         }
     }
 
@@ -335,6 +338,10 @@ impl Browser {
         let mut args = vec!["-b", jar, "-c", jar];
         if let Some(i) = self.interface {
             args.extend(["--interface", i]);
+        }
+        let ca = self.ca.as_ref().map(|p| p.display().to_string());
+        if let Some(ca) = &ca {
+            args.extend(["--cacert", ca.as_str()]);
         }
         args.extend_from_slice(extra);
         args.push(url);

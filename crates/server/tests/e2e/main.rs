@@ -14,3 +14,4 @@ mod nginx;
 mod pam;
 mod proxy;
 mod qr;
+mod tls;

@@ -14,13 +14,13 @@ fn app_script() -> String {
 }
 
 /// The aiohttp app, killed when dropped.
-struct App {
+pub(crate) struct App {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl App {
-    fn start() -> App {
+    pub(crate) fn start() -> App {
         let ok = Command::new(PYTHON)
             .args(["-c", "import aiohttp"])
             .status()
@@ -68,7 +68,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// A header the app saw (last value), from its `/headers` JSON.
-fn seen<'a>(json: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+pub(crate) fn seen<'a>(json: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     json["headers"]
         .as_array()
         .unwrap()
@@ -88,12 +88,18 @@ fn gateway(env: &Env, app: &App) -> (Server, String) {
     (env.serve(), portal)
 }
 
-fn ws(url: &str, headers: &[&str]) -> serde_json::Value {
-    let out = Command::new(PYTHON)
-        .args([app_script().as_str(), "ws", url])
-        .args(headers)
-        .output()
-        .unwrap();
+pub(crate) fn ws(url: &str, headers: &[&str]) -> serde_json::Value {
+    ws_trusting(url, headers, None)
+}
+
+/// `ws`, trusting `ca` for a wss:// URL.
+pub(crate) fn ws_trusting(url: &str, headers: &[&str], ca: Option<&std::path::Path>) -> serde_json::Value {
+    let mut command = Command::new(PYTHON);
+    command.args([app_script().as_str(), "ws", url]).args(headers);
+    if let Some(ca) = ca {
+        command.env("PORTCULLIS_TEST_CA", ca);
+    }
+    let out = command.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -5,12 +5,15 @@
                        /upload (POST): length and SHA-256 of the body, read as a stream
                        /ws: WebSocket echo; the text "whoami" answers the Remote-User header
   ws URL [HEADER ...]  a WebSocket client: echoes of a text, a 1 MiB binary and "whoami",
-                       printed as JSON, or the refused handshake's status
+                       printed as JSON, or the refused handshake's status (wss:// trusts
+                       the CA file in $PORTCULLIS_TEST_CA)
 """
 
 import asyncio
 import hashlib
 import json
+import os
+import ssl
 import sys
 
 from aiohttp import ClientSession, WSMsgType, web, WSServerHandshakeError
@@ -59,9 +62,11 @@ async def ws(request):
 async def client(url, extra):
     headers = dict(h.split(": ", 1) for h in extra)
     payload = bytes((i * 31) % 256 for i in range(1 << 20))
+    ca = os.environ.get("PORTCULLIS_TEST_CA")
+    context = ssl.create_default_context(cafile=ca) if ca else None
     async with ClientSession() as session:
         try:
-            async with session.ws_connect(url, headers=headers, max_msg_size=4 << 20) as socket:
+            async with session.ws_connect(url, headers=headers, max_msg_size=4 << 20, ssl=context) as socket:
                 await socket.send_str("hello through the gate")
                 text = (await socket.receive()).data
                 await socket.send_bytes(payload)
