@@ -72,6 +72,14 @@ impl Tls {
     /// Loads the certificate and key; an error names the file and what is wrong with it.
     pub fn new(cert: PathBuf, key: PathBuf) -> Result<Self> {
         let config = load(&cert, &key)?;
+        if let Ok(meta) = std::fs::metadata(&key)
+            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+        {
+            tracing::warn!(
+                key = %key.display(),
+                "the TLS private key can be read by group or others; chmod 600 it"
+            );
+        }
         let seen = stamp(&cert, &key);
         Ok(Tls {
             cert,
