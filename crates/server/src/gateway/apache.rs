@@ -11,11 +11,10 @@
 //! portcullis-authz`, `FCGI_APACHE_ROLE=AUTHORIZER`): the `[access]` rules applied to the
 //! user Apache has already authenticated, whichever provider did it.
 
-use super::App;
 use super::web::query_escape;
+use super::{App, Ask, Cost, DecisionResult};
 use portcullis_core::access::Resource;
-use portcullis_core::authz::{AccessRequest, AuthEvent, BasicCredentials, Decision};
-use portcullis_core::gate::GateError;
+use portcullis_core::authz::{BasicCredentials, Decision};
 use portcullis_fastcgi::{self as fastcgi, Request};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -92,13 +91,13 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         .unwrap_or("")
         .to_ascii_lowercase();
     let uri = req.param("REQUEST_URI").unwrap_or("/").to_string();
-    let (blocking, decide) = if role == Role::Authorizer {
-        authorizer_decision(app, req, client_ip, &method, &host, &uri)
+    let decided = if role == Role::Authorizer {
+        authorize(app, req, client_ip, &method, &host, &uri, started).await
     } else {
-        authn_decision(app, req, role, client_ip, &method, &host, &uri)
+        app.decide(ask(app, req, role, client_ip, &method, &host, &uri), started)
+            .await
     };
-    // Password hashing and directory reads: off the async workers, and bounded.
-    let decision = match app.run_decision(blocking, started, decide).await {
+    let decision = match decided {
         Ok(d) => d,
         Err(code) => return status_only(code),
     };
@@ -107,26 +106,8 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
     out
 }
 
-/// A decision to run, and whether it may block (hash a password, read the directory).
-type Decide = (
-    bool,
-    Box<dyn FnOnce() -> Result<(Decision, Option<AuthEvent>), GateError> + Send>,
-);
-
 /// Cookie mode and Basic mode: Apache asks who the client is.
-fn authn_decision(
-    app: &Arc<App>,
-    req: &Request,
-    role: Role,
-    client_ip: IpAddr,
-    method: &str,
-    host: &str,
-    uri: &str,
-) -> Decide {
-    let session = req
-        .param("HTTP_COOKIE")
-        .and_then(|c| cookie(c, &app.config.session.cookie_name))
-        .map(str::to_string);
+fn ask(app: &App, req: &Request, role: Role, client_ip: IpAddr, method: &str, host: &str, uri: &str) -> Ask {
     // In these roles `REMOTE_USER` is only the name the client typed.
     let basic = match (role, req.param("REMOTE_USER"), req.param("REMOTE_PASSWD")) {
         (Role::Basic, Some(user), Some(secret)) if !user.is_empty() => Some(BasicCredentials {
@@ -135,53 +116,52 @@ fn authn_decision(
         }),
         _ => None,
     };
-    let has_basic = basic.is_some();
-    // A resent header inside its linger time is a cache lookup; anything else may hash.
-    let blocking = basic
-        .as_ref()
-        .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
-    let app = app.clone();
-    let (method, host, uri) = (method.to_string(), host.to_string(), uri.to_string());
-    let decide = move || {
-        app.authorizer().decide(&AccessRequest {
-            method: &method,
-            host: &host,
-            path: &uri,
-            client_ip,
-            // Basic mode judges the credentials alone, as mod_authn_otp did.
-            session: if has_basic { None } else { session.as_deref() },
-            basic,
-        })
+    // Basic mode judges the credentials alone, as mod_authn_otp did.
+    let session = match basic {
+        Some(_) => None,
+        None => req
+            .param("HTTP_COOKIE")
+            .and_then(|c| cookie(c, &app.config.session.cookie_name))
+            .map(str::to_string),
     };
-    (blocking, Box::new(decide))
+    Ask {
+        method: method.to_string(),
+        host: host.to_string(),
+        path: uri.to_string(),
+        client_ip,
+        session,
+        basic,
+    }
 }
 
 /// `Require portcullis-authz`: Apache's authn step (any provider) has set `REMOTE_USER`,
 /// which is trusted in this role only; the `[access]` rules are applied to that user as
 /// the directory has it. No user (Apache never asks without one) is refused like a
 /// forbidden one, 403: Apache only tells 200 (granted) from 500 (error) and the rest.
-fn authorizer_decision(
+async fn authorize(
     app: &Arc<App>,
     req: &Request,
     client_ip: IpAddr,
     method: &str,
     host: &str,
     uri: &str,
-) -> Decide {
+    started: Instant,
+) -> DecisionResult {
     let user = req.param("REMOTE_USER").unwrap_or("").to_string();
-    let app = app.clone();
+    let worker = app.clone();
     let (method, host, uri) = (method.to_string(), host.to_string(), uri.to_string());
-    let decide = move || {
+    // A directory read (SQLite, a users file): off the async workers, but not queued
+    // behind password hashing for a login slot.
+    app.run_decision(Cost::Io, started, move || {
         let resource = Resource {
             method: &method,
             host: &host,
             path: &uri,
             client_ip,
         };
-        Ok((app.authorizer().authorize_user(&user, &resource)?, None))
-    };
-    // A directory read (SQLite, a users file): not on the async workers.
-    (true, Box::new(decide))
+        Ok((worker.authorizer().authorize_user(&user, &resource)?, None))
+    })
+    .await
 }
 
 fn status_only(code: u16) -> String {

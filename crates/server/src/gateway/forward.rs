@@ -8,7 +8,7 @@ use super::web::{header_str, names, query_escape};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use portcullis_core::authz::{BasicCredentials, Decision};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -214,26 +214,15 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
         None
     };
     let has_basic = basic.is_some();
-    let session = app.session_cookie(&headers).map(str::to_string);
-    let decide = {
-        let app = app.clone();
-        let original_method = original.method.clone();
-        let host = original.host.clone();
-        let uri = original.uri.clone();
-        move || {
-            let req = AccessRequest {
-                method: &original_method,
-                host: &host,
-                path: &uri,
-                client_ip,
-                session: session.as_deref(),
-                basic,
-            };
-            app.authorizer().decide(&req)
-        }
+    let ask = super::Ask {
+        method: original.method.clone(),
+        host: original.host.clone(),
+        path: original.uri.clone(),
+        client_ip,
+        session: app.session_cookie(&headers).map(str::to_string),
+        basic,
     };
-    // Credentials mean password hashing: keep it off the async workers, and bounded.
-    let decision = match app.run_decision(has_basic, started, decide).await {
+    let decision = match app.decide(ask, started).await {
         Ok(d) => d,
         Err(code) => return super::web::status(code),
     };

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
 use portcullis_core::access::AccessControl;
-use portcullis_core::authz::{AuthEvent, Authorizer, BasicCache, Decision};
+use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, BasicCache, Decision};
 use portcullis_core::client::TrustedProxies;
 use portcullis_core::config::{Config, SessionStoreKind};
 use portcullis_core::gate::{Gate, GateError, Policy};
@@ -143,35 +143,79 @@ impl App {
     }
 }
 
+/// What running a decision may cost, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// In-memory work (a session lookup, a resent Basic header in its linger time): inline.
+    Cheap,
+    /// A directory read: on a blocking worker, without taking a login slot.
+    Io,
+    /// Password hashing: on a blocking worker holding one of the bounded login slots.
+    Hash,
+}
+
+/// An `AccessRequest` with owned parts, so that it can move to a blocking worker.
+pub struct Ask {
+    /// Method of the original request.
+    pub method: String,
+    /// Host of the original request.
+    pub host: String,
+    /// Path and query of the original request.
+    pub path: String,
+    /// The client's address.
+    pub client_ip: std::net::IpAddr,
+    /// The session cookie's value, if any.
+    pub session: Option<String>,
+    /// Basic credentials, if any.
+    pub basic: Option<portcullis_core::authz::BasicCredentials>,
+}
+
 /// The outcome of one decision (its auth event already logged and counted), or the HTTP
 /// status to answer when no decision could be made (503 no login slot, 500 failure).
 pub type DecisionResult = Result<Decision, u16>;
 
 impl App {
-    /// Runs `decide` for an adapter: on a bounded blocking worker when it may hash a
-    /// password (`blocking`), inline otherwise; its auth event and any failure are logged
-    /// and counted here.
-    pub async fn run_decision<F>(
-        self: &Arc<Self>,
-        blocking: bool,
-        started: std::time::Instant,
-        decide: F,
-    ) -> DecisionResult
+    /// Decides an adapter's request: inline, or on a bounded blocking worker when Basic
+    /// credentials must be hashed (a resent header inside its linger time is a cache hit).
+    pub async fn decide(self: &Arc<Self>, ask: Ask, started: std::time::Instant) -> DecisionResult {
+        let cost = match &ask.basic {
+            Some(c) if !self.basic_cache.is_fresh(c, ask.client_ip, self.clock_now()) => Cost::Hash,
+            _ => Cost::Cheap,
+        };
+        let app = self.clone();
+        self.run_decision(cost, started, move || {
+            app.authorizer().decide(&AccessRequest {
+                method: &ask.method,
+                host: &ask.host,
+                path: &ask.path,
+                client_ip: ask.client_ip,
+                session: ask.session.as_deref(),
+                basic: ask.basic,
+            })
+        })
+        .await
+    }
+
+    /// Runs `decide` where `cost` says; its auth event and any failure are logged and
+    /// counted here.
+    pub async fn run_decision<F>(self: &Arc<Self>, cost: Cost, started: std::time::Instant, decide: F) -> DecisionResult
     where
         F: FnOnce() -> Result<(Decision, Option<AuthEvent>), GateError> + Send + 'static,
     {
-        let result = if blocking {
-            let Ok(_slot) = self.login_slots.acquire().await else {
-                return Err(503);
-            };
-            match tokio::task::spawn_blocking(decide).await {
-                Ok(r) => r,
-                Err(_) => Err(GateError::Store(portcullis_core::StoreError::Format(
-                    "worker failed".into(),
-                ))),
+        let worker_failed = |_| {
+            Err(GateError::Store(portcullis_core::StoreError::Format(
+                "worker failed".into(),
+            )))
+        };
+        let result = match cost {
+            Cost::Cheap => decide(),
+            Cost::Io => tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed),
+            Cost::Hash => {
+                let Ok(_slot) = self.login_slots.acquire().await else {
+                    return Err(503);
+                };
+                tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed)
             }
-        } else {
-            decide()
         };
         let (decision, event) = result.map_err(|e| {
             tracing::error!(error = %e, "authorization failed; refusing");

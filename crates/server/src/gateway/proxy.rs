@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use portcullis_core::authz::{AccessRequest, Decision, Identity};
+use portcullis_core::authz::{Decision, Identity};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,25 +80,15 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
         None
     };
     let has_basic = basic.is_some();
-    let blocking = basic
-        .as_ref()
-        .is_some_and(|c| !app.basic_cache.is_fresh(c, client_ip, app.clock_now()));
-    let session = app.session_cookie(headers).map(str::to_string);
-    let decide = {
-        let app = app.clone();
-        let (method, host, uri) = (original.method.clone(), original.host.clone(), original.uri.clone());
-        move || {
-            app.authorizer().decide(&AccessRequest {
-                method: &method,
-                host: &host,
-                path: &uri,
-                client_ip,
-                session: session.as_deref(),
-                basic,
-            })
-        }
+    let ask = super::Ask {
+        method: original.method.clone(),
+        host: original.host.clone(),
+        path: original.uri.clone(),
+        client_ip,
+        session: app.session_cookie(headers).map(str::to_string),
+        basic,
     };
-    let decision = match app.run_decision(blocking, started, decide).await {
+    let decision = match app.decide(ask, started).await {
         Ok(d) => d,
         Err(code) => return super::web::status(code),
     };
