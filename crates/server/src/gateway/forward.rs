@@ -49,6 +49,23 @@ impl Original {
         &self.scheme
     }
 
+    /// What the Authorizer is asked about this request: its cookie and, when `[basic]` is
+    /// on, its Basic credentials.
+    pub(super) fn ask(&self, app: &App, client_ip: std::net::IpAddr, headers: &HeaderMap) -> super::Ask {
+        super::Ask {
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.uri.clone(),
+            client_ip,
+            session: app.session_cookie(headers).map(str::to_string),
+            basic: if app.config.basic.enabled {
+                basic_credentials(headers)
+            } else {
+                None
+            },
+        }
+    }
+
     fn url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.host, self.uri)
     }
@@ -207,21 +224,8 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
             return (status, why).into_response();
         }
     };
-    let client_ip = app.client_ip(peer, &headers);
-    let basic = if app.config.basic.enabled {
-        basic_credentials(&headers)
-    } else {
-        None
-    };
-    let has_basic = basic.is_some();
-    let ask = super::Ask {
-        method: original.method.clone(),
-        host: original.host.clone(),
-        path: original.uri.clone(),
-        client_ip,
-        session: app.session_cookie(&headers).map(str::to_string),
-        basic,
-    };
+    let ask = original.ask(&app, app.client_ip(peer, &headers), &headers);
+    let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
         Err(code) => return super::web::status(code),

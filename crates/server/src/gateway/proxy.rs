@@ -74,20 +74,8 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     };
     let headers = req.headers();
     let client_ip = app.client_ip(peer, headers);
-    let basic = if app.config.basic.enabled {
-        forward::basic_credentials(headers)
-    } else {
-        None
-    };
-    let has_basic = basic.is_some();
-    let ask = super::Ask {
-        method: original.method.clone(),
-        host: original.host.clone(),
-        path: original.uri.clone(),
-        client_ip,
-        session: app.session_cookie(headers).map(str::to_string),
-        basic,
-    };
+    let ask = original.ask(&app, client_ip, headers);
+    let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
         Err(code) => return super::web::status(code),
