@@ -16,33 +16,11 @@
 //
 // Exits 0 when every expectation held, 1 with a message naming the first one that did not.
 
-import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { codeAt as codeFrom, expect, expectPath, expectText, fail, launch, log, need, nowSeconds, watchdog } from './common.mjs';
 
-const started = Date.now();
 let browser;
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) fail(`environment variable ${name} is not set`);
-  return value;
-}
-
-function fail(message) {
-  console.error(`FAIL: ${message}`);
-  process.exitCode = 1;
-  throw new Error(message);
-}
-
-function expect(condition, message) {
-  if (!condition) fail(message);
-}
-
-function log(message) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${message}`);
-}
 
 const portal = need('PORTAL_URL').replace(/\/$/, '');
 const bin = need('PORTCULLIS_BIN');
@@ -56,26 +34,9 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const timeoutMs = Number(process.env.TIMEOUT_MS || 90000);
 
 // Never hang: whatever is going on, stop after the global limit.
-const watchdog = setTimeout(async () => {
-  console.error(`FAIL: global timeout of ${timeoutMs} ms reached`);
-  const closing = browser ? browser.close().catch(() => {}) : Promise.resolve();
-  await Promise.race([closing, new Promise((r) => setTimeout(r, 5000))]);
-  process.exit(2);
-}, timeoutMs);
-watchdog.unref();
+const timer = watchdog(timeoutMs, () => browser);
 
-/** The TOTP code of `secret` at `unixSeconds`, from `portcullis otp code`. */
-function codeAt(secret, unixSeconds) {
-  const out = execFileSync(bin, ['otp', 'code', '--secret', secret, '--time', String(unixSeconds)], {
-    env: { ...process.env, PORTCULLIS_CONFIG: config },
-    encoding: 'utf8',
-  });
-  const code = out.trim();
-  expect(/^\d{6,10}$/.test(code), `otp code printed ${JSON.stringify(out)}`);
-  return code;
-}
-
-const nowSeconds = () => Math.floor(Date.now() / 1000);
+const codeAt = (secret, unixSeconds) => codeFrom(bin, config, secret, unixSeconds);
 const codeNow = (secret) => codeAt(secret, nowSeconds());
 // The gateway refuses a code of a step already used (replay), and accepts one step of
 // clock skew either side ([otp] window = 1): the next step's code is new and valid now.
@@ -108,28 +69,6 @@ async function expectNoHorizontalOverflow(page, what) {
   expect(scroll <= inner, `${what}: the page is ${scroll}px wide in a ${inner}px viewport`);
 }
 
-function path(page) {
-  return new URL(page.url()).pathname;
-}
-
-async function expectText(page, text, what) {
-  try {
-    await page.getByText(text).first().waitFor({ state: 'visible', timeout: 5000 });
-  } catch {
-    const body = await page.locator('body').innerText().catch(() => '(no body)');
-    fail(`${what}: expected the text ${JSON.stringify(text)} on ${page.url()}, page shows:\n${body}`);
-  }
-}
-
-async function expectPath(page, wanted, what) {
-  try {
-    await page.waitForURL((u) => u.pathname === wanted, { timeout: 5000 });
-  } catch {
-    const body = await page.locator('body').innerText().catch(() => '(no body)');
-    fail(`${what}: expected to be on ${wanted}, but on ${page.url()}, page shows:\n${body}`);
-  }
-}
-
 /** Password page: fills the fields by their labels and submits. */
 async function passwordStep(page, user, password) {
   await page.getByLabel('User name').fill(user);
@@ -153,20 +92,7 @@ async function signOut(page, what) {
 async function main() {
   mkdirSync(shots, { recursive: true });
   // launch() gives the browser a fresh temporary profile and removes it on close.
-  browser = await chromium.launch({
-    executablePath,
-    timeout: 30000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launch(executablePath);
   log(`Chromium ${browser.version()} started`);
 
   const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
@@ -294,6 +220,6 @@ try {
   if (!process.exitCode) console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
   process.exitCode = 1;
 } finally {
-  clearTimeout(watchdog);
+  clearTimeout(timer);
   if (browser) await browser.close().catch(() => {});
 }

@@ -5,7 +5,7 @@
 
 use crate::harness::*;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,11 +53,6 @@ fn require_browser_tools() {
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing; run scripts/test (it installs the Debian package chromium)"
     );
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Rewrites the `key = ...` line of the init template (each must occur exactly once).
@@ -116,6 +111,51 @@ fn wait_healthy(port: u16, server: &mut Killed, log: &Path) {
     }
 }
 
+/// Runs `tests/browser/<script>` under node with `vars` (plus the binary, Chromium and the
+/// time limit); fails with its output and the gateway's log unless it exits 0.
+fn run_script(script: &str, vars: &[(&str, String)], dir: &Path, server_log: &Path) {
+    let out = dir.join(format!("{script}.out"));
+    let err = dir.join(format!("{script}.err"));
+    let mut command = Command::new("node");
+    command
+        .arg(script)
+        .current_dir(browser_dir())
+        .env("PORTCULLIS_BIN", bin())
+        .env("CHROMIUM", CHROMIUM)
+        .env("TIMEOUT_MS", SCRIPT_TIMEOUT.as_millis().to_string())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut node = Killed(command.spawn().expect("spawn node"));
+    let deadline = Instant::now() + SCRIPT_TIMEOUT + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = node.0.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let report = || {
+        format!(
+            "--- {script} stdout\n{}--- {script} stderr\n{}--- portcullis serve\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default(),
+            std::fs::read_to_string(server_log).unwrap_or_default(),
+        )
+    };
+    assert!(status.is_some(), "{script} did not finish in time:\n{}", report());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{script} failed ({status:?}):\n{}",
+        report()
+    );
+}
+
 #[test]
 fn portal_login_logout_and_enrollment_in_chromium() {
     require_browser_tools();
@@ -170,50 +210,19 @@ fn portal_login_logout_and_enrollment_in_chromium() {
         .to_string();
 
     let screenshots = workspace_root().join("target/screenshots");
-    let script_out = env.path().join("portal.out");
-    let mut node = Killed(
-        Command::new("node")
-            .arg("portal.mjs")
-            .current_dir(browser_dir())
-            .env("PORTAL_URL", &portal)
-            .env("PORTCULLIS_BIN", bin())
-            .env("PORTCULLIS_CONFIG", env.config())
-            .env("SCREENSHOTS", &screenshots)
-            .env("ALICE_SECRET", &alice_secret)
-            .env("ALICE_PASSWORD", alice_password)
-            .env("INVITE_URL", &invite_url)
-            .env("BOB_PASSWORD", bob_password)
-            .env("CHROMIUM", CHROMIUM)
-            .env("TIMEOUT_MS", SCRIPT_TIMEOUT.as_millis().to_string())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&script_out).unwrap())
-            .stderr(std::fs::File::create(env.path().join("portal.err")).unwrap())
-            .spawn()
-            .expect("spawn node"),
-    );
-    let deadline = Instant::now() + SCRIPT_TIMEOUT + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = node.0.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let report = || {
-        format!(
-            "--- portal.mjs stdout\n{}--- portal.mjs stderr\n{}--- portcullis serve\n{}",
-            std::fs::read_to_string(&script_out).unwrap_or_default(),
-            std::fs::read_to_string(env.path().join("portal.err")).unwrap_or_default(),
-            std::fs::read_to_string(&server_log).unwrap_or_default(),
-        )
-    };
-    assert!(status.is_some(), "portal.mjs did not finish in time:\n{}", report());
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "portal.mjs failed ({status:?}):\n{}",
-        report()
+    run_script(
+        "portal.mjs",
+        &[
+            ("PORTAL_URL", portal.clone()),
+            ("PORTCULLIS_CONFIG", env.config().display().to_string()),
+            ("SCREENSHOTS", screenshots.display().to_string()),
+            ("ALICE_SECRET", alice_secret.clone()),
+            ("ALICE_PASSWORD", alice_password.to_string()),
+            ("INVITE_URL", invite_url.clone()),
+            ("BOB_PASSWORD", bob_password.to_string()),
+        ],
+        env.path(),
+        &server_log,
     );
     for name in [
         "01-login",
@@ -237,4 +246,37 @@ fn portal_login_logout_and_enrollment_in_chromium() {
         started.elapsed().as_secs_f64(),
         screenshots.display()
     );
+}
+
+#[test]
+fn reverse_proxy_login_and_the_apps_websocket_in_chromium() {
+    require_browser_tools();
+    let env = Env::new("");
+    let password = "alice's long password";
+    let secret = secret_of(&env.add_user("alice", password, &[]));
+    let app = crate::proxy::App::start();
+    let port = free_port();
+    env.loopback_portal(port);
+    let origin = format!("http://127.0.0.1:{port}");
+    env.set("server", "portal_url", &format!("\"{origin}/.portcullis\""));
+    env.set("proxy", "upstream", &format!("\"http://127.0.0.1:{}\"", app.port));
+    let gw = env.serve();
+    let screenshots = workspace_root().join("target/screenshots");
+    run_script(
+        "proxy.mjs",
+        &[
+            ("APP_URL", origin),
+            ("PORTAL_PATH", "/.portcullis".to_string()),
+            ("PORTCULLIS_CONFIG", env.config().display().to_string()),
+            ("SCREENSHOTS", screenshots.display().to_string()),
+            ("ALICE_SECRET", secret),
+            ("ALICE_PASSWORD", password.to_string()),
+        ],
+        env.path(),
+        &gw.log,
+    );
+    for name in ["proxy-login", "proxy-app"] {
+        let png = std::fs::read(screenshots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png is not a PNG");
+    }
 }

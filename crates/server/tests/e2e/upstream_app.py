@@ -1,6 +1,7 @@
 """The app behind portcullis in the reverse-proxy tests (aiohttp, from Debian's python3-aiohttp).
 
-  serve PORT           /headers: the request as the app saw it (JSON)
+  serve PORT           /page: an HTML page naming Remote-User, whose script asks /ws "whoami"
+                       /headers: the request as the app saw it (JSON)
                        /big?mib=N: N MiB streamed in 64 KiB chunks (pattern below)
                        /upload (POST): length and SHA-256 of the body, read as a stream
                        /ws: WebSocket echo; the text "whoami" answers the Remote-User header
@@ -11,6 +12,7 @@
 
 import asyncio
 import hashlib
+import html
 import json
 import os
 import ssl
@@ -26,6 +28,21 @@ async def headers(request):
     return web.json_response(
         {"host": request.host, "path": request.path_qs, "headers": [[k.lower(), v] for k, v in request.headers.items()]}
     )
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>Protected app</title>
+<h1>Protected app</h1><p id="user">Signed in as %s</p><p id="ws">WebSocket connecting</p>
+<script>
+const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+socket.onopen = () => socket.send("whoami");
+socket.onmessage = (e) => { document.getElementById("ws").textContent = "WebSocket says " + e.data; };
+socket.onerror = () => { document.getElementById("ws").textContent = "WebSocket failed"; };
+</script>"""
+
+
+async def page(request):
+    user = html.escape(request.headers.get("Remote-User", "(nobody)"))
+    return web.Response(text=PAGE % user, content_type="text/html")
 
 
 async def big(request):
@@ -81,7 +98,7 @@ async def client(url, extra):
 def main():
     if sys.argv[1] == "serve":
         app = web.Application(client_max_size=1 << 40)
-        app.add_routes([web.get("/headers", headers), web.get("/big", big), web.post("/upload", upload), web.get("/ws", ws)])
+        app.add_routes([web.get("/page", page), web.get("/headers", headers), web.get("/big", big), web.post("/upload", upload), web.get("/ws", ws)])
         web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
     else:
         asyncio.run(client(sys.argv[2], sys.argv[3:]))
