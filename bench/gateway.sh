@@ -9,6 +9,7 @@
 #   3. memory per active session (in-process session table; SQLite bytes on disk);
 #   4. logins per second per core (argon2id, full Gate check) and the gateway's RSS under
 #      a flood of 200 concurrent wrong-password logins.
+# Each pair of measurements alternates twice and takes the better run of each side.
 # Pinning: every server (portcullis, bare hyper, nginx's single worker) on core 0 with
 # `taskset -c 0`, wrk on core 1 (`taskset -c 1`). Needs wrk, nginx, curl, python3 and
 # at least 2 cores. Usage: bash bench/gateway.sh [--rows]   (--rows: table rows only,
@@ -95,6 +96,23 @@ run_wrk() {
   echo "$r" >"$work/$name.res"
 }
 
+# pair A B URL_A URL_B [wrk args...]: A and B alternate twice and the better run of each
+# counts (a noisy neighbour otherwise decides a ratio); writes $work/A.res and $work/B.res.
+pair() {
+  local a=$1 b=$2 url_a=$3 url_b=$4; shift 4
+  for i in 1 2; do
+    run_wrk "$a-$i" "$url_a" "$@"
+    run_wrk "$b-$i" "$url_b" "$@"
+  done
+  for n in "$a" "$b"; do
+    if [ "$(cut -d' ' -f1 "$work/$n-1.res")" -ge "$(cut -d' ' -f1 "$work/$n-2.res")" ]; then
+      cp "$work/$n-1.res" "$work/$n.res"
+    else
+      cp "$work/$n-2.res" "$work/$n.res"
+    fi
+  done
+}
+
 rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
@@ -156,12 +174,10 @@ wait_http "$bare_url/"
 
 # --- 1. direct: auth-request vs bare hyper ------------------------------------------------
 rss_idle=$(rss_kb "$gw_pid" VmRSS)
-run_wrk direct-portcullis "$gw/api/authz/auth-request" \
+pair direct-portcullis direct-bare "$gw/api/authz/auth-request" "$bare_url/api/authz/auth-request" \
   -H "Cookie: portcullis_session=$sid" -H "X-Original-URL: http://127.0.0.1/x"
-read -r d_rps d_p50 d_p99 _ <"$work/direct-portcullis.res"
 rss_loaded=$(rss_kb "$gw_pid" VmRSS)
-run_wrk direct-bare "$bare_url/api/authz/auth-request" \
-  -H "Cookie: portcullis_session=$sid" -H "X-Original-URL: http://127.0.0.1/x"
+read -r d_rps d_p50 d_p99 _ <"$work/direct-portcullis.res"
 read -r b_rps b_p50 b_p99 _ <"$work/direct-bare.res"
 
 # --- 2. nginx auth_request -> portcullis | bare, protecting a static file ----------------
@@ -231,9 +247,9 @@ page() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_a/")" = 200 ] || die "nginx -> portcullis: the page is not 200 with a session"
 [ "$(page "http://127.0.0.1:$ngx_a/")" = 302 ] || die "nginx -> portcullis: the page is not 302 (to the portal) without a session"
 [ "$(page "http://127.0.0.1:$ngx_b/")" = 200 ] || die "nginx -> bare: the page is not 200"
-run_wrk nginx-portcullis "http://127.0.0.1:$ngx_a/" -H "Cookie: portcullis_session=$sid"
+pair nginx-portcullis nginx-bare "http://127.0.0.1:$ngx_a/" "http://127.0.0.1:$ngx_b/" \
+  -H "Cookie: portcullis_session=$sid"
 read -r n_rps n_p50 n_p99 _ <"$work/nginx-portcullis.res"
-run_wrk nginx-bare "http://127.0.0.1:$ngx_b/" -H "Cookie: portcullis_session=$sid"
 read -r c_rps c_p50 c_p99 _ <"$work/nginx-bare.res"
 
 # --- 2b. reverse-proxy mode vs nginx proxy_pass, both in front of the bare server ----------
@@ -250,9 +266,8 @@ wait_http "$px/.portcullis/api/health"
 [ "$(page -H "Cookie: portcullis_session=$sid" "$px/x")" = 204 ] || die "proxy mode: the app's 204 does not come through with a session"
 [ "$(page "$px/x")" = 401 ] || die "proxy mode: no session is not 401"
 [ "$(page "http://127.0.0.1:$ngx_c/x")" = 204 ] || die "nginx proxy_pass -> bare is not 204"
-run_wrk proxy-portcullis "$px/x" -H "Cookie: portcullis_session=$sid"
+pair proxy-portcullis proxy-nginx "$px/x" "http://127.0.0.1:$ngx_c/x" -H "Cookie: portcullis_session=$sid"
 read -r p_rps p_p50 p_p99 _ <"$work/proxy-portcullis.res"
-run_wrk proxy-nginx "http://127.0.0.1:$ngx_c/x" -H "Cookie: portcullis_session=$sid"
 read -r q_rps q_p50 q_p99 _ <"$work/proxy-nginx.res"
 
 # --- 3. memory per session (in-process table) and SQLite bytes per session ----------------
