@@ -142,10 +142,34 @@ pub struct Authorizer<'a> {
 pub struct BasicCache {
     key: [u8; 32],
     entries: Mutex<HashMap<[u8; 32], CachedBasic>>,
+    /// Seconds an entry is trusted before the credentials are checked in full again.
+    refresh: i64,
 }
 
-/// Until when (unix seconds) an accepted Basic credential stands, and for whom.
-type CachedBasic = (i64, Box<User>);
+/// An accepted Basic credential: until when it stands (unix seconds), for whom, when the
+/// user was last read from the directory, and whether an app password was the credential.
+struct CachedBasic {
+    until: i64,
+    user: Box<User>,
+    checked: i64,
+    app_password: bool,
+}
+
+/// A cache hit: the user as cached, and whether the directory must be read again first.
+struct Hit {
+    user: Box<User>,
+    due: bool,
+}
+
+/// True while `now` still has the standing `then` had when its password+code was accepted:
+/// not locked, same first factor, same token secrets. (A code cannot be checked again: a
+/// later login may have moved the token on.)
+fn still_stands(now: &User, then: &User, policy: &crate::gate::Policy) -> bool {
+    !policy.is_locked(now)
+        && now.first_factor == then.first_factor
+        && now.tokens.len() == then.tokens.len()
+        && now.tokens.iter().zip(&then.tokens).all(|(a, b)| a.secret == b.secret)
+}
 
 /// Entries kept at most; the cache is emptied of expired entries when it is full.
 const BASIC_CACHE_MAX: usize = 10_000;
@@ -157,11 +181,31 @@ impl Default for BasicCache {
         BasicCache {
             key,
             entries: Mutex::new(HashMap::new()),
+            refresh: 60,
         }
     }
 }
 
 impl BasicCache {
+    /// A cache whose entries are checked in full again after `refresh` seconds, so that a
+    /// lock, a new password, a reset token or a revoked app password stops a Basic client
+    /// within that time, not only when the linger time runs out (0 = every request).
+    pub fn with_refresh(refresh: u64) -> Self {
+        BasicCache {
+            refresh: i64::try_from(refresh).unwrap_or(i64::MAX),
+            ..Self::default()
+        }
+    }
+
+    /// The entry under `digest` while its linger time lasts.
+    fn live<'m>(map: &'m HashMap<[u8; 32], CachedBasic>, digest: &[u8; 32], now: i64) -> Option<&'m CachedBasic> {
+        map.get(digest).filter(|e| now < e.until)
+    }
+
+    fn due(&self, e: &CachedBasic, now: i64) -> bool {
+        now.saturating_sub(e.checked) >= self.refresh
+    }
+
     /// A keyed digest of user, secret and address (the secret is never kept).
     fn digest(&self, creds: &BasicCredentials, ip: IpAddr) -> [u8; 32] {
         use sha2::Digest;
@@ -178,22 +222,48 @@ impl BasicCache {
             .into()
     }
 
-    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Box<User>> {
+    /// A live entry; one accepted by app password and due for a check is left to a full
+    /// check (its hash is checked again, which also sees a revocation).
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Hit> {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(digest)
-            .filter(|(until, _)| now < *until)
-            .map(|(_, u)| u.clone())
+        let e = Self::live(&map, digest, now)?;
+        let due = self.due(e, now);
+        (!(due && e.app_password)).then(|| Hit {
+            user: e.user.clone(),
+            due,
+        })
     }
 
-    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, now: i64) {
+    /// Records a fresh read of the entry's user.
+    fn checked(&self, digest: &[u8; 32], now: i64, user: Box<User>) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(digest) {
+            e.checked = now;
+            e.user = user;
+        }
+    }
+
+    fn remove(&self, digest: &[u8; 32]) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    }
+
+    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, now: i64, app_password: bool) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= BASIC_CACHE_MAX {
-            map.retain(|_, (u, _)| now < *u);
+            map.retain(|_, e| now < e.until);
             if map.len() >= BASIC_CACHE_MAX {
                 map.clear();
             }
         }
-        map.insert(digest, (until, user));
+        map.insert(
+            digest,
+            CachedBasic {
+                until,
+                user,
+                checked: now,
+                app_password,
+            },
+        );
     }
 
     /// True when these credentials were accepted from this address and still stand, so
@@ -202,7 +272,7 @@ impl BasicCache {
     pub fn is_fresh(&self, creds: &BasicCredentials, ip: IpAddr, now: i64) -> bool {
         let digest = self.digest(creds, ip);
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&digest).is_some_and(|(until, _)| now < *until)
+        Self::live(&map, &digest, now).is_some_and(|e| !(e.app_password && self.due(e, now)))
     }
 
     /// Forgets everything (after a lock, unlock or token change).
@@ -224,9 +294,15 @@ impl Authorizer<'_> {
     /// Decides a request; returns the decision and, when credentials were checked, the event.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<(Decision, Option<AuthEvent>), GateError> {
         let now = self.clock.now();
-        let session = req
+        let mut session = req
             .session
             .and_then(|id| self.sessions.get(id, now, Some(req.client_ip)));
+        if let (Some(s), Some(id)) = (session.as_mut(), req.session)
+            && self.sessions.needs_refresh(id, now)
+            && !self.refresh_session(id, s, now)?
+        {
+            session = None;
+        }
         let resource = Resource {
             method: req.method,
             host: req.host,
@@ -271,6 +347,25 @@ impl Authorizer<'_> {
         Ok((decision, event))
     }
 
+    /// Reads a session's user again: a removed or locked user's session ends (false);
+    /// otherwise its groups, name and e-mail are brought up to date in `s` and the table.
+    fn refresh_session(&self, id: &str, s: &mut Session, now: i64) -> Result<bool, GateError> {
+        match self.gate.directory.user(&s.user)? {
+            Some(u) if !self.gate.policy.is_locked(&u) => {
+                self.sessions
+                    .refreshed(id, now, &u.groups, u.display_name.as_deref(), u.email.as_deref())?;
+                s.groups = u.groups;
+                s.display_name = u.display_name;
+                s.email = u.email;
+                Ok(true)
+            }
+            _ => {
+                self.sessions.revoke(id)?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Authorization only, for a user some other step has already authenticated (Apache's
     /// `Require portcullis-authz`, whose `REMOTE_USER` comes from any authn provider): may
     /// `user` reach `resource` under the `[access]` rules?
@@ -312,8 +407,30 @@ impl Authorizer<'_> {
         now: i64,
     ) -> Result<(StepResult, Option<AuthEvent>), GateError> {
         let digest = self.basic_cache.digest(creds, ip);
-        if let Some(user) = self.basic_cache.get(&digest, now) {
-            return Ok((StepResult::Passed(user), None));
+        if let Some(hit) = self.basic_cache.get(&digest, now) {
+            if !hit.due {
+                return Ok((StepResult::Passed(hit.user), None));
+            }
+            // Past the refresh interval: the user is read again, so a lock, a new password or
+            // a reset token stops this client now rather than when the linger time ends.
+            return Ok(match self.gate.directory.user(&creds.user)? {
+                Some(current) if still_stands(&current, &hit.user, &self.gate.policy) => {
+                    let current = Box::new(current);
+                    self.basic_cache.checked(&digest, now, current.clone());
+                    (StepResult::Passed(current), None)
+                }
+                current => {
+                    self.basic_cache.remove(&digest);
+                    let why = match current {
+                        None => Rejection::UnknownUser,
+                        Some(u) if self.gate.policy.is_locked(&u) => Rejection::Locked,
+                        Some(_) => Rejection::WrongPassword,
+                    };
+                    let result = StepResult::Refused(why);
+                    let event = self.event(ip, &creds.user, "basic", &result, now);
+                    (result, Some(event))
+                }
+            });
         }
         let ip_text = ip.to_string();
         let stored = self.gate.directory.user(&creds.user)?;
@@ -326,7 +443,7 @@ impl Authorizer<'_> {
         {
             let user = Box::new(user.clone());
             let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
-            self.basic_cache.put(digest, until, user.clone(), now);
+            self.basic_cache.put(digest, until, user.clone(), now, true);
             self.regulator.record_success(&creds.user);
             let result = StepResult::Passed(user);
             let event = self.event(ip, &creds.user, "basic-app-password", &result, now);
@@ -364,7 +481,7 @@ impl Authorizer<'_> {
         })?;
         if let StepResult::Passed(user) = &result {
             let until = accepted_at.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
-            self.basic_cache.put(digest, until, user.clone(), now);
+            self.basic_cache.put(digest, until, user.clone(), now, false);
         }
         let event = self.event(ip, &creds.user, "basic", &result, now);
         Ok((result, Some(event)))
@@ -597,5 +714,109 @@ mod tests {
             })
             .unwrap();
         assert!(matches!(w.authorize("alice", "/admin/x"), Decision::Allow(Some(_))));
+    }
+
+    /// A two-factor session for `user` created at `now`, and its cookie value.
+    fn signed_in(w: &World, user: &str, now: i64) -> String {
+        let u = w.directory.user(user).unwrap().unwrap();
+        let id = w
+            .sessions
+            .create(Session {
+                user: u.name.clone(),
+                groups: u.groups.clone(),
+                display_name: u.display_name.clone(),
+                email: u.email.clone(),
+                level: Level::TwoFactor,
+                created: now,
+                last_seen: now,
+                client_ip: None,
+            })
+            .unwrap();
+        id.as_str().to_string()
+    }
+
+    fn decide_at(w: &mut World, now: i64, session: &str, path: &str) -> Decision {
+        w.clock = FixedClock(now);
+        let req = AccessRequest {
+            method: "GET",
+            host: "app.example.com",
+            path,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            session: Some(session),
+            basic: None,
+        };
+        w.authorizer().decide(&req).unwrap().0
+    }
+
+    #[test]
+    fn a_lock_ends_live_sessions_within_the_refresh_interval() {
+        let mut w = World::new();
+        let t0 = w.clock.0;
+        let id = signed_in(&w, "alice", t0);
+        assert!(matches!(
+            decide_at(&mut w, t0 + 1, &id, "/app/"),
+            Decision::Allow(Some(_))
+        ));
+        w.directory
+            .update("alice", &mut |u| {
+                u.locked = true;
+                true
+            })
+            .unwrap();
+        // Not yet re-read: the session still stands...
+        assert!(matches!(
+            decide_at(&mut w, t0 + 59, &id, "/app/"),
+            Decision::Allow(Some(_))
+        ));
+        // ...and once the refresh interval has passed, it is gone for good.
+        assert_eq!(decide_at(&mut w, t0 + 61, &id, "/app/"), Decision::Login);
+        assert!(w.sessions.get(&id, t0 + 62, None).is_none(), "the session was revoked");
+        // A removed user's session ends the same way.
+        let root = signed_in(&w, "root", t0 + 100);
+        w.directory.remove("root").unwrap();
+        assert_eq!(decide_at(&mut w, t0 + 161, &root, "/app/"), Decision::Login);
+    }
+
+    #[test]
+    fn group_changes_reach_live_sessions_within_the_refresh_interval() {
+        let mut w = World::new();
+        let t0 = w.clock.0;
+        let id = signed_in(&w, "root", t0);
+        assert!(matches!(
+            decide_at(&mut w, t0 + 1, &id, "/admin/x"),
+            Decision::Allow(Some(_))
+        ));
+        w.directory
+            .update("root", &mut |u| {
+                u.groups.retain(|g| g != "admins");
+                u.email = Some("new@example.com".into());
+                true
+            })
+            .unwrap();
+        assert_eq!(decide_at(&mut w, t0 + 61, &id, "/admin/x"), Decision::Deny);
+        let Decision::Allow(Some(identity)) = decide_at(&mut w, t0 + 62, &id, "/app/") else {
+            panic!("root still has a session");
+        };
+        assert_eq!(identity.groups, ["staff"]);
+        assert_eq!(identity.email.as_deref(), Some("new@example.com"));
+    }
+
+    #[test]
+    fn a_cached_basic_login_stands_while_the_user_is_unchanged_and_unlocked() {
+        let w = World::new();
+        let policy = w.authorizer().gate.policy;
+        let then = w.directory.user("alice").unwrap().unwrap();
+        let mut now = then.clone();
+        now.failures = 2;
+        now.groups.push("admins".into());
+        assert!(still_stands(&now, &then, &policy), "counters and groups may move");
+        now.locked = true;
+        assert!(!still_stands(&now, &then, &policy));
+        let mut now = then.clone();
+        now.failures = 5;
+        assert!(!still_stands(&now, &then, &policy), "locked out by wrong codes");
+        let mut now = then.clone();
+        now.first_factor = FirstFactor::Pin(Zeroizing::new("1234".to_string()));
+        assert!(!still_stands(&now, &then, &policy), "a new password ends it");
     }
 }

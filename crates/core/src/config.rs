@@ -244,6 +244,8 @@ pub struct SessionConfig {
     pub idle: u64,
     /// End the session when the client address changes (mod_authn_otp's OTPAuthLogoutOnIPChange).
     pub bind_ip: bool,
+    /// Seconds between re-reading a signed-in user from the store (lock, removal, groups).
+    pub refresh: u64,
     /// `sqlite` or `memory`.
     pub store: SessionStoreKind,
 }
@@ -257,6 +259,7 @@ impl Default for SessionConfig {
             absolute: 12 * 3600,
             idle: 30 * 60,
             bind_ip: false,
+            refresh: 60,
             store: SessionStoreKind::Sqlite,
         }
     }

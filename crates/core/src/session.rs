@@ -118,6 +118,9 @@ pub struct SessionPolicy {
     /// Refuse a session from another client address than the one that logged in (default off:
     /// mobile clients and dual-stack hosts change address legitimately).
     pub bind_ip: bool,
+    /// Seconds between re-reading a signed-in user from the directory, so that a lock, a
+    /// removal or a change of groups reaches live sessions (0 = on every request).
+    pub refresh: u64,
 }
 
 impl Default for SessionPolicy {
@@ -127,6 +130,7 @@ impl Default for SessionPolicy {
             absolute: 12 * 3600,
             idle: 30 * 60,
             bind_ip: false,
+            refresh: 60,
         }
     }
 }
@@ -175,13 +179,17 @@ struct Entry {
     last_seen: AtomicI64,
     /// The `last_seen` the backend holds.
     persisted: AtomicI64,
+    /// When the user was last read from the directory (login, or a refresh).
+    verified: AtomicI64,
 }
 
 impl Entry {
-    fn new(session: Session) -> Self {
+    /// An entry whose user was read from the directory at `verified`.
+    fn new(session: Session, verified: i64) -> Self {
         Entry {
             last_seen: AtomicI64::new(session.last_seen),
             persisted: AtomicI64::new(session.last_seen),
+            verified: AtomicI64::new(verified),
             session,
         }
     }
@@ -224,7 +232,8 @@ impl Sessions {
             let (abs, idle) = Self::purge_bounds(&policy, now);
             b.purge(abs, idle)?;
             for (hash, s) in b.load(now)? {
-                let e = Entry::new(s);
+                // Restored sessions have their user read again on first use.
+                let e = Entry::new(s, i64::MIN);
                 if !e.expired(&policy, now) {
                     table.insert(hash, Arc::new(e));
                 }
@@ -269,8 +278,61 @@ impl Sessions {
         if let Some(b) = &self.backend {
             b.put(&hash, &s)?;
         }
-        self.write().insert(hash, Arc::new(Entry::new(s)));
+        let verified = s.last_seen;
+        self.write().insert(hash, Arc::new(Entry::new(s, verified)));
         Ok(SessionId(id))
+    }
+
+    /// True when the session's user is due to be read again from the directory
+    /// (`SessionPolicy::refresh` seconds since the last read).
+    pub fn needs_refresh(&self, id: &str, now: i64) -> bool {
+        let Some(hash) = token_hash(id) else {
+            return false;
+        };
+        self.read()
+            .get(&hash)
+            .is_some_and(|e| now.saturating_sub(e.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh))
+    }
+
+    /// Records a fresh read of the session's user: its groups, display name and e-mail as
+    /// the directory has them now (persisted when they changed).
+    pub fn refreshed(
+        &self,
+        id: &str,
+        now: i64,
+        groups: &[String],
+        display_name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let Some(hash) = token_hash(id) else {
+            return Ok(());
+        };
+        let Some(entry) = self.read().get(&hash).cloned() else {
+            return Ok(());
+        };
+        entry.verified.fetch_max(now, Ordering::Relaxed);
+        let s = &entry.session;
+        if s.groups == groups && s.display_name.as_deref() == display_name && s.email.as_deref() == email {
+            return Ok(());
+        }
+        let mut changed = s.clone();
+        changed.groups = groups.to_vec();
+        changed.display_name = display_name.map(str::to_string);
+        changed.email = email.map(str::to_string);
+        changed.last_seen = entry.last_seen.load(Ordering::Relaxed);
+        if let Some(b) = &self.backend {
+            b.put(&hash, &changed)?;
+        }
+        let replacement = Arc::new(Entry::new(changed, now));
+        replacement
+            .persisted
+            .store(entry.persisted.load(Ordering::Relaxed), Ordering::Relaxed);
+        let mut t = self.write();
+        // Only if nobody revoked or replaced it meanwhile.
+        if t.get(&hash).is_some_and(|cur| Arc::ptr_eq(cur, &entry)) {
+            t.insert(hash, replacement);
+        }
+        Ok(())
     }
 
     /// The session for a cookie value if valid now (absolute and idle limits, IP binding when on); slides last_seen.
@@ -467,6 +529,22 @@ mod tests {
     }
 
     #[test]
+    fn a_users_directory_entry_is_read_again_after_the_refresh_interval() {
+        let s = table(SessionPolicy::default());
+        let id = s.create(session("alice", T0)).unwrap();
+        assert!(!s.needs_refresh(id.as_str(), T0 + 59));
+        assert!(s.needs_refresh(id.as_str(), T0 + 60));
+        let groups = vec!["ops".to_string(), "admins".to_string()];
+        s.refreshed(id.as_str(), T0 + 60, &groups, Some("Alice A."), None)
+            .unwrap();
+        assert!(!s.needs_refresh(id.as_str(), T0 + 61));
+        let now = s.get(id.as_str(), T0 + 61, Some("192.0.2.1".parse().unwrap())).unwrap();
+        assert_eq!(now.groups, groups);
+        assert_eq!(now.created, T0, "a refresh keeps the session's limits");
+        assert!(!s.needs_refresh("not a session id", T0 + 1000));
+    }
+
+    #[test]
     fn ids_are_43_base64url_chars_and_redacted() {
         let s = table(SessionPolicy::default());
         let id = s.create(session("alice", T0)).unwrap();
@@ -496,6 +574,7 @@ mod tests {
             absolute: 3600,
             idle: 600,
             bind_ip: false,
+            refresh: 60,
         };
         let s = table(p);
         let id = s.create(session("alice", T0)).unwrap();
@@ -516,6 +595,7 @@ mod tests {
             absolute: 12 * 3600,
             idle: 1800,
             bind_ip: false,
+            refresh: 60,
         };
         let s = table(p);
         let idle = s.create(session("alice", T0)).unwrap();
@@ -596,6 +676,7 @@ mod tests {
             absolute: 3600,
             idle: 600,
             bind_ip: false,
+            refresh: 60,
         };
         let s = Sessions::new(p, Some(Box::new(backend.clone())), T0).unwrap();
         s.create(session("old", T0)).unwrap();
@@ -614,6 +695,7 @@ mod tests {
             absolute: 12 * 3600,
             idle: 1800,
             bind_ip: true,
+            refresh: 60,
         };
         let first = Sessions::new(p, Some(Box::new(backend.clone())), T0).unwrap();
         let id = first.create(session("alice", T0)).unwrap();
@@ -641,6 +723,10 @@ mod tests {
             }
         );
         assert!(second.get(gone.as_str(), T0 + 1000, ip).is_none());
+        assert!(
+            second.needs_refresh(id.as_str(), T0 + 1000),
+            "a restored session's user is read again on first use"
+        );
         drop(second);
 
         // Restarted after the idle limit: nothing comes back, and the backend is purged.

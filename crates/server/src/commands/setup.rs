@@ -57,6 +57,7 @@ secure = true              # HTTPS-only cookie; false is refused unless listenin
 absolute = 43200           # seconds (12 h)
 idle = 1800                # seconds (30 min), refreshed by use
 bind_ip = false            # end the session when the client address changes
+refresh = 60               # seconds between re-reading a signed-in user: lock, removal and group changes reach live sessions (and Basic linger) within this; 0 = every request
 store = "sqlite"           # sqlite (survives restarts) | memory
 
 [access]

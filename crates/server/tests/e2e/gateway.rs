@@ -405,3 +405,55 @@ fn a_trusted_network_skips_the_second_factor_like_pam_access() {
     );
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+#[test]
+fn user_lock_reaches_live_sessions_and_lingering_basic_clients_within_the_refresh_interval() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("fay", "pw", &[]));
+    env.loopback_portal(free_port());
+    env.set("session", "refresh", "2");
+    env.set("otp", "linger", "120");
+    let gw = env.serve();
+    settle(12);
+    // A Basic client (password+code, resent like WebDAV clients do) and a browser session.
+    let header = format!("pw{}", code_now(&env, &secret));
+    assert_eq!(basic(&gw, "fay", &header, "127.0.0.1").status, 200);
+    let next_step = env
+        .ok(
+            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
+            None,
+        )
+        .trim()
+        .to_string();
+    let b = Browser::new(&env, "fay");
+    assert_eq!(b.login(&gw, "fay", "pw", &next_step, "").status, 303);
+    let session = b.cookie("portcullis_session").unwrap();
+    let cookie_check = || {
+        curl(&[
+            "-H",
+            &format!("Cookie: portcullis_session={session}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/x",
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    assert_eq!(cookie_check(), 200);
+
+    // Past the refresh interval both are checked again in full, and a user in good
+    // standing notices nothing: the resent header is still within its linger time.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(basic(&gw, "fay", &header, "127.0.0.1").status, 200);
+    assert_eq!(cookie_check(), 200);
+
+    // Locked from the command line (another process): both are refused within the interval,
+    // long before the session or the linger time would have run out.
+    env.ok(&["user", "lock", "fay"], None);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(basic(&gw, "fay", &header, "127.0.0.1").status, 401);
+    assert_eq!(cookie_check(), 401);
+    // Unlocking does not bring the ended session back.
+    env.ok(&["user", "unlock", "fay"], None);
+    assert_eq!(cookie_check(), 401);
+    assert!(!gw.log_text().contains(&header));
+}
