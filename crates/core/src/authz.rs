@@ -294,14 +294,12 @@ impl Authorizer<'_> {
     /// Decides a request; returns the decision and, when credentials were checked, the event.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<(Decision, Option<AuthEvent>), GateError> {
         let now = self.clock.now();
-        let mut session = req
-            .session
-            .and_then(|id| self.sessions.get(id, now, Some(req.client_ip)));
-        if let (Some(s), Some(id)) = (session.as_mut(), req.session)
-            && self.sessions.needs_refresh(id, now)
-            && !self.refresh_session(id, s, now)?
+        let mut session = None;
+        if let Some(id) = req.session
+            && let Some((mut s, due)) = self.sessions.get_and_due(id, now, Some(req.client_ip))
+            && (!due || self.refresh_session(id, &mut s, now)?)
         {
-            session = None;
+            session = Some(s);
         }
         let resource = Resource {
             method: req.method,

@@ -283,17 +283,6 @@ impl Sessions {
         Ok(SessionId(id))
     }
 
-    /// True when the session's user is due to be read again from the directory
-    /// (`SessionPolicy::refresh` seconds since the last read).
-    pub fn needs_refresh(&self, id: &str, now: i64) -> bool {
-        let Some(hash) = token_hash(id) else {
-            return false;
-        };
-        self.read()
-            .get(&hash)
-            .is_some_and(|e| now.saturating_sub(e.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh))
-    }
-
     /// Records a fresh read of the session's user: its groups, display name and e-mail as
     /// the directory has them now (persisted when they changed).
     pub fn refreshed(
@@ -337,6 +326,12 @@ impl Sessions {
 
     /// The session for a cookie value if valid now (absolute and idle limits, IP binding when on); slides last_seen.
     pub fn get(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<Session> {
+        self.get_and_due(id, now, client_ip).map(|(s, _)| s)
+    }
+
+    /// `get`, and whether the session's user is due to be read again from the directory
+    /// (`SessionPolicy::refresh` seconds since the last read; see `refreshed`).
+    pub fn get_and_due(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<(Session, bool)> {
         let hash = token_hash(id)?;
         let entry = self.read().get(&hash).cloned()?;
         if entry.expired(&self.policy, now) {
@@ -362,7 +357,8 @@ impl Sessions {
         }
         let mut s = entry.session.clone();
         s.last_seen = last_seen;
-        Some(s)
+        let due = now.saturating_sub(entry.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh);
+        Some((s, due))
     }
 
     /// The last backend failure met by `get` (which cannot fail), for the caller to log; clears it.
@@ -532,16 +528,21 @@ mod tests {
     fn a_users_directory_entry_is_read_again_after_the_refresh_interval() {
         let s = table(SessionPolicy::default());
         let id = s.create(session("alice", T0)).unwrap();
-        assert!(!s.needs_refresh(id.as_str(), T0 + 59));
-        assert!(s.needs_refresh(id.as_str(), T0 + 60));
+        let due = |t| {
+            s.get_and_due(id.as_str(), t, Some("192.0.2.1".parse().unwrap()))
+                .unwrap()
+                .1
+        };
+        assert!(!due(T0 + 59));
+        assert!(due(T0 + 60));
         let groups = vec!["ops".to_string(), "admins".to_string()];
         s.refreshed(id.as_str(), T0 + 60, &groups, Some("Alice A."), None)
             .unwrap();
-        assert!(!s.needs_refresh(id.as_str(), T0 + 61));
+        assert!(!due(T0 + 61));
         let now = s.get(id.as_str(), T0 + 61, Some("192.0.2.1".parse().unwrap())).unwrap();
         assert_eq!(now.groups, groups);
         assert_eq!(now.created, T0, "a refresh keeps the session's limits");
-        assert!(!s.needs_refresh("not a session id", T0 + 1000));
+        assert!(s.get_and_due("not a session id", T0 + 1000, None).is_none());
     }
 
     #[test]
@@ -724,7 +725,7 @@ mod tests {
         );
         assert!(second.get(gone.as_str(), T0 + 1000, ip).is_none());
         assert!(
-            second.needs_refresh(id.as_str(), T0 + 1000),
+            second.get_and_due(id.as_str(), T0 + 1000, ip).unwrap().1,
             "a restored session's user is read again on first use"
         );
         drop(second);
