@@ -93,3 +93,17 @@ export function watchdog(timeoutMs, browser) {
   timer.unref();
   return timer;
 }
+
+/** Runs `main`, turning any exception into a failure; stops `timer` and closes `browser()`. */
+export async function run(main, timer, browser) {
+  try {
+    await main();
+  } catch (e) {
+    if (!process.exitCode) console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
+    process.exitCode = 1;
+  } finally {
+    clearTimeout(timer);
+    const b = browser();
+    if (b) await b.close().catch(() => {});
+  }
+}

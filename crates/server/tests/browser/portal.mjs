@@ -18,7 +18,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { codeAt as codeFrom, expect, expectPath, expectText, fail, launch, log, need, nowSeconds, watchdog } from './common.mjs';
+import { codeAt as codeFrom, expect, expectPath, expectText, fail, launch, log, need, nowSeconds, run, watchdog } from './common.mjs';
 
 let browser;
 
@@ -214,12 +214,4 @@ async function main() {
   log('all browser checks passed');
 }
 
-try {
-  await main();
-} catch (e) {
-  if (!process.exitCode) console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(timer);
-  if (browser) await browser.close().catch(() => {});
-}
+await run(main, timer, () => browser);

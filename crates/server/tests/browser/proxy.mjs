@@ -18,7 +18,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { codeAt, expect, expectPath, expectText, launch, log, need, nowSeconds, watchdog } from './common.mjs';
+import { codeAt, expect, expectPath, expectText, launch, log, need, nowSeconds, run, watchdog } from './common.mjs';
 
 let browser;
 const app = need('APP_URL').replace(/\/$/, '');
@@ -78,12 +78,4 @@ async function main() {
   log('all reverse-proxy browser checks passed');
 }
 
-try {
-  await main();
-} catch (e) {
-  if (!process.exitCode) console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(timer);
-  if (browser) await browser.close().catch(() => {});
-}
+await run(main, timer, () => browser);
