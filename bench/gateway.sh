@@ -52,9 +52,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "$repo/bench/lib.sh"
 
 wait_http() { # URL: wait until it answers at all (any status)
   for _ in $(seq 100); do
@@ -64,58 +62,8 @@ wait_http() { # URL: wait until it answers at all (any status)
   die "nothing answers at $1"
 }
 
-# wrk summary as "req/s p50_ms p99_ms non2xx errors" (latencies normalised to ms).
-wrk_parse() {
-  python3 - "$1" <<'EOF'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
-    n, u = float(m.group(1)), m.group(2)
-    return n * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
-p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
-non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
-errs = re.search(r"Socket errors:.*", t)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {non2xx.group(1) if non2xx else 0} {'yes' if errs else 'no'}")
-EOF
-}
-
-# run_wrk NAME URL [wrk args...]: 2 s warm-up, then the measurement; wrk_parse's line
-# goes to $work/NAME.res.
-run_wrk() {
-  local name=$1 url=$2; shift 2
-  taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
-  taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$work/$name.wrk"
-  local r; r=$(wrk_parse "$work/$name.wrk")
-  set -- $r
-  [ "$4" = 0 ] || die "$name: $4 responses were not 2xx/3xx (see wrk output: $(cat "$work/$name.wrk"))"
-  [ "$5" = no ] || log "$name: wrk reported socket errors: $(grep 'Socket errors' "$work/$name.wrk")"
-  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms"
-  echo "$r" >"$work/$name.res"
-}
-
-# pair A B URL_A URL_B [wrk args...]: A and B alternate twice and the better run of each
-# counts (a noisy neighbour otherwise decides a ratio); writes $work/A.res and $work/B.res.
-pair() {
-  local a=$1 b=$2 url_a=$3 url_b=$4; shift 4
-  for i in 1 2; do
-    run_wrk "$a-$i" "$url_a" "$@"
-    run_wrk "$b-$i" "$url_b" "$@"
-  done
-  for n in "$a" "$b"; do
-    if [ "$(cut -d' ' -f1 "$work/$n-1.res")" -ge "$(cut -d' ' -f1 "$work/$n-2.res")" ]; then
-      cp "$work/$n-1.res" "$work/$n.res"
-    else
-      cp "$work/$n-2.res" "$work/$n.res"
-    fi
-  done
-}
-
 rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
 # --- the gateway: a user with password and TOTP, logged in through the portal -------------
 cfgdir=$work/pc
@@ -148,7 +96,6 @@ gw=http://127.0.0.1:$gw_port
 wait_http "$gw/api/health"
 
 jar=$work/cookies
-csrf_of() { sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1; }
 csrf=$(curl -sf -c "$jar" "$gw/login" | csrf_of)
 [ -n "$csrf" ] || die "no CSRF token on $gw/login"
 status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
@@ -243,7 +190,6 @@ EOF
 taskset -c $SERVER_CPU "$nginx_bin" -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" &
 pids+=("$!")
 wait_http "http://127.0.0.1:$ngx_a/"
-page() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(page -H "Cookie: portcullis_session=$sid" "http://127.0.0.1:$ngx_a/")" = 200 ] || die "nginx -> portcullis: the page is not 200 with a session"
 [ "$(page "http://127.0.0.1:$ngx_a/")" = 302 ] || die "nginx -> portcullis: the page is not 302 (to the portal) without a session"
 [ "$(page "http://127.0.0.1:$ngx_b/")" = 200 ] || die "nginx -> bare: the page is not 200"
