@@ -83,14 +83,12 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     match decision {
         Decision::Allow(identity) => {
             app.metrics.decision(0, started.elapsed());
-            let scheme = original.scheme().to_string();
-            let host = original.host.clone();
             let forwarded = Forwarded {
                 client_ip,
                 peer: peer.ip(),
                 trusted,
-                scheme,
-                host,
+                scheme: original.scheme(),
+                host: &original.host,
                 drop_authorization: has_basic,
             };
             pass(&app, upstream, req, identity.as_ref(), &forwarded).await
@@ -125,12 +123,12 @@ fn describe(app: &App, trusted: bool, req: &Request) -> Result<Original, &'stati
 }
 
 /// What the app is told about the client.
-struct Forwarded {
+struct Forwarded<'o> {
     client_ip: IpAddr,
     peer: IpAddr,
     trusted: bool,
-    scheme: String,
-    host: String,
+    scheme: &'o str,
+    host: &'o str,
     /// The `Authorization` header held the password and code: the app never sees them.
     drop_authorization: bool,
 }
@@ -192,7 +190,7 @@ fn app_cookies(h: &HeaderMap, ours: &[&str]) -> Option<HeaderValue> {
 }
 
 /// Rewrites the client's headers for the app.
-fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f: &Forwarded, upgrade: bool) {
+fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f: &Forwarded<'_>, upgrade: bool) {
     strip_hop_by_hop(h, upgrade);
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -222,8 +220,8 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
         }
     };
     set(h, names::X_FORWARDED_FOR, &xff);
-    set(h, names::X_FORWARDED_PROTO, &f.scheme);
-    set(h, names::X_FORWARDED_HOST, &f.host);
+    set(h, names::X_FORWARDED_PROTO, f.scheme);
+    set(h, names::X_FORWARDED_HOST, f.host);
     if let Some(id) = identity {
         set(h, names::REMOTE_USER, &id.user);
         set(h, names::REMOTE_GROUPS, &id.groups.join(","));
@@ -238,7 +236,7 @@ async fn pass(
     upstream: &Upstream,
     mut req: Request,
     identity: Option<&Identity>,
-    f: &Forwarded,
+    f: &Forwarded<'_>,
 ) -> Response {
     let upgrade = wants_upgrade(req.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
