@@ -132,15 +132,8 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::UnixListener) {
                 let _ = conn.write_all(b"no\n").await;
                 return;
             };
-            let ok = {
-                let Ok(_slot) = app.login_slots.acquire().await else {
-                    return;
-                };
-                let app = app.clone();
-                tokio::task::spawn_blocking(move || decide(&app, check))
-                    .await
-                    .unwrap_or(false)
-            };
+            let worker = app.clone();
+            let ok = app.with_login_slot(move || decide(&worker, check)).await.unwrap_or(false);
             let _ = conn.write_all(if ok { b"ok\n" } else { b"no\n" }).await;
         });
     }

@@ -66,8 +66,18 @@ impl Original {
         }
     }
 
+    /// The URL to come back to after login; a default port (which the nginx snippet always
+    /// sends, from `$server_port`) is left out.
     fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.host, self.uri)
+        let default_port = if self.scheme == "https" { ":443" } else { ":80" };
+        let host = self.host.strip_suffix(default_port).unwrap_or(&self.host);
+        format!("{}://{}{}", self.scheme, host, self.uri)
+    }
+
+    /// The portal's login page with this request as the return URL, encoded.
+    pub(super) fn login_url(&self, app: &App) -> String {
+        let portal = app.config.server.portal_url.trim_end_matches('/');
+        format!("{portal}/login?rd={}", query_escape(&self.url()))
     }
 }
 
@@ -123,27 +133,36 @@ pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Ma
     })
 }
 
+/// The one value of a header describing the original request, believed only from a
+/// trusted proxy; a duplicate or non-ASCII value is a 400.
+fn described<'h>(trusted: bool, h: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, Malformed> {
+    if !trusted {
+        return Ok(None);
+    }
+    super::web::single(h, name).map_err(|e| {
+        Malformed::Bad(match e {
+            super::web::DuplicateOrBad::Duplicate => "a header describing the original request was sent twice",
+            super::web::DuplicateOrBad::Bad => "a header describing the original request is not visible ASCII",
+        })
+    })
+}
+
 /// The original request from nginx's `X-Original-URL`/`X-Original-Method`.
 fn from_auth_request(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
-    let url = trusted
-        .then(|| header_str(h, &names::X_ORIGINAL_URL))
-        .flatten()
-        .ok_or(Malformed::Missing)?;
-    let method = trusted
-        .then(|| header_str(h, &names::X_ORIGINAL_METHOD))
-        .flatten()
-        .unwrap_or("GET");
+    let url = described(trusted, h, &names::X_ORIGINAL_URL)?.ok_or(Malformed::Missing)?;
+    let method = described(trusted, h, &names::X_ORIGINAL_METHOD)?.unwrap_or("GET");
     parse_original_url(url, method)
 }
 
 /// The original request from `X-Forwarded-Proto/Host/Uri/Method` (Traefik, Caddy).
 fn from_forwarded(trusted: bool, h: &HeaderMap) -> Result<Original, Malformed> {
-    let get = |name: &HeaderName| trusted.then(|| header_str(h, name)).flatten();
-    let (Some(host), Some(uri)) = (get(&names::X_FORWARDED_HOST), get(&names::X_FORWARDED_URI)) else {
+    let host = described(trusted, h, &names::X_FORWARDED_HOST)?;
+    let uri = described(trusted, h, &names::X_FORWARDED_URI)?;
+    let scheme = described(trusted, h, &names::X_FORWARDED_PROTO)?.unwrap_or("https");
+    let method = described(trusted, h, &names::X_FORWARDED_METHOD)?.unwrap_or("GET");
+    let (Some(host), Some(uri)) = (host, uri) else {
         return Err(Malformed::Missing);
     };
-    let scheme = get(&names::X_FORWARDED_PROTO).unwrap_or("https");
-    let method = get(&names::X_FORWARDED_METHOD).unwrap_or("GET");
     Original::new(method, scheme, host, uri).map_err(|part| {
         Malformed::Bad(match part {
             BadPart::Scheme => "X-Forwarded-Proto must be http or https",
@@ -224,7 +243,14 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
             return (status, why).into_response();
         }
     };
-    let ask = original.ask(&app, app.client_ip(peer, &headers), &headers);
+    let client_ip = match app.client_ip(peer, &headers) {
+        Ok(ip) => ip,
+        Err(e) => {
+            app.metrics.decision(4, started.elapsed());
+            return super::web::bad_forwarding(e);
+        }
+    };
+    let ask = original.ask(&app, client_ip, &headers);
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
@@ -280,11 +306,17 @@ pub(super) fn render(
         Decision::Login | Decision::Challenge => {
             let is_challenge = matches!(decision, Decision::Challenge);
             if flavor == Flavor::ForwardAuth && browser && !is_challenge {
-                let portal = app.config.server.portal_url.trim_end_matches('/');
-                let location = format!("{portal}/login?rd={}", query_escape(&original.url()));
+                let location = original.login_url(app);
                 (1, (StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
             } else {
                 let mut r = StatusCode::UNAUTHORIZED.into_response();
+                // nginx: the snippet's `error_page 401 =302` redirects to this, so the return
+                // URL is encoded here once instead of pasted into a query string by nginx.
+                if flavor == Flavor::AuthRequest
+                    && let Ok(v) = HeaderValue::from_str(&original.login_url(app))
+                {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
                 if app.config.basic.enabled
                     && let Some(c) = challenge()
                 {

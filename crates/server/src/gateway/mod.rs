@@ -59,7 +59,7 @@ pub struct App {
     /// Key for CSRF tokens (random per process).
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
-    pub login_slots: tokio::sync::Semaphore,
+    pub login_slots: Arc<tokio::sync::Semaphore>,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
     /// Time.
@@ -119,7 +119,7 @@ impl App {
             external: config.external_source(),
             policy: Policy::from_config(&config),
             csrf_key,
-            login_slots: tokio::sync::Semaphore::new(slots),
+            login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             clock: SystemClock,
             upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
@@ -176,6 +176,24 @@ pub struct Ask {
 pub type DecisionResult = Result<Decision, u16>;
 
 impl App {
+    /// Runs password-hashing work on a blocking worker that holds one login slot until the
+    /// work ends. The permit moves into the worker: a client that disconnects drops only the
+    /// waiting future, never the slot of a hash still running (which would let a flood of
+    /// aborted logins run unbounded hashes). `None`: the slots are closed or the worker died.
+    pub async fn with_login_slot<T, F>(&self, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let slot = self.login_slots.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .ok()
+    }
+
     /// Decides an adapter's request: inline, or on a bounded blocking worker when Basic
     /// credentials must be hashed (a resent header inside its linger time is a cache hit).
     pub async fn decide(self: &Arc<Self>, ask: Ask, started: std::time::Instant) -> DecisionResult {
@@ -211,12 +229,10 @@ impl App {
         let result = match cost {
             Cost::Cheap => decide(),
             Cost::Io => tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed),
-            Cost::Hash => {
-                let Ok(_slot) = self.login_slots.acquire().await else {
-                    return Err(503);
-                };
-                tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed)
-            }
+            Cost::Hash => match self.with_login_slot(decide).await {
+                Some(r) => r,
+                None => return Err(503),
+            },
         };
         let (decision, event) = result.map_err(|e| {
             tracing::error!(error = %e, "authorization failed; refusing");

@@ -3,9 +3,9 @@
 
 use super::App;
 use super::html;
-use super::web::{csrf_nonce, html as page, see_other};
+use super::web::{ClientIp, csrf_nonce, html as page, see_other};
 use axum::Form;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use portcullis_core::authz::{AuthEvent, StepResult};
@@ -14,7 +14,6 @@ use portcullis_core::model::{Step, Token, TokenKind};
 use portcullis_core::session::{Level, Session};
 use portcullis_otp::{Hotp, Secret, Verdict, Window, oath_matcher, totp_step, verify_time};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -112,11 +111,10 @@ fn message_for(r: &StepResult) -> &'static str {
 /// `GET /login`.
 pub async fn login_page(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Query(q): Query<ReturnTo>,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     if let Some(s) = app.current_session(&headers, ip) {
         match s.level {
             Level::TwoFactor => return see_other(&app.return_url(&q.rd), vec![]),
@@ -149,9 +147,8 @@ pub async fn login_page(
 /// Runs blocking credential work (password hashing, store writes) off the async workers,
 /// bounded by the login slots.
 async fn blocking<T: Send + 'static>(app: &Arc<App>, f: impl FnOnce(&App) -> T + Send + 'static) -> Option<T> {
-    let _slot = app.login_slots.acquire().await.ok()?;
     let app2 = app.clone();
-    tokio::task::spawn_blocking(move || f(&app2)).await.ok()
+    app.with_login_slot(move || f(&app2)).await
 }
 
 /// Back to the login page, keeping the return URL.
@@ -173,11 +170,10 @@ fn server_error() -> Response {
 /// `POST /login`.
 pub async fn login_submit(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str, user: &str| {
         let body = html::login(
@@ -249,11 +245,10 @@ pub async fn login_submit(
 /// `GET /login/code`.
 pub async fn code_page(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Query(q): Query<ReturnTo>,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
         return to_login(&app, &q.rd);
     };
@@ -271,11 +266,10 @@ pub async fn code_page(
 /// `POST /login/code`.
 pub async fn code_submit(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     let Some(s) = app.current_session(&headers, ip) else {
         return to_login(&app, &form.rd);
     };
@@ -339,10 +333,9 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Q
 /// `GET /` when `[server] demo_page = true`: a page protected by the gateway itself.
 pub async fn demo_page(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     match app.current_session(&headers, ip) {
         Some(s) if s.level == Level::TwoFactor => {
             page(StatusCode::OK, html::demo(app.base(), &s.user, &s.groups), vec![])
@@ -414,12 +407,11 @@ pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(t
 /// `POST /enroll/{token}`: a first correct code makes the new token the user's.
 pub async fn enroll_submit(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(token): Path<String>,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let ip = app.client_ip(peer, &headers);
     let Some(invites) = app.invites.clone() else {
         return server_error();
     };

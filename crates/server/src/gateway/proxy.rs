@@ -22,6 +22,19 @@ use std::time::{Duration, Instant};
 /// The identity headers the gateway sets; a client's own copies never reach the app.
 const IDENTITY: [&str; 4] = ["remote-user", "remote-groups", "remote-name", "remote-email"];
 
+/// Headers that claim a client address; a client's own copies never reach the app (the
+/// gateway sets `X-Forwarded-*`, `X-Real-IP` and `Forwarded` itself).
+const ADDRESS_CLAIMS: [&str; 8] = [
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+];
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -73,7 +86,13 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
         }
     };
     let headers = req.headers();
-    let client_ip = app.client_ip(peer, headers);
+    let client_ip = match app.client_ip(peer, headers) {
+        Ok(ip) => ip,
+        Err(e) => {
+            app.metrics.decision(4, started.elapsed());
+            return super::web::bad_forwarding(e);
+        }
+    };
     let ask = original.ask(&app, client_ip, headers);
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
@@ -103,17 +122,34 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
 /// The request as the client sent it, in the terms of the access rules.
 fn describe(app: &App, trusted: bool, req: &Request) -> Result<Original, &'static str> {
     let h = req.headers();
-    let from_proxy = |name: &HeaderName| trusted.then(|| super::web::header_str(h, name)).flatten();
-    let host = from_proxy(&names::X_FORWARDED_HOST)
-        .or_else(|| super::web::header_str(h, header::HOST))
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .ok_or("no Host header")?;
+    let one = |name: &HeaderName| {
+        super::web::single(h, name).map_err(|e| match e {
+            super::web::DuplicateOrBad::Duplicate => "a Host or X-Forwarded-* header was sent twice",
+            super::web::DuplicateOrBad::Bad => "a Host or X-Forwarded-* header is not visible ASCII",
+        })
+    };
+    // RFC 9112 §3.2: a request with more than one Host is answered 400.
+    let own_host = one(&header::HOST)?;
+    let (proxy_host, proxy_scheme) = if trusted {
+        (one(&names::X_FORWARDED_HOST)?, one(&names::X_FORWARDED_PROTO)?)
+    } else {
+        (None, None)
+    };
+    // An absolute-form target names the host itself (RFC 9112 §3.2.2); one that disagrees
+    // with Host would be judged for one host and served for the other.
+    let target = req.uri().authority().map(|a| a.as_str());
+    if let (Some(t), Some(h)) = (target, own_host)
+        && !t.eq_ignore_ascii_case(h)
+    {
+        return Err("the request target's host is not the Host header");
+    }
+    let host = proxy_host.or(own_host).or(target).ok_or("no Host header")?;
     let default_scheme = if app.config.server.portal_url.starts_with("https://") {
         "https"
     } else {
         "http"
     };
-    let scheme = from_proxy(&names::X_FORWARDED_PROTO).unwrap_or(default_scheme);
+    let scheme = proxy_scheme.unwrap_or(default_scheme);
     let uri = req.uri().path_and_query().map_or("/", |p| p.as_str());
     Original::new(req.method().as_str(), scheme, host, uri).map_err(|part| match part {
         forward::BadPart::Scheme => "X-Forwarded-Proto must be http or https",
@@ -138,6 +174,13 @@ struct Forwarded<'o> {
 fn is_identity(name: &HeaderName) -> bool {
     let n = name.as_str().replace('_', "-");
     IDENTITY.contains(&n.as_str())
+}
+
+/// True when `name` claims something about the client's address or the original request
+/// (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`, ...), in any spelling.
+fn is_address_claim(name: &HeaderName) -> bool {
+    let n = name.as_str().replace('_', "-");
+    n.starts_with("x-forwarded-") || ADDRESS_CLAIMS.contains(&n.as_str())
 }
 
 /// The names a `Connection` header lists as hop-by-hop, besides the fixed ones.
@@ -195,7 +238,13 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let spoofed: Vec<HeaderName> = h.keys().filter(|n| is_identity(n)).cloned().collect();
+    // A chain from a trusted proxy is extended (client_ip checked every entry of it);
+    // anything else a client claims is replaced.
+    let xff = match super::web::joined(h, &names::X_FORWARDED_FOR) {
+        Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
+        _ => f.client_ip.to_string(),
+    };
+    let spoofed: Vec<HeaderName> = h.keys().filter(|n| is_identity(n) || is_address_claim(n)).cloned().collect();
     for name in spoofed {
         h.remove(name);
     }
@@ -209,11 +258,6 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     if let Some(c) = cookies {
         h.insert(header::COOKIE, c);
     }
-    // A chain from a trusted proxy is extended; anything else a client claims is replaced.
-    let xff = match super::web::joined(h, &names::X_FORWARDED_FOR) {
-        Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
-        _ => f.client_ip.to_string(),
-    };
     let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
@@ -222,6 +266,12 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     set(h, names::X_FORWARDED_FOR, &xff);
     set(h, names::X_FORWARDED_PROTO, f.scheme);
     set(h, names::X_FORWARDED_HOST, f.host);
+    set(h, names::X_REAL_IP, &f.client_ip.to_string());
+    let node = match f.client_ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    set(h, header::FORWARDED, &format!("for={node};host=\"{}\";proto={}", f.host, f.scheme));
     if let Some(id) = identity {
         set(h, names::REMOTE_USER, &id.user);
         set(h, names::REMOTE_GROUPS, &id.groups.join(","));

@@ -2,12 +2,60 @@
 
 use super::App;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use portcullis_core::client::ForwardedError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// The client's address as an extractor: a trusted proxy's unusable `X-Forwarded-For` or
+/// `X-Real-IP` is answered 400 before the handler runs.
+pub struct ClientIp(pub IpAddr);
+
+impl axum::extract::FromRequestParts<Arc<App>> for ClientIp {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| status(500))?;
+        app.client_ip(peer, &parts.headers).map(ClientIp).map_err(bad_forwarding)
+    }
+}
+
+/// The 400 answer for an unusable client address from a trusted proxy (logged, since it
+/// is a misconfigured or attacked proxy).
+pub fn bad_forwarding(e: ForwardedError) -> Response {
+    tracing::warn!(error = %e, "forwarded client address refused");
+    (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+}
+
+/// The one value of a header that decides what is asked for: `Ok(None)` when absent, an
+/// error when sent twice or not visible ASCII (a second copy is a request smuggled past
+/// whichever reader takes the other one).
+pub fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, DuplicateOrBad> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(DuplicateOrBad::Duplicate);
+    }
+    first.to_str().map(Some).map_err(|_| DuplicateOrBad::Bad)
+}
+
+/// Why [`single`] refused a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateOrBad {
+    /// Sent more than once.
+    Duplicate,
+    /// Not visible ASCII.
+    Bad,
+}
 
 /// `GET /api/health`.
 pub async fn health() -> impl IntoResponse {
@@ -33,11 +81,12 @@ impl App {
         self.config.server.base_path()
     }
 
-    /// The client's address: the peer, or what a trusted proxy says.
-    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let xff = joined(headers, &names::X_FORWARDED_FOR);
-        let real = header_str(headers, &names::X_REAL_IP);
-        self.proxies.client_ip(peer.ip(), xff.as_deref(), real)
+    /// The client's address: the peer, or what a trusted proxy says; an unusable claim from
+    /// a trusted proxy is an error the caller answers with 400.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<IpAddr, ForwardedError> {
+        let raw = |name| -> Vec<&[u8]> { headers.get_all(name).iter().map(HeaderValue::as_bytes).collect() };
+        self.proxies
+            .client_ip(peer.ip(), &raw(&names::X_FORWARDED_FOR), &raw(&names::X_REAL_IP))
     }
 
     /// The session cookie's value, if sent.

@@ -44,6 +44,37 @@ fn snippets(dir: &Path, gateway_port: u16) {
 }
 
 fn start_nginx(env: &Env, gw: &Server) -> Nginx {
+    let d = env.path().join("nginx").display().to_string();
+    let servers = format!(
+        r#"
+    server {{
+        listen 127.0.0.1:{{front}};
+        include {d}/portcullis-authrequest.conf;
+        location / {{
+            include {d}/portcullis-protect.conf;
+            root {d}/site;
+        }}
+        location /app/ {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{{back}};
+        }}
+        location /public/ {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{{back}};
+        }}
+        location /dav/ {{
+            include {d}/portcullis-protect-basic.conf;
+            proxy_pass http://127.0.0.1:{{back}};
+        }}
+    }}
+"#
+    );
+    start_nginx_with(env, gw, &servers)
+}
+
+/// nginx with the shipped snippets, the echoing backend on `{back}`, and `servers` (server
+/// blocks, with `{front}` and `{back}` standing for the ports).
+fn start_nginx_with(env: &Env, gw: &Server, servers: &str) -> Nginx {
     require_tool("nginx");
     let dir = env.path().join("nginx");
     std::fs::create_dir_all(dir.join("site/public")).unwrap();
@@ -52,6 +83,9 @@ fn start_nginx(env: &Env, gw: &Server) -> Nginx {
     std::fs::write(dir.join("site/public/hello.txt"), "public hello\n").unwrap();
     snippets(&dir, gw.port);
     let (front, back) = (free_port(), free_port());
+    let servers = servers
+        .replace("{front}", &front.to_string())
+        .replace("{back}", &back.to_string());
     let d = dir.display();
     let conf = format!(
         r#"daemon off;
@@ -74,33 +108,12 @@ http {{
         listen 127.0.0.1:{back};
         location / {{
             default_type text/plain;
-            return 200 "user=[$http_remote_user] groups=[$http_remote_groups] name=[$http_remote_name] underscore=[$http_remote_user_] auth=[$http_authorization]\n";
+            return 200 "uri=[$request_uri] host=[$host] user=[$http_remote_user] groups=[$http_remote_groups] name=[$http_remote_name] underscore=[$http_remote_user_] auth=[$http_authorization] cookie=[$http_cookie]\n";
         }}
     }}
-    server {{
-        listen 127.0.0.1:{front};
-        set $portcullis_portal http://127.0.0.1:{gw};
-        include {d}/portcullis-authrequest.conf;
-        location / {{
-            include {d}/portcullis-protect.conf;
-            root {d}/site;
-        }}
-        location /app/ {{
-            include {d}/portcullis-protect.conf;
-            proxy_pass http://127.0.0.1:{back};
-        }}
-        location /public/ {{
-            include {d}/portcullis-protect.conf;
-            proxy_pass http://127.0.0.1:{back};
-        }}
-        location /dav/ {{
-            include {d}/portcullis-protect-basic.conf;
-            proxy_pass http://127.0.0.1:{back};
-        }}
-    }}
+{servers}
 }}
 "#,
-        gw = gw.port
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let child = Command::new("nginx")
@@ -169,10 +182,10 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     let r = curl(&[&page]);
     assert_eq!(r.status, 302, "{}", r.body);
     let location = r.header("location").unwrap().to_string();
-    assert_eq!(location, gw.url(&format!("/login?rd={page}")));
+    assert_eq!(location, gw.url(&format!("/login?rd={}", urlencode(&page))));
     // Every protected location is closed, whatever it serves.
-    for p in ["/", "/app/x", "/dav/x"] {
-        assert_ne!(curl(&[&nginx.url(p)]).status, 200, "{p} served without authentication");
+    for (p, status) in [("/", 302), ("/app/x", 302), ("/dav/x", 401)] {
+        assert_eq!(curl(&[&nginx.url(p)]).status, status, "{p} served without authentication");
     }
     // The bypass rule serves /public/ without login, and no spoofed identity gets through.
     let r = curl(&[
@@ -337,4 +350,157 @@ fn missing_or_malformed_original_url_is_never_200() {
         curl(&["-H", "X-Original-URL: http://127.0.0.1/public/%2e%2e%2f", &ep]).status,
         400
     );
+}
+
+/// Two sites on one nginx port: public.example.test (bypass) and app.example.test, whose
+/// /admin/ is for the admins group only.
+fn two_sites(env: &Env) -> (Server, Nginx) {
+    env.loopback_portal(free_port());
+    env.set(
+        "access",
+        "protected_domains",
+        "[\"127.0.0.1\", \"app.example.test\", \"public.example.test\"]",
+    );
+    std::fs::write(
+        env.config(),
+        std::fs::read_to_string(env.config()).unwrap()
+            + r#"
+[[access.rules]]
+domain = ["public.example.test"]
+policy = "bypass"
+[[access.rules]]
+domain = ["app.example.test"]
+path = "^/admin/"
+groups = ["admins"]
+policy = "two_factor"
+[[access.rules]]
+domain = ["app.example.test"]
+path = "^/admin/"
+policy = "deny"
+"#,
+    )
+    .unwrap();
+    let gw = env.serve();
+    let d = env.path().join("nginx").display().to_string();
+    let servers = format!(
+        r#"
+    server {{
+        listen 127.0.0.1:{{front}};
+        server_name public.example.test;
+        include {d}/portcullis-authrequest.conf;
+        location / {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{{back}}/public-site$request_uri;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{{front}};
+        server_name app.example.test;
+        include {d}/portcullis-authrequest.conf;
+        location / {{
+            include {d}/portcullis-protect.conf;
+            proxy_pass http://127.0.0.1:{{back}}/app-site$request_uri;
+        }}
+    }}
+"#
+    );
+    let nginx = start_nginx_with(env, &gw, &servers);
+    (gw, nginx)
+}
+
+/// Regression (issue 9.1): an absolute-form request line names one site, the Host header
+/// another; nginx routes on the request line, so portcullis must judge that site.
+#[test]
+fn nginx_absolute_form_target_cannot_borrow_another_hosts_rules() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("bob", "pw-bob", &[]));
+    let (gw, nginx) = two_sites(&env);
+    let port = nginx.port;
+    let ask = |target: &str, host: &str, extra: &[&str]| {
+        let mut args = vec!["--request-target", target, "-H", host];
+        args.extend_from_slice(extra);
+        let url = nginx.url("/");
+        args.push(&url);
+        curl(&args)
+    };
+    let app_admin = format!("http://app.example.test:{port}/admin/");
+    let public_x = format!("http://public.example.test:{port}/x");
+
+    // Ordinary requests: the public site is open, the app's admin area sends to the portal.
+    let r = ask("/x", "Host: public.example.test", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("public-site"), "{}", r.body);
+    let r = ask("/admin/", "Host: app.example.test", &[]);
+    assert_eq!(r.status, 302, "{}", r.body);
+
+    // The bypass: the app's admin area on the request line, the public host in Host.
+    let r = ask(&app_admin, "Host: public.example.test", &[]);
+    assert_eq!(r.status, 302, "judged under public.example.test's bypass: {}", r.body);
+    let login = r.header("location").unwrap();
+    assert!(
+        login.contains(&urlencode(&format!("http://app.example.test:{port}/admin/"))),
+        "{login}"
+    );
+    // The other order: the public site on the request line is public whatever Host says.
+    let r = ask(&public_x, "Host: app.example.test", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("public-site"), "{}", r.body);
+
+    // Signed in without the admins group: the group rule denies, in every spelling.
+    let b = Browser::new(&env, "bob");
+    settle(5);
+    let r = b.login(&gw, "bob", "pw-bob", &code_now(&env, &secret), "http://127.0.0.1/");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = format!("Cookie: portcullis_session={}", b.cookie("portcullis_session").unwrap());
+    let r = ask("/admin/", "Host: app.example.test", &["-H", &cookie]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = ask(&app_admin, "Host: public.example.test", &["-H", &cookie]);
+    assert_eq!(r.status, 403, "group rule skipped through the Host header: {}", r.body);
+    // Elsewhere on the app bob is in, and the app sees neither of the gateway's cookies.
+    let r = ask(
+        &format!("http://app.example.test:{port}/page"),
+        "Host: public.example.test",
+        &["-H", &format!("{cookie}; theme=dark; portcullis_csrf=abc; lang=en")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("app-site") && r.body.contains("user=[bob]"), "{}", r.body);
+    assert!(r.body.contains("cookie=[theme=dark; lang=en]"), "{}", r.body);
+}
+
+/// Regression (issue 9.10 and 9.11): the app never sees the session cookie, and the return
+/// URL survives `&` and its own `rd=` parameter.
+#[test]
+fn nginx_session_cookie_stays_out_of_the_app_and_return_url_is_encoded() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("carol", "pw-carol", &[]));
+    let gw = gateway(&env);
+    let nginx = start_nginx(&env, &gw);
+    let page = nginx.url("/app/report?a=1&rd=x&b=%2F");
+    let r = curl(&[&page]);
+    assert_eq!(r.status, 302);
+    let location = r.header("location").unwrap().to_string();
+    assert_eq!(location, gw.url(&format!("/login?rd={}", urlencode(&page))));
+
+    let b = Browser::new(&env, "carol");
+    settle(5);
+    let r = b.login(&gw, "carol", "pw-carol", &code_now(&env, &secret), &page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some(page.as_str()), "back on the whole URL");
+    let session = b.cookie("portcullis_session").unwrap();
+    for (cookie, expected) in [
+        (format!("portcullis_session={session}"), "cookie=[]"),
+        (format!("portcullis_session={session}; a=1"), "cookie=[a=1]"),
+        (format!("a=1; portcullis_session={session}"), "cookie=[a=1]"),
+        (format!("a=1;portcullis_session={session}; b=2"), "cookie=[a=1; b=2]"),
+        (format!("portcullis_csrf=x; portcullis_session={session}; c=3"), "cookie=[c=3]"),
+    ] {
+        let r = curl(&["-H", &format!("Cookie: {cookie}"), &nginx.url("/app/x")]);
+        assert_eq!(r.status, 200, "{cookie}: {}", r.body);
+        assert!(r.body.contains(expected), "{cookie}: {}", r.body);
+        assert!(!r.body.contains(&session), "{cookie}: {}", r.body);
+    }
+    // Basic clients' locations drop the cookies too.
+    let r = curl(&["-H", &format!("Cookie: x=1; portcullis_session={session}"), &nginx.url("/dav/x")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("cookie=[x=1]"), "{}", r.body);
 }
