@@ -14,4 +14,5 @@ mod nginx;
 mod pam;
 mod proxy;
 mod qr;
+mod security;
 mod tls;

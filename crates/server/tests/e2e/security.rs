@@ -1,0 +1,232 @@
+//! Regression tests for the holes an attack run and code audits found (issues 9, 10, 11),
+//! each named after its hole, against the real binary.
+
+use crate::harness::*;
+use std::io::Write;
+
+/// A loopback gateway with `rules` (TOML `[[access.rules]]` text) appended.
+fn gateway_with(env: &Env, rules: &str) -> Server {
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\", \"app.example.test\"]");
+    let text = std::fs::read_to_string(env.config()).unwrap() + rules;
+    std::fs::write(env.config(), text).unwrap();
+    env.serve()
+}
+
+/// An auth-request for `url` from loopback (a trusted proxy by default) with extra header lines.
+fn auth_request(gw: &Server, url: &str, extra: &[&[u8]]) -> Reply {
+    let mut req = format!(
+        "GET /api/authz/auth-request HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Original-URL: {url}\r\n"
+    )
+    .into_bytes();
+    for line in extra {
+        req.extend_from_slice(line);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    raw_http(gw.port, &req)
+}
+
+/// Issue 11.3: one non-ASCII byte in X-Forwarded-For made the gateway believe X-Real-IP,
+/// which reached a network bypass rule.
+#[test]
+fn xff_with_a_non_ascii_byte_cannot_make_x_real_ip_reach_a_network_bypass() {
+    let env = Env::new("");
+    let gw = gateway_with(
+        &env,
+        "\n[[access.rules]]\nnetworks = \"192.168.1.0/24\"\npolicy = \"bypass\"\n",
+    );
+    let url = "http://app.example.test/wiki";
+    // The rule works for a client in the network (nginx's X-Real-IP, no XFF at all).
+    assert_eq!(auth_request(&gw, url, &[b"X-Real-IP: 192.168.1.5"]).status, 200);
+    // A stranger behind Apache (which appends to the client's XFF and passes X-Real-IP on).
+    let r = auth_request(&gw, url, &[b"X-Forwarded-For: 203.0.113.9", b"X-Real-IP: 192.168.1.5"]);
+    assert_eq!(r.status, 401, "X-Real-IP believed next to an XFF: {}", r.body);
+    let r = auth_request(&gw, url, &[b"X-Forwarded-For: \x80, 203.0.113.9", b"X-Real-IP: 192.168.1.5"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = auth_request(&gw, url, &[b"X-Forwarded-For: garbage, 203.0.113.9"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = auth_request(&gw, url, &[b"X-Forwarded-For: 203.0.113.9", b"X-Forwarded-For: \xff"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = auth_request(&gw, url, &[b"X-Real-IP: 192.168.1.5", b"X-Real-IP: 192.168.1.6"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    // The portal refuses it too, and says so in the log.
+    let r = raw_http(
+        gw.port,
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Forwarded-For: \x80\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(gw.log_text().contains("forwarded client address refused"), "{}", gw.log_text());
+}
+
+/// Issue 9.7: a second X-Original-URL, X-Forwarded-Host or X-Forwarded-Uri was ignored and
+/// the first one decided.
+#[test]
+fn duplicate_headers_describing_the_request_are_refused() {
+    let env = Env::new("");
+    let gw = gateway_with(
+        &env,
+        "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
+    );
+    let url = "http://app.example.test/public/x";
+    assert_eq!(auth_request(&gw, url, &[]).status, 200);
+    let r = auth_request(&gw, url, &[b"X-Original-URL: http://app.example.test/admin/"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = auth_request(&gw, url, &[b"X-Original-Method: GET", b"X-Original-Method: POST"]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let forward = |extra: &[u8]| {
+        let mut req = b"GET /api/authz/forward-auth HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+X-Forwarded-Host: app.example.test\r\nX-Forwarded-Uri: /public/x\r\nX-Forwarded-Proto: https\r\n"
+            .to_vec();
+        req.extend_from_slice(extra);
+        req.extend_from_slice(b"\r\n");
+        raw_http(gw.port, &req)
+    };
+    assert_eq!(forward(b"").status, 200);
+    for dup in [
+        &b"X-Forwarded-Uri: /admin/\r\n"[..],
+        b"X-Forwarded-Host: other.example.test\r\n",
+        b"X-Forwarded-Proto: http\r\n",
+        b"X-Forwarded-Method: POST\r\nX-Forwarded-Method: GET\r\n",
+    ] {
+        let r = forward(dup);
+        assert_eq!(r.status, 400, "{}: {}", String::from_utf8_lossy(dup), r.body);
+    }
+}
+
+/// Issue 11.1: the login slot was freed when the client hung up while its argon2 hash went
+/// on running, so a flood of aborted logins ran unbounded hashes (measured: 657 MiB).
+#[test]
+fn aborted_logins_do_not_run_unbounded_password_hashes() {
+    let env = Env::new("");
+    env.add_user("alice", "correct horse", &[]);
+    let gw = gateway_with(&env, "");
+    let b = Browser::new(&env, "flood");
+    let page = b.get(&gw.url("/login"), &[]);
+    let token = page.csrf();
+    let nonce = b.cookie("portcullis_csrf").unwrap();
+    let body = format!("csrf={token}&rd=&username=alice&password=wrong{}", "x".repeat(8));
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: portcullis_csrf={nonce}\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let idle_kib = proc_kib(gw.pid(), "VmRSS");
+    // 60 logins, each abandoned 5 ms after it was sent (the hash takes ~30 ms or more).
+    for _ in 0..60 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        drop(s);
+    }
+    // Let the queued hashes finish, then read the peak.
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if curl(&[&gw.url("/api/health")]).status == 200 && gw_threads(gw.pid()) <= 64 {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let peak_kib = proc_kib(gw.pid(), "VmHWM");
+    // 2 slots a core; argon2id's default costs 19 MiB a hash. Unbounded, 60 aborted
+    // logins reached more than 600 MiB.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let bound_kib = idle_kib + cores * 2 * 20 * 1024 + 48 * 1024;
+    assert!(
+        peak_kib < bound_kib,
+        "peak RSS {peak_kib} KiB after aborted logins (idle {idle_kib} KiB, bound {bound_kib} KiB)"
+    );
+    // The flood was real: the hashes ran (and failed) as audit events say.
+    let log = gw.log_text();
+    assert!(log.matches("wrong_password").count() >= 4, "{log}");
+}
+
+/// The number of threads of a process.
+fn gw_threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A gateway in reverse-proxy mode in front of the aiohttp app; loopback is trusted.
+fn proxy_gateway(env: &Env, app: &crate::proxy::App) -> Server {
+    let port = free_port();
+    env.loopback_portal(port);
+    env.set(
+        "server",
+        "portal_url",
+        &format!("\"http://127.0.0.1:{port}/.portcullis\""),
+    );
+    env.set("proxy", "upstream", &format!("\"http://127.0.0.1:{}\"", app.port));
+    let rules = "\n[[access.rules]]\npath = \"^/headers\"\npolicy = \"bypass\"\n";
+    std::fs::write(env.config(), std::fs::read_to_string(env.config()).unwrap() + rules).unwrap();
+    env.serve()
+}
+
+/// Issue 9.8: reverse-proxy mode forwarded the client's own X-Real-IP, Forwarded and
+/// True-Client-IP to the app unchanged.
+#[test]
+fn proxy_mode_replaces_every_client_address_claim() {
+    let env = Env::new("");
+    let app = crate::proxy::App::start();
+    let gw = proxy_gateway(&env, &app);
+    // From 127.0.0.2: loopback, but not a trusted proxy.
+    let r = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "X-Real-IP: 6.6.6.6",
+        "-H",
+        "Forwarded: for=6.6.6.6",
+        "-H",
+        "True-Client-IP: 6.6.6.6",
+        "-H",
+        "X_Forwarded_For: 6.6.6.6",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "X-Client-IP: 6.6.6.6",
+        "-H",
+        "CF-Connecting-IP: 6.6.6.6",
+        "-H",
+        "X-Forwarded-Server: evil",
+        &gw.url("/headers"),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("6.6.6.6") && !r.body.contains("evil"), "{}", r.body);
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(crate::proxy::seen(&seen, "x-forwarded-for"), ["127.0.0.2"]);
+    assert_eq!(crate::proxy::seen(&seen, "x-real-ip"), ["127.0.0.2"]);
+    assert_eq!(
+        crate::proxy::seen(&seen, "forwarded"),
+        [format!("for=127.0.0.2;host=\"127.0.0.1:{}\";proto=http", gw.port)]
+    );
+}
+
+/// Issue 9.7 (reverse proxy): two Host headers were decided on the first and forwarded
+/// with both (RFC 9112 §3.2 requires 400); an absolute-form target naming another host
+/// than Host is refused the same way.
+#[test]
+fn proxy_mode_refuses_two_hosts() {
+    let env = Env::new("");
+    let app = crate::proxy::App::start();
+    let gw = proxy_gateway(&env, &app);
+    let ok = raw_http(
+        gw.port,
+        b"GET /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let r = raw_http(
+        gw.port,
+        b"GET /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: admin.example.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = raw_http(
+        gw.port,
+        b"GET http://admin.example.test/headers HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
