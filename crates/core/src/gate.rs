@@ -238,6 +238,13 @@ impl Gate<'_> {
         })
     }
 
+    /// Whether `password` alone signs `user` in where one factor is enough (a trusted network,
+    /// a one_factor rule): never for a user who has no first factor, whatever was typed.
+    pub fn check_password_only(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
+        let ok = self.check_first_factor(name, user, password)?;
+        Ok(ok && user.is_some_and(|u| u.first_factor.exists()))
+    }
+
     /// Verifies an attempt: first factor (if given), then the code, updating replay state,
     /// failure count and lockout atomically in the store.
     pub fn verify(&self, attempt: Attempt<'_>) -> Result<Outcome, GateError> {

@@ -16,6 +16,14 @@ pub enum FirstFactor {
     External,
 }
 
+impl FirstFactor {
+    /// Whether there is something to know at all. A user without one has proven nothing by
+    /// passing the password step, so never gets a one-factor login.
+    pub fn exists(&self) -> bool {
+        !matches!(self, FirstFactor::None)
+    }
+}
+
 impl std::fmt::Debug for FirstFactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -45,7 +45,10 @@ fn digest(token: &str) -> [u8; 32] {
 /// How far a session's user has authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Level {
-    /// The first factor (password) only: a login in progress.
+    /// Named only: a user without a first factor (no password, no PIN) is past the login
+    /// page but has proven nothing yet. A login in progress that satisfies no rule.
+    Named,
+    /// The first factor (password) only: a login in progress, or a one_factor login.
     OneFactor,
     /// Password and one-time code.
     TwoFactor,
@@ -55,6 +58,7 @@ impl Level {
     /// A stable label for storage and logs.
     pub fn label(self) -> &'static str {
         match self {
+            Level::Named => "named",
             Level::OneFactor => "one_factor",
             Level::TwoFactor => "two_factor",
         }
@@ -63,6 +67,7 @@ impl Level {
     /// The level a `label` names.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "named" => Some(Level::Named),
             "one_factor" => Some(Level::OneFactor),
             "two_factor" => Some(Level::TwoFactor),
             _ => None,

@@ -89,8 +89,8 @@ where
         Ok(l) => l,
         Err(e) => return store_failed(pam, &client, &user, &e),
     };
-    let digits = match lookup {
-        Lookup::Enrolled { digits } => digits,
+    let (digits, first_factor) = match lookup {
+        Lookup::Enrolled { digits, first_factor } => (digits, first_factor),
         // Without a token there is nothing to ask; only `nullok` lets such users through,
         // and never in combined mode, where portcullis is also the password check.
         Lookup::Unknown | Lookup::NoToken if options.nullok && !options.combined => {
@@ -110,14 +110,16 @@ where
             return Verdict::Failure;
         }
         // Combined mode from a trusted network: only the password, which needs no token.
-        Lookup::Unknown | Lookup::NoToken => 0,
+        Lookup::Unknown | Lookup::NoToken => (0, true),
     };
+    // Without a first factor, the trusted network's one factor is the code itself.
+    let trusted_password = trusted && first_factor;
     let Some(answer) = read_answer(pam, &options) else {
         audit(pam, &client, "failure", "no_answer", &user, None);
         return Verdict::Failure;
     };
-    let check = if options.combined {
-        let (password, code) = if trusted {
+    let check = if options.combined && (first_factor || !trusted) {
+        let (password, code) = if trusted_password {
             (answer, None)
         } else {
             match split_combined(&answer, digits) {
@@ -147,7 +149,7 @@ where
     };
     match worker.check(check) {
         Ok(Answer::Accepted) => {
-            let reason = if trusted { "trusted_network" } else { "code" };
+            let reason = if trusted_password { "trusted_network" } else { "code" };
             audit(pam, &client, "success", reason, &user, None);
             Verdict::Success
         }

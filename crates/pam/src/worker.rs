@@ -24,6 +24,8 @@ pub enum Lookup {
     Enrolled {
         /// Code length of the first token (or the `digits=` option).
         digits: u32,
+        /// Whether the user has a first factor (password or PIN) to check.
+        first_factor: bool,
     },
 }
 
@@ -144,7 +146,10 @@ impl Backend for StoreBackend {
             return Ok(Lookup::NoToken);
         }
         let digits = self.digits.or_else(|| u.tokens.first().map(|t| t.digits)).unwrap_or(6);
-        Ok(Lookup::Enrolled { digits })
+        Ok(Lookup::Enrolled {
+            digits,
+            first_factor: u.first_factor.exists(),
+        })
     }
 
     fn check(&mut self, check: &Check) -> Result<Answer, String> {
@@ -154,7 +159,7 @@ impl Backend for StoreBackend {
             let password = check.password.as_deref().map(String::as_str).unwrap_or("");
             let user = self.directory.user(&check.user).map_err(|e| e.to_string())?;
             let ok = gate
-                .check_first_factor(&check.user, user.as_ref(), password)
+                .check_password_only(&check.user, user.as_ref(), password)
                 .map_err(|e| e.to_string())?;
             return Ok(match (user, ok) {
                 (None, _) => Answer::Rejected(Rejection::UnknownUser),

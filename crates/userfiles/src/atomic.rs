@@ -77,20 +77,26 @@ pub struct LockGuard {
     file: File,
     path: PathBuf,
     remove: bool,
+    exclusive: bool,
 }
 
 impl LockGuard {
     /// Creates (mode 0600, never following a symlink) and exclusively locks `lock_path`, blocking until free.
     pub fn exclusive(lock_path: &Path) -> Result<Self, Error> {
-        Self::acquire(lock_path, |f| f.lock(), "lock (exclusive)")
+        Self::acquire(lock_path, |f| f.lock(), "lock (exclusive)", true)
     }
 
     /// Creates (mode 0600, never following a symlink) and shared-locks `lock_path`, blocking until free.
     pub fn shared(lock_path: &Path) -> Result<Self, Error> {
-        Self::acquire(lock_path, |f| f.lock_shared(), "lock (shared)")
+        Self::acquire(lock_path, |f| f.lock_shared(), "lock (shared)", false)
     }
 
-    fn acquire(lock_path: &Path, lock: impl Fn(&File) -> io::Result<()>, what: &'static str) -> Result<Self, Error> {
+    fn acquire(
+        lock_path: &Path,
+        lock: impl Fn(&File) -> io::Result<()>,
+        what: &'static str,
+        exclusive: bool,
+    ) -> Result<Self, Error> {
         loop {
             let file = open_lock_file(lock_path)?;
             lock(&file).map_err(|e| Error::io(lock_path, what, e))?;
@@ -104,6 +110,7 @@ impl LockGuard {
                         file,
                         path: lock_path.to_owned(),
                         remove: false,
+                        exclusive,
                     });
                 }
                 Ok(_) => continue,
@@ -113,12 +120,14 @@ impl LockGuard {
         }
     }
 
-    /// Removes the lock file when the lock is released, while still holding it. pam_oath
+    /// Removes the lock file when the lock is released, while still holding it. Only for an
+    /// exclusive lock: a shared holder that unlinks the name can delete a lock file that a
+    /// writer has just created and locked, letting a second writer in beside it. pam_oath
     /// (liboath >= 2.6.12 and the CVE-2024-47191 backports, e.g. Debian 12's 2.6.7-3.1+deb12u1)
     /// creates `<file>.lock` with `O_EXCL` and unlinks
     /// it afterwards, so a lock file left behind makes every later pam_oath login fail.
     pub fn remove_on_release(mut self) -> Self {
-        self.remove = true;
+        self.remove = self.exclusive;
         self
     }
 
@@ -126,12 +135,21 @@ impl LockGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the lock file's name still points to the inode this guard locked.
+    fn names_our_file(&self) -> bool {
+        match (self.file.metadata(), fs::symlink_metadata(&self.path)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            _ => false,
+        }
+    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.remove {
-            // Unlinked before unlocking: waiters on this inode see it gone and retry.
+        // Only the exclusive holder of the inode the name points to may unlink it (then no
+        // one else can have made a new one there); waiters on it see it gone and retry.
+        if self.remove && self.names_our_file() {
             let _ = fs::remove_file(&self.path);
         }
         // Closing the descriptor releases the lock anyway; unlocking first just makes it prompt.
@@ -346,6 +364,24 @@ mod tests {
         fs::write(dir.path().join("other"), b"keep").unwrap();
         assert_eq!(remove_stale_temps(&p).unwrap(), 1);
         assert!(dir.path().join("other").exists());
+    }
+
+    /// Regression (issue 10.1): a shared holder unlinked the lock file a writer had just
+    /// created and locked, so a second writer locked a new file beside it.
+    #[test]
+    fn a_shared_holder_never_removes_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("f.lock");
+        let reader = LockGuard::shared(&lock).unwrap().remove_on_release();
+        drop(reader);
+        assert!(lock.exists(), "a shared lock removed the lock file");
+        // An exclusive holder removes it, but only while the name is still its own file.
+        let writer = LockGuard::exclusive(&lock).unwrap().remove_on_release();
+        fs::remove_file(&lock).unwrap();
+        fs::write(&lock, b"").unwrap();
+        let theirs = fs::metadata(&lock).unwrap().ino();
+        drop(writer);
+        assert_eq!(fs::metadata(&lock).unwrap().ino(), theirs, "removed another's lock file");
     }
 
     #[test]

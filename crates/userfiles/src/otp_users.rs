@@ -1046,12 +1046,18 @@ fn release_like_the_tool(guard: LockGuard, dialect: Dialect) -> LockGuard {
     }
 }
 
-/// Reads and parses `path` under a shared lock on `<path>.lock`; returns warnings such as loose permissions.
+/// Reads and parses `path` under a lock on `<path>.lock`; returns warnings such as loose
+/// permissions. mod_authn_otp's lock file stays, so readers share it; pam_oath's is removed
+/// after use, which only an exclusive holder may do safely, so its readers take it alone.
 pub fn read(path: &Path, format: impl Into<Format>) -> Result<(UsersFile, Vec<Warning>), Error> {
     let format = format.into();
     let lock_path = atomic::lock_path_for(path);
     let mut warnings = Vec::new();
-    let _guard = match LockGuard::shared(&lock_path) {
+    let lock = match format.dialect {
+        Dialect::PamOath => LockGuard::exclusive(&lock_path),
+        Dialect::ModAuthnOtp => LockGuard::shared(&lock_path),
+    };
+    let _guard = match lock {
         Ok(g) => Some(release_like_the_tool(g, format.dialect)),
         // Writers replace the file by rename, so an unlocked read still sees a whole file.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {

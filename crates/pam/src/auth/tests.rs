@@ -72,7 +72,10 @@ impl World {
             Algorithm::Sha1,
             6,
         ));
+        let mut carol = User::new("carol", FirstFactor::None);
+        carol.tokens = alice.tokens.clone();
         store.create(&alice).unwrap();
+        store.create(&carol).unwrap();
         store.create(&User::new("bob", FirstFactor::None)).unwrap();
         World { dir }
     }
@@ -213,6 +216,24 @@ fn combined_checks_password_and_code_and_forwards_the_password() {
     let mut p = pam("alice", &["nope"]);
     p.rhost = Some("10.0.0.1".into());
     assert_eq!(run(&args, &mut p), Verdict::Failure);
+}
+
+/// Regression (issue 10.2): combined mode from a trusted network accepted an empty answer
+/// for a user without a password: a login from the user name alone.
+#[test]
+fn a_user_without_a_password_never_passes_on_a_trusted_network_without_a_code() {
+    let w = World::new();
+    let args = w.args(&["combined", "trusted_networks=10.0.0.0/8"]);
+    for (user, answer) in [("carol", ""), ("bob", ""), ("carol", "x")] {
+        let mut p = pam(user, &[answer]);
+        p.rhost = Some("10.0.0.1".into());
+        assert_eq!(run(&args, &mut p), Verdict::Failure, "{user} {answer:?}: {:?}", p.logs);
+    }
+    // The code alone is her one factor there.
+    let mut p = pam("carol", &[&code(NOW)]);
+    p.rhost = Some("10.0.0.1".into());
+    assert_eq!(run(&args, &mut p), Verdict::Success, "{:?}", p.logs);
+    assert!(p.logs[0].contains("reason=\"code\""), "{:?}", p.logs);
 }
 
 #[test]

@@ -118,13 +118,13 @@ pub async fn login_page(
     if let Some(s) = app.current_session(&headers, ip) {
         match s.level {
             Level::TwoFactor => return see_other(&app.return_url(&q.rd), vec![]),
-            Level::OneFactor if app.config.server.two_step => {
+            Level::Named | Level::OneFactor if app.config.server.two_step => {
                 return see_other(
                     &format!("{}/login/code?rd={}", app.base(), super::web::query_escape(&q.rd)),
                     vec![],
                 );
             }
-            Level::OneFactor => {}
+            Level::Named | Level::OneFactor => {}
         }
     }
     let (nonce, cookie) = csrf_nonce(&app, &headers);
@@ -205,11 +205,14 @@ pub async fn login_submit(
         let StepResult::Passed(u) = first else {
             return Ok((first, None, None, false));
         };
-        // A trusted network or a one_factor rule for the page asked for: no code needed.
-        let enough = app.one_factor_enough(&rd, ip, &u);
+        // A trusted network or a one_factor rule for the page asked for: no code needed, but
+        // only for a user who has a first factor (without one, nothing is proven yet).
+        let has_first = u.first_factor.exists();
+        let enough = has_first && app.one_factor_enough(&rd, ip, &u);
         if two_step || enough {
             // Every login step gets a new session id: no fixation.
-            let s = authz.session_for(&u, Level::OneFactor, ip);
+            let level = if has_first { Level::OneFactor } else { Level::Named };
+            let s = authz.session_for(&u, level, ip);
             let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
             return Ok((StepResult::Passed(u), None, Some(id.as_str().to_string()), enough));
         }

@@ -230,3 +230,57 @@ fn proxy_mode_refuses_two_hosts() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+/// Issue 10.2: under a one_factor rule, a user without a password got a session from the
+/// user name alone (`POST /login username=nopw&password=`).
+#[test]
+fn a_user_without_a_password_gets_no_one_factor_session_from_the_name_alone() {
+    let env = Env::new("");
+    let out = env.ok(&["user", "add", "nopw", "--no-password", "--no-terminal-qr"], None);
+    let secret = secret_of(&uri_in(&out));
+    let gw = gateway_with(
+        &env,
+        "\n[[access.rules]]\nnetworks = \"127.0.0.0/8\"\npolicy = \"one_factor\"\n",
+    );
+    let b = Browser::new(&env, "nopw");
+    let page = b.get(&gw.url("/login?rd=http%3A%2F%2Fapp.example.test%2F"), &[]);
+    let r = b.post(
+        &gw.url("/login"),
+        &[
+            ("csrf", &page.csrf()),
+            ("rd", "http://app.example.test/"),
+            ("username", "nopw"),
+            ("password", ""),
+        ],
+    );
+    // Either refused or sent on to the code step, never signed in.
+    assert!(
+        r.status == 401 || r.header("location").is_some_and(|l| l.contains("/login/code")),
+        "{} {:?} {}",
+        r.status,
+        r.header("location"),
+        r.body
+    );
+    let cookie = b.cookie("portcullis_session").map(|s| format!("Cookie: portcullis_session={s}"));
+    let mut args = vec!["-H", "X-Original-URL: http://app.example.test/"];
+    if let Some(c) = &cookie {
+        args.extend(["-H", c.as_str()]);
+    }
+    let url = gw.url("/api/authz/auth-request");
+    args.push(&url);
+    assert_eq!(curl(&args).status, 401, "a name alone opened a one_factor resource");
+    // With the code the same user is in.
+    settle(5);
+    let code = code_now(&env, &secret);
+    let page = b.get(&gw.url("/login/code"), &[]);
+    let r = b.post(
+        &gw.url("/login/code"),
+        &[("csrf", &page.csrf()), ("rd", "http://app.example.test/"), ("code", &code)],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = format!("Cookie: portcullis_session={}", b.cookie("portcullis_session").unwrap());
+    assert_eq!(
+        curl(&["-H", "X-Original-URL: http://app.example.test/", "-H", &cookie, &url]).status,
+        200
+    );
+}
