@@ -623,6 +623,21 @@ impl Config {
                 &format!("also set {other}: HTTPS needs the certificate chain and its private key"),
             ));
         }
+        if self.store.backend == Backend::PamOath && self.lockout.max_failures > 0 {
+            // pam_oath's format has no failure count: a lockout there would be promised
+            // and never happen.
+            let line = line_of(text, "lockout", "max_failures").max(line_of(text, "store", "backend"));
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                line,
+                key: "lockout.max_failures".into(),
+                value: self.lockout.max_failures.to_string(),
+                reason: "a pam_oath users file has no field for failures or locks, so no one can be locked out in it: \
+set [lockout] max_failures = 0 (wrong codes are still banned per client by [regulation], and fail2ban reads the log), \
+or keep users in backend = \"sqlite\" or \"mod_authn_otp\", which count failures"
+                    .into(),
+            });
+        }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
             return Err(invalid(
                 "first_factor",

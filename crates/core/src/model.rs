@@ -3,6 +3,9 @@
 use portcullis_otp::{Algorithm, KeyUri, OtpKind, Secret};
 use zeroize::Zeroizing;
 
+/// The shortest shared key accepted without an explicit override: 128 bits (RFC 4226 §4, R6).
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// How the first factor (something the user knows) is checked.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FirstFactor {

@@ -89,8 +89,12 @@ where
         Ok(l) => l,
         Err(e) => return store_failed(pam, &client, &user, &e),
     };
-    let (digits, first_factor) = match lookup {
-        Lookup::Enrolled { digits, first_factor } => (digits, first_factor),
+    let (digits, first_factor, pin) = match lookup {
+        Lookup::Enrolled {
+            digits,
+            first_factor,
+            pin,
+        } => (digits, first_factor, pin),
         // Without a token there is nothing to ask; only `nullok` lets such users through,
         // and never in combined mode, where portcullis is also the password check.
         Lookup::Unknown | Lookup::NoToken if options.nullok && !options.combined => {
@@ -110,15 +114,17 @@ where
             return Verdict::Failure;
         }
         // Combined mode from a trusted network: only the password, which needs no token.
-        Lookup::Unknown | Lookup::NoToken => (0, true),
+        Lookup::Unknown | Lookup::NoToken => (0, true, false),
     };
+    // A PIN is known to no other module: the answer is PIN then code, as with pam_oath.
+    let combined = options.combined || pin;
     // Without a first factor, the trusted network's one factor is the code itself.
     let trusted_password = trusted && first_factor;
     let Some(answer) = read_answer(pam, &options) else {
         audit(pam, &client, "failure", "no_answer", &user, None);
         return Verdict::Failure;
     };
-    let check = if options.combined && (first_factor || !trusted) {
+    let check = if combined && (first_factor || !trusted) {
         let (password, code) = if trusted_password {
             (answer, None)
         } else {
@@ -131,8 +137,10 @@ where
             }
         };
         // Later modules (e.g. `pam_unix.so use_first_pass`) see the password alone, as with
-        // pam_google_authenticator's forward_pass.
-        pam.set_authtok(&password);
+        // pam_google_authenticator's forward_pass; never a users-file PIN.
+        if options.combined {
+            pam.set_authtok(&password);
+        }
         Check {
             user: user.clone(),
             password: Some(password),

@@ -26,6 +26,10 @@ pub enum Lookup {
         digits: u32,
         /// Whether the user has a first factor (password or PIN) to check.
         first_factor: bool,
+        /// Whether that first factor is a PIN only portcullis knows (a users-file line's
+        /// PIN field): it is asked for in front of the code even outside `combined`, as
+        /// pam_oath does.
+        pin: bool,
     },
 }
 
@@ -149,6 +153,7 @@ impl Backend for StoreBackend {
         Ok(Lookup::Enrolled {
             digits,
             first_factor: u.first_factor.exists(),
+            pin: matches!(u.first_factor, portcullis_core::model::FirstFactor::Pin(_)),
         })
     }
 

@@ -196,6 +196,10 @@ pub struct TokenArgs {
     /// Use this base32 secret instead of a random one (e.g. a hardware token's).
     #[arg(long)]
     pub secret: Option<String>,
+    /// Accept a --secret shorter than 16 bytes (128 bits, RFC 4226's minimum): only for a
+    /// hardware token that really has one.
+    #[arg(long, requires = "secret")]
+    pub short_secret: bool,
     /// Also write the QR code as a PNG file (mode 0600).
     #[arg(long)]
     pub qr: Option<PathBuf>,

@@ -8,7 +8,9 @@
 //!   device's clock offset in steps;
 //! - the last accepted step is found again from LASTOTP (the step in reach whose code it is),
 //!   which does not depend on the server's time zone; LASTTIME/LASTIP serve linger;
-//! - FAILCOUNT (mod_authn_otp only) is the failure count; `lock` writes the largest count.
+//! - FAILCOUNT (mod_authn_otp only) is the failure count; `lock` writes the largest count,
+//!   read back as a lock. pam_oath files hold neither: a lock is refused there, and the
+//!   configuration must say `max_failures = 0`.
 
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_core::{Clock, Directory, StoreError};
@@ -97,6 +99,11 @@ impl UsersFileStore {
         if user.tokens.is_empty() {
             return Err(self.unsupported("a user without a token"));
         }
+        if self.dialect == Dialect::PamOath && user.locked {
+            return Err(self.unsupported(
+                "a lock (the format has no field for one): remove the user's lines to stop them, or keep users in sqlite or a mod_authn_otp file",
+            ));
+        }
         if self.dialect == Dialect::ModAuthnOtp && user.tokens.len() > 1 {
             return Err(self.unsupported("more than one token per user"));
         }
@@ -155,8 +162,24 @@ impl UsersFileStore {
         t
     }
 
+    /// The lines that make up `name`'s tokens: mod_authn_otp reads only a user's first
+    /// line, so only that one counts there; pam_oath tries each line, and lines with the same
+    /// token (key, type, step, digits) are one token with one replay state, never two.
+    fn token_entries<'f>(&self, file: &'f UsersFile, name: &'f str) -> Vec<&'f Entry> {
+        let mut kept: Vec<&Entry> = Vec::new();
+        for e in file.entries_for(name) {
+            if self.dialect == Dialect::ModAuthnOtp && !kept.is_empty() {
+                break;
+            }
+            if !kept.iter().any(|k| same_token(k, e)) {
+                kept.push(e);
+            }
+        }
+        kept
+    }
+
     fn user_of(&self, file: &UsersFile, name: &str, now: i64) -> Option<User> {
-        let entries: Vec<&Entry> = file.entries_for(name).collect();
+        let entries = self.token_entries(file, name);
         let first = entries.first()?;
         let ff = match (&first.pin, first.kind) {
             (_, EntryKind::Motp { .. }) | (Pin::None, _) => FirstFactor::None,
@@ -165,20 +188,33 @@ impl UsersFileStore {
         };
         let mut u = User::new(name, ff);
         u.tokens = entries.iter().map(|e| self.token_of(e, now)).collect();
-        let failures = first.fail_count.unwrap_or(0);
-        u.failures = failures;
+        // `lock` writes the largest count; it is a lock whatever max_failures says (0 too).
+        match first.fail_count {
+            Some(u32::MAX) => u.locked = true,
+            other => u.failures = other.unwrap_or(0),
+        }
         Some(u)
     }
 
-    /// Writes the mutable state of `user` back into its entries.
-    fn store_into(&self, file: &mut UsersFile, user: &User) {
+    /// Writes the mutable state of `user` back into its lines (every line of a merged
+    /// token). A line's own PIN is kept unless the first factor itself changed from
+    /// `before` (`None`: a new user).
+    fn store_into(&self, file: &mut UsersFile, user: &User, before: Option<&User>) {
         let dialect = self.dialect;
-        for (e, t) in file.entries_for_mut(&user.name).zip(&user.tokens) {
+        let first_factor_changed = before.is_none_or(|b| b.first_factor != user.first_factor);
+        for (i, e) in file.entries_for_mut(&user.name).enumerate() {
+            if dialect == Dialect::ModAuthnOtp && i > 0 {
+                break;
+            }
+            let Some(t) = user.tokens.iter().find(|t| entry_holds(e, t)) else {
+                continue;
+            };
             e.pin = match (&user.first_factor, t.kind) {
                 (_, TokenKind::Motp) => match &t.motp_pin {
                     Some(p) => Pin::Literal(p.clone()),
                     None => Pin::None,
                 },
+                _ if !first_factor_changed => e.pin.clone(),
                 (FirstFactor::None, _) => Pin::None,
                 (FirstFactor::External, _) => Pin::External,
                 (FirstFactor::Pin(p), _) => Pin::Literal(p.clone()),
@@ -238,25 +274,47 @@ impl UsersFileStore {
     }
 }
 
-/// The step in reach of `now_step` whose code is `code`, if any (the newest such step).
+/// Whether two lines describe the same token (key, type, step and digits).
+fn same_token(a: &Entry, b: &Entry) -> bool {
+    a.kind == b.kind && a.key.as_slice() == b.key.as_slice()
+}
+
+/// Whether line `e` is the stored form of token `t`.
+fn entry_holds(e: &Entry, t: &Token) -> bool {
+    let (kind, digits, step) = match e.kind {
+        EntryKind::Hotp { digits, step } => (TokenKind::Oath, digits, step),
+        EntryKind::Motp { digits, step } => (TokenKind::Motp, digits, step),
+    };
+    let step = match step {
+        otp_users::Step::Event => Step::Event,
+        otp_users::Step::Time(p) => Step::Time(p),
+    };
+    kind == t.kind && step == t.step && u32::from(digits) == t.digits && e.key.as_slice() == t.secret.as_bytes()
+}
+
+/// The newest step whose code is `code`, searched around now and around now plus the
+/// device's drift: verification tries both, so replay must be checked against both (a code
+/// accepted at the current step of a drifted token was otherwise forgotten and accepted again).
 fn step_of(t: &Token, code: &str, now_step: u64) -> Option<u64> {
-    let center = now_step.saturating_add_signed(t.drift);
-    let lo = center.saturating_sub(LAST_OTP_REACH);
-    let hi = center.saturating_add(LAST_OTP_REACH);
-    match t.kind {
+    let reach = |center: u64| center.saturating_sub(LAST_OTP_REACH)..=center.saturating_add(LAST_OTP_REACH);
+    let drifted = reach(now_step.saturating_add_signed(t.drift));
+    let current = reach(now_step);
+    let matches: Box<dyn Fn(u64) -> bool> = match t.kind {
         TokenKind::Oath => {
             let g = Hotp::new(&t.secret, t.algorithm, t.digits);
             let want = g.parse(code)?;
-            (lo..=hi).rev().find(|&s| g.value(s) == want)
+            Box::new(move |s| g.value(s) == want)
         }
         TokenKind::Motp => {
             let pin = t.motp_pin.clone().unwrap_or_default();
             let want = code.to_ascii_lowercase();
-            (lo..=hi)
-                .rev()
-                .find(|&s| motp(&t.secret, &pin, s, t.digits).as_str() == want)
+            let secret = t.secret.clone();
+            let digits = t.digits;
+            Box::new(move |s| motp(&secret, &pin, s, digits).as_str() == want)
         }
-    }
+    };
+    let newest = |r: std::ops::RangeInclusive<u64>| r.rev().find(|&s| matches(s));
+    newest(drifted).into_iter().chain(newest(current)).max()
 }
 
 impl Directory for UsersFileStore {
@@ -287,7 +345,7 @@ impl Directory for UsersFileStore {
             for t in &user.tokens {
                 file.push_entry(self.entry_for(user, t));
             }
-            self.store_into(file, user);
+            self.store_into(file, user, None);
             Ok(())
         })
     }
@@ -320,7 +378,7 @@ impl Directory for UsersFileStore {
                         file.push_entry(self.entry_for(&user, t));
                     }
                 }
-                self.store_into(file, &user);
+                self.store_into(file, &user, Some(&before));
             }
             Ok(true)
         })
@@ -361,11 +419,16 @@ mod tests {
     }
 
     fn check(s: &UsersFileStore, user: &str, password: Option<&str>, code: &str) -> Outcome {
-        let clock = FixedClock(NOW);
+        check_at(s, NOW, policy(), user, password, code)
+    }
+
+    /// `check` at time `now` (the store's clock must say the same) under `policy`.
+    fn check_at(s: &UsersFileStore, now: i64, policy: Policy, user: &str, password: Option<&str>, code: &str) -> Outcome {
+        let clock = FixedClock(now);
         let gate = Gate {
             directory: s,
             clock: &clock,
-            policy: policy(),
+            policy,
             external: None,
         };
         gate.verify(Attempt {
@@ -483,5 +546,120 @@ mod tests {
         let code = motp(&key, "4321", totp_step(NOW, 10), 6).to_ascii_uppercase();
         assert!(matches!(check(&s, "frank", Some(""), &code), Outcome::Accepted { .. }));
         assert_eq!(check(&s, "frank", None, &code), Outcome::Rejected(Rejection::Replayed));
+    }
+
+    /// Regression (issue 10.3): `user lock` on a pam_oath file said "locked" and changed nothing.
+    #[test]
+    fn pam_oath_refuses_a_lock_it_cannot_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, path) = store(dir.path(), &format!("HOTP/T30 dave - {KEY_HEX}\n"), Dialect::PamOath);
+        let before = std::fs::read_to_string(&path).unwrap();
+        let e = s
+            .update("dave", &mut |u| {
+                u.locked = true;
+                true
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("lock"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    }
+
+    /// Regression (issue 10.3): with max_failures = 0 a lock (FAILCOUNT 4294967295) was ignored.
+    #[test]
+    fn mod_authn_otp_lock_is_a_lock_even_without_a_failure_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, path) = store(dir.path(), &format!("HOTP bob - {KEY_HEX} 0\n"), Dialect::ModAuthnOtp);
+        let no_limit = Policy {
+            max_failures: 0,
+            ..policy()
+        };
+        s.update("bob", &mut |u| {
+            u.locked = true;
+            true
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.split_whitespace().nth(5), Some("4294967295"), "{text}");
+        assert!(s.user("bob").unwrap().unwrap().locked);
+        let code0 = hotp(&key(), 0, 6, Algorithm::Sha1);
+        assert_eq!(check_at(&s, NOW, no_limit.clone(), "bob", None, &code0), Outcome::Rejected(Rejection::Locked));
+        s.update("bob", &mut |u| {
+            u.locked = false;
+            u.failures = 0;
+            true
+        })
+        .unwrap();
+        assert!(matches!(check_at(&s, NOW, no_limit, "bob", None, &code0), Outcome::Accepted { .. }));
+    }
+
+    /// Regression (issue 10.5): two identical lines were two tokens with two replay states,
+    /// so one code was accepted twice.
+    #[test]
+    fn duplicate_lines_are_one_token() {
+        for dialect in [Dialect::ModAuthnOtp, Dialect::PamOath] {
+            let dir = tempfile::tempdir().unwrap();
+            let line = format!("HOTP/T30 carol - {KEY_HEX}\n");
+            let (s, path) = store(dir.path(), &format!("{line}{line}"), dialect);
+            assert_eq!(s.user("carol").unwrap().unwrap().tokens.len(), 1, "{dialect:?}");
+            let code = portcullis_otp::totp(&key(), NOW, 30, 6, Algorithm::Sha1);
+            assert!(matches!(check(&s, "carol", None, &code), Outcome::Accepted { .. }), "{dialect:?}");
+            assert_eq!(check(&s, "carol", None, &code), Outcome::Rejected(Rejection::Replayed), "{dialect:?}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(lines[0].contains(code.as_str()), "{dialect:?}: {text}");
+            match dialect {
+                // mod_authn_otp never reads the second line: it is left as it was.
+                Dialect::ModAuthnOtp => assert_eq!(format!("{}\n", lines[1]), line, "{text}"),
+                // pam_oath tries each line: both carry the replay state.
+                Dialect::PamOath => assert!(lines[1].contains(code.as_str()), "{text}"),
+            }
+        }
+        // mod_authn_otp: a second line with another key is not a second token either.
+        let dir = tempfile::tempdir().unwrap();
+        let other = "3132333435363738393031323334353637383931";
+        let (s, _) = store(
+            dir.path(),
+            &format!("HOTP/T30 carol - {KEY_HEX}\nHOTP/T30 carol - {other}\n"),
+            Dialect::ModAuthnOtp,
+        );
+        assert_eq!(s.user("carol").unwrap().unwrap().tokens.len(), 1);
+    }
+
+    /// Issue 10.5: each pam_oath line keeps its own PIN when the file is written back.
+    #[test]
+    fn pam_oath_lines_keep_their_own_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = "3132333435363738393031323334353637383931";
+        let text = format!("HOTP/T30 erin 1111 {KEY_HEX}\nHOTP/T30 erin 2222 {other}\n");
+        let (s, path) = store(dir.path(), &text, Dialect::PamOath);
+        let code = portcullis_otp::totp(&key(), NOW, 30, 6, Algorithm::Sha1);
+        assert!(matches!(check(&s, "erin", Some("1111"), &code), Outcome::Accepted { .. }));
+        let after = std::fs::read_to_string(&path).unwrap();
+        let pins: Vec<&str> = after.lines().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+        assert_eq!(pins, ["1111", "2222"], "{after}");
+    }
+
+    /// Regression (issue 10.6): with a drift of 70 steps the last used step was looked for
+    /// only around now+70, so a code accepted at the current step was accepted again later.
+    #[test]
+    fn a_code_is_not_replayed_after_drift_moves_the_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, format!("HOTP/T1 dave - {KEY_HEX} 70\n")).unwrap();
+        let at = |now: i64| UsersFileStore::open(&path, Dialect::ModAuthnOtp, Box::new(FixedClock(now))).unwrap();
+        let wide = Policy {
+            totp_window: 10,
+            ..policy()
+        };
+        // A code 70 steps from the device's drifted clock: some step verification reaches.
+        let t0 = NOW;
+        let code = portcullis_otp::totp(&key(), t0 + 70, 1, 6, Algorithm::Sha1);
+        let first = check_at(&at(t0), t0, wide.clone(), "dave", None, &code);
+        assert!(matches!(first, Outcome::Accepted { .. }), "{first:?}");
+        for later in [t0 + 1, t0 + 35, t0 + 70, t0 + 75] {
+            let again = check_at(&at(later), later, wide.clone(), "dave", None, &code);
+            assert!(!matches!(again, Outcome::Accepted { .. }), "accepted again at +{}: {again:?}", later - t0);
+        }
     }
 }

@@ -338,3 +338,23 @@ fn pam_oath_users_file_via_usersfile_option() {
     assert_eq!(run(&args(&path), &mut p), Verdict::Failure);
     assert!(p.logs[0].contains(Rejection::Expired.label()), "{:?}", p.logs);
 }
+
+/// Regression (issue 10.4): `usersfile=` ignored the PIN of a users.oath line, so the bare
+/// code passed where pam_oath wants PIN then code.
+#[test]
+fn usersfile_lines_with_a_pin_need_the_pin_before_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.oath");
+    let hex = Secret::from_base32(SECRET).unwrap().to_hex();
+    std::fs::write(&path, format!("HOTP/T30 pinuser 4711 {}\n", hex.as_str())).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let args = vec![format!("usersfile={}", path.display()), "window=1".into()];
+    let mut p = pam("pinuser", &[&code(NOW)]);
+    assert_eq!(run(&args, &mut p), Verdict::Failure, "the bare code passed: {:?}", p.logs);
+    let mut p = pam("pinuser", &[&format!("1234{}", code(NOW))]);
+    assert_eq!(run(&args, &mut p), Verdict::Failure, "a wrong PIN passed: {:?}", p.logs);
+    assert!(p.logs[0].contains("wrong_password"), "{:?}", p.logs);
+    let mut p = pam("pinuser", &[&format!("4711{}", code(NOW))]);
+    assert_eq!(run(&args, &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(p.authtok, None, "the PIN is not handed to later modules");
+}

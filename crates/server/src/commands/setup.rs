@@ -30,7 +30,7 @@ motp_window = 18           # mOTP: 10 s steps either side (3 minutes)
 linger = 300               # HTTP Basic: seconds the last code may be resent from the same IP
 
 [lockout]
-max_failures = 5           # consecutive wrong codes before `user unlock` is needed; 0 = never
+max_failures = 5           # consecutive wrong codes before `user unlock` is needed; 0 = never (required with pam_oath)
 
 [first_factor]
 # For users whose password is checked elsewhere (`user add --external-password`, PIN "+"):

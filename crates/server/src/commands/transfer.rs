@@ -131,6 +131,17 @@ pub fn import(
     // Check everything before writing anything, so a bad name does not leave half an import.
     for u in &users {
         valid_user_name(&u.name).map_err(|e| anyhow::anyhow!("user name {:?}: {e}", u.name))?;
+        for t in &u.tokens {
+            let len = t.secret.as_bytes().len();
+            // mOTP keys are 64 bits by that protocol's design; only OATH keys are checked.
+            if t.kind == TokenKind::Oath && len < portcullis_core::model::MIN_SECRET_BYTES {
+                notes.push(format!(
+                    "warning: {}: the key is {len} bytes, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
+                    u.name,
+                    portcullis_core::model::MIN_SECRET_BYTES
+                ));
+            }
+        }
     }
     let (mut added, mut skipped) = (0, 0);
     for u in &users {

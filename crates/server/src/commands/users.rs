@@ -27,7 +27,17 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         None => o.algorithm,
     };
     let secret = match &args.secret {
-        Some(s) => Secret::from_base32(s).context("--secret")?,
+        Some(s) => {
+            let secret = Secret::from_base32(s).context("--secret")?;
+            let len = secret.as_bytes().len();
+            if len < portcullis_core::model::MIN_SECRET_BYTES && !args.short_secret {
+                bail!(
+                    "--secret is {len} bytes; RFC 4226 asks for at least {} (128 bits), and short keys are guessable offline from a few codes. Use the token's full key, or pass --short-secret if the hardware token really has a shorter one",
+                    portcullis_core::model::MIN_SECRET_BYTES
+                );
+            }
+            secret
+        }
         // 160 bits, the RFC 4226 recommendation and what authenticator apps expect for SHA1.
         None => Secret::from_bytes(random::bytes(20).to_vec()),
     };

@@ -194,7 +194,10 @@ fn export_then_use_as_live_pam_oath_file_and_switch_back() {
     let live = Env::new("");
     std::fs::write(
         live.config(),
-        format!("[store]\nbackend = \"pam_oath\"\npath = \"{}\"\n", out.display()),
+        format!(
+            "[store]\nbackend = \"pam_oath\"\npath = \"{}\"\n[lockout]\nmax_failures = 0\n",
+            out.display()
+        ),
     )
     .unwrap();
     assert_eq!(

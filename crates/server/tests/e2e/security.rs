@@ -284,3 +284,46 @@ fn a_user_without_a_password_gets_no_one_factor_session_from_the_name_alone() {
         200
     );
 }
+
+/// Issue 10.7: `user add --secret AE` (one byte) was accepted.
+#[test]
+fn short_secrets_are_refused_unless_the_token_needs_one() {
+    let env = Env::new("");
+    let out = env.run(&["user", "add", "tiny", "--no-password", "--no-terminal-qr", "--secret", "AE"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret is 1 bytes") && err.contains("--short-secret"), "{err}");
+    assert!(!env.ok(&["user", "list"], None).contains("tiny"));
+    // A 10-byte hardware key with the explicit flag; a full 20-byte key without.
+    env.ok(
+        &["user", "add", "hw", "--no-password", "--no-terminal-qr", "--secret", "JBSWY3DPEHPK3PXP", "--short-secret"],
+        None,
+    );
+    env.ok(
+        &["user", "add", "full", "--no-password", "--no-terminal-qr", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"],
+        None,
+    );
+}
+
+/// Issue 10.3: the pam_oath backend has no failure count, so a lockout was promised and
+/// never happened, and `user lock` printed "locked" and changed nothing.
+#[test]
+fn pam_oath_backend_refuses_lockout_it_cannot_keep() {
+    let env = Env::new("");
+    let path = env.path().join("users.oath");
+    std::fs::write(&path, "HOTP/T30 dave - 3132333435363738393031323334353637383930\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    env.set("store", "backend", "\"pam_oath\"");
+    env.set("store", "path", &format!("\"{}\"", path.display()));
+    let out = env.run(&["config", "check"], None);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lockout.max_failures") && err.contains("max_failures = 0"), "{err}");
+    env.set("lockout", "max_failures", "0");
+    env.ok(&["config", "check"], None);
+    let before = std::fs::read_to_string(&path).unwrap();
+    let out = env.run(&["user", "lock", "dave"], None);
+    assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+}
