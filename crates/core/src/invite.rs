@@ -32,11 +32,13 @@ impl std::fmt::Debug for Invite {
 
 /// Where invitations live; every store keeps only the SHA-256 of the link's token.
 pub trait InviteStore: Send + Sync {
-    /// A new invitation for `user` until `expires`; returns the token for the link (256-bit base64url).
+    /// A new invitation for `user` until `expires`, revoking the user's earlier ones (so an
+    /// older link cannot replace the token later); returns the token for the link (256-bit base64url).
     fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError>;
     /// Atomically: the invite for `token` if unexpired; if it has no pending token yet, stores `fresh` as pending and returns (invite, first_view=true); else (invite, false).
     fn open(&self, token: &str, now: i64, fresh: Token) -> Result<Option<(Invite, bool)>, StoreError>;
-    /// Deletes the invite (after a confirmed code, or to cancel).
+    /// Deletes the invite and every other one of its user (after a confirmed code, or to
+    /// cancel); false when `token` names none.
     fn consume(&self, token: &str) -> Result<bool, StoreError>;
     /// Deletes expired invitations; returns how many.
     fn purge(&self, now: i64) -> Result<usize, StoreError>;
@@ -58,7 +60,9 @@ impl MemoryInvites {
 impl InviteStore for MemoryInvites {
     fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError> {
         let (token, hash) = new_token();
-        self.invites().insert(
+        let mut invites = self.invites();
+        invites.retain(|_, i| i.user != user);
+        invites.insert(
             hash,
             Invite {
                 user: user.to_string(),
@@ -85,7 +89,15 @@ impl InviteStore for MemoryInvites {
     }
 
     fn consume(&self, token: &str) -> Result<bool, StoreError> {
-        Ok(token_hash(token).is_some_and(|h| self.invites().remove(&h).is_some()))
+        let Some(hash) = token_hash(token) else {
+            return Ok(false);
+        };
+        let mut invites = self.invites();
+        let Some(user) = invites.get(&hash).map(|i| i.user.clone()) else {
+            return Ok(false);
+        };
+        invites.retain(|_, i| i.user != user);
+        Ok(true)
     }
 
     fn purge(&self, now: i64) -> Result<usize, StoreError> {
@@ -131,6 +143,16 @@ pub fn check_store_contract(store: &dyn InviteStore, fresh: &dyn Fn() -> Token) 
     assert!(matches!(store.consume(&token), Ok(false)));
     assert!(matches!(store.open(&token, T0 + 6, fresh()), Ok(None)));
     assert!(matches!(store.consume("junk"), Ok(false)));
+
+    // Issue 9.2: a newer link revokes the older ones, and enrolling revokes all of them.
+    let old = store.create("carol", T0 + 3600).unwrap_or_default();
+    let new = store.create("carol", T0 + 3600).unwrap_or_default();
+    let dave = store.create("dave", T0 + 3600).unwrap_or_default();
+    assert!(matches!(store.open(&old, T0, fresh()), Ok(None)), "an older link survived a newer one");
+    assert!(matches!(store.open(&new, T0, fresh()), Ok(Some((_, true)))));
+    assert!(matches!(store.consume(&new), Ok(true)));
+    assert!(matches!(store.open(&new, T0, fresh()), Ok(None)));
+    assert!(matches!(store.open(&dave, T0, fresh()), Ok(Some(_))), "another user's link was revoked");
 }
 
 #[cfg(test)]

@@ -529,12 +529,19 @@ fn invite_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invite> {
 impl InviteStore for SqliteStore {
     fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError> {
         let (token, hash) = new_token();
-        self.lock()
-            .execute(
-                "INSERT INTO invites (hash, user, expires) VALUES (?1, ?2, ?3)",
-                params![&hash[..], user, expires],
-            )
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        // A new link revokes the user's earlier ones: an old one must not replace the token later.
+        tx.execute("DELETE FROM invites WHERE user = ?1", [user])
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO invites (hash, user, expires) VALUES (?1, ?2, ?3)",
+            params![&hash[..], user, expires],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
         Ok(token)
     }
 
@@ -587,7 +594,10 @@ impl InviteStore for SqliteStore {
             return Ok(false);
         };
         self.lock()
-            .execute("DELETE FROM invites WHERE hash = ?1", [&hash[..]])
+            .execute(
+                "DELETE FROM invites WHERE user = (SELECT user FROM invites WHERE hash = ?1)",
+                [&hash[..]],
+            )
             .map(|n| n > 0)
             .map_err(|e| self.err(e))
     }

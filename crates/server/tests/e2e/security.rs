@@ -327,3 +327,44 @@ fn pam_oath_backend_refuses_lockout_it_cannot_keep() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lock"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 }
+
+/// The enrollment link in `user invite` output.
+fn invite_link(env: &Env, user: &str) -> String {
+    let out = env.ok(&["user", "invite", user], None);
+    out.split_whitespace()
+        .find(|w| w.contains("/enroll/"))
+        .unwrap_or_else(|| panic!("no link in:\n{out}"))
+        .to_string()
+}
+
+/// Issue 9.2: after two invites and enrollment through the second, the first link later
+/// replaced the user's token.
+#[test]
+fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
+    let env = Env::new("");
+    env.add_user("ivy", "pw-ivy", &[]);
+    let gw = gateway_with(&env, "");
+    let first = invite_link(&env, "ivy");
+    let second = invite_link(&env, "ivy");
+    let b = Browser::new(&env, "ivy");
+    assert_eq!(b.get(&first, &[]).status, 404, "the older link still works");
+    let page = b.get(&second, &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let secret = page
+        .body
+        .split("secret=")
+        .nth(1)
+        .and_then(|r| r.split(['&', '"']).next())
+        .expect("the page shows the new key")
+        .to_string();
+    settle(5);
+    let code = code_now(&env, &secret);
+    let r = b.post(&second, &[("csrf", &page.csrf()), ("code", &code)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(b.get(&second, &[]).status, 404);
+    assert_eq!(b.get(&first, &[]).status, 404);
+    // The enrolled key is the one in use.
+    let (status, out) = env.verify("ivy", Some("pw-ivy"), &code);
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("already used") || out.contains("replay"), "the enrolled key is in use: {out}");
+}
