@@ -191,6 +191,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`127.0.0.1:9093`), apart from the portal so
+    /// that strangers never read live sessions, bans and failure counts; `""` = off.
+    pub metrics_listen: String,
 }
 
 impl ServerConfig {
@@ -214,6 +217,7 @@ impl Default for ServerConfig {
             demo_page: false,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -600,6 +604,15 @@ impl Config {
             if let Some(reason) = check {
                 return Err(invalid(section, key, format!("{list:?}"), &reason));
             }
+        }
+        let metrics = &self.server.metrics_listen;
+        if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "server",
+                "metrics_listen",
+                format!("{metrics:?}"),
+                "give an address and port such as 127.0.0.1:9093 (keep it off the public network), or \"\" for off",
+            ));
         }
         let fcgi = &self.apache.fastcgi_listen;
         if !fcgi.is_empty() && !fcgi.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {

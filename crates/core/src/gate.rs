@@ -342,7 +342,11 @@ fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) 
         }
         t.last_code = Some(Zeroizing::new(code.to_ascii_lowercase()));
         t.last_used = Some(now);
-        t.last_ip = attempt.client_ip.map(str::to_string);
+        // Only a code first accepted for a client that may resend it (HTTP Basic) may
+        // linger: without an address (the portal, PAM, the CLI) it matches no later client,
+        // so a code used at the portal is used up. The code itself stays: users files find
+        // the last step from it.
+        t.last_ip = attempt.client_ip.filter(|_| attempt.linger).map(str::to_string);
         Some(Via::Token(i))
     } else if scratch::take(&mut user.scratch, code) {
         Some(Via::Scratch)
@@ -554,6 +558,30 @@ mod tests {
             gate(&m, &too_late, p).verify(attempt(&code, None)).unwrap(),
             Outcome::Rejected(_)
         ));
+    }
+
+    /// Regression (issue 9.3): a code accepted without linger (the portal) was accepted
+    /// again over Basic from the same address for the whole linger time.
+    #[test]
+    fn a_code_used_without_linger_never_lingers() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let mut p = policy();
+        p.linger = 60;
+        let code = totp_at(clock.0);
+        let portal = Attempt {
+            linger: false,
+            ..attempt(&code, None)
+        };
+        assert!(matches!(
+            gate(&m, &clock, p.clone()).verify(portal).unwrap(),
+            Outcome::Accepted { .. }
+        ));
+        let later = FixedClock(clock.0 + 5);
+        assert_eq!(
+            gate(&m, &later, p).verify(attempt(&code, None)).unwrap(),
+            Outcome::Rejected(Rejection::Replayed)
+        );
     }
 
     #[test]

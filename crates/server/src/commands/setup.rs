@@ -46,6 +46,7 @@ trusted_proxies = ["127.0.0.1/32", "::1/128"] # whose X-Forwarded-*/X-Real-IP/X-
 two_step = true            # password page, then code page; false = one page with both
 log_format = "text"        # text | json
 demo_page = false          # serve a protected demo page at /
+metrics_listen = ""        # Prometheus /metrics on its own listener, e.g. "127.0.0.1:9093"; never on the portal
 # HTTPS in portcullis itself (PEM files, read again when they change, e.g. after certbot):
 # tls_cert = "/etc/letsencrypt/live/app.example.com/fullchain.pem"
 # tls_key = "/etc/letsencrypt/live/app.example.com/privkey.pem"

@@ -118,14 +118,37 @@ pub fn code(base: &str, csrf: &str, rd: &str, user: &str, error: Option<&str>) -
     let body = format!(
         "<h1>Two-step verification</h1>{msg}<p>Signed in as <strong>{user}</strong>. Enter the current code.</p>\
 <form method=\"post\" action=\"{base}/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
-<p class=\"hint\"><a href=\"{base}/logout\">Not you? Sign out</a></p>",
+{logout}",
         msg = message_box(error, None),
         user = escape(user),
         csrf = hidden("csrf", csrf),
         rd = hidden("rd", rd),
         code = code_field(true, SIGN_IN_HINT),
+        logout = logout_form(base, csrf, rd, "Not you? Sign out"),
     );
     page("Verification", &body)
+}
+
+/// A sign-out button: logout is a POST with the CSRF token, so no link or image on
+/// another site can sign anyone out.
+fn logout_form(base: &str, csrf: &str, rd: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{base}/logout\" class=\"hint\">{}{}<button type=\"submit\">{}</button></form>",
+        hidden("csrf", csrf),
+        hidden("rd", rd),
+        escape(label)
+    )
+}
+
+/// `GET /logout`: asks before signing out (a GET changes nothing).
+pub fn logout_confirm(base: &str, csrf: &str, rd: &str) -> String {
+    page(
+        "Sign out",
+        &format!(
+            "<h1>Sign out?</h1><p>You will need your password and a code to sign in again.</p>{}",
+            logout_form(base, csrf, rd, "Sign out")
+        ),
+    )
 }
 
 /// A simple message page with an optional link.
@@ -179,12 +202,13 @@ pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, e
 }
 
 /// The demo's protected page.
-pub fn demo(base: &str, user: &str, groups: &[String]) -> String {
+pub fn demo(base: &str, csrf: &str, user: &str, groups: &[String]) -> String {
     let body = format!(
         "<h1>Protected demo page</h1><p class=\"note\">Hello, <strong>{}</strong>. You passed both factors.</p>\
-<p>Groups: {}</p><p><a href=\"{base}/logout\">Sign out</a></p>",
+<p>Groups: {}</p>{}",
         escape(user),
-        escape(&groups.join(", "))
+        escape(&groups.join(", ")),
+        logout_form(base, csrf, "", "Sign out")
     );
     page("Demo", &body)
 }
@@ -199,7 +223,7 @@ mod tests {
         assert!(login.contains("action=\"/.portcullis/login\""), "{login}");
         let code = code("/.portcullis", "t", "", "bob", None);
         assert!(code.contains("action=\"/.portcullis/login/code\""), "{code}");
-        assert!(code.contains("href=\"/.portcullis/logout\""), "{code}");
+        assert!(code.contains("action=\"/.portcullis/logout\""), "{code}");
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn router(app: Arc<App>) -> Router {
     let mut r = Router::new()
         .route("/login", get(portal::login_page).post(portal::login_submit))
         .route("/login/code", get(portal::code_page).post(portal::code_submit))
-        .route("/logout", get(portal::logout).post(portal::logout))
+        .route("/logout", get(portal::logout_page).post(portal::logout))
         .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit))
         .route(
             "/api/authz/auth-request",
@@ -262,12 +262,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/authz/forward-auth",
             get(forward::forward_auth).head(forward::forward_auth),
         )
-        .route("/api/health", get(web::health))
-        .route("/metrics", get(web::metrics));
+        .route("/api/health", get(web::health));
     if app.config.server.demo_page {
         r = r.route("/", get(portal::demo_page));
     }
     r = r.route("/logout/", post(portal::logout));
+    r = r.layer(axum::middleware::map_response_with_state(app.clone(), web::portal_headers));
     // The gateway's pages live where portal_url says, so they can share a host with an app.
     let base = app.base();
     if !base.is_empty() {
@@ -277,6 +277,14 @@ pub fn router(app: Arc<App>) -> Router {
         r = r.fallback(proxy::handle);
     }
     r.with_state(app)
+}
+
+/// The metrics listener's routes (`[server] metrics_listen`): never on the portal.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(web::metrics))
+        .route("/api/health", get(web::health))
+        .with_state(app)
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
@@ -314,6 +322,23 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 .with_context(|| format!("[apache] fastcgi_listen: cannot listen on {fcgi}"))?;
             tracing::info!(addr = %fcgi, "FastCGI authorizer for mod_authnz_fcgi listening");
             tokio::spawn(apache::serve(app.clone(), fcgi_listener));
+        }
+        let metrics = app.config.server.metrics_listen.clone();
+        if !metrics.is_empty() {
+            let metrics_listener = tokio::net::TcpListener::bind(&metrics)
+                .await
+                .with_context(|| format!("[server] metrics_listen: cannot listen on {metrics}"))?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            if !metrics_addr.ip().is_loopback() {
+                tracing::warn!(addr = %metrics_addr, "metrics are served beyond loopback: firewall the port");
+            }
+            tracing::info!(addr = %metrics_addr, "metrics listening");
+            let routes = metrics_router(app.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics_listener, routes).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
         }
         let socket = app.config.apache.check_socket.clone();
         if !socket.is_empty() {

@@ -314,14 +314,36 @@ pub async fn code_submit(
     }
 }
 
-/// `GET|POST /logout`: revokes the session server-side and clears the cookie.
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
+/// `GET /logout`: a confirmation page whose button posts the sign-out.
+pub async fn logout_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let body = html::logout_confirm(app.base(), &app.csrf_token(&nonce), &q.rd);
+    page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+/// The sign-out form.
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rd: String,
+}
+
+/// `POST /logout`: ends the session, only with the CSRF token and from the portal's own
+/// origin (a cross-site form or an image cannot sign anyone out).
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
+    if !app.csrf_ok(&headers, &form.csrf) {
+        let (nonce, cookie) = csrf_nonce(&app, &headers);
+        let body = html::logout_confirm(app.base(), &app.csrf_token(&nonce), &form.rd);
+        return page(StatusCode::FORBIDDEN, body, cookie.into_iter().collect());
+    }
     if let Some(id) = app.session_cookie(&headers)
         && let Err(e) = app.sessions.revoke(id)
     {
         tracing::error!(error = %e, "cannot revoke a session");
     }
-    let back = format!("{}/login?rd={}", app.base(), super::web::query_escape(&q.rd));
+    let back = format!("{}/login?rd={}", app.base(), super::web::query_escape(&form.rd));
     page(
         StatusCode::OK,
         html::message(
@@ -341,7 +363,9 @@ pub async fn demo_page(
 ) -> Response {
     match app.current_session(&headers, ip) {
         Some(s) if s.level == Level::TwoFactor => {
-            page(StatusCode::OK, html::demo(app.base(), &s.user, &s.groups), vec![])
+            let (nonce, cookie) = csrf_nonce(&app, &headers);
+            let body = html::demo(app.base(), &app.csrf_token(&nonce), &s.user, &s.groups);
+            page(StatusCode::OK, body, cookie.into_iter().collect())
         }
         _ => {
             let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));

@@ -273,6 +273,21 @@ pub fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Resp
     r
 }
 
+/// Headers on every answer of the gateway's own routes (not the app's in proxy mode):
+/// `nosniff`, and HSTS when portcullis serves TLS itself (a year; subdomains are left to
+/// the operator, who knows whether they all speak HTTPS).
+pub async fn portal_headers(State(app): State<Arc<App>>, mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if app.config.server.tls_cert.is_some() {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    r
+}
+
 fn no_store(r: &mut Response) {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -84,7 +84,8 @@ async function codeStep(page, code) {
 }
 
 async function signOut(page, what) {
-  await page.getByRole('link', { name: 'Sign out' }).click();
+  // Sign-out is a button (a POST with the CSRF token), never a link.
+  await page.getByRole('button', { name: 'Sign out' }).click();
   await expectPath(page, '/logout', what);
   await expectText(page, 'You are signed out', what);
 }

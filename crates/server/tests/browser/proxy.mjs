@@ -70,6 +70,8 @@ async function main() {
 
   // 4. Signing out locks the app again.
   await page.goto(`${app}${base}/logout`);
+  await expectText(page, 'Sign out?', 'the sign-out confirmation');
+  await page.getByRole('button', { name: 'Sign out' }).click();
   await expectText(page, 'You are signed out', 'sign out');
   await page.goto(`${app}/page`);
   await expectPath(page, `${base}/login`, 'the app after signing out');

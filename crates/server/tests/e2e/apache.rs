@@ -219,7 +219,7 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
     assert_eq!(curl(&["-H", &forged, &page]).status, 302);
 
     // Logout ends it for Apache too.
-    browser.get(&gw.url("/logout"), &[]);
+    browser.logout_at(&gw.url(""));
     let r = browser.get(&page, &[]);
     assert_eq!(r.status, 302, "{}", r.body);
     assert!(!gw.log_text().contains("correct horse"));

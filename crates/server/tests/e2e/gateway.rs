@@ -188,6 +188,8 @@ fn one_page_login_scratch_codes_health_and_metrics() {
         .to_string();
     env.loopback_portal(free_port());
     env.set("server", "two_step", "false");
+    let metrics_port = free_port();
+    env.set("server", "metrics_listen", &format!("\"127.0.0.1:{metrics_port}\""));
     let gw = env.serve();
     let b = Browser::new(&env, "fay");
     let page = b.get(&gw.url("/login"), &[]);
@@ -214,7 +216,9 @@ fn one_page_login_scratch_codes_health_and_metrics() {
     assert_eq!(r.header("location"), Some(gw.url("/").as_str()));
     let health = curl(&[&gw.url("/api/health")]);
     assert_eq!((health.status, health.body.as_str()), (200, "{\"status\":\"ok\"}"));
-    let m = curl(&[&gw.url("/metrics")]).body;
+    // Issue 9.5: metrics live on their own listener, never on the portal.
+    assert_eq!(curl(&[&gw.url("/metrics")]).status, 404, "metrics on the public portal");
+    let m = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]).body;
     for needle in [
         "portcullis_auth_successes_total 2",
         "portcullis_sessions 1",

@@ -369,6 +369,13 @@ impl Browser {
             })
     }
 
+    /// Signs out through the portal under `portal`: the confirmation page, then its form.
+    pub fn logout_at(&self, portal: &str) -> Reply {
+        let page = self.get(&format!("{portal}/logout"), &[]);
+        assert_eq!(page.status, 200, "{}", page.body);
+        self.post(&format!("{portal}/logout"), &[("csrf", &page.csrf())])
+    }
+
     /// Password step then code step through the portal, from a fresh cookie jar; returns
     /// the final reply.
     pub fn login(&self, gw: &Server, user: &str, password: &str, code: &str, rd: &str) -> Reply {

@@ -269,7 +269,7 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
 
     // Logout revokes the session server-side: a copied cookie stops working.
     let session = browser.cookie("portcullis_session").unwrap();
-    let r = browser.get(&gw.url("/logout"), &[]);
+    let r = browser.logout_at(&gw.url(""));
     assert_eq!(r.status, 200);
     let copied = curl(&["-H", &format!("Cookie: portcullis_session={session}"), &page]);
     assert_eq!(copied.status, 302, "a logged-out cookie still opened the page");

@@ -368,3 +368,57 @@ fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
     assert_eq!(status, 1, "{out}");
     assert!(out.contains("already used") || out.contains("replay"), "the enrolled key is in use: {out}");
 }
+
+/// Issue 9.4: `GET /logout` and a cross-origin `POST /logout` without the token ended the
+/// session, so a link or an image on any site signed people out.
+#[test]
+fn logout_needs_a_post_with_the_csrf_token_from_the_portal() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("lou", "pw-lou", &[]));
+    let gw = gateway_with(&env, "");
+    let b = Browser::new(&env, "lou");
+    settle(5);
+    let r = b.login(&gw, "lou", "pw-lou", &code_now(&env, &secret), "http://app.example.test/");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let session = b.cookie("portcullis_session").unwrap();
+    let signed_in = || {
+        curl(&[
+            "-H",
+            "X-Original-URL: http://app.example.test/",
+            "-H",
+            &format!("Cookie: portcullis_session={session}"),
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    assert_eq!(signed_in(), 200);
+    // A link or an image: GET only asks.
+    let r = b.get(&gw.url("/logout"), &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Sign out?"), "{}", r.body);
+    assert_eq!(signed_in(), 200, "GET /logout signed out");
+    // A cross-site form: no token, or the token with another origin.
+    let r = curl(&[
+        "-H",
+        &format!("Cookie: portcullis_session={session}"),
+        "-H",
+        "Origin: https://evil.example",
+        "--data",
+        "rd=",
+        &gw.url("/logout"),
+    ]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let confirm = b.get(&gw.url("/logout"), &[]);
+    let r = b.get(
+        &gw.url("/logout"),
+        &["-H", "Origin: https://evil.example", "--data-urlencode", &format!("csrf={}", confirm.csrf())],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(signed_in(), 200, "a cross-site POST signed out");
+    // The portal's own form does.
+    let r = b.logout_at(&gw.url(""));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("You are signed out"), "{}", r.body);
+    assert_eq!(signed_in(), 401);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+}

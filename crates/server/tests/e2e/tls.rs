@@ -91,6 +91,10 @@ fn https_gateway_serves_portal_and_proxied_app_and_reloads_a_renewed_certificate
         set_cookie.contains("; Secure") && set_cookie.contains("HttpOnly"),
         "{set_cookie}"
     );
+    // Issue 9.11: HSTS and nosniff on the portal's answers when portcullis serves TLS.
+    let login = browser.get(&format!("{portal}/login"), &[]);
+    assert_eq!(login.header("strict-transport-security"), Some("max-age=31536000"));
+    assert_eq!(login.header("x-content-type-options"), Some("nosniff"));
     let r = browser.get(&page, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     let seen_by_app: serde_json::Value = serde_json::from_str(&r.body).unwrap();
