@@ -8,6 +8,7 @@ pub mod check;
 mod forward;
 mod html;
 mod metrics;
+mod pace;
 mod portal;
 mod proxy;
 mod tls;
@@ -60,6 +61,8 @@ pub struct App {
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
     pub login_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a real password check takes, so a banned attempt is answered as slowly.
+    pub pace: pace::Pace,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
     /// Time.
@@ -120,6 +123,7 @@ impl App {
             policy: Policy::from_config(&config),
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            pace: pace::Pace::seeded(),
             clock: SystemClock,
             upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
@@ -229,10 +233,23 @@ impl App {
         let result = match cost {
             Cost::Cheap => decide(),
             Cost::Io => tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed),
-            Cost::Hash => match self.with_login_slot(decide).await {
-                Some(r) => r,
-                None => return Err(503),
-            },
+            Cost::Hash => {
+                let timed = move || {
+                    let t = std::time::Instant::now();
+                    (decide(), t.elapsed())
+                };
+                let Some((result, took)) = self.with_login_slot(timed).await else {
+                    return Err(503);
+                };
+                let banned = matches!(&result, Ok((_, Some(e))) if e.failure == Some("banned"));
+                if banned {
+                    // Outside the slot: a flood of banned attempts costs time, not slots.
+                    self.pace.wait(took).await;
+                } else {
+                    self.pace.record(took);
+                }
+                result
+            }
         };
         let (decision, event) = result.map_err(|e| {
             tracing::error!(error = %e, "authorization failed; refusing");

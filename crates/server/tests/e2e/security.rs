@@ -422,3 +422,43 @@ fn logout_needs_a_post_with_the_csrf_token_from_the_portal() {
     assert_eq!(signed_in(), 401);
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
 }
+
+/// Issue 9.6: a banned attempt had the same status and text as a checked wrong password but
+/// came back in under a millisecond against ~30 ms, so a ban was recognisable by its speed.
+/// (A ratio of two durations measured side by side; the pause is a sleep, so it cannot be
+/// shorter than asked, whatever the machine's load.)
+#[test]
+fn a_banned_login_is_answered_at_the_pace_of_a_checked_one() {
+    let env = Env::new("");
+    env.add_user("pat", "pw-pat", &[]);
+    env.loopback_portal(free_port());
+    env.set("regulation", "max_retries", "3");
+    env.set("lockout", "max_failures", "0");
+    let gw = env.serve();
+    let b = Browser::new(&env, "pat");
+    let page = b.get(&gw.url("/login"), &[]);
+    let token = page.csrf();
+    let attempt = || {
+        let started = std::time::Instant::now();
+        let r = b.post(
+            &gw.url("/login"),
+            &[("csrf", token.as_str()), ("username", "pat"), ("password", "wrong")],
+        );
+        (started.elapsed(), r)
+    };
+    let checked: Vec<_> = (0..3).map(|_| attempt()).collect();
+    let banned: Vec<_> = (0..4).map(|_| attempt()).collect();
+    assert!(gw.log_text().contains("reason=\"banned\""), "no ban happened:\n{}", gw.log_text());
+    for (_, r) in checked.iter().chain(&banned) {
+        assert_eq!(r.status, 401);
+        assert!(r.body.contains("not correct"), "{}", r.body);
+    }
+    let mut checked_times: Vec<_> = checked.iter().map(|(d, _)| *d).collect();
+    checked_times.sort();
+    let typical = checked_times[1];
+    let fastest_ban = banned.iter().map(|(d, _)| *d).min().unwrap();
+    assert!(
+        fastest_ban * 2 >= typical,
+        "a ban answered in {fastest_ban:?} against {typical:?} for a checked password"
+    );
+}
