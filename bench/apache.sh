@@ -118,7 +118,7 @@ done
 loads=""
 for m in mpm_event:mod_mpm_event authn_core:mod_authn_core authz_core:mod_authz_core \
   auth_basic:mod_auth_basic authz_user:mod_authz_user authnz_fcgi:mod_authnz_fcgi \
-  authnz_external:mod_authnz_external mime:mod_mime dir:mod_dir unixd:mod_unixd; do
+  authnz_external:mod_authnz_external mime:mod_mime dir:mod_dir unixd:mod_unixd headers:mod_headers; do
   loads+="<IfModule !${m%%:*}_module>
 LoadModule ${m%%:*}_module $MODULES/${m#*:}.so
 </IfModule>

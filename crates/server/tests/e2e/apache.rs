@@ -24,7 +24,7 @@ fn snippets(dir: &Path, env: &Env, fcgi_port: u16) {
 }
 
 /// The application: prints the identity Apache hands a CGI program.
-const WHO: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=[%s] groups=[%s] auth=[%s]\\n' \"$REMOTE_USER\" \"$PORTCULLIS_GROUPS\" \"$AUTH_TYPE\"\n";
+const WHO: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=[%s] groups=[%s] auth=[%s] cookie=[%s]\\n' \"$REMOTE_USER\" \"$PORTCULLIS_GROUPS\" \"$AUTH_TYPE\" \"$HTTP_COOKIE\"\n";
 
 /// Makes the test's files reachable for Apache's unprivileged user (www-data): the CGI
 /// programs and, for mod_authnz_external, `portcullis check` reading the config and store.
@@ -88,6 +88,7 @@ fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
         ("log_config_module", "mod_log_config.so"),
         ("unixd_module", "mod_unixd.so"),
         ("cgi_module", "mod_cgi.so"),
+        ("headers_module", "mod_headers.so"),
     ];
     let site = format!(
         r#"TypesConfig /etc/mime.types
@@ -185,6 +186,17 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
             .iter()
             .all(|(k, _)| !k.to_ascii_lowercase().starts_with("variable-"))
     );
+    // Issue 9.10: the application never sees the gateway's cookies.
+    let session = browser.cookie("portcullis_session").unwrap();
+    for (cookie, expected) in [
+        (format!("portcullis_session={session}"), "cookie=[]"),
+        (format!("a=1; portcullis_session={session}; portcullis_csrf=x; b=2"), "cookie=[a=1; b=2]"),
+        (format!("portcullis_session={session}; c=3"), "cookie=[c=3]"),
+    ] {
+        let r = curl(&["-H", &format!("Cookie: {cookie}"), &page]);
+        assert_eq!(r.status, 200, "{cookie}: {}\n{}", r.body, apache.error_log());
+        assert!(r.body.contains(expected), "{cookie}: {}", r.body);
+    }
     let r = browser.get(&apache.url("/index.html"), &[]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("static secret page"));
