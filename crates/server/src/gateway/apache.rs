@@ -90,7 +90,13 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
         .or(req.param("SERVER_NAME"))
         .unwrap_or("")
         .to_ascii_lowercase();
-    let uri = req.param("REQUEST_URI").unwrap_or("/").to_string();
+    let uri = match origin_form(req.param("REQUEST_URI").unwrap_or("/"), &host) {
+        Some(u) => u.to_string(),
+        None => {
+            app.metrics.decision(4, started.elapsed());
+            return status_only(400);
+        }
+    };
     let decided = if role == Role::Authorizer {
         authorize(app, req, client_ip, &method, &host, &uri, started).await
     } else {
@@ -104,6 +110,26 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
     let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
     app.metrics.decision(kind, started.elapsed());
     out
+}
+
+/// The path and query of REQUEST_URI. Apache passes an absolute-form target
+/// (`GET http://host/x`) on as it came, after routing on its host and making that host
+/// HTTP_HOST; so the authority must be `host`, and only its path is judged. `None`: unusable.
+fn origin_form<'u>(uri: &'u str, host: &str) -> Option<&'u str> {
+    let lower = uri.get(..8).unwrap_or(uri).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &uri[7..]
+    } else if lower.starts_with("https://") {
+        &uri[8..]
+    } else {
+        return Some(uri);
+    };
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(at);
+    if !authority.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    Some(if path.is_empty() { "/" } else { path })
 }
 
 /// Cookie mode and Basic mode: Apache asks who the client is.
@@ -230,6 +256,21 @@ fn cookie<'c>(header: &'c str, name: &str) -> Option<&'c str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod origin_form_tests {
+    use super::origin_form;
+
+    #[test]
+    fn absolute_form_targets_keep_only_their_path_and_must_name_the_host() {
+        assert_eq!(origin_form("/a?b", "h"), Some("/a?b"));
+        assert_eq!(origin_form("http://h:80/a?b", "h:80"), Some("/a?b"));
+        assert_eq!(origin_form("HTTPS://H/x", "h"), Some("/x"));
+        assert_eq!(origin_form("http://h", "h"), Some("/"));
+        assert_eq!(origin_form("http://other/x", "h"), None);
+        assert_eq!(origin_form("http://h@other/x", "h"), None);
+    }
 }
 
 #[cfg(test)]

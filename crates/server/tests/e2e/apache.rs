@@ -169,6 +169,14 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
         Some(gw.url(&format!("/login?rd={}", urlencode(&page))).as_str())
     );
     assert_eq!(curl(&[&apache.url("/index.html")]).status, 302);
+    // Issue 9.1's class: an absolute-form target names the host; Apache routes on it and
+    // hands it on as HTTP_HOST, so portcullis judges that host, not the Host header's.
+    let r = curl(&["--request-target", &page, "-H", "Host: public.example.test", &apache.url("/")]);
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(gw.url(&format!("/login?rd={}", urlencode(&page))).as_str())
+    );
 
     // After login the page is served and the application sees the user and groups.
     settle(8);

@@ -78,6 +78,19 @@ fn caddy_forward_auth_redirects_logs_in_and_passes_identity() {
     assert_eq!(r.header("location"), Some(want.as_str()));
     let r = curl(&[&page]);
     assert_eq!(r.status, 401, "a client that is not a browser is challenged");
+    // Issue 9.1's class: Caddy routes an absolute-form target on its host and reports that
+    // host to portcullis, whatever the Host header says.
+    let r = curl(&[
+        "--request-target",
+        &page,
+        "-H",
+        "Host: public.example.test",
+        "-H",
+        "Accept: text/html",
+        &format!("http://127.0.0.1:{front}/"),
+    ]);
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(r.header("location"), Some(want.as_str()));
 
     // A bypassed path: a spoofed identity header does not reach the application.
     let r = curl(&[
