@@ -234,7 +234,7 @@ mod tests {
             code("", evil, evil, evil, Some(evil)),
             message(evil, evil, Some((evil, evil))),
             enroll(evil, evil, None, None, Some(evil)),
-            demo("", evil, &[evil.to_string()]),
+            demo("", "t", evil, &[evil.to_string()]),
         ] {
             assert!(!html.contains("<script>"), "{html}");
         }
