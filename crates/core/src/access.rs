@@ -84,9 +84,14 @@ pub struct RuleConfig {
     /// Host names: `app.example.com`, or `*.example.com` for any subdomain (not the domain itself).
     #[serde(default, deserialize_with = "one_or_many")]
     pub domain: Vec<String>,
-    /// Regular expressions matched against the normalised path, anchored as written (`^/static/`).
+    /// Regular expressions matched against the normalised path, anchored as written
+    /// (`^/static/`). Case-sensitive, as paths are: `/Admin/` is not `/admin/`.
     #[serde(default, deserialize_with = "one_or_many")]
     pub path: Vec<String>,
+    /// Match `path` ignoring case (for apps on case-insensitive file systems, or that route
+    /// `/Admin` like `/admin`); the same as starting each expression with `(?i)`.
+    #[serde(default)]
+    pub path_ignore_case: bool,
     /// HTTP methods, case-insensitive.
     #[serde(default, deserialize_with = "one_or_many")]
     pub methods: Vec<String>,
@@ -292,7 +297,12 @@ impl Rule {
         let paths = c
             .path
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| RuleError::invalid(key("path"), p, e.to_string())))
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .case_insensitive(c.path_ignore_case)
+                    .build()
+                    .map_err(|e| RuleError::invalid(key("path"), p, e.to_string()))
+            })
             .collect::<Result<_, _>>()?;
         let methods = c
             .methods
@@ -721,6 +731,31 @@ mod tests {
             "/public\\..\\admin",
         ] {
             assert!(ac.policy_for(&req("h", raw), None).is_err(), "{raw}");
+        }
+    }
+
+    /// Issue 9.11: paths are matched case-sensitively unless a rule says otherwise.
+    #[test]
+    fn path_case_is_significant_unless_the_rule_ignores_it() {
+        let ac = AccessControl::new(
+            &rules(
+                r#"
+                [[rules]]
+                path = "^/admin/"
+                policy = "deny"
+                [[rules]]
+                path = "^/wiki/"
+                path_ignore_case = true
+                policy = "deny"
+                "#,
+            ),
+            Policy::Bypass,
+        )
+        .unwrap();
+        assert_eq!(policy(&ac, &req("h", "/admin/x")), Policy::Deny);
+        assert_eq!(policy(&ac, &req("h", "/Admin/x")), Policy::Bypass);
+        for p in ["/wiki/x", "/WIKI/x", "/Wiki/x"] {
+            assert_eq!(policy(&ac, &req("h", p)), Policy::Deny, "{p}");
         }
     }
 

@@ -593,6 +593,7 @@ mod tests {
         RuleConfig {
             domain: Vec::new(),
             path: vec![path.to_string()],
+            path_ignore_case: false,
             methods: Vec::new(),
             networks: Vec::new(),
             users: Vec::new(),

@@ -108,7 +108,12 @@ mod tests {
     }
 
     /// `client_ip` with one XFF value (if any) and one X-Real-IP (if any).
-    fn client(p: &TrustedProxies, peer: IpAddr, xff: Option<&str>, real: Option<&str>) -> Result<IpAddr, ForwardedError> {
+    fn client(
+        p: &TrustedProxies,
+        peer: IpAddr,
+        xff: Option<&str>,
+        real: Option<&str>,
+    ) -> Result<IpAddr, ForwardedError> {
         let xff: Vec<&[u8]> = xff.map(str::as_bytes).into_iter().collect();
         let real: Vec<&[u8]> = real.map(str::as_bytes).into_iter().collect();
         p.client_ip(peer, &xff, &real)
@@ -123,7 +128,10 @@ mod tests {
         // Garbage from a peer we do not believe is not even read.
         assert_eq!(client(&p, attacker, Some("\u{80}"), Some("x")), Ok(attacker));
         let none = TrustedProxies::default();
-        assert_eq!(client(&none, ip("10.0.0.1"), Some("1.1.1.1"), Some("2.2.2.2")), Ok(ip("10.0.0.1")));
+        assert_eq!(
+            client(&none, ip("10.0.0.1"), Some("1.1.1.1"), Some("2.2.2.2")),
+            Ok(ip("10.0.0.1"))
+        );
     }
 
     #[test]
@@ -133,7 +141,10 @@ mod tests {
         let xff = "6.6.6.6, 198.51.100.4, 192.0.2.1";
         assert_eq!(client(&p, ip("10.1.1.1"), Some(xff), None), Ok(ip("198.51.100.4")));
         // All hops trusted: the left-most.
-        assert_eq!(client(&p, ip("10.1.1.1"), Some("10.2.2.2, 192.0.2.1"), None), Ok(ip("10.2.2.2")));
+        assert_eq!(
+            client(&p, ip("10.1.1.1"), Some("10.2.2.2, 192.0.2.1"), None),
+            Ok(ip("10.2.2.2"))
+        );
         // Several headers are one list, in order.
         let values: [&[u8]; 2] = [b"198.51.100.4", b"192.0.2.1"];
         assert_eq!(p.client_ip(ip("10.1.1.1"), &values, &[]), Ok(ip("198.51.100.4")));
@@ -145,7 +156,10 @@ mod tests {
         let proxy = ip("10.0.0.5");
         assert_eq!(client(&p, proxy, None, Some("198.51.100.4")), Ok(ip("198.51.100.4")));
         assert_eq!(client(&p, proxy, None, None), Ok(proxy));
-        assert_eq!(client(&p, proxy, Some("198.51.100.7"), Some("198.51.100.4")), Ok(ip("198.51.100.7")));
+        assert_eq!(
+            client(&p, proxy, Some("198.51.100.7"), Some("198.51.100.4")),
+            Ok(ip("198.51.100.7"))
+        );
         assert_eq!(client(&p, proxy, None, Some("nonsense")), Err(ForwardedError::RealIp));
         let two: [&[u8]; 2] = [b"198.51.100.4", b"198.51.100.5"];
         assert_eq!(p.client_ip(proxy, &[], &two), Err(ForwardedError::RealIp));
@@ -177,7 +191,11 @@ mod tests {
             "1.2.3.4, _hidden",
             "garbage, 198.51.100.4",
         ] {
-            assert_eq!(client(&p, proxy, Some(bad), Some("5.5.5.5")), Err(ForwardedError::ForwardedFor), "{bad:?}");
+            assert_eq!(
+                client(&p, proxy, Some(bad), Some("5.5.5.5")),
+                Err(ForwardedError::ForwardedFor),
+                "{bad:?}"
+            );
         }
     }
 
@@ -186,12 +204,21 @@ mod tests {
         let p = proxies();
         let proxy = ip("::ffff:10.0.0.5");
         assert!(p.trusts(proxy));
-        assert_eq!(client(&p, proxy, Some("  198.51.100.4:5678  "), None), Ok(ip("198.51.100.4")));
+        assert_eq!(
+            client(&p, proxy, Some("  198.51.100.4:5678  "), None),
+            Ok(ip("198.51.100.4"))
+        );
         assert_eq!(client(&p, proxy, Some("\t198.51.100.4"), None), Ok(ip("198.51.100.4")));
         assert_eq!(client(&p, proxy, Some("[2001:db8::7]:80"), None), Ok(ip("2001:db8::7")));
         assert_eq!(client(&p, proxy, Some("[2001:db8::7]"), None), Ok(ip("2001:db8::7")));
-        assert_eq!(client(&p, proxy, Some("2001:db8::7, [fd00::1]:443"), None), Ok(ip("2001:db8::7")));
-        assert_eq!(client(&p, proxy, Some("::ffff:198.51.100.4"), None), Ok(ip("198.51.100.4")));
+        assert_eq!(
+            client(&p, proxy, Some("2001:db8::7, [fd00::1]:443"), None),
+            Ok(ip("2001:db8::7"))
+        );
+        assert_eq!(
+            client(&p, proxy, Some("::ffff:198.51.100.4"), None),
+            Ok(ip("198.51.100.4"))
+        );
         assert_eq!(client(&p, ip("::ffff:203.0.113.9"), None, None), Ok(ip("203.0.113.9")));
         assert_eq!(
             client(&p, proxy, Some("198.51.100.4, ::ffff:192.0.2.1"), None),

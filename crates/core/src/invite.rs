@@ -148,11 +148,17 @@ pub fn check_store_contract(store: &dyn InviteStore, fresh: &dyn Fn() -> Token) 
     let old = store.create("carol", T0 + 3600).unwrap_or_default();
     let new = store.create("carol", T0 + 3600).unwrap_or_default();
     let dave = store.create("dave", T0 + 3600).unwrap_or_default();
-    assert!(matches!(store.open(&old, T0, fresh()), Ok(None)), "an older link survived a newer one");
+    assert!(
+        matches!(store.open(&old, T0, fresh()), Ok(None)),
+        "an older link survived a newer one"
+    );
     assert!(matches!(store.open(&new, T0, fresh()), Ok(Some((_, true)))));
     assert!(matches!(store.consume(&new), Ok(true)));
     assert!(matches!(store.open(&new, T0, fresh()), Ok(None)));
-    assert!(matches!(store.open(&dave, T0, fresh()), Ok(Some(_))), "another user's link was revoked");
+    assert!(
+        matches!(store.open(&dave, T0, fresh()), Ok(Some(_))),
+        "another user's link was revoked"
+    );
 }
 
 #[cfg(test)]

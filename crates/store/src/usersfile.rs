@@ -423,7 +423,14 @@ mod tests {
     }
 
     /// `check` at time `now` (the store's clock must say the same) under `policy`.
-    fn check_at(s: &UsersFileStore, now: i64, policy: Policy, user: &str, password: Option<&str>, code: &str) -> Outcome {
+    fn check_at(
+        s: &UsersFileStore,
+        now: i64,
+        policy: Policy,
+        user: &str,
+        password: Option<&str>,
+        code: &str,
+    ) -> Outcome {
         let clock = FixedClock(now);
         let gate = Gate {
             directory: s,
@@ -583,14 +590,20 @@ mod tests {
         assert_eq!(text.split_whitespace().nth(5), Some("4294967295"), "{text}");
         assert!(s.user("bob").unwrap().unwrap().locked);
         let code0 = hotp(&key(), 0, 6, Algorithm::Sha1);
-        assert_eq!(check_at(&s, NOW, no_limit.clone(), "bob", None, &code0), Outcome::Rejected(Rejection::Locked));
+        assert_eq!(
+            check_at(&s, NOW, no_limit.clone(), "bob", None, &code0),
+            Outcome::Rejected(Rejection::Locked)
+        );
         s.update("bob", &mut |u| {
             u.locked = false;
             u.failures = 0;
             true
         })
         .unwrap();
-        assert!(matches!(check_at(&s, NOW, no_limit, "bob", None, &code0), Outcome::Accepted { .. }));
+        assert!(matches!(
+            check_at(&s, NOW, no_limit, "bob", None, &code0),
+            Outcome::Accepted { .. }
+        ));
     }
 
     /// Regression (issue 10.5): two identical lines were two tokens with two replay states,
@@ -603,8 +616,15 @@ mod tests {
             let (s, path) = store(dir.path(), &format!("{line}{line}"), dialect);
             assert_eq!(s.user("carol").unwrap().unwrap().tokens.len(), 1, "{dialect:?}");
             let code = portcullis_otp::totp(&key(), NOW, 30, 6, Algorithm::Sha1);
-            assert!(matches!(check(&s, "carol", None, &code), Outcome::Accepted { .. }), "{dialect:?}");
-            assert_eq!(check(&s, "carol", None, &code), Outcome::Rejected(Rejection::Replayed), "{dialect:?}");
+            assert!(
+                matches!(check(&s, "carol", None, &code), Outcome::Accepted { .. }),
+                "{dialect:?}"
+            );
+            assert_eq!(
+                check(&s, "carol", None, &code),
+                Outcome::Rejected(Rejection::Replayed),
+                "{dialect:?}"
+            );
             let text = std::fs::read_to_string(&path).unwrap();
             let lines: Vec<&str> = text.lines().collect();
             assert!(lines[0].contains(code.as_str()), "{dialect:?}: {text}");
@@ -634,7 +654,10 @@ mod tests {
         let text = format!("HOTP/T30 erin 1111 {KEY_HEX}\nHOTP/T30 erin 2222 {other}\n");
         let (s, path) = store(dir.path(), &text, Dialect::PamOath);
         let code = portcullis_otp::totp(&key(), NOW, 30, 6, Algorithm::Sha1);
-        assert!(matches!(check(&s, "erin", Some("1111"), &code), Outcome::Accepted { .. }));
+        assert!(matches!(
+            check(&s, "erin", Some("1111"), &code),
+            Outcome::Accepted { .. }
+        ));
         let after = std::fs::read_to_string(&path).unwrap();
         let pins: Vec<&str> = after.lines().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
         assert_eq!(pins, ["1111", "2222"], "{after}");
@@ -659,7 +682,11 @@ mod tests {
         assert!(matches!(first, Outcome::Accepted { .. }), "{first:?}");
         for later in [t0 + 1, t0 + 35, t0 + 70, t0 + 75] {
             let again = check_at(&at(later), later, wide.clone(), "dave", None, &code);
-            assert!(!matches!(again, Outcome::Accepted { .. }), "accepted again at +{}: {again:?}", later - t0);
+            assert!(
+                !matches!(again, Outcome::Accepted { .. }),
+                "accepted again at +{}: {again:?}",
+                later - t0
+            );
         }
     }
 }

@@ -381,7 +381,11 @@ mod tests {
         fs::write(&lock, b"").unwrap();
         let theirs = fs::metadata(&lock).unwrap().ino();
         drop(writer);
-        assert_eq!(fs::metadata(&lock).unwrap().ino(), theirs, "removed another's lock file");
+        assert_eq!(
+            fs::metadata(&lock).unwrap().ino(),
+            theirs,
+            "removed another's lock file"
+        );
     }
 
     #[test]

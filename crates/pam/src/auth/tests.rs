@@ -350,7 +350,12 @@ fn usersfile_lines_with_a_pin_need_the_pin_before_the_code() {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let args = vec![format!("usersfile={}", path.display()), "window=1".into()];
     let mut p = pam("pinuser", &[&code(NOW)]);
-    assert_eq!(run(&args, &mut p), Verdict::Failure, "the bare code passed: {:?}", p.logs);
+    assert_eq!(
+        run(&args, &mut p),
+        Verdict::Failure,
+        "the bare code passed: {:?}",
+        p.logs
+    );
     let mut p = pam("pinuser", &[&format!("1234{}", code(NOW))]);
     assert_eq!(run(&args, &mut p), Verdict::Failure, "a wrong PIN passed: {:?}", p.logs);
     assert!(p.logs[0].contains("wrong_password"), "{:?}", p.logs);

@@ -133,7 +133,10 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::UnixListener) {
                 return;
             };
             let worker = app.clone();
-            let ok = app.with_login_slot(move || decide(&worker, check)).await.unwrap_or(false);
+            let ok = app
+                .with_login_slot(move || decide(&worker, check))
+                .await
+                .unwrap_or(false);
             let _ = conn.write_all(if ok { b"ok\n" } else { b"no\n" }).await;
         });
     }

@@ -284,7 +284,10 @@ pub fn router(app: Arc<App>) -> Router {
         r = r.route("/", get(portal::demo_page));
     }
     r = r.route("/logout/", post(portal::logout));
-    r = r.layer(axum::middleware::map_response_with_state(app.clone(), web::portal_headers));
+    r = r.layer(axum::middleware::map_response_with_state(
+        app.clone(),
+        web::portal_headers,
+    ));
     // The gateway's pages live where portal_url says, so they can share a host with an app.
     let base = app.base();
     if !base.is_empty() {

@@ -63,7 +63,10 @@ mod tests {
             pace.record(Duration::from_millis(40));
         }
         let wait = pace.remaining(Duration::ZERO);
-        assert!(wait >= Duration::from_millis(35) && wait <= Duration::from_millis(49), "{wait:?}");
+        assert!(
+            wait >= Duration::from_millis(35) && wait <= Duration::from_millis(49),
+            "{wait:?}"
+        );
         assert!(pace.remaining(Duration::from_millis(30)) <= Duration::from_millis(19));
         assert_eq!(pace.remaining(Duration::from_secs(1)), Duration::ZERO);
     }

@@ -365,11 +365,7 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Form(form):
 }
 
 /// `GET /` when `[server] demo_page = true`: a page protected by the gateway itself.
-pub async fn demo_page(
-    State(app): State<Arc<App>>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-) -> Response {
+pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
     match app.current_session(&headers, ip) {
         Some(s) if s.level == Level::TwoFactor => {
             let (nonce, cookie) = csrf_nonce(&app, &headers);

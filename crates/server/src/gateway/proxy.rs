@@ -244,7 +244,11 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
         Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
         _ => f.client_ip.to_string(),
     };
-    let spoofed: Vec<HeaderName> = h.keys().filter(|n| is_identity(n) || is_address_claim(n)).cloned().collect();
+    let spoofed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_identity(n) || is_address_claim(n))
+        .cloned()
+        .collect();
     for name in spoofed {
         h.remove(name);
     }
@@ -271,7 +275,11 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
         IpAddr::V4(ip) => ip.to_string(),
         IpAddr::V6(ip) => format!("\"[{ip}]\""),
     };
-    set(h, header::FORWARDED, &format!("for={node};host=\"{}\";proto={}", f.host, f.scheme));
+    set(
+        h,
+        header::FORWARDED,
+        &format!("for={node};host=\"{}\";proto={}", f.host, f.scheme),
+    );
     if let Some(id) = identity {
         set(h, names::REMOTE_USER, &id.user);
         set(h, names::REMOTE_GROUPS, &id.groups.join(","));

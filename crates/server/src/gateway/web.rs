@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use portcullis_core::client::ForwardedError;
+use sha2::Sha256;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -23,7 +23,9 @@ impl axum::extract::FromRequestParts<Arc<App>> for ClientIp {
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or_else(|| status(500))?;
-        app.client_ip(peer, &parts.headers).map(ClientIp).map_err(bad_forwarding)
+        app.client_ip(peer, &parts.headers)
+            .map(ClientIp)
+            .map_err(bad_forwarding)
     }
 }
 

@@ -171,7 +171,13 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
     assert_eq!(curl(&[&apache.url("/index.html")]).status, 302);
     // Issue 9.1's class: an absolute-form target names the host; Apache routes on it and
     // hands it on as HTTP_HOST, so portcullis judges that host, not the Host header's.
-    let r = curl(&["--request-target", &page, "-H", "Host: public.example.test", &apache.url("/")]);
+    let r = curl(&[
+        "--request-target",
+        &page,
+        "-H",
+        "Host: public.example.test",
+        &apache.url("/"),
+    ]);
     assert_eq!(r.status, 302, "{}", r.body);
     assert_eq!(
         r.header("location"),
@@ -198,7 +204,10 @@ fn apache_cookie_mode_login_identity_logout_replay_and_forgery() {
     let session = browser.cookie("portcullis_session").unwrap();
     for (cookie, expected) in [
         (format!("portcullis_session={session}"), "cookie=[]"),
-        (format!("a=1; portcullis_session={session}; portcullis_csrf=x; b=2"), "cookie=[a=1; b=2]"),
+        (
+            format!("a=1; portcullis_session={session}; portcullis_csrf=x; b=2"),
+            "cookie=[a=1; b=2]",
+        ),
         (format!("portcullis_session={session}; c=3"), "cookie=[c=3]"),
     ] {
         let r = curl(&["-H", &format!("Cookie: {cookie}"), &page]);

@@ -113,7 +113,11 @@ fn caddy_forward_auth_redirects_logs_in_and_passes_identity() {
     // Issue 9.9: the underscore spelling of an identity header never reaches the app.
     let r = b.get(&page, &["-H", "Remote_User: mallory", "-H", "Remote_Groups: admins"]);
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("user=[kim]") && r.body.contains("underscore=[]"), "{}", r.body);
+    assert!(
+        r.body.contains("user=[kim]") && r.body.contains("underscore=[]"),
+        "{}",
+        r.body
+    );
     let r = curl(&[
         "-H",
         "Remote_User: mallory",
@@ -125,7 +129,10 @@ fn caddy_forward_auth_redirects_logs_in_and_passes_identity() {
     for (cookie, expected) in [
         (format!("portcullis_session={session}"), "cookie=[]"),
         (format!("portcullis_session={session}; a=1"), "cookie=[a=1]"),
-        (format!("a=1; portcullis_session={session}; portcullis_csrf=x; b=2"), "cookie=[a=1; b=2]"),
+        (
+            format!("a=1; portcullis_session={session}; portcullis_csrf=x; b=2"),
+            "cookie=[a=1; b=2]",
+        ),
     ] {
         let r = curl(&["-H", &format!("Cookie: {cookie}"), &page]);
         assert_eq!(r.status, 200, "{cookie}: {}", r.body);
@@ -135,7 +142,10 @@ fn caddy_forward_auth_redirects_logs_in_and_passes_identity() {
     // HTTP Basic through Caddy: accepted, and the application never sees the credentials.
     // The portal's code is used up (issue 9.3): Basic takes the next step's.
     let next = env
-        .ok(&["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()], None)
+        .ok(
+            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
+            None,
+        )
         .trim()
         .to_string();
     let basic = curl(&["-u", &format!("kim:pw{next}"), &page]);
@@ -159,5 +169,8 @@ fn traefik_middleware_points_at_the_forward_auth_endpoint_with_identity_headers(
         // Issue 9.9: the underscore spelling is emptied after the check.
         assert!(text.contains(&format!("{}: \"\"", h.replace('-', "_"))), "{h}");
     }
-    assert!(text.contains("- portcullis\n") && text.contains("- portcullis-strip"), "{text}");
+    assert!(
+        text.contains("- portcullis\n") && text.contains("- portcullis-strip"),
+        "{text}"
+    );
 }

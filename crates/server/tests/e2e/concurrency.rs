@@ -47,19 +47,43 @@ fn one_code_is_accepted_once_across_processes_sqlite() {
 /// Returns how many of the verifiers accepted.
 fn race_on_users_file(env: &Env, secret_b32: &str, counter: u64, other: &str, other_code: &str) -> usize {
     let code = env.ok(
-        &["otp", "code", "--secret", secret_b32, "--type", "hotp", "--counter", &counter.to_string()],
+        &[
+            "otp",
+            "code",
+            "--secret",
+            secret_b32,
+            "--type",
+            "hotp",
+            "--counter",
+            &counter.to_string(),
+        ],
         None,
     );
     let code = code.trim();
     let mut verifiers = Vec::new();
     let mut others = Vec::new();
     for i in 0..12 {
-        verifiers.push(env.command(&["verify", "u1", code]).stdout(Stdio::null()).spawn().unwrap());
+        verifiers.push(
+            env.command(&["verify", "u1", code])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         if i % 4 == 0 {
-            others.push(env.command(&["user", "show", "f1"]).stdout(Stdio::null()).spawn().unwrap());
+            others.push(
+                env.command(&["user", "show", "f1"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
         }
         if i == 6 {
-            others.push(env.command(&["verify", other, other_code]).stdout(Stdio::null()).spawn().unwrap());
+            others.push(
+                env.command(&["verify", other, other_code])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
         }
     }
     for mut c in others {
@@ -93,15 +117,34 @@ fn one_code_once_on_a_live_users_file(backend: &str) {
         env.set("lockout", "max_failures", "0");
     }
     // PORTCULLIS_RACE_TRIALS raises the count (.ci/run repeats these races with more).
-    let trials: u64 = std::env::var("PORTCULLIS_RACE_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(4);
+    let trials: u64 = std::env::var("PORTCULLIS_RACE_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(4);
     for t in 0..trials {
         // Each trial, filler user f<t> (whose key is key_hex + t) verifies its first code too.
         let other = format!("f{t}");
         let other_key = format!("{key_hex}{t:04x}");
-        let other_b32 = data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
-        let other_code = env.ok(&["otp", "code", "--secret", &other_b32, "--type", "hotp", "--counter", "0"], None);
+        let other_b32 =
+            data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
+        let other_code = env.ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                &other_b32,
+                "--type",
+                "hotp",
+                "--counter",
+                "0",
+            ],
+            None,
+        );
         let accepted = race_on_users_file(&env, secret_b32, t, &other, other_code.trim());
-        assert_eq!(accepted, 1, "{backend}, trial {t}: {accepted} processes accepted one code");
+        assert_eq!(
+            accepted, 1,
+            "{backend}, trial {t}: {accepted} processes accepted one code"
+        );
         // The eleven refused replays count as failures where the format keeps them.
         env.ok(&["user", "unlock", "u1"], None);
     }
@@ -109,13 +152,32 @@ fn one_code_once_on_a_live_users_file(backend: &str) {
     // replayed first code is refused), and u1 is at counter `trials`.
     for t in 0..trials {
         let other_key = format!("{key_hex}{t:04x}");
-        let other_b32 = data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
-        let code = env.ok(&["otp", "code", "--secret", &other_b32, "--type", "hotp", "--counter", "0"], None);
+        let other_b32 =
+            data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
+        let code = env.ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                &other_b32,
+                "--type",
+                "hotp",
+                "--counter",
+                "0",
+            ],
+            None,
+        );
         let (status, out) = env.verify(&format!("f{t}"), None, code.trim());
-        assert_eq!(status, 1, "{backend}: f{t}'s used code accepted again (a lost update): {out}");
+        assert_eq!(
+            status, 1,
+            "{backend}: f{t}'s used code accepted again (a lost update): {out}"
+        );
     }
     let text = std::fs::read_to_string(&path).unwrap();
-    let u1 = text.lines().find(|l| l.split_whitespace().nth(1) == Some("u1")).unwrap();
+    let u1 = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("u1"))
+        .unwrap();
     assert_eq!(u1.split_whitespace().nth(4), Some(trials.to_string().as_str()), "{u1}");
     assert!(!path.with_extension("txt.lock").exists() || backend == "mod_authn_otp");
 }

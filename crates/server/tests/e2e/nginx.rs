@@ -185,7 +185,11 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     assert_eq!(location, gw.url(&format!("/login?rd={}", urlencode(&page))));
     // Every protected location is closed, whatever it serves.
     for (p, status) in [("/", 302), ("/app/x", 302), ("/dav/x", 401)] {
-        assert_eq!(curl(&[&nginx.url(p)]).status, status, "{p} served without authentication");
+        assert_eq!(
+            curl(&[&nginx.url(p)]).status,
+            status,
+            "{p} served without authentication"
+        );
     }
     // The bypass rule serves /public/ without login, and no spoofed identity gets through.
     let r = curl(&[
@@ -463,7 +467,11 @@ fn nginx_absolute_form_target_cannot_borrow_another_hosts_rules() {
         &["-H", &format!("{cookie}; theme=dark; portcullis_csrf=abc; lang=en")],
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("app-site") && r.body.contains("user=[bob]"), "{}", r.body);
+    assert!(
+        r.body.contains("app-site") && r.body.contains("user=[bob]"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("cookie=[theme=dark; lang=en]"), "{}", r.body);
 }
 
@@ -492,7 +500,10 @@ fn nginx_session_cookie_stays_out_of_the_app_and_return_url_is_encoded() {
         (format!("portcullis_session={session}; a=1"), "cookie=[a=1]"),
         (format!("a=1; portcullis_session={session}"), "cookie=[a=1]"),
         (format!("a=1;portcullis_session={session}; b=2"), "cookie=[a=1; b=2]"),
-        (format!("portcullis_csrf=x; portcullis_session={session}; c=3"), "cookie=[c=3]"),
+        (
+            format!("portcullis_csrf=x; portcullis_session={session}; c=3"),
+            "cookie=[c=3]",
+        ),
     ] {
         let r = curl(&["-H", &format!("Cookie: {cookie}"), &nginx.url("/app/x")]);
         assert_eq!(r.status, 200, "{cookie}: {}", r.body);
@@ -500,7 +511,11 @@ fn nginx_session_cookie_stays_out_of_the_app_and_return_url_is_encoded() {
         assert!(!r.body.contains(&session), "{cookie}: {}", r.body);
     }
     // Basic clients' locations drop the cookies too.
-    let r = curl(&["-H", &format!("Cookie: x=1; portcullis_session={session}"), &nginx.url("/dav/x")]);
+    let r = curl(&[
+        "-H",
+        &format!("Cookie: x=1; portcullis_session={session}"),
+        &nginx.url("/dav/x"),
+    ]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("cookie=[x=1]"), "{}", r.body);
 }

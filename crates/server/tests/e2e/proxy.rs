@@ -159,7 +159,10 @@ fn proxy_mode_protects_an_app_with_portal_basic_streaming_and_websocket() {
     // HTTP Basic with password+code: the app sees the user, never the credentials. The
     // portal's code is used up (issue 9.3), so Basic takes the next step's code.
     let code = env
-        .ok(&["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()], None)
+        .ok(
+            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
+            None,
+        )
         .trim()
         .to_string();
     let creds = format!("alice:correct horse{code}");

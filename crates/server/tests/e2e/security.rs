@@ -42,7 +42,11 @@ fn xff_with_a_non_ascii_byte_cannot_make_x_real_ip_reach_a_network_bypass() {
     // A stranger behind Apache (which appends to the client's XFF and passes X-Real-IP on).
     let r = auth_request(&gw, url, &[b"X-Forwarded-For: 203.0.113.9", b"X-Real-IP: 192.168.1.5"]);
     assert_eq!(r.status, 401, "X-Real-IP believed next to an XFF: {}", r.body);
-    let r = auth_request(&gw, url, &[b"X-Forwarded-For: \x80, 203.0.113.9", b"X-Real-IP: 192.168.1.5"]);
+    let r = auth_request(
+        &gw,
+        url,
+        &[b"X-Forwarded-For: \x80, 203.0.113.9", b"X-Real-IP: 192.168.1.5"],
+    );
     assert_eq!(r.status, 400, "{}", r.body);
     let r = auth_request(&gw, url, &[b"X-Forwarded-For: garbage, 203.0.113.9"]);
     assert_eq!(r.status, 400, "{}", r.body);
@@ -56,7 +60,11 @@ fn xff_with_a_non_ascii_byte_cannot_make_x_real_ip_reach_a_network_bypass() {
         b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Forwarded-For: \x80\r\n\r\n",
     );
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(gw.log_text().contains("forwarded client address refused"), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("forwarded client address refused"),
+        "{}",
+        gw.log_text()
+    );
 }
 
 /// Issue 9.7: a second X-Original-URL, X-Forwarded-Host or X-Forwarded-Uri was ignored and
@@ -64,10 +72,7 @@ fn xff_with_a_non_ascii_byte_cannot_make_x_real_ip_reach_a_network_bypass() {
 #[test]
 fn duplicate_headers_describing_the_request_are_refused() {
     let env = Env::new("");
-    let gw = gateway_with(
-        &env,
-        "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
-    );
+    let gw = gateway_with(&env, "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n");
     let url = "http://app.example.test/public/x";
     assert_eq!(auth_request(&gw, url, &[]).status, 200);
     let r = auth_request(&gw, url, &[b"X-Original-URL: http://app.example.test/admin/"]);
@@ -261,7 +266,9 @@ fn a_user_without_a_password_gets_no_one_factor_session_from_the_name_alone() {
         r.header("location"),
         r.body
     );
-    let cookie = b.cookie("portcullis_session").map(|s| format!("Cookie: portcullis_session={s}"));
+    let cookie = b
+        .cookie("portcullis_session")
+        .map(|s| format!("Cookie: portcullis_session={s}"));
     let mut args = vec!["-H", "X-Original-URL: http://app.example.test/"];
     if let Some(c) = &cookie {
         args.extend(["-H", c.as_str()]);
@@ -275,7 +282,11 @@ fn a_user_without_a_password_gets_no_one_factor_session_from_the_name_alone() {
     let page = b.get(&gw.url("/login/code"), &[]);
     let r = b.post(
         &gw.url("/login/code"),
-        &[("csrf", &page.csrf()), ("rd", "http://app.example.test/"), ("code", &code)],
+        &[
+            ("csrf", &page.csrf()),
+            ("rd", "http://app.example.test/"),
+            ("code", &code),
+        ],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let cookie = format!("Cookie: portcullis_session={}", b.cookie("portcullis_session").unwrap());
@@ -289,18 +300,49 @@ fn a_user_without_a_password_gets_no_one_factor_session_from_the_name_alone() {
 #[test]
 fn short_secrets_are_refused_unless_the_token_needs_one() {
     let env = Env::new("");
-    let out = env.run(&["user", "add", "tiny", "--no-password", "--no-terminal-qr", "--secret", "AE"], None);
+    let out = env.run(
+        &[
+            "user",
+            "add",
+            "tiny",
+            "--no-password",
+            "--no-terminal-qr",
+            "--secret",
+            "AE",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--secret is 1 bytes") && err.contains("--short-secret"), "{err}");
+    assert!(
+        err.contains("--secret is 1 bytes") && err.contains("--short-secret"),
+        "{err}"
+    );
     assert!(!env.ok(&["user", "list"], None).contains("tiny"));
     // A 10-byte hardware key with the explicit flag; a full 20-byte key without.
     env.ok(
-        &["user", "add", "hw", "--no-password", "--no-terminal-qr", "--secret", "JBSWY3DPEHPK3PXP", "--short-secret"],
+        &[
+            "user",
+            "add",
+            "hw",
+            "--no-password",
+            "--no-terminal-qr",
+            "--secret",
+            "JBSWY3DPEHPK3PXP",
+            "--short-secret",
+        ],
         None,
     );
     env.ok(
-        &["user", "add", "full", "--no-password", "--no-terminal-qr", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"],
+        &[
+            "user",
+            "add",
+            "full",
+            "--no-password",
+            "--no-terminal-qr",
+            "--secret",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+        ],
         None,
     );
 }
@@ -318,13 +360,20 @@ fn pam_oath_backend_refuses_lockout_it_cannot_keep() {
     let out = env.run(&["config", "check"], None);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lockout.max_failures") && err.contains("max_failures = 0"), "{err}");
+    assert!(
+        err.contains("lockout.max_failures") && err.contains("max_failures = 0"),
+        "{err}"
+    );
     env.set("lockout", "max_failures", "0");
     env.ok(&["config", "check"], None);
     let before = std::fs::read_to_string(&path).unwrap();
     let out = env.run(&["user", "lock", "dave"], None);
     assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lock"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 }
 
@@ -366,7 +415,10 @@ fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
     // The enrolled key is the one in use.
     let (status, out) = env.verify("ivy", Some("pw-ivy"), &code);
     assert_eq!(status, 1, "{out}");
-    assert!(out.contains("already used") || out.contains("replay"), "the enrolled key is in use: {out}");
+    assert!(
+        out.contains("already used") || out.contains("replay"),
+        "the enrolled key is in use: {out}"
+    );
 }
 
 /// Issue 9.4: `GET /logout` and a cross-origin `POST /logout` without the token ended the
@@ -378,7 +430,13 @@ fn logout_needs_a_post_with_the_csrf_token_from_the_portal() {
     let gw = gateway_with(&env, "");
     let b = Browser::new(&env, "lou");
     settle(5);
-    let r = b.login(&gw, "lou", "pw-lou", &code_now(&env, &secret), "http://app.example.test/");
+    let r = b.login(
+        &gw,
+        "lou",
+        "pw-lou",
+        &code_now(&env, &secret),
+        "http://app.example.test/",
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     let session = b.cookie("portcullis_session").unwrap();
     let signed_in = || {
@@ -411,7 +469,12 @@ fn logout_needs_a_post_with_the_csrf_token_from_the_portal() {
     let confirm = b.get(&gw.url("/logout"), &[]);
     let r = b.get(
         &gw.url("/logout"),
-        &["-H", "Origin: https://evil.example", "--data-urlencode", &format!("csrf={}", confirm.csrf())],
+        &[
+            "-H",
+            "Origin: https://evil.example",
+            "--data-urlencode",
+            &format!("csrf={}", confirm.csrf()),
+        ],
     );
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(signed_in(), 200, "a cross-site POST signed out");
@@ -448,7 +511,11 @@ fn a_banned_login_is_answered_at_the_pace_of_a_checked_one() {
     };
     let checked: Vec<_> = (0..3).map(|_| attempt()).collect();
     let banned: Vec<_> = (0..4).map(|_| attempt()).collect();
-    assert!(gw.log_text().contains("reason=\"banned\""), "no ban happened:\n{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("reason=\"banned\""),
+        "no ban happened:\n{}",
+        gw.log_text()
+    );
     for (_, r) in checked.iter().chain(&banned) {
         assert_eq!(r.status, 401);
         assert!(r.body.contains("not correct"), "{}", r.body);
@@ -461,4 +528,34 @@ fn a_banned_login_is_answered_at_the_pace_of_a_checked_one() {
         fastest_ban * 2 >= typical,
         "a ban answered in {fastest_ban:?} against {typical:?} for a checked password"
     );
+}
+
+/// Issue 9.11: `portcullis user invite NAME | head -1` panicked on the closed pipe.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_crash() {
+    let env = Env::new("");
+    env.add_user("pia", "pw", &[]);
+    for args in [
+        &["user", "invite", "pia"][..],
+        &["user", "list"],
+        &["otp", "code", "--secret", "JBSWY3DPEHPK3PXP"],
+        &["user", "add", "quinn", "--no-password"],
+    ] {
+        let mut child = env
+            .command(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
 }
