@@ -100,12 +100,35 @@ pub(super) enum Malformed {
     Bad(&'static str),
 }
 
+/// A host name or address with an optional port (1-65535): `h`, `h:8080`, `[::1]:443`.
 fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+    if host.is_empty() || host.len() > 255 {
+        return false;
+    }
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        let Some((addr, rest)) = v6.split_once(']') else {
+            return false;
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match rest {
+            "" => ("", None),
+            _ => match rest.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0));
+    let name_ok = host.starts_with('[')
+        || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    port_ok && name_ok
 }
 
 fn valid_uri(uri: &str) -> bool {
@@ -355,6 +378,12 @@ mod tests {
             "https://u@h/",
             "https://h/a b",
             "https://h/\r\n",
+            "https://h:99999999999/",
+            "https://h:0/",
+            "https://h:x/",
+            "https://h:1:2/",
+            "https://[::1/",
+            "https://[nothex]/",
         ] {
             assert!(parse_original_url(bad, "GET").is_err(), "{bad:?}");
         }

@@ -559,3 +559,121 @@ fn a_closed_stdout_pipe_is_not_a_crash() {
         );
     }
 }
+
+/// Attack class that holds (kept so it stays so): a return URL never leads off the
+/// protected domains, in any spelling.
+#[test]
+fn open_redirect_variants_land_on_the_default_page() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("rae", "pw-rae", &[]));
+    let gw = gateway_with(&env, "");
+    let b = Browser::new(&env, "rae");
+    settle(5);
+    let r = b.login(&gw, "rae", "pw-rae", &code_now(&env, &secret), "http://app.example.test/x");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("http://app.example.test/x"));
+    let default = gw.url("/");
+    for evil in [
+        "https://evil.example/",
+        "//evil.example/",
+        "///evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example/",
+        "https:evil.example",
+        "http://app.example.test@evil.example/",
+        "http://app.example.test.evil.example/",
+        "http://evil.example#@app.example.test/",
+        "http://evil.example\\@app.example.test/",
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        " http://evil.example/",
+        "http://evil.example%2F@app.example.test/",
+        "http://app.example.test%2F@evil.example/",
+        "http://[::1]/",
+        "ftp://app.example.test/",
+        "http:\\\\evil.example",
+    ] {
+        let r = b.get(&gw.url(&format!("/login?rd={}", urlencode(evil))), &[]);
+        assert_eq!(r.status, 303, "{evil}: {}", r.body);
+        assert_eq!(r.header("location"), Some(default.as_str()), "{evil}");
+    }
+}
+
+/// Attack class that holds: no spelling of a path reaches a bypass rule it is not under.
+#[test]
+fn path_normalisation_bypasses_never_reach_a_bypassed_path() {
+    let env = Env::new("");
+    let gw = gateway_with(
+        &env,
+        "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
+    );
+    let ask = |path: &str| auth_request(&gw, &format!("http://app.example.test{path}"), &[]).status;
+    assert_eq!(ask("/public/x"), 200);
+    assert_eq!(ask("/admin/x"), 401);
+    for sneaky in [
+        "/public/../admin/x",
+        "/public/./../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/%2E%2E/admin/x",
+        "/public/.%2e/admin/x",
+        "/public/%252e%252e/admin/x",
+        "/public/..;/admin/x",
+        "/public;/../admin/x",
+        "/public%2f..%2fadmin/x",
+        "/public/%2e%2e%2fadmin/x",
+        "/public/..%5cadmin/x",
+        "/public\\..\\admin/x",
+        "/public/%c0%ae%c0%ae/admin/x",
+        "/public/..%00/admin/x",
+        "/PUBLIC/x",
+    ] {
+        let status = ask(sneaky);
+        assert!(matches!(status, 400 | 401), "{sneaky}: {status}");
+    }
+}
+
+/// Attack classes that hold: headers describing the request or the client are not
+/// believed from an untrusted peer, and malformed descriptions are never a 200.
+#[test]
+fn untrusted_peers_and_malformed_descriptions_never_get_200() {
+    let env = Env::new("");
+    let gw = gateway_with(
+        &env,
+        "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n[[access.rules]]\nnetworks = \"10.0.0.0/8\"\npolicy = \"bypass\"\n",
+    );
+    let fa = gw.url("/api/authz/forward-auth");
+    let ar = gw.url("/api/authz/auth-request");
+    // From 127.0.0.2 (loopback, not a trusted proxy) nothing it says about the request counts.
+    for (url, headers) in [
+        (&ar, vec!["X-Original-URL: http://app.example.test/public/x"]),
+        (&fa, vec!["X-Forwarded-Host: app.example.test", "X-Forwarded-Uri: /public/x"]),
+        (&ar, vec!["X-Original-URL: http://app.example.test/x", "X-Forwarded-For: 10.1.2.3"]),
+        (&ar, vec!["X-Original-URL: http://app.example.test/x", "X-Real-IP: 10.1.2.3"]),
+    ] {
+        let mut args = vec!["--interface", "127.0.0.2"];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        args.push(url.as_str());
+        assert_eq!(curl(&args).status, 401, "{headers:?}");
+    }
+    // From a trusted proxy, but unusable.
+    for bad in [
+        &b"X-Original-URL: http://app.example.test/public/\xff"[..],
+        b"X-Original-URL: http://app.example.test/public/x\x01",
+        b"X-Original-URL: http://app.example.test:99999999999/public/x",
+        b"X-Original-URL: http://app.example.test\\@evil/public/x",
+        b"X-Original-URL: http://[::1/public/x",
+        b"X-Original-URL: http:///public/x",
+        b"X-Original-URL: //app.example.test/public/x",
+    ] {
+        let mut req = b"GET /api/authz/auth-request HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(b"\r\n\r\n");
+        let r = raw_http(gw.port, &req);
+        assert!(matches!(r.status, 400 | 401), "{}: {}", String::from_utf8_lossy(bad), r.status);
+    }
+    let long = format!("/public/{}", "a".repeat(9000));
+    let r = auth_request(&gw, &format!("http://app.example.test{long}"), &[]);
+    assert_ne!(r.status, 0, "the gateway answered");
+}
