@@ -7,6 +7,7 @@ pub mod authz;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod cookie;
 pub mod gate;
 pub mod invite;
 pub mod model;

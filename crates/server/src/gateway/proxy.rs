@@ -216,20 +216,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// The `Cookie` header without the gateway's own cookies, or `None` when nothing is left.
 fn app_cookies(h: &HeaderMap, ours: &[&str]) -> Option<HeaderValue> {
-    let kept: Vec<&str> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !ours.iter().any(|name| pair.split('=').next() == Some(name)))
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        HeaderValue::from_str(&kept.join("; ")).ok()
-    }
+    let values = h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    portcullis_core::cookie::without(values, ours).and_then(|c| HeaderValue::from_str(&c).ok())
 }
 
 /// Rewrites the client's headers for the app.

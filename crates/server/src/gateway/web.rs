@@ -238,14 +238,8 @@ pub fn joined<K: header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<S
 
 /// The value of cookie `name` from the Cookie headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+    let values = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    portcullis_core::cookie::find(values, name)
 }
 
 /// A bare response with this status (500 for a code that is not one).
