@@ -677,3 +677,52 @@ fn untrusted_peers_and_malformed_descriptions_never_get_200() {
     let r = auth_request(&gw, &format!("http://app.example.test{long}"), &[]);
     assert_ne!(r.status, 0, "the gateway answered");
 }
+
+/// Issue 9.3: a code the portal accepted was accepted again over Basic, from the same
+/// address, for the whole linger time.
+#[test]
+fn a_code_used_at_the_portal_does_not_linger_for_basic() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("sam", "pw-sam", &[]));
+    env.set("basic", "enabled", "true");
+    env.set("otp", "linger", "300");
+    let gw = gateway_with(&env, "");
+    let b = Browser::new(&env, "sam");
+    settle(8);
+    let code = code_now(&env, &secret);
+    let r = b.login(&gw, "sam", "pw-sam", &code, "http://app.example.test/");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let basic = |code: &str| {
+        curl(&[
+            "-u",
+            &format!("sam:pw-sam{code}"),
+            "-H",
+            "X-Original-URL: http://app.example.test/dav/",
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    assert_eq!(basic(&code), 401, "the portal's code lingered for Basic");
+    // A code first accepted through Basic does linger for the client resending it.
+    let next = env
+        .ok(&["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()], None)
+        .trim()
+        .to_string();
+    assert_eq!(basic(&next), 200);
+    assert_eq!(basic(&next), 200, "a Basic client resending its header");
+}
+
+/// Issue 9.5: `/metrics` (live sessions, bans, failure counts) was public on the portal
+/// and under the reverse proxy's portal path.
+#[test]
+fn metrics_are_never_on_the_portal() {
+    let env = Env::new("");
+    let gw = gateway_with(&env, "");
+    assert_eq!(curl(&[&gw.url("/metrics")]).status, 404);
+    let app = crate::proxy::App::start();
+    let env = Env::new("");
+    let gw = proxy_gateway(&env, &app);
+    let r = curl(&[&gw.url("/.portcullis/metrics")]);
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("portcullis_sessions"), "{}", r.body);
+}
