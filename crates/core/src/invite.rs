@@ -35,6 +35,9 @@ pub trait InviteStore: Send + Sync {
     /// A new invitation for `user` until `expires`, revoking the user's earlier ones (so an
     /// older link cannot replace the token later); returns the token for the link (256-bit base64url).
     fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError>;
+    /// The invite for `token` if unexpired, changing nothing (a page that only offers to
+    /// reveal the key must not reveal it to a link scanner).
+    fn find(&self, token: &str, now: i64) -> Result<Option<Invite>, StoreError>;
     /// Atomically: the invite for `token` if unexpired; if it has no pending token yet, stores `fresh` as pending and returns (invite, first_view=true); else (invite, false).
     fn open(&self, token: &str, now: i64, fresh: Token) -> Result<Option<(Invite, bool)>, StoreError>;
     /// Deletes the invite and every other one of its user (after a confirmed code, or to
@@ -71,6 +74,13 @@ impl InviteStore for MemoryInvites {
             },
         );
         Ok(token)
+    }
+
+    fn find(&self, token: &str, now: i64) -> Result<Option<Invite>, StoreError> {
+        let Some(hash) = token_hash(token) else {
+            return Ok(None);
+        };
+        Ok(self.invites().get(&hash).filter(|i| now < i.expires).cloned())
     }
 
     fn open(&self, token: &str, now: i64, fresh: Token) -> Result<Option<(Invite, bool)>, StoreError> {
@@ -117,6 +127,12 @@ pub fn check_store_contract(store: &dyn InviteStore, fresh: &dyn Fn() -> Token) 
     let other = store.create("bob", T0 + 10).unwrap_or_default();
     assert_ne!(token, other);
 
+    // Looking changes nothing: the next open is still the first view.
+    let Ok(Some(peeked)) = store.find(&token, T0) else {
+        panic!("find sees an open invite");
+    };
+    assert!(peeked.user == "alice" && peeked.pending.is_none());
+    assert!(matches!(store.find(&other, T0 + 10), Ok(None)), "expired");
     let first = fresh();
     let Ok(Some((inv, true))) = store.open(&token, T0, first.clone()) else {
         panic!("the first view shows the new secret");
@@ -130,6 +146,7 @@ pub fn check_store_contract(store: &dyn InviteStore, fresh: &dyn Fn() -> Token) 
         panic!("a second view is not the first");
     };
     assert_eq!(again.pending.as_ref(), Some(&first));
+    assert!(matches!(store.find(&token, T0 + 5), Ok(Some(i)) if i.pending.as_ref() == Some(&first)));
 
     // Expired, malformed or unknown tokens open nothing.
     assert!(matches!(store.open(&other, T0 + 10, fresh()), Ok(None)));

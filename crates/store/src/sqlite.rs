@@ -545,6 +545,21 @@ impl InviteStore for SqliteStore {
         Ok(token)
     }
 
+    fn find(&self, token: &str, now: i64) -> Result<Option<Invite>, StoreError> {
+        let Some(hash) = token_hash(token) else {
+            return Ok(None);
+        };
+        self.lock()
+            .query_row(
+                "SELECT user, expires, pending_kind, pending_period, pending_secret, pending_algorithm,
+                 pending_digits, pending_motp_pin FROM invites WHERE hash = ?1 AND expires > ?2",
+                params![&hash[..], now],
+                invite_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     fn open(&self, token: &str, now: i64, fresh: Token) -> Result<Option<(Invite, bool)>, StoreError> {
         let Some(hash) = token_hash(token) else {
             return Ok(None);

@@ -175,18 +175,42 @@ fn grouped_key(uri: &str) -> String {
         .join(" ")
 }
 
+/// The new key as the enrollment page shows it, once.
+pub struct Shown<'a> {
+    /// The QR code, an inline SVG.
+    pub qr_svg: &'a str,
+    /// The otpauth:// URI.
+    pub uri: &'a str,
+    /// The token's settings for typing the key by hand ("time-based, 30 s, 6 digits, SHA1").
+    pub settings: &'a str,
+}
+
+/// The enrollment link's first page: a button, so that fetching the link reveals nothing.
+pub fn enroll_start(csrf: &str, user: &str) -> String {
+    let body = format!(
+        "<h1>Set up two-step verification</h1><p>Account: <strong>{user}</strong></p>\
+<p>This link shows your new key once. Have your authenticator app ready.</p>\
+<form method=\"post\">{csrf}<input type=\"hidden\" name=\"reveal\" value=\"1\"><button type=\"submit\">Show my key</button></form>",
+        user = escape(user),
+        csrf = hidden("csrf", csrf),
+    );
+    page("Enroll", &body)
+}
+
 /// The enrollment page: the QR code (inline SVG) and URI shown once, and a first code to confirm.
-pub fn enroll(csrf: &str, user: &str, qr_svg: Option<&str>, uri: Option<&str>, error: Option<&str>) -> String {
-    let shown = match (qr_svg, uri) {
-        (Some(svg), Some(uri)) => format!(
+pub fn enroll(csrf: &str, user: &str, shown: Option<Shown<'_>>, error: Option<&str>) -> String {
+    let shown = match shown {
+        Some(s) => format!(
             "<p>Scan this code with your authenticator app. It is shown only once.</p>\
 <div class=\"qr\" role=\"img\" aria-label=\"QR code of your new token\">{svg}</div>\
-<details><summary>Can't scan? Enter the key by hand</summary><p>Key (time-based, 30 s): \
+<details><summary>Can't scan? Enter the key by hand</summary><p>Key ({settings}): \
 <code>{}</code></p><p class=\"hint\">Or open this link on the phone: <code>{}</code></p></details>",
-            escape(&grouped_key(uri)),
-            escape(uri)
+            escape(&grouped_key(s.uri)),
+            escape(s.uri),
+            svg = s.qr_svg,
+            settings = escape(s.settings),
         ),
-        _ => "<p class=\"note\">The QR code was already shown once. If you did not scan it, ask for a new invitation.</p>"
+        None => "<p class=\"note\">The QR code was already shown once. If you did not scan it, ask for a new invitation.</p>"
             .to_string(),
     };
     let body = format!(
@@ -233,7 +257,8 @@ mod tests {
             login("", evil, evil, evil, true, Some(evil), Some(evil)),
             code("", evil, evil, evil, Some(evil)),
             message(evil, evil, Some((evil, evil))),
-            enroll(evil, evil, None, None, Some(evil)),
+            enroll(evil, evil, None, Some(evil)),
+            enroll_start(evil, evil),
             demo("", "t", evil, &[evil.to_string()]),
         ] {
             assert!(!html.contains("<script>"), "{html}");
@@ -250,9 +275,26 @@ mod tests {
         assert!(html.contains("name=\"viewport\""));
     }
 
+    /// Issue 11.9: the hand-entry hint said "time-based, 30 s" whatever the token was.
+    #[test]
+    fn the_hand_entry_hint_states_the_tokens_own_settings() {
+        let html = enroll(
+            "t",
+            "bob",
+            Some(Shown {
+                qr_svg: "<svg></svg>",
+                uri: "otpauth://totp/x:bob?secret=JBSWY3DPEHPK3PXP&period=60&digits=8&algorithm=SHA256",
+                settings: "time-based, 60 s, 8 digits, SHA256",
+            }),
+            None,
+        );
+        assert!(html.contains("Key (time-based, 60 s, 8 digits, SHA256)"), "{html}");
+        assert!(!html.contains("30 s"), "{html}");
+    }
+
     #[test]
     fn enrollment_hint_does_not_offer_recovery_codes() {
-        let html = enroll("t", "bob", None, None, None);
+        let html = enroll("t", "bob", None, None);
         assert!(!html.contains("recovery"), "{html}");
         assert!(code("", "t", "", "bob", None).contains("recovery codes"));
     }

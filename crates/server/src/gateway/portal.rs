@@ -395,9 +395,77 @@ pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(t
             vec![],
         );
     };
-    let fresh = fresh_token(&app);
     let now = app.clock_now();
-    let opened = match invites.open(&token, now, fresh) {
+    let found = match invites.find(&token, now) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read invitations");
+            return server_error();
+        }
+    };
+    let Some(invite) = found else {
+        return link_expired();
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let csrf = app.csrf_token(&nonce);
+    // A GET reveals nothing: mail scanners and chat previews fetch links too.
+    let body = match invite.pending {
+        None => html::enroll_start(&csrf, &invite.user),
+        Some(_) => html::enroll(&csrf, &invite.user, None, None),
+    };
+    page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+fn link_expired() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        html::message(
+            "Link expired",
+            "This enrollment link is not valid any more. Ask for a new one.",
+            None,
+        ),
+        vec![],
+    )
+}
+
+/// How to type the key by hand: the token's real settings.
+fn hand_entry_settings(t: &Token) -> String {
+    match t.step {
+        Step::Time(p) => format!("time-based, {p} s, {} digits, {}", t.digits, t.algorithm.name()),
+        Step::Event => format!("counter-based, {} digits, {}", t.digits, t.algorithm.name()),
+    }
+}
+
+/// The enrollment form: `reveal` asks for the new key (shown once), `code` confirms it.
+#[derive(Deserialize)]
+pub struct EnrollForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reveal: String,
+    #[serde(default)]
+    code: Zeroizing<String>,
+}
+
+/// `POST /enroll/{token}` with `reveal`: shows the new key once, to a person who pressed
+/// the button (CSRF token checked), and records who saw it.
+async fn enroll_reveal(app: Arc<App>, ip: std::net::IpAddr, headers: HeaderMap, token: String, csrf: String) -> Response {
+    let Some(invites) = app.invites.clone() else {
+        return server_error();
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let csrf_page = app.csrf_token(&nonce);
+    if !app.csrf_ok(&headers, &csrf) {
+        return match invites.find(&token, app.clock_now()) {
+            Ok(Some(invite)) => page(
+                StatusCode::FORBIDDEN,
+                html::enroll_start(&csrf_page, &invite.user),
+                cookie.into_iter().collect(),
+            ),
+            _ => link_expired(),
+        };
+    }
+    let opened = match invites.open(&token, app.clock_now(), fresh_token(&app)) {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "cannot read invitations");
@@ -405,32 +473,32 @@ pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(t
         }
     };
     let Some((invite, first_view)) = opened else {
-        return page(
-            StatusCode::NOT_FOUND,
-            html::message(
-                "Link expired",
-                "This enrollment link is not valid any more. Ask for a new one.",
-                None,
-            ),
-            vec![],
-        );
+        return link_expired();
     };
-    let (nonce, cookie) = csrf_nonce(&app, &headers);
-    let mut svg = None;
-    let mut uri = None;
+    let mut shown = None;
     if first_view
         && let Some(t) = &invite.pending
         && let Some(k) = t.key_uri(&invite.user, &app.config.otp.issuer)
     {
         let text = k.to_uri();
-        svg = crate::qr::svg_string(&text).ok();
-        uri = Some(text);
+        let svg = crate::qr::svg_string(&text).unwrap_or_default();
+        shown = Some((svg, Zeroizing::new(text), hand_entry_settings(t)));
+        app.log(&AuthEvent {
+            client_ip: ip,
+            user: invite.user.clone(),
+            method: "enroll-reveal",
+            failure: None,
+            banned: false,
+        });
     }
     let body = html::enroll(
-        &app.csrf_token(&nonce),
+        &csrf_page,
         &invite.user,
-        svg.as_deref(),
-        uri.as_ref().map(|u| u.as_str()),
+        shown.as_ref().map(|(svg, uri, settings)| html::Shown {
+            qr_svg: svg,
+            uri: uri.as_str(),
+            settings,
+        }),
         None,
     );
     page(StatusCode::OK, body, cookie.into_iter().collect())
@@ -442,8 +510,11 @@ pub async fn enroll_submit(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(token): Path<String>,
-    Form(form): Form<CodeForm>,
+    Form(form): Form<EnrollForm>,
 ) -> Response {
+    if !form.reveal.is_empty() {
+        return enroll_reveal(app, ip, headers, token, form.csrf).await;
+    }
     let Some(invites) = app.invites.clone() else {
         return server_error();
     };
@@ -457,7 +528,7 @@ pub async fn enroll_submit(
         );
     };
     let retry = |app: &App, error: &str| {
-        let body = html::enroll(&app.csrf_token(&nonce), &invite.user, None, None, Some(error));
+        let body = html::enroll(&app.csrf_token(&nonce), &invite.user, None, Some(error));
         page(StatusCode::UNAUTHORIZED, body, cookie.clone().into_iter().collect())
     };
     if !app.csrf_ok(&headers, &form.csrf) {

@@ -170,6 +170,8 @@ async function main() {
   await bob.goto(inviteUrl);
   await expectText(bob, 'Set up two-step verification', 'enrollment page');
   await expectText(bob, 'Account: bob', 'enrollment page');
+  // Opening the link reveals nothing (link scanners open links too): a button does.
+  await bob.getByRole('button', { name: 'Show my key' }).click();
   const qr = bob.getByRole('img', { name: 'QR code of your new token' });
   await qr.waitFor({ state: 'visible', timeout: 5000 }).catch(() => fail('no QR code on the enrollment page'));
   expect((await qr.locator('svg').count()) === 1, 'the QR code is not an inline SVG');

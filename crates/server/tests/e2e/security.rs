@@ -397,7 +397,9 @@ fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
     let second = invite_link(&env, "ivy");
     let b = Browser::new(&env, "ivy");
     assert_eq!(b.get(&first, &[]).status, 404, "the older link still works");
-    let page = b.get(&second, &[]);
+    let start = b.get(&second, &[]);
+    assert_eq!(start.status, 200, "{}", start.body);
+    let page = b.post(&second, &[("csrf", &start.csrf()), ("reveal", "1")]);
     assert_eq!(page.status, 200, "{}", page.body);
     let secret = page
         .body
@@ -725,4 +727,41 @@ fn metrics_are_never_on_the_portal() {
     let r = curl(&[&gw.url("/.portcullis/metrics")]);
     assert_ne!(r.status, 200, "{}", r.body);
     assert!(!r.body.contains("portcullis_sessions"), "{}", r.body);
+}
+
+/// Issue 11.5: a plain GET of an enrollment link revealed the secret to whoever fetched it
+/// first (a mail scanner, a chat preview); issue 11.9: the hand-entry hint was fixed.
+#[test]
+fn an_enrollment_link_reveals_the_key_only_on_a_post_and_logs_who_saw_it() {
+    let env = Env::new("");
+    env.ok(&["user", "add", "una", "--no-password", "--no-terminal-qr", "--no-token"], None);
+    env.set("otp", "period", "60");
+    env.set("otp", "digits", "8");
+    let gw = gateway_with(&env, "");
+    let link = invite_link(&env, "una");
+    // The preview bot: GETs (twice), sees a button and no key.
+    for _ in 0..2 {
+        let r = curl(&["-A", "Slackbot-LinkExpanding 1.0", &link]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("Show my key"), "{}", r.body);
+        assert!(!r.body.contains("secret=") && !r.body.contains("<svg"), "{}", r.body);
+    }
+    // Without the CSRF token the POST reveals nothing either.
+    let r = curl(&["--data", "reveal=1", &link]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r.body.contains("secret="), "{}", r.body);
+    // The person: presses the button, sees the key once, with the token's real settings.
+    let b = Browser::new(&env, "una");
+    let start = b.get(&link, &[]);
+    let page = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("secret=") && page.body.contains("<svg"), "{}", page.body);
+    assert!(page.body.contains("time-based, 60 s, 8 digits, SHA1"), "{}", page.body);
+    let again = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
+    assert!(again.body.contains("already shown once") && !again.body.contains("secret="), "{}", again.body);
+    let log = gw.log_text();
+    assert!(
+        log.contains("enroll-reveal") && log.contains("client=127.0.0.1") && log.contains("una"),
+        "{log}"
+    );
 }
