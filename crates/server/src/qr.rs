@@ -3,8 +3,6 @@
 use anyhow::{Context, Result};
 use qrcode::render::{svg, unicode};
 use qrcode::{Color, EcLevel, QrCode};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 fn code(text: &str) -> Result<QrCode> {
@@ -22,17 +20,11 @@ pub fn terminal(text: &str) -> Result<String> {
         .build())
 }
 
-/// Writes a file readable only by its owner: a QR code holds the token's secret.
+/// Writes a file readable only by its owner: a QR code holds the token's secret. A new
+/// file (exclusive, 0600, no symlink followed) replaces the path by rename, so an existing
+/// file's looser mode is not kept and a planted symlink is refused, not written through.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("{}: cannot write the QR code", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
+    portcullis_userfiles::atomic::write_atomic_as(path, bytes, "QR code")
         .with_context(|| format!("{}: cannot write the QR code", path.display()))
 }
 

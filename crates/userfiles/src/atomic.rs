@@ -221,17 +221,22 @@ fn unique_suffix() -> String {
 /// Refuses if `path` is a symlink. Readers see either the old or the new content, never a mix,
 /// even if this process is killed at any point.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomic_as(path, bytes, "users file")
+}
+
+/// [`write_atomic`] for another kind of secret file (`role` names it in errors, e.g. "QR code").
+pub fn write_atomic_as(path: &Path, bytes: &[u8], role: &'static str) -> Result<(), Error> {
     let original = match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::Symlink {
                 path: path.to_owned(),
-                role: "users file",
+                role,
             });
         }
         Ok(m) if !m.is_file() => {
             return Err(Error::NotRegular {
                 path: path.to_owned(),
-                role: "users file",
+                role,
             });
         }
         Ok(m) => Some(m),

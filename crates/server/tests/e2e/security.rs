@@ -765,3 +765,27 @@ fn an_enrollment_link_reveals_the_key_only_on_a_post_and_logs_who_saw_it() {
         "{log}"
     );
 }
+
+/// Issue 11.6: `--png` over an existing 0644 file left it 0644 with the secret inside, and
+/// a symlink was written through.
+#[test]
+fn qr_files_are_new_0600_files_and_never_follow_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("");
+    let uri = "otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME";
+    let png = env.path().join("alice.png");
+    std::fs::write(&png, b"old").unwrap();
+    std::fs::set_permissions(&png, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.ok(&["qr", uri, "--png", png.to_str().unwrap()], None);
+    let mode = std::fs::metadata(&png).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let target = env.path().join("precious.txt");
+    std::fs::write(&target, b"precious").unwrap();
+    let link = env.path().join("link.png");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = env.run(&["qr", uri, "--png", link.to_str().unwrap()], None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}
