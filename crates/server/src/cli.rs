@@ -78,10 +78,11 @@ pub enum Command {
     Otp(OtpCommand),
     /// Show an otpauth:// URI as a QR code in the terminal, or write it as PNG/SVG.
     #[command(
-        after_help = "Example:\n  portcullis qr 'otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME' --png alice.png"
+        after_help = "Examples:\n  portcullis qr - --png alice.png < alice.uri\n  portcullis qr 'otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME' --png alice.png"
     )]
     Qr {
-        /// The otpauth:// URI (checked before it is drawn).
+        /// The otpauth:// URI (checked before it is drawn); `-` reads it from standard input,
+        /// keeping the secret off the command line.
         uri: String,
         /// Also write a PNG file.
         #[arg(long)]
@@ -193,12 +194,19 @@ pub struct TokenArgs {
     /// HMAC hash: sha1, sha256 or sha512 (default from [otp] algorithm).
     #[arg(long)]
     pub algorithm: Option<String>,
-    /// Use this base32 secret instead of a random one (e.g. a hardware token's).
-    #[arg(long)]
+    /// Use this base32 secret instead of a random one (e.g. a hardware token's). Prefer
+    /// --secret-stdin or --secret-file: command lines are visible to other users.
+    #[arg(long, conflicts_with_all = ["secret_stdin", "secret_file"])]
     pub secret: Option<String>,
-    /// Accept a --secret shorter than 16 bytes (128 bits, RFC 4226's minimum): only for a
+    /// Read the base32 secret from the first line of standard input.
+    #[arg(long, conflicts_with = "secret_file")]
+    pub secret_stdin: bool,
+    /// Read the base32 secret from a file (its first line).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// Accept a secret shorter than 16 bytes (128 bits, RFC 4226's minimum): only for a
     /// hardware token that really has one.
-    #[arg(long, requires = "secret")]
+    #[arg(long)]
     pub short_secret: bool,
     /// Also write the QR code as a PNG file (mode 0600).
     #[arg(long)]
@@ -216,7 +224,7 @@ pub struct TokenArgs {
 pub enum UserCommand {
     /// Add a user with a new token; prints its otpauth:// URI and QR code once.
     #[command(
-        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password"
+        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32   # a hardware token's key"
     )]
     Add {
         /// User name.
@@ -343,12 +351,20 @@ pub enum TokenCommand {
     },
 }
 
-/// Secret options of the `otp` tools.
+/// Secret options of the `otp` tools: the secret on the command line (visible in
+/// /proc/*/cmdline and shell history), on standard input, or in a file.
 #[derive(Debug, Clone, Args)]
 pub struct SecretArgs {
-    /// The secret, base32 (any case, spaces allowed) unless --hex.
-    #[arg(long)]
-    pub secret: String,
+    /// The secret, base32 (any case, spaces allowed) unless --hex. Prefer --secret-stdin or
+    /// --secret-file: command lines are visible to other users.
+    #[arg(long, conflicts_with_all = ["secret_stdin", "secret_file"])]
+    pub secret: Option<String>,
+    /// Read the secret from the first line of standard input.
+    #[arg(long, conflicts_with = "secret_file")]
+    pub secret_stdin: bool,
+    /// Read the secret from a file (its first line).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
     /// The secret is hex (as in mod_authn_otp and pam_oath users files).
     #[arg(long)]
     pub hex: bool,
@@ -370,7 +386,7 @@ pub enum OtpType {
 pub enum OtpCommand {
     /// Print the code for a secret at a time or counter.
     #[command(
-        after_help = "Examples:\n  portcullis otp code --secret JBSWY3DPEHPK3PXP\n  portcullis otp code --secret 3132333435363738393031323334353637383930 --hex --type hotp --counter 5 --digits 8\n  portcullis otp code --secret 0123456789abcdef --hex --type motp --pin 1234"
+        after_help = "Examples:\n  portcullis otp code --secret-file alice.key\n  printf '%s\\n' \"$KEY\" | portcullis otp code --secret-stdin --hex --type hotp --counter 5 --digits 8\n  portcullis otp code --secret JBSWY3DPEHPK3PXP\n  portcullis otp code --secret-file token.hex --hex --type motp --pin-file token.pin"
     )]
     Code {
         #[command(flatten)]
@@ -393,9 +409,12 @@ pub enum OtpCommand {
         /// HMAC hash: sha1, sha256, sha512.
         #[arg(long, default_value = "sha1")]
         algorithm: String,
-        /// mOTP PIN.
-        #[arg(long, default_value = "")]
+        /// mOTP PIN (visible to other users on the command line: prefer --pin-file).
+        #[arg(long, default_value = "", conflicts_with = "pin_file")]
         pin: String,
+        /// Read the mOTP PIN from a file (its first line).
+        #[arg(long, value_name = "PATH")]
+        pin_file: Option<PathBuf>,
     },
     /// Print an otpauth:// URI for a secret.
     #[command(after_help = "Example:\n  portcullis otp uri --secret JBSWY3DPEHPK3PXP --account alice --issuer ACME")]

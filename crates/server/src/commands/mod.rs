@@ -118,6 +118,40 @@ impl Context_ {
     }
 }
 
+/// A secret from `--NAME VALUE`, `--NAME-stdin` (first line) or `--NAME-file PATH` (first
+/// line); `None` when none was given. Values on the command line are visible to other
+/// users, so the help and README show the other two.
+pub fn secret_from(
+    option: &str,
+    inline: Option<&str>,
+    stdin: bool,
+    file: Option<&std::path::Path>,
+) -> Result<Option<Zeroizing<String>>> {
+    let first_line = |text: &str| Zeroizing::new(text.lines().next().unwrap_or("").trim().to_string());
+    let value = if let Some(v) = inline {
+        Zeroizing::new(v.to_string())
+    } else if stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .with_context(|| format!("--{option}-stdin: cannot read standard input"))?;
+        first_line(&line)
+    } else if let Some(path) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--{option}-file {}: cannot read it", path.display()))?,
+        );
+        first_line(&text)
+    } else {
+        return Ok(None);
+    };
+    if value.is_empty() {
+        bail!("--{option}: the value is empty");
+    }
+    Ok(Some(value))
+}
+
 /// Reads a password: the first line of stdin when `--password-stdin`.
 pub fn read_password_stdin() -> Result<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());

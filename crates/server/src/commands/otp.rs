@@ -8,10 +8,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn secret(args: &SecretArgs) -> Result<Secret> {
+    let text = super::secret_from(
+        "secret",
+        args.secret.as_deref(),
+        args.secret_stdin,
+        args.secret_file.as_deref(),
+    )?
+    .context("give the secret with --secret-stdin, --secret-file PATH or --secret")?;
     if args.hex {
-        Secret::from_hex(&args.secret).context("--secret (hex)")
+        Secret::from_hex(&text).context("--secret (hex)")
     } else {
-        Secret::from_base32(&args.secret).context("--secret (base32; pass --hex for hex)")
+        Secret::from_base32(&text).context("--secret (base32; pass --hex for hex)")
     }
 }
 
@@ -31,8 +38,13 @@ pub fn run(cmd: OtpCommand) -> Result<ExitCode> {
             period,
             algorithm: a,
             pin,
+            pin_file,
         } => {
             let key = secret(&s)?;
+            let pin = match super::secret_from("pin", None, false, pin_file.as_deref())? {
+                Some(p) => p,
+                None => zeroize::Zeroizing::new(pin),
+            };
             let alg = algorithm(&a)?;
             let max = if kind == OtpType::Motp { 32 } else { 10 };
             if !(1..=max).contains(&digits) {
@@ -103,6 +115,13 @@ pub fn run(cmd: OtpCommand) -> Result<ExitCode> {
 
 /// `qr URI [--png F] [--svg F]`: checks the URI, then draws it.
 pub fn qr(uri: &str, png: Option<&Path>, svg: Option<&Path>) -> Result<ExitCode> {
+    // `-`: the URI (and its secret) comes on standard input, not on the command line.
+    let from_stdin = if uri == "-" {
+        Some(super::secret_from("uri", None, true, None)?.context("no URI on standard input")?)
+    } else {
+        None
+    };
+    let uri = from_stdin.as_ref().map_or(uri, |u| u.as_str());
     KeyUri::parse(uri).context("not a usable otpauth:// URI")?;
     println!("{}", crate::qr::terminal(uri)?);
     if let Some(p) = png {

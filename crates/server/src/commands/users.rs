@@ -26,7 +26,13 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         Some(a) => Algorithm::parse(a).with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
         None => o.algorithm,
     };
-    let secret = match &args.secret {
+    let given = super::secret_from(
+        "secret",
+        args.secret.as_deref(),
+        args.secret_stdin,
+        args.secret_file.as_deref(),
+    )?;
+    let secret = match &given {
         Some(s) => {
             let secret = Secret::from_base32(s).context("--secret")?;
             let len = secret.as_bytes().len();
@@ -90,6 +96,9 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             token,
         } => {
             valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
+            if password_stdin && token.secret_stdin {
+                bail!("--password-stdin and --secret-stdin both want standard input: give the secret with --secret-file PATH");
+            }
             if store.user(&name)?.is_some() {
                 return Err(StoreError::Exists(name).into());
             }

@@ -789,3 +789,40 @@ fn qr_files_are_new_0600_files_and_never_follow_a_symlink() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
 }
+
+/// Issue 11.7: secrets could only be given on the command line, where /proc/*/cmdline and
+/// shell history keep them.
+#[test]
+fn secrets_can_come_from_stdin_or_a_file() {
+    let env = Env::new("");
+    let key = env.path().join("hw.b32");
+    std::fs::write(&key, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+    let from_arg = env.ok(&["otp", "code", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "--time", "59"], None);
+    let from_file = env.ok(&["otp", "code", "--secret-file", key.to_str().unwrap(), "--time", "59"], None);
+    let from_stdin = env.ok(
+        &["otp", "code", "--secret-stdin", "--time", "59"],
+        Some("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"),
+    );
+    assert_eq!(from_arg, from_file);
+    assert_eq!(from_arg, from_stdin);
+    // RFC 6238's SHA1 vector at T=59, 6 digits.
+    assert_eq!(from_arg.trim(), "287082");
+    // A hardware token's key for a new user, from a file; the user verifies with it.
+    env.ok(
+        &["user", "add", "hw", "--no-password", "--no-terminal-qr", "--hotp", "--secret-file", key.to_str().unwrap()],
+        None,
+    );
+    let first = env.ok(&["otp", "code", "--secret-file", key.to_str().unwrap(), "--type", "hotp", "--counter", "0"], None);
+    assert_eq!(env.verify("hw", None, first.trim()).0, 0);
+    // The URI for a QR code from standard input.
+    let out = env.ok(
+        &["qr", "-"],
+        Some("otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME\n"),
+    );
+    assert!(out.lines().count() > 10, "{out}");
+    // Neither the value nor the flag is needed twice; none is an error.
+    let none = env.run(&["otp", "code"], None);
+    assert_eq!(none.status.code(), Some(2));
+    let empty = env.run(&["otp", "code", "--secret-stdin"], Some("\n"));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"), "{}", String::from_utf8_lossy(&empty.stderr));
+}
