@@ -311,13 +311,44 @@ impl Default for BasicConfig {
 }
 
 /// `[apache]`: the Apache integrations (mod_authnz_fcgi and mod_authnz_external).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApacheConfig {
     /// Loopback address of the FastCGI authorizer for mod_authnz_fcgi; empty = off.
     pub fastcgi_listen: String,
     /// Unix socket `portcullis check` asks the running gateway through; empty = off.
     pub check_socket: String,
+    /// Group given the check socket at bind (a name or a number, e.g. `www-data`); empty =
+    /// the gateway's own group.
+    pub check_socket_group: String,
+    /// Mode of the check socket (e.g. `0o660`: owner and group; others get nothing).
+    pub check_socket_mode: u32,
+    /// What `portcullis check` does when `check_socket` is set but the gateway does not
+    /// answer: `refuse` (default: no login without the gateway's regulation and linger) or
+    /// `local` (decide from the store, logged as a warning).
+    pub check_fallback: CheckFallback,
+}
+
+impl Default for ApacheConfig {
+    fn default() -> Self {
+        ApacheConfig {
+            fastcgi_listen: String::new(),
+            check_socket: String::new(),
+            check_socket_group: String::new(),
+            check_socket_mode: 0o660,
+            check_fallback: CheckFallback::Refuse,
+        }
+    }
+}
+
+/// `[apache] check_fallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckFallback {
+    /// Refuse the login (exit 2): the gateway's shared regulation is not there.
+    Refuse,
+    /// Decide from the store, with a warning in the log.
+    Local,
 }
 
 /// `[proxy]`: reverse-proxy mode, where `serve` itself forwards allowed requests to an app.
@@ -604,6 +635,15 @@ impl Config {
             if let Some(reason) = check {
                 return Err(invalid(section, key, format!("{list:?}"), &reason));
             }
+        }
+        let mode = self.apache.check_socket_mode;
+        if mode & !0o777 != 0 || mode & 0o600 != 0o600 || mode & 0o002 != 0 {
+            return Err(invalid(
+                "apache",
+                "check_socket_mode",
+                format!("0o{mode:o}"),
+                "give the permission bits in octal such as 0o660 (owner read/write, no write for others)",
+            ));
         }
         let metrics = &self.server.metrics_listen;
         if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {

@@ -95,6 +95,9 @@ ttl = 86400                # seconds an enrollment link stays valid
 [apache]
 fastcgi_listen = ""        # e.g. "127.0.0.1:9092": FastCGI authorizer for mod_authnz_fcgi; "" = off
 check_socket = ""          # e.g. "/run/portcullis/check.sock": served for `portcullis check`; "" = off
+check_socket_group = ""    # e.g. "www-data": the socket's group, set at every start
+check_socket_mode = 0o660  # the socket's permissions
+check_fallback = "refuse"  # socket set but no gateway answering: refuse | local (decide from the store, logged)
 
 [proxy]
 # Reverse-proxy mode: forward allowed requests to this app ("http://127.0.0.1:8080"); the

@@ -101,15 +101,44 @@ fn decide(app: &App, c: Check) -> bool {
     ok
 }
 
-/// Binds the check socket: a stale file is replaced, and the mode is 0660 so the Apache
-/// group may be given access (`chgrp www-data`), nobody else.
-pub fn bind(path: &str) -> Result<tokio::net::UnixListener> {
+/// Binds the check socket: a stale file is replaced, then the configured group and mode
+/// are applied at once, so every start gives Apache's group its access again.
+pub fn bind(path: &str, group: &str, mode: u32) -> Result<tokio::net::UnixListener> {
+    let gid = match group {
+        "" => None,
+        g => Some(group_id(g, std::path::Path::new("/etc/group"))?),
+    };
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("[apache] check_socket: cannot listen on {path}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("[apache] check_socket: cannot set the mode of {path}"))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!("[apache] check_socket_group = {group:?}: cannot give {path} to that group (the gateway must run as root or be a member of it)")
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("[apache] check_socket_mode: cannot set the mode of {path}"))?;
     Ok(listener)
+}
+
+/// The id of group `name` (or a number) from a group file such as /etc/group.
+fn group_id(name: &str, group_file: &std::path::Path) -> Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string(group_file)
+        .with_context(|| format!("[apache] check_socket_group: cannot read {}", group_file.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (n == name).then_some(gid)
+        })
+        .next()
+        .with_context(|| {
+            format!("[apache] check_socket_group = {name:?}: no such group in {}", group_file.display())
+        })
 }
 
 /// Answers `portcullis check` clients until the runtime stops.
@@ -165,19 +194,36 @@ pub fn run(config: Config) -> Result<ExitCode> {
     // mod_authnz_external describes the request in the environment (its HOST is the
     // client's host name, not the site: only HTTP_HOST names the site).
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.contains(['\r', '\n']));
+    // No client address, no check: a default would put every client in one place (or in
+    // a trusted network).
+    let ip = var("IP").and_then(|v| v.parse::<IpAddr>().ok()).context(
+        "IP is not set to the client's address: mod_authnz_external sets it; run `portcullis check` from Apache",
+    )?;
     let check = Check {
         user: user.to_string(),
         secret: Zeroizing::new(secret.to_string()),
-        ip: var("IP")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        ip,
         host: var("HTTP_HOST").unwrap_or_default(),
         uri: var("URI").unwrap_or_else(|| "/".to_string()),
     };
     let socket = config.apache.check_socket.clone();
-    if !socket.is_empty()
-        && let Ok(mut conn) = std::os::unix::net::UnixStream::connect(&socket)
-    {
+    let connected = if socket.is_empty() {
+        None
+    } else {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(c) => Some(c),
+            Err(e) if config.apache.check_fallback == portcullis_core::config::CheckFallback::Refuse => {
+                anyhow::bail!(
+                    "[apache] check_socket {socket}: the gateway does not answer ({e}); refusing (check_fallback = \"refuse\"): start `portcullis serve`, or set check_fallback = \"local\""
+                );
+            }
+            Err(e) => {
+                tracing::warn!(socket = %socket, error = %e, "the gateway does not answer on the check socket; deciding locally, without its regulation and linger");
+                None
+            }
+        }
+    };
+    if let Some(mut conn) = connected {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
         conn.write_all(check.encode().as_bytes())
             .and_then(|()| conn.shutdown(std::net::Shutdown::Write))
@@ -201,4 +247,20 @@ pub fn run(config: Config) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::group_id;
+
+    #[test]
+    fn group_names_and_numbers_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("group");
+        std::fs::write(&f, "root:x:0:\nwww-data:x:33:\nweird::x\n").unwrap();
+        assert_eq!(group_id("www-data", &f).unwrap(), 33);
+        assert_eq!(group_id("1000", &f).unwrap(), 1000);
+        let e = group_id("nobody-here", &f).unwrap_err().to_string();
+        assert!(e.contains("no such group"), "{e}");
+    }
 }

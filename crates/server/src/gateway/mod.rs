@@ -362,7 +362,11 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
         }
         let socket = app.config.apache.check_socket.clone();
         if !socket.is_empty() {
-            tokio::spawn(check::serve(app.clone(), check::bind(&socket)?));
+            let a = &app.config.apache;
+            tokio::spawn(check::serve(
+                app.clone(),
+                check::bind(&socket, &a.check_socket_group, a.check_socket_mode)?,
+            ));
             tracing::info!(path = %socket, "check socket for `portcullis check` listening");
         }
         let purge = app.clone();

@@ -315,10 +315,20 @@ fn apache_check_socket_shares_linger_with_the_gateway() {
     let secret = secret_of(&env.add_user("dan", "pin4", &[]));
     let socket = env.path().join("check.sock");
     env.set("apache", "check_socket", &format!("\"{}\"", socket.display()));
+    // Issue 11.4: Apache's user reaches the socket through the group the gateway gives it
+    // at every bind (a `chgrp` by hand was undone at each restart).
+    env.set("apache", "check_socket_group", "\"www-data\"");
     let (gw, fcgi) = gateway(&env);
     let apache = start_apache(&env, fcgi);
-    // Apache's user reaches the socket through its group.
-    Command::new("chgrp").arg("www-data").arg(&socket).status().unwrap();
+    let meta = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let www_data = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("www-data:x:").and_then(|r| r.split(':').next()?.parse::<u32>().ok()))
+        .unwrap();
+    assert_eq!(meta.gid(), www_data);
     let url = apache.url("/ext/who.cgi");
     settle(8);
     let code = code_now(&env, &secret);

@@ -826,3 +826,47 @@ fn secrets_can_come_from_stdin_or_a_file() {
     let empty = env.run(&["otp", "code", "--secret-stdin"], Some("\n"));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"), "{}", String::from_utf8_lossy(&empty.stderr));
 }
+
+/// Issue 11.4: with the gateway down, `portcullis check` decided on its own, unlogged and
+/// without the gateway's regulation (6 wrong passwords never banned, a 7th right one in),
+/// and a missing IP became 127.0.0.1.
+#[test]
+fn check_refuses_without_the_gateway_and_without_a_client_address() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("vic", "pin5", &[]));
+    let socket = env.path().join("check.sock");
+    env.set("apache", "check_socket", &format!("\"{}\"", socket.display()));
+    let check = |ip: Option<&str>, secret_line: &str| {
+        let mut c = env.command(&["check"]);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(ip) = ip {
+            c.env("IP", ip);
+        }
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("vic\n{secret_line}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    settle(5);
+    let right = format!("pin5{}", code_now(&env, &secret));
+    // The gateway is not running: refused, and said why.
+    let (status, err) = check(Some("203.0.113.5"), &right);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(err.contains("does not answer") && err.contains("check_fallback"), "{err}");
+    // No IP: refused whatever the socket.
+    env.set("apache", "check_fallback", "\"local\"");
+    let (status, err) = check(None, &right);
+    assert_eq!(status, Some(2), "{err}");
+    assert!(err.contains("IP is not set"), "{err}");
+    // Deciding locally is a choice, and it is logged.
+    let (status, err) = check(Some("203.0.113.5"), &right);
+    assert_eq!(status, Some(0), "{err}");
+    assert!(err.contains("deciding locally"), "{err}");
+}
