@@ -194,6 +194,12 @@ pub struct ServerConfig {
     /// Where Prometheus metrics are served (`127.0.0.1:9093`), apart from the portal so
     /// that strangers never read live sessions, bans and failure counts; `""` = off.
     pub metrics_listen: String,
+    /// Client connections served at once; more are closed at accept (a slowloris flood
+    /// must not use up the process's descriptors).
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and to start its next request on
+    /// a kept-alive connection.
+    pub header_timeout: u64,
 }
 
 impl ServerConfig {
@@ -218,6 +224,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             metrics_listen: String::new(),
+            max_connections: 1000,
+            header_timeout: 10,
         }
     }
 }
@@ -635,6 +643,17 @@ impl Config {
             if let Some(reason) = check {
                 return Err(invalid(section, key, format!("{list:?}"), &reason));
             }
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server", "max_connections", "0".into(), "use at least 1"));
+        }
+        if !(1..=300).contains(&self.server.header_timeout) {
+            return Err(invalid(
+                "server",
+                "header_timeout",
+                self.server.header_timeout.to_string(),
+                "use 1 to 300 seconds",
+            ));
         }
         let mode = self.apache.check_socket_mode;
         if mode & !0o777 != 0 || mode & 0o600 != 0o600 || mode & 0o002 != 0 {

@@ -46,6 +46,8 @@ trusted_proxies = ["127.0.0.1/32", "::1/128"] # whose X-Forwarded-*/X-Real-IP/X-
 two_step = true            # password page, then code page; false = one page with both
 log_format = "text"        # text | json
 demo_page = false          # serve a protected demo page at /
+max_connections = 1000     # client connections at once; more are closed at accept
+header_timeout = 10        # seconds to send a request's headers (and to start the next one on a kept-alive connection)
 metrics_listen = ""        # Prometheus /metrics on its own listener, e.g. "127.0.0.1:9093"; never on the portal
 # HTTPS in portcullis itself (PEM files, read again when they change, e.g. after certbot):
 # tls_cert = "/etc/letsencrypt/live/app.example.com/fullchain.pem"

@@ -24,6 +24,10 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Connections closed at accept because `[server] max_connections` were open.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -109,6 +113,15 @@ impl Metrics {
             get(&self.latency_sum_ns) as f64 / 1e9
         );
         let _ = writeln!(out, "portcullis_request_duration_seconds_count {count}");
+        let _ = writeln!(out, "# HELP portcullis_connections Client connections open now.");
+        let _ = writeln!(out, "# TYPE portcullis_connections gauge");
+        let _ = writeln!(out, "portcullis_connections {}", get(&self.connections));
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_connections_refused_total Connections closed at accept: [server] max_connections were open."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_connections_refused_total counter");
+        let _ = writeln!(out, "portcullis_connections_refused_total {}", get(&self.connections_refused));
         out
     }
 }

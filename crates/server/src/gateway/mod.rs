@@ -7,6 +7,7 @@ mod audit;
 pub mod check;
 mod forward;
 mod html;
+mod listener;
 mod metrics;
 mod pace;
 mod portal;
@@ -354,11 +355,13 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
             }
             tracing::info!(addr = %metrics_addr, "metrics listening");
             let routes = metrics_router(app.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(metrics_listener, routes).await {
-                    tracing::error!(error = %e, "the metrics listener failed");
-                }
-            });
+            tokio::spawn(listener::serve(
+                app.clone(),
+                routes,
+                metrics_listener,
+                None,
+                std::future::pending(),
+            ));
         }
         let socket = app.config.apache.check_socket.clone();
         if !socket.is_empty() {
@@ -379,18 +382,12 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 }
             }
         });
-        if let Some(tls) = tls {
+        if let Some(tls) = &tls {
             tracing::info!(%addr, "serving HTTPS");
-            tls::serve(router(app), listener, tls, shutdown()).await;
-            return Ok(());
+            tls::watch(tls.clone());
         }
-        axum::serve(
-            listener,
-            router(app).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("the HTTP server failed")
+        listener::serve(app.clone(), router(app), listener, tls, shutdown()).await;
+        Ok(())
     })
 }
 

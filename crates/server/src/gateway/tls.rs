@@ -3,9 +3,6 @@
 //! files are read again when they change (a renewed certificate needs no restart).
 
 use anyhow::{Context, Result};
-use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,8 +12,6 @@ use std::time::{Duration, SystemTime};
 
 /// How often the certificate files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
-/// Longest a client may take to finish its TLS handshake.
-const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The certificate and key in force, and where they come from.
 pub struct Tls {
@@ -88,7 +83,8 @@ impl Tls {
         })
     }
 
-    fn config(&self) -> Arc<ServerConfig> {
+    /// The rustls configuration in use now.
+    pub fn config(&self) -> Arc<ServerConfig> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
@@ -111,54 +107,14 @@ impl Tls {
     }
 }
 
-/// Serves `router` over HTTPS on `listener` until `shutdown` completes.
-pub async fn serve(
-    router: Router,
-    listener: tokio::net::TcpListener,
-    tls: Arc<Tls>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let reloader = tls.clone();
+/// Checks the certificate files for renewal every few seconds, for as long as the runtime runs.
+pub fn watch(tls: Arc<Tls>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RELOAD_CHECK);
         loop {
             tick.tick().await;
-            reloader.reload_if_changed();
+            tls.reload_if_changed();
         }
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-        let router = router.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            // The handlers find the client's address where axum's own server puts it.
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower_service::Service::call(&mut router.clone(), req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
-    }
 }
+

@@ -870,3 +870,53 @@ fn check_refuses_without_the_gateway_and_without_a_client_address() {
     assert_eq!(status, Some(0), "{err}");
     assert!(err.contains("deciding locally"), "{err}");
 }
+
+/// Issue 11.2: no header-read timeout, idle timeout or connection cap: half-sent requests
+/// stayed open (45 s seen) and enough of them made `/api/health` time out.
+#[test]
+fn half_sent_requests_are_cut_off_and_capped() {
+    use std::io::Read;
+    let env = Env::new("");
+    let metrics_port = free_port();
+    env.set("server", "metrics_listen", &format!("\"127.0.0.1:{metrics_port}\""));
+    env.set("server", "max_connections", "20");
+    env.set("server", "header_timeout", "2");
+    let gw = gateway_with(&env, "");
+    let metrics = || curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]).body;
+    let mut slow = Vec::new();
+    for _ in 0..25 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+        slow.push(s);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Past the cap, connections are closed at accept and counted.
+    let m = metrics();
+    let refused: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_connections_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(refused >= 5, "{m}");
+    // 20 slow ones (and this scrape on the metrics listener).
+    assert!(m.contains("portcullis_connections 20\n") || m.contains("portcullis_connections 21\n"), "{m}");
+    // The half-sent ones are cut off after the header timeout (2 s; 10 s allowed here).
+    for s in &mut slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let closed = match s.read(&mut buf) {
+            Ok(n) => n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "a half-sent request was still open after 10 s");
+    }
+    assert_eq!(curl(&[&gw.url("/api/health")]).status, 200);
+    // An idle kept-alive connection is closed too.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut all = Vec::new();
+    let ended = idle.read_to_end(&mut all);
+    assert!(ended.is_ok(), "an idle kept-alive connection was still open after 10 s: {ended:?}");
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all));
+}
