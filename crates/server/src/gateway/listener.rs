@@ -37,7 +37,10 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                app.stopping.send_replace(true);
+                return;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             app.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);

@@ -64,6 +64,8 @@ pub struct App {
     pub login_slots: Arc<tokio::sync::Semaphore>,
     /// How long a real password check takes, so a banned attempt is answered as slowly.
     pub pace: pace::Pace,
+    /// Set at shutdown: long-lived splices (WebSockets) close themselves.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
     /// Time.
@@ -125,6 +127,7 @@ impl App {
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             pace: pace::Pace::seeded(),
+            stopping: tokio::sync::watch::Sender::new(false),
             clock: SystemClock,
             upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
@@ -161,6 +164,7 @@ pub enum Cost {
 }
 
 /// An `AccessRequest` with owned parts, so that it can move to a blocking worker.
+#[derive(Clone)]
 pub struct Ask {
     /// Method of the original request.
     pub method: String,
@@ -387,6 +391,8 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
             tls::watch(tls.clone());
         }
         listener::serve(app.clone(), router(app), listener, tls, shutdown()).await;
+        // The splices saw `stopping`: a moment to close their connections in order.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
     })
 }

@@ -94,6 +94,8 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
         }
     };
     let ask = original.ask(&app, client_ip, headers);
+    // Asked again while a WebSocket stays open, so logout, lock and expiry end it.
+    let recheck = ask.clone();
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
@@ -110,7 +112,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
                 host: &original.host,
                 drop_authorization: has_basic,
             };
-            pass(&app, upstream, req, identity.as_ref(), &forwarded).await
+            pass(&app, upstream, req, identity.as_ref(), &forwarded, recheck).await
         }
         other => {
             let browser = forward::wants_html(req.headers()) && !has_basic;
@@ -278,11 +280,12 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
 
 /// Forwards an allowed request and returns the app's answer, streamed.
 async fn pass(
-    app: &App,
+    app: &Arc<App>,
     upstream: &Upstream,
     mut req: Request,
     identity: Option<&Identity>,
     f: &Forwarded<'_>,
+    recheck: super::Ask,
 ) -> Response {
     let upgrade = wants_upgrade(req.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -307,11 +310,10 @@ async fn pass(
             return StatusCode::BAD_GATEWAY.into_response();
         };
         let app_side = hyper::upgrade::on(&mut response);
+        let app = app.clone();
         tokio::spawn(async move {
             match tokio::try_join!(client_side, app_side) {
-                Ok((client, app)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(app)).await;
-                }
+                Ok((client, upstream_io)) => splice(&app, client, upstream_io, recheck).await,
                 Err(e) => tracing::warn!(error = %e, "protocol switch failed"),
             }
         });
@@ -321,6 +323,31 @@ async fn pass(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Copies an upgraded connection both ways for as long as the request it came with is
+/// still allowed: asked again every `[session] refresh` seconds (5 to 60), so a logout, a
+/// lock, a removal or the session's end closes it; and closed when the gateway stops.
+async fn splice(app: &Arc<App>, client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded, recheck: super::Ask) {
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let mut stopping = app.stopping.subscribe();
+    let every = Duration::from_secs(app.config.session.refresh.clamp(5, 60));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = tick.tick() => {
+                let still = matches!(app.decide(recheck.clone(), Instant::now()).await, Ok(Decision::Allow(_)));
+                if !still {
+                    tracing::info!(path = %recheck.path, "WebSocket closed: the request is no longer allowed");
+                    return;
+                }
+            }
+            _ = stopping.changed() => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -920,3 +920,39 @@ fn half_sent_requests_are_cut_off_and_capped() {
     assert!(ended.is_ok(), "an idle kept-alive connection was still open after 10 s: {ended:?}");
     assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all));
 }
+
+/// Issue 11.8: a WebSocket through reverse-proxy mode outlived logout, `user lock` and the
+/// session's expiry (the splice had no bound).
+#[test]
+fn a_websocket_ends_when_its_session_does() {
+    use std::io::BufRead;
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("wes", "pw-wes", &[]));
+    env.set("session", "refresh", "5");
+    let app = crate::proxy::App::start();
+    let port = free_port();
+    env.loopback_portal(port);
+    let portal = format!("http://127.0.0.1:{port}/.portcullis");
+    env.set("server", "portal_url", &format!("\"{portal}\""));
+    env.set("proxy", "upstream", &format!("\"http://127.0.0.1:{}\"", app.port));
+    let gw = env.serve();
+    let b = Browser::new(&env, "wes");
+    settle(5);
+    let r = b.login_at(&portal, "wes", "pw-wes", &code_now(&env, &secret), &gw.url("/page"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = format!("Cookie: portcullis_session={}", b.cookie("portcullis_session").unwrap());
+    let script = format!("{}/tests/e2e/upstream_app.py", env!("CARGO_MANIFEST_DIR"));
+    let mut hold = std::process::Command::new("/usr/bin/python3")
+        .args([script.as_str(), "hold", &format!("ws://127.0.0.1:{port}/ws"), &cookie])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(hold.stdout.take().unwrap()).lines();
+    let opened = lines.next().unwrap().unwrap();
+    assert!(opened.contains("\"open\": true"), "{opened}");
+    b.logout_at(&portal);
+    let ended = lines.next().unwrap().unwrap();
+    let _ = hold.wait();
+    assert!(ended.contains("\"closed\": true"), "the WebSocket outlived the logout: {ended}");
+    assert!(gw.log_text().contains("WebSocket closed"), "{}", gw.log_text());
+}

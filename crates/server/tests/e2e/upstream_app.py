@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import html
 import json
+import time
 import os
 import ssl
 import sys
@@ -95,11 +96,30 @@ async def client(url, extra):
             print(json.dumps({"refused": e.status}))
 
 
+async def hold(url, extra):
+    """Connects, answers `open`, then waits (at most 60 s) for the far side to close."""
+    headers = dict(h.split(": ", 1) for h in extra)
+    async with ClientSession() as session:
+        async with session.ws_connect(url, headers=headers) as socket:
+            await socket.send_str("ping")
+            first = (await socket.receive()).data
+            print(json.dumps({"open": first == "ping"}), flush=True)
+            started = time.monotonic()
+            try:
+                msg = await asyncio.wait_for(socket.receive(), timeout=60)
+                closed = msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
+            except asyncio.TimeoutError:
+                closed = False
+            print(json.dumps({"closed": closed, "after": round(time.monotonic() - started, 1)}), flush=True)
+
+
 def main():
     if sys.argv[1] == "serve":
         app = web.Application(client_max_size=1 << 40)
         app.add_routes([web.get("/page", page), web.get("/headers", headers), web.get("/big", big), web.post("/upload", upload), web.get("/ws", ws)])
         web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+    elif sys.argv[1] == "hold":
+        asyncio.run(hold(sys.argv[2], sys.argv[3:]))
     else:
         asyncio.run(client(sys.argv[2], sys.argv[3:]))
 
