@@ -194,16 +194,9 @@ pub struct TokenArgs {
     /// HMAC hash: sha1, sha256 or sha512 (default from [otp] algorithm).
     #[arg(long)]
     pub algorithm: Option<String>,
-    /// Use this base32 secret instead of a random one (e.g. a hardware token's). Prefer
-    /// --secret-stdin or --secret-file: command lines are visible to other users.
-    #[arg(long, conflicts_with_all = ["secret_stdin", "secret_file"])]
-    pub secret: Option<String>,
-    /// Read the base32 secret from the first line of standard input.
-    #[arg(long, conflicts_with = "secret_file")]
-    pub secret_stdin: bool,
-    /// Read the base32 secret from a file (its first line).
-    #[arg(long, value_name = "PATH")]
-    pub secret_file: Option<PathBuf>,
+    /// A base32 secret to use instead of a random one (e.g. a hardware token's).
+    #[command(flatten)]
+    pub secret: SecretSource,
     /// Accept a secret shorter than 16 bytes (128 bits, RFC 4226's minimum): only for a
     /// hardware token that really has one.
     #[arg(long)]
@@ -351,12 +344,12 @@ pub enum TokenCommand {
     },
 }
 
-/// Secret options of the `otp` tools: the secret on the command line (visible in
-/// /proc/*/cmdline and shell history), on standard input, or in a file.
-#[derive(Debug, Clone, Args)]
-pub struct SecretArgs {
-    /// The secret, base32 (any case, spaces allowed) unless --hex. Prefer --secret-stdin or
-    /// --secret-file: command lines are visible to other users.
+/// Where a secret comes from: the command line (visible in /proc/*/cmdline and shell
+/// history), standard input, or a file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretSource {
+    /// The secret, base32 (any case, spaces allowed; hex with --hex where offered). Prefer
+    /// --secret-stdin or --secret-file: command lines are visible to other users.
     #[arg(long, conflicts_with_all = ["secret_stdin", "secret_file"])]
     pub secret: Option<String>,
     /// Read the secret from the first line of standard input.
@@ -365,6 +358,14 @@ pub struct SecretArgs {
     /// Read the secret from a file (its first line).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+}
+
+/// Secret options of the `otp` tools.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Where the secret comes from.
+    #[command(flatten)]
+    pub source: SecretSource,
     /// The secret is hex (as in mod_authn_otp and pam_oath users files).
     #[arg(long)]
     pub hex: bool,

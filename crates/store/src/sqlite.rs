@@ -526,6 +526,10 @@ fn invite_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invite> {
     })
 }
 
+/// The unexpired invite of a token hash, in the columns `invite_from_row` reads.
+const OPEN_INVITE: &str = "SELECT user, expires, pending_kind, pending_period, pending_secret, pending_algorithm,
+     pending_digits, pending_motp_pin FROM invites WHERE hash = ?1 AND expires > ?2";
+
 impl InviteStore for SqliteStore {
     fn create(&self, user: &str, expires: i64) -> Result<Zeroizing<String>, StoreError> {
         let (token, hash) = new_token();
@@ -551,8 +555,7 @@ impl InviteStore for SqliteStore {
         };
         self.lock()
             .query_row(
-                "SELECT user, expires, pending_kind, pending_period, pending_secret, pending_algorithm,
-                 pending_digits, pending_motp_pin FROM invites WHERE hash = ?1 AND expires > ?2",
+                OPEN_INVITE,
                 params![&hash[..], now],
                 invite_from_row,
             )
@@ -571,8 +574,7 @@ impl InviteStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         let found = tx
             .query_row(
-                "SELECT user, expires, pending_kind, pending_period, pending_secret, pending_algorithm,
-                 pending_digits, pending_motp_pin FROM invites WHERE hash = ?1 AND expires > ?2",
+                OPEN_INVITE,
                 params![&hash[..], now],
                 invite_from_row,
             )

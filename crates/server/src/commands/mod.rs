@@ -118,6 +118,13 @@ impl Context_ {
     }
 }
 
+impl crate::cli::SecretSource {
+    /// The secret given, if any.
+    pub fn read(&self) -> Result<Option<Zeroizing<String>>> {
+        secret_from("secret", self.secret.as_deref(), self.secret_stdin, self.secret_file.as_deref())
+    }
+}
+
 /// A secret from `--NAME VALUE`, `--NAME-stdin` (first line) or `--NAME-file PATH` (first
 /// line); `None` when none was given. Values on the command line are visible to other
 /// users, so the help and README show the other two.

@@ -8,13 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn secret(args: &SecretArgs) -> Result<Secret> {
-    let text = super::secret_from(
-        "secret",
-        args.secret.as_deref(),
-        args.secret_stdin,
-        args.secret_file.as_deref(),
-    )?
-    .context("give the secret with --secret-stdin, --secret-file PATH or --secret")?;
+    let text = args
+        .source
+        .read()?
+        .context("give the secret with --secret-stdin, --secret-file PATH or --secret")?;
     if args.hex {
         Secret::from_hex(&text).context("--secret (hex)")
     } else {

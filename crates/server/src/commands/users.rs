@@ -26,12 +26,7 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         Some(a) => Algorithm::parse(a).with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
         None => o.algorithm,
     };
-    let given = super::secret_from(
-        "secret",
-        args.secret.as_deref(),
-        args.secret_stdin,
-        args.secret_file.as_deref(),
-    )?;
+    let given = args.secret.read()?;
     let secret = match &given {
         Some(s) => {
             let secret = Secret::from_base32(s).context("--secret")?;
@@ -96,7 +91,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             token,
         } => {
             valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
-            if password_stdin && token.secret_stdin {
+            if password_stdin && token.secret.secret_stdin {
                 bail!("--password-stdin and --secret-stdin both want standard input: give the secret with --secret-file PATH");
             }
             if store.user(&name)?.is_some() {

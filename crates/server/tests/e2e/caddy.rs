@@ -141,13 +141,7 @@ fn caddy_forward_auth_redirects_logs_in_and_passes_identity() {
 
     // HTTP Basic through Caddy: accepted, and the application never sees the credentials.
     // The portal's code is used up (issue 9.3): Basic takes the next step's.
-    let next = env
-        .ok(
-            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
-            None,
-        )
-        .trim()
-        .to_string();
+    let next = code_next_step(&env, &secret);
     let basic = curl(&["-u", &format!("kim:pw{next}"), &page]);
     assert_eq!(basic.status, 200, "{}", basic.body);
     assert!(

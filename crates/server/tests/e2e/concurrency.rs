@@ -124,23 +124,8 @@ fn one_code_once_on_a_live_users_file(backend: &str) {
     for t in 0..trials {
         // Each trial, filler user f<t> (whose key is key_hex + t) verifies its first code too.
         let other = format!("f{t}");
-        let other_key = format!("{key_hex}{t:04x}");
-        let other_b32 =
-            data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
-        let other_code = env.ok(
-            &[
-                "otp",
-                "code",
-                "--secret",
-                &other_b32,
-                "--type",
-                "hotp",
-                "--counter",
-                "0",
-            ],
-            None,
-        );
-        let accepted = race_on_users_file(&env, secret_b32, t, &other, other_code.trim());
+        let other_code = hotp_hex(&env, &format!("{key_hex}{t:04x}"), 0);
+        let accepted = race_on_users_file(&env, secret_b32, t, &other, &other_code);
         assert_eq!(
             accepted, 1,
             "{backend}, trial {t}: {accepted} processes accepted one code"
@@ -151,23 +136,8 @@ fn one_code_once_on_a_live_users_file(backend: &str) {
     // No update was lost: every filler user that verified keeps its advanced counter (a
     // replayed first code is refused), and u1 is at counter `trials`.
     for t in 0..trials {
-        let other_key = format!("{key_hex}{t:04x}");
-        let other_b32 =
-            data_encoding::BASE32_NOPAD.encode(&data_encoding::HEXLOWER.decode(other_key.as_bytes()).unwrap());
-        let code = env.ok(
-            &[
-                "otp",
-                "code",
-                "--secret",
-                &other_b32,
-                "--type",
-                "hotp",
-                "--counter",
-                "0",
-            ],
-            None,
-        );
-        let (status, out) = env.verify(&format!("f{t}"), None, code.trim());
+        let code = hotp_hex(&env, &format!("{key_hex}{t:04x}"), 0);
+        let (status, out) = env.verify(&format!("f{t}"), None, &code);
         assert_eq!(
             status, 1,
             "{backend}: f{t}'s used code accepted again (a lost update): {out}"

@@ -152,6 +152,23 @@ pub fn code_now(env: &Env, secret: &str) -> String {
     env.ok(&["otp", "code", "--secret", secret], None).trim().to_string()
 }
 
+/// The TOTP code of the next 30 s step: a code the current step's login has not used up.
+pub fn code_next_step(env: &Env, secret: &str) -> String {
+    env.ok(&["otp", "code", "--secret", secret, "--time", &(now() + 30).to_string()], None)
+        .trim()
+        .to_string()
+}
+
+/// The HOTP code of a hex key at `counter`.
+pub fn hotp_hex(env: &Env, key_hex: &str, counter: u64) -> String {
+    env.ok(
+        &["otp", "code", "--secret", key_hex, "--hex", "--type", "hotp", "--counter", &counter.to_string()],
+        None,
+    )
+    .trim()
+    .to_string()
+}
+
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -293,8 +310,12 @@ pub fn curl(args: &[&str]) -> Reply {
         "curl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A raw HTTP/1.1 answer as a `Reply` (interim 1xx answers skipped).
+fn parse_reply(text: &str) -> Reply {
+    let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
     // Interim answers (100 Continue) come first; the reply is the final one.
     while head.starts_with("HTTP/1.1 1") && body.starts_with("HTTP/") {
         (head, body) = body.split_once("\r\n\r\n").unwrap_or((body, ""));
@@ -427,23 +448,7 @@ pub fn raw_http(port: u16, request: &[u8]) -> Reply {
     s.write_all(request).unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    parse_reply(&String::from_utf8_lossy(&buf))
 }
 
 /// A `/proc/PID/status` field in KiB (`VmHWM`, `VmRSS`).

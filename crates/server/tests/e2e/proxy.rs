@@ -158,13 +158,7 @@ fn proxy_mode_protects_an_app_with_portal_basic_streaming_and_websocket() {
 
     // HTTP Basic with password+code: the app sees the user, never the credentials. The
     // portal's code is used up (issue 9.3), so Basic takes the next step's code.
-    let code = env
-        .ok(
-            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
-            None,
-        )
-        .trim()
-        .to_string();
+    let code = code_next_step(&env, &secret);
     let creds = format!("alice:correct horse{code}");
     let r = curl(&["-u", &creds, "-H", "Host: wiki.example.test", &page]);
     assert_eq!(r.status, 200, "{}", r.body);
