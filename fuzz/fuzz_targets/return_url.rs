@@ -7,7 +7,11 @@ use portcullis_core::redirect::ReturnTargets;
 fuzz_target!(|data: &str| {
     let targets = ReturnTargets::new(&["app.example.com".to_string(), "*.example.org".to_string()]).expect("patterns");
     if let Some(url) = targets.check(data) {
-        let host = url.split("://").nth(1).and_then(|r| r.split(['/', ':', '?', '#']).next()).unwrap_or("");
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split(['/', ':', '?', '#']).next())
+            .unwrap_or("");
         assert!(host == "app.example.com" || host.ends_with(".example.org"), "{url}");
     }
 });

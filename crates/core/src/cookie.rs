@@ -43,12 +43,18 @@ mod tests {
 
     #[test]
     fn removes_every_pair_of_the_names() {
-        let h = ["a=1; portcullis_session=s; portcullis_csrf=x", "b=2;portcullis_session=t"];
+        let h = [
+            "a=1; portcullis_session=s; portcullis_csrf=x",
+            "b=2;portcullis_session=t",
+        ];
         assert_eq!(
             without(h, &["portcullis_session", "portcullis_csrf"]).as_deref(),
             Some("a=1; b=2")
         );
         assert_eq!(without(["portcullis_session=s"], &["portcullis_session"]), None);
-        assert_eq!(without([" portcullis_session =s; c"], &["portcullis_session"]).as_deref(), Some("c"));
+        assert_eq!(
+            without([" portcullis_session =s; c"], &["portcullis_session"]).as_deref(),
+            Some("c")
+        );
     }
 }

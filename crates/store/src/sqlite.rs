@@ -554,11 +554,7 @@ impl InviteStore for SqliteStore {
             return Ok(None);
         };
         self.lock()
-            .query_row(
-                OPEN_INVITE,
-                params![&hash[..], now],
-                invite_from_row,
-            )
+            .query_row(OPEN_INVITE, params![&hash[..], now], invite_from_row)
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -573,11 +569,7 @@ impl InviteStore for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let found = tx
-            .query_row(
-                OPEN_INVITE,
-                params![&hash[..], now],
-                invite_from_row,
-            )
+            .query_row(OPEN_INVITE, params![&hash[..], now], invite_from_row)
             .optional()
             .map_err(|e| self.err(e))?;
         let Some(mut invite) = found else {

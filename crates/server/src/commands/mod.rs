@@ -121,7 +121,12 @@ impl Context_ {
 impl crate::cli::SecretSource {
     /// The secret given, if any.
     pub fn read(&self) -> Result<Option<Zeroizing<String>>> {
-        secret_from("secret", self.secret.as_deref(), self.secret_stdin, self.secret_file.as_deref())
+        secret_from(
+            "secret",
+            self.secret.as_deref(),
+            self.secret_stdin,
+            self.secret_file.as_deref(),
+        )
     }
 }
 

@@ -92,7 +92,9 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         } => {
             valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
             if password_stdin && token.secret.secret_stdin {
-                bail!("--password-stdin and --secret-stdin both want standard input: give the secret with --secret-file PATH");
+                bail!(
+                    "--password-stdin and --secret-stdin both want standard input: give the secret with --secret-file PATH"
+                );
             }
             if store.user(&name)?.is_some() {
                 return Err(StoreError::Exists(name).into());

@@ -137,7 +137,10 @@ fn group_id(name: &str, group_file: &std::path::Path) -> Result<u32> {
         })
         .next()
         .with_context(|| {
-            format!("[apache] check_socket_group = {name:?}: no such group in {}", group_file.display())
+            format!(
+                "[apache] check_socket_group = {name:?}: no such group in {}",
+                group_file.display()
+            )
         })
 }
 

@@ -74,7 +74,10 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let _ = http.serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+                    let _ = http
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
                 }
                 None => {
                     let _ = http.serve_connection(TokioIo::new(tcp), service).with_upgrades().await;

@@ -121,7 +121,11 @@ impl Metrics {
             "# HELP portcullis_connections_refused_total Connections closed at accept: [server] max_connections were open."
         );
         let _ = writeln!(out, "# TYPE portcullis_connections_refused_total counter");
-        let _ = writeln!(out, "portcullis_connections_refused_total {}", get(&self.connections_refused));
+        let _ = writeln!(
+            out,
+            "portcullis_connections_refused_total {}",
+            get(&self.connections_refused)
+        );
         out
     }
 }

@@ -449,7 +449,13 @@ pub struct EnrollForm {
 
 /// `POST /enroll/{token}` with `reveal`: shows the new key once, to a person who pressed
 /// the button (CSRF token checked), and records who saw it.
-async fn enroll_reveal(app: Arc<App>, ip: std::net::IpAddr, headers: HeaderMap, token: String, csrf: String) -> Response {
+async fn enroll_reveal(
+    app: Arc<App>,
+    ip: std::net::IpAddr,
+    headers: HeaderMap,
+    token: String,
+    csrf: String,
+) -> Response {
     let Some(invites) = app.invites.clone() else {
         return server_error();
     };

@@ -328,7 +328,12 @@ async fn pass(
 /// Copies an upgraded connection both ways for as long as the request it came with is
 /// still allowed: asked again every `[session] refresh` seconds (5 to 60), so a logout, a
 /// lock, a removal or the session's end closes it; and closed when the gateway stops.
-async fn splice(app: &Arc<App>, client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded, recheck: super::Ask) {
+async fn splice(
+    app: &Arc<App>,
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    recheck: super::Ask,
+) {
     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);

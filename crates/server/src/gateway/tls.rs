@@ -117,4 +117,3 @@ pub fn watch(tls: Arc<Tls>) {
         }
     });
 }
-

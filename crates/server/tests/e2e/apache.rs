@@ -326,7 +326,10 @@ fn apache_check_socket_shares_linger_with_the_gateway() {
     let www_data = std::fs::read_to_string("/etc/group")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("www-data:x:").and_then(|r| r.split(':').next()?.parse::<u32>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("www-data:x:")
+                .and_then(|r| r.split(':').next()?.parse::<u32>().ok())
+        })
         .unwrap();
     assert_eq!(meta.gid(), www_data);
     let url = apache.url("/ext/who.cgi");

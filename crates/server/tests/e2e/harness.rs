@@ -154,15 +154,28 @@ pub fn code_now(env: &Env, secret: &str) -> String {
 
 /// The TOTP code of the next 30 s step: a code the current step's login has not used up.
 pub fn code_next_step(env: &Env, secret: &str) -> String {
-    env.ok(&["otp", "code", "--secret", secret, "--time", &(now() + 30).to_string()], None)
-        .trim()
-        .to_string()
+    env.ok(
+        &["otp", "code", "--secret", secret, "--time", &(now() + 30).to_string()],
+        None,
+    )
+    .trim()
+    .to_string()
 }
 
 /// The HOTP code of a hex key at `counter`.
 pub fn hotp_hex(env: &Env, key_hex: &str, counter: u64) -> String {
     env.ok(
-        &["otp", "code", "--secret", key_hex, "--hex", "--type", "hotp", "--counter", &counter.to_string()],
+        &[
+            "otp",
+            "code",
+            "--secret",
+            key_hex,
+            "--hex",
+            "--type",
+            "hotp",
+            "--counter",
+            &counter.to_string(),
+        ],
         None,
     )
     .trim()

@@ -392,7 +392,7 @@ fn invite_link(env: &Env, user: &str) -> String {
 fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
     let env = Env::new("");
     env.add_user("ivy", "pw-ivy", &[]);
-    let gw = gateway_with(&env, "");
+    let _gw = gateway_with(&env, "");
     let first = invite_link(&env, "ivy");
     let second = invite_link(&env, "ivy");
     let b = Browser::new(&env, "ivy");
@@ -571,7 +571,13 @@ fn open_redirect_variants_land_on_the_default_page() {
     let gw = gateway_with(&env, "");
     let b = Browser::new(&env, "rae");
     settle(5);
-    let r = b.login(&gw, "rae", "pw-rae", &code_now(&env, &secret), "http://app.example.test/x");
+    let r = b.login(
+        &gw,
+        "rae",
+        "pw-rae",
+        &code_now(&env, &secret),
+        "http://app.example.test/x",
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("http://app.example.test/x"));
     let default = gw.url("/");
@@ -605,10 +611,7 @@ fn open_redirect_variants_land_on_the_default_page() {
 #[test]
 fn path_normalisation_bypasses_never_reach_a_bypassed_path() {
     let env = Env::new("");
-    let gw = gateway_with(
-        &env,
-        "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n",
-    );
+    let gw = gateway_with(&env, "\n[[access.rules]]\npath = \"^/public/\"\npolicy = \"bypass\"\n");
     let ask = |path: &str| auth_request(&gw, &format!("http://app.example.test{path}"), &[]).status;
     assert_eq!(ask("/public/x"), 200);
     assert_eq!(ask("/admin/x"), 401);
@@ -648,9 +651,18 @@ fn untrusted_peers_and_malformed_descriptions_never_get_200() {
     // From 127.0.0.2 (loopback, not a trusted proxy) nothing it says about the request counts.
     for (url, headers) in [
         (&ar, vec!["X-Original-URL: http://app.example.test/public/x"]),
-        (&fa, vec!["X-Forwarded-Host: app.example.test", "X-Forwarded-Uri: /public/x"]),
-        (&ar, vec!["X-Original-URL: http://app.example.test/x", "X-Forwarded-For: 10.1.2.3"]),
-        (&ar, vec!["X-Original-URL: http://app.example.test/x", "X-Real-IP: 10.1.2.3"]),
+        (
+            &fa,
+            vec!["X-Forwarded-Host: app.example.test", "X-Forwarded-Uri: /public/x"],
+        ),
+        (
+            &ar,
+            vec!["X-Original-URL: http://app.example.test/x", "X-Forwarded-For: 10.1.2.3"],
+        ),
+        (
+            &ar,
+            vec!["X-Original-URL: http://app.example.test/x", "X-Real-IP: 10.1.2.3"],
+        ),
     ] {
         let mut args = vec!["--interface", "127.0.0.2"];
         for h in &headers {
@@ -673,7 +685,12 @@ fn untrusted_peers_and_malformed_descriptions_never_get_200() {
         req.extend_from_slice(bad);
         req.extend_from_slice(b"\r\n\r\n");
         let r = raw_http(gw.port, &req);
-        assert!(matches!(r.status, 400 | 401), "{}: {}", String::from_utf8_lossy(bad), r.status);
+        assert!(
+            matches!(r.status, 400 | 401),
+            "{}: {}",
+            String::from_utf8_lossy(bad),
+            r.status
+        );
     }
     let long = format!("/public/{}", "a".repeat(9000));
     let r = auth_request(&gw, &format!("http://app.example.test{long}"), &[]);
@@ -731,7 +748,10 @@ fn metrics_are_never_on_the_portal() {
 #[test]
 fn an_enrollment_link_reveals_the_key_only_on_a_post_and_logs_who_saw_it() {
     let env = Env::new("");
-    env.ok(&["user", "add", "una", "--no-password", "--no-terminal-qr", "--no-token"], None);
+    env.ok(
+        &["user", "add", "una", "--no-password", "--no-terminal-qr", "--no-token"],
+        None,
+    );
     env.set("otp", "period", "60");
     env.set("otp", "digits", "8");
     let gw = gateway_with(&env, "");
@@ -752,10 +772,18 @@ fn an_enrollment_link_reveals_the_key_only_on_a_post_and_logs_who_saw_it() {
     let start = b.get(&link, &[]);
     let page = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("secret=") && page.body.contains("<svg"), "{}", page.body);
+    assert!(
+        page.body.contains("secret=") && page.body.contains("<svg"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("time-based, 60 s, 8 digits, SHA1"), "{}", page.body);
     let again = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
-    assert!(again.body.contains("already shown once") && !again.body.contains("secret="), "{}", again.body);
+    assert!(
+        again.body.contains("already shown once") && !again.body.contains("secret="),
+        "{}",
+        again.body
+    );
     let log = gw.log_text();
     assert!(
         log.contains("enroll-reveal") && log.contains("client=127.0.0.1") && log.contains("una"),
@@ -783,7 +811,11 @@ fn qr_files_are_new_0600_files_and_never_follow_a_symlink() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let out = env.run(&["qr", uri, "--png", link.to_str().unwrap()], None);
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symbolic link"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
 }
 
@@ -794,8 +826,21 @@ fn secrets_can_come_from_stdin_or_a_file() {
     let env = Env::new("");
     let key = env.path().join("hw.b32");
     std::fs::write(&key, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
-    let from_arg = env.ok(&["otp", "code", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "--time", "59"], None);
-    let from_file = env.ok(&["otp", "code", "--secret-file", key.to_str().unwrap(), "--time", "59"], None);
+    let from_arg = env.ok(
+        &[
+            "otp",
+            "code",
+            "--secret",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--time",
+            "59",
+        ],
+        None,
+    );
+    let from_file = env.ok(
+        &["otp", "code", "--secret-file", key.to_str().unwrap(), "--time", "59"],
+        None,
+    );
     let from_stdin = env.ok(
         &["otp", "code", "--secret-stdin", "--time", "59"],
         Some("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"),
@@ -806,10 +851,31 @@ fn secrets_can_come_from_stdin_or_a_file() {
     assert_eq!(from_arg.trim(), "287082");
     // A hardware token's key for a new user, from a file; the user verifies with it.
     env.ok(
-        &["user", "add", "hw", "--no-password", "--no-terminal-qr", "--hotp", "--secret-file", key.to_str().unwrap()],
+        &[
+            "user",
+            "add",
+            "hw",
+            "--no-password",
+            "--no-terminal-qr",
+            "--hotp",
+            "--secret-file",
+            key.to_str().unwrap(),
+        ],
         None,
     );
-    let first = env.ok(&["otp", "code", "--secret-file", key.to_str().unwrap(), "--type", "hotp", "--counter", "0"], None);
+    let first = env.ok(
+        &[
+            "otp",
+            "code",
+            "--secret-file",
+            key.to_str().unwrap(),
+            "--type",
+            "hotp",
+            "--counter",
+            "0",
+        ],
+        None,
+    );
     assert_eq!(env.verify("hw", None, first.trim()).0, 0);
     // The URI for a QR code from standard input.
     let out = env.ok(
@@ -821,7 +887,11 @@ fn secrets_can_come_from_stdin_or_a_file() {
     let none = env.run(&["otp", "code"], None);
     assert_eq!(none.status.code(), Some(2));
     let empty = env.run(&["otp", "code", "--secret-stdin"], Some("\n"));
-    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"), "{}", String::from_utf8_lossy(&empty.stderr));
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
 }
 
 /// Issue 11.4: with the gateway down, `portcullis check` decided on its own, unlogged and
@@ -856,7 +926,10 @@ fn check_refuses_without_the_gateway_and_without_a_client_address() {
     // The gateway is not running: refused, and said why.
     let (status, err) = check(Some("203.0.113.5"), &right);
     assert_eq!(status, Some(2), "{err}");
-    assert!(err.contains("does not answer") && err.contains("check_fallback"), "{err}");
+    assert!(
+        err.contains("does not answer") && err.contains("check_fallback"),
+        "{err}"
+    );
     // No IP: refused whatever the socket.
     env.set("apache", "check_fallback", "\"local\"");
     let (status, err) = check(None, &right);
@@ -883,7 +956,8 @@ fn half_sent_requests_are_cut_off_and_capped() {
     let mut slow = Vec::new();
     for _ in 0..25 {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .unwrap();
         slow.push(s);
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -896,7 +970,10 @@ fn half_sent_requests_are_cut_off_and_capped() {
         .unwrap();
     assert!(refused >= 5, "{m}");
     // 20 slow ones (and this scrape on the metrics listener).
-    assert!(m.contains("portcullis_connections 20\n") || m.contains("portcullis_connections 21\n"), "{m}");
+    assert!(
+        m.contains("portcullis_connections 20\n") || m.contains("portcullis_connections 21\n"),
+        "{m}"
+    );
     // The half-sent ones are cut off after the header timeout (2 s; 10 s allowed here).
     for s in &mut slow {
         s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
@@ -910,12 +987,20 @@ fn half_sent_requests_are_cut_off_and_capped() {
     assert_eq!(curl(&[&gw.url("/api/health")]).status, 200);
     // An idle kept-alive connection is closed too.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
     idle.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let mut all = Vec::new();
     let ended = idle.read_to_end(&mut all);
-    assert!(ended.is_ok(), "an idle kept-alive connection was still open after 10 s: {ended:?}");
-    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all));
+    assert!(
+        ended.is_ok(),
+        "an idle kept-alive connection was still open after 10 s: {ended:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
 }
 
 /// Issue 11.8: a WebSocket through reverse-proxy mode outlived logout, `user lock` and the
@@ -950,6 +1035,9 @@ fn a_websocket_ends_when_its_session_does() {
     b.logout_at(&portal);
     let ended = lines.next().unwrap().unwrap();
     let _ = hold.wait();
-    assert!(ended.contains("\"closed\": true"), "the WebSocket outlived the logout: {ended}");
+    assert!(
+        ended.contains("\"closed\": true"),
+        "the WebSocket outlived the logout: {ended}"
+    );
     assert!(gw.log_text().contains("WebSocket closed"), "{}", gw.log_text());
 }
