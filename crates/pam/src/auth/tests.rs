@@ -333,10 +333,18 @@ fn pam_oath_users_file_via_usersfile_option() {
     let mut p = pam("carol", &[&code(NOW - 30)]);
     assert_eq!(run(&args(&path), &mut p), Verdict::Failure);
     assert!(p.logs[0].contains("replayed"), "{:?}", p.logs);
-    // window=1 is ±1 step: two steps back is outside.
-    let mut p = pam("carol", &[&code(NOW - 90)]);
-    assert_eq!(run(&args(&path), &mut p), Verdict::Failure);
+    // window=1 is ±1 step, checked on a user with no step used yet (so a refusal is for
+    // the window, not a replay): two steps back and two ahead are outside, one ahead inside.
+    let fresh = dir.path().join("fresh.oath");
+    std::fs::write(&fresh, format!("HOTP/T30/6 dora - {}\n", hex.as_str())).unwrap();
+    std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut p = pam("dora", &[&code(NOW - 60)]);
+    assert_eq!(run(&args(&fresh), &mut p), Verdict::Failure);
     assert!(p.logs[0].contains(Rejection::Expired.label()), "{:?}", p.logs);
+    let mut p = pam("dora", &[&code(NOW + 60)]);
+    assert_eq!(run(&args(&fresh), &mut p), Verdict::Failure, "{:?}", p.logs);
+    let mut p = pam("dora", &[&code(NOW + 30)]);
+    assert_eq!(run(&args(&fresh), &mut p), Verdict::Success, "{:?}", p.logs);
 }
 
 /// Regression (issue 10.4): `usersfile=` ignored the PIN of a users.oath line, so the bare

@@ -1,7 +1,7 @@
 //! The login portal in a real headless Chromium: `portcullis serve` on a free loopback
 //! port, driven by `tests/browser/portal.mjs` (playwright-core, `/usr/bin/chromium`),
 //! which signs in, signs out, enrolls through an invitation and writes screenshots to
-//! `target/screenshots/`. `scripts/test` installs Chromium and the npm package.
+//! `target/screenshots/portal/` and `.../proxy/`, emptied first. `scripts/test` installs Chromium and the npm package.
 
 use crate::harness::*;
 use std::io::{Read, Write};
@@ -209,7 +209,7 @@ fn portal_login_logout_and_enrollment_in_chromium() {
         .unwrap_or_else(|| panic!("no enrollment link in `user invite` output:\n{invite}"))
         .to_string();
 
-    let screenshots = workspace_root().join("target/screenshots");
+    let screenshots = fresh_dir(workspace_root().join("target/screenshots/portal"));
     run_script(
         "portal.mjs",
         &[
@@ -248,6 +248,13 @@ fn portal_login_logout_and_enrollment_in_chromium() {
     );
 }
 
+/// An empty directory at `path` (an earlier run's screenshots must not pass for this run's).
+fn fresh_dir(path: std::path::PathBuf) -> std::path::PathBuf {
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
 #[test]
 fn reverse_proxy_login_and_the_apps_websocket_in_chromium() {
     require_browser_tools();
@@ -261,7 +268,7 @@ fn reverse_proxy_login_and_the_apps_websocket_in_chromium() {
     env.set("server", "portal_url", &format!("\"{origin}/.portcullis\""));
     env.set("proxy", "upstream", &format!("\"http://127.0.0.1:{}\"", app.port));
     let gw = env.serve();
-    let screenshots = workspace_root().join("target/screenshots");
+    let screenshots = fresh_dir(workspace_root().join("target/screenshots/proxy"));
     run_script(
         "proxy.mjs",
         &[

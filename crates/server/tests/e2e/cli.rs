@@ -87,8 +87,11 @@ fn lock_and_admin_commands() {
     env.ok(&["user", "unlock", "carol"], None);
 
     env.ok(&["user", "passwd", "carol", "--password-stdin"], Some("new pw\n"));
-    let (rc, _) = env.verify("carol", Some("pw"), "000000");
+    // The old password with a valid code: refused for the password, not the code.
+    settle(5);
+    let (rc, out) = env.verify("carol", Some("pw"), &code_now(&env, &secret_of(&uri)));
     assert_eq!(rc, 1);
+    assert!(out.contains("wrong password"), "{out}");
 
     let out = env.ok(&["user", "token", "reset", "carol", "--no-terminal-qr"], None);
     let new_uri = uri_in(&out);

@@ -58,7 +58,12 @@ fn every_login_step_gets_a_new_session_and_expiry_kills_it() {
     let env = Env::new("");
     let secret = secret_of(&env.add_user("dave", "pw", &[]));
     env.loopback_portal(free_port());
-    env.set("session", "absolute", "6");
+    // Seconds of margin between the steps and the checks, even on a loaded machine.
+    env.set("session", "absolute", "12");
+    // A rule one factor satisfies: a surviving one-factor id would get 200 there.
+    let text = std::fs::read_to_string(env.config()).unwrap()
+        + "\n[[access.rules]]\npath = \"^/one/\"\npolicy = \"one_factor\"\n";
+    std::fs::write(env.config(), text).unwrap();
     let gw = env.serve();
     let b = Browser::new(&env, "dave");
     let page = b.get(&gw.url("/login"), &[]);
@@ -86,7 +91,7 @@ fn every_login_step_gets_a_new_session_and_expiry_kills_it() {
             "-H",
             &format!("Cookie: portcullis_session={id}"),
             "-H",
-            "X-Original-URL: http://127.0.0.1/x",
+            "X-Original-URL: http://127.0.0.1/one/x",
             &gw.url("/api/authz/auth-request"),
         ])
         .status
@@ -97,7 +102,7 @@ fn every_login_step_gets_a_new_session_and_expiry_kills_it() {
         401,
         "the one-factor id died when the second step replaced it"
     );
-    std::thread::sleep(std::time::Duration::from_secs(7));
+    std::thread::sleep(std::time::Duration::from_secs(13));
     assert_eq!(check(&second), 401, "absolute expiry ends the session server-side");
 }
 

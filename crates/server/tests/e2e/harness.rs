@@ -248,9 +248,16 @@ impl Env {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start portcullis serve");
-        let server = Server { child, port, log };
+        let mut server = Server { child, port, log };
         for _ in 0..200 {
+            // Whoever answers on the port, it must be this child, alive.
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("portcullis serve exited ({status}):\n{}", server.log_text());
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    panic!("portcullis serve exited ({status}):\n{}", server.log_text());
+                }
                 return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
