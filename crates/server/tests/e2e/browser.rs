@@ -1,7 +1,8 @@
 //! The login portal in a real headless Chromium: `portcullis serve` on a free loopback
 //! port, driven by `tests/browser/portal.mjs` (playwright-core, `/usr/bin/chromium`),
 //! which signs in, signs out, enrolls through an invitation and writes screenshots to
-//! `target/screenshots/portal/` and `.../proxy/`, emptied first. `scripts/test` installs Chromium and the npm package.
+//! `target/screenshots/portal/` and `.../proxy/` (emptied first). `scripts/test` installs
+//! Chromium and the npm package.
 
 use crate::harness::*;
 use std::io::{Read, Write};
