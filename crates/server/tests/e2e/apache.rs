@@ -368,9 +368,15 @@ fn apache_basic_mode_with_a_live_mod_authn_otp_users_file() {
     let r = basic("erin", &format!("5678{code}"), &url, &[]);
     assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
     assert!(r.body.contains("user=[erin]"), "{}", r.body);
-    // The file is updated in mod_authn_otp's format: the accepted code is recorded.
+    // The file is updated in mod_authn_otp's format, field by field:
+    // TYPE USER PIN KEY OFFSET FAILCOUNT LASTOTP LASTTIME LASTIP (a Basic client may linger,
+    // so LASTIP is its address).
     let text = std::fs::read_to_string(&users).unwrap();
-    assert!(text.contains(&code), "{text}");
+    let fields: Vec<&str> = text.trim_end().split_whitespace().collect();
+    assert_eq!(fields.len(), 9, "{text}");
+    assert_eq!(&fields[..7], ["HOTP/T30", "erin", "5678", hex, "0", "0", code.as_str()], "{text}");
+    assert!(fields[7].ends_with('L') && fields[7].len() == 20, "LASTTIME: {text}");
+    assert_eq!(fields[8], "127.0.0.1", "{text}");
     assert_eq!(basic("erin", &format!("0000{code}"), &url, &[]).status, 401);
 }
 
