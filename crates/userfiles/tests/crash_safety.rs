@@ -24,10 +24,15 @@ fn sample() -> String {
     s
 }
 
-/// Only does something when spawned by `sigkill_during_rewrites_never_corrupts`.
+/// The writer `sigkill_during_rewrites_never_corrupts` spawns and kills (ignored, so a
+/// normal run neither runs it nor counts it as a passed test). Says `ready` once its first
+/// update is on disk, so every kill lands while it is rewriting.
 #[test]
+#[ignore = "a helper process: run only by sigkill_during_rewrites_never_corrupts"]
 fn writer_child() {
-    let Ok(path) = std::env::var(WRITER_ENV) else { return };
+    use std::io::Write;
+    let path = std::env::var(WRITER_ENV).expect("spawned by sigkill_during_rewrites_never_corrupts");
+    let mut said = false;
     loop {
         otp_users::update(Path::new(&path), Dialect::PamOath, |f| {
             for e in f.entries_mut() {
@@ -38,6 +43,12 @@ fn writer_child() {
             Ok::<_, std::convert::Infallible>(())
         })
         .unwrap();
+        if !said {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ready");
+            let _ = out.flush();
+            said = true;
+        }
     }
 }
 
@@ -76,23 +87,58 @@ fn sigkill_during_rewrites_never_corrupts() {
     let exe = std::env::current_exe().unwrap();
     let mut rng = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut last = 0;
+    // A reader that never takes the lock: rename makes every read see a whole file.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                check(&path, 0);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut interrupted = 0;
     for _ in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["writer_child", "--exact", "--test-threads=1", "--nocapture"])
+            .args(["writer_child", "--exact", "--ignored", "--test-threads=1", "--nocapture"])
             .env(WRITER_ENV, &path)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // The kill timer starts once the writer has written: every kill hits a writer at work.
+        let mut ready = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        while !ready.contains("ready") {
+            ready.clear();
+            if std::io::BufRead::read_line(&mut out, &mut ready).unwrap() == 0 {
+                panic!("the writer ended before its first update");
+            }
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(2_000 + rng % 25_000));
+        std::thread::sleep(Duration::from_micros(rng % 3_000));
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
+        // A temporary file left behind: the kill landed inside a rewrite.
+        let mid_rewrite = fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("portcullis-tmp"));
+        interrupted += usize::from(mid_rewrite);
         last = check(&path, last);
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("a concurrent read saw a torn or lost file");
+    assert!(reads > 0, "the reader never read");
+    assert!(
+        interrupted >= KILLS / 10,
+        "only {interrupted} of {KILLS} kills landed inside a rewrite; the test proved too little"
+    );
     assert!(
         last > 0,
         "the writer never completed an update; the test proved nothing"
@@ -110,5 +156,5 @@ fn sigkill_during_rewrites_never_corrupts() {
         .filter(|n| n.contains("portcullis-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    eprintln!("{KILLS} kills survived; final counter {last}");
+    eprintln!("{KILLS} kills ({interrupted} inside a rewrite) survived; final counter {last}");
 }
