@@ -185,7 +185,18 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenRes
                 TokenKind::Oath => policy.hotp_look_ahead,
                 TokenKind::Motp => policy.motp_window,
             };
-            verify_counter(token.counter, Window::look_ahead(ahead), matcher())
+            let v = verify_counter(token.counter, Window::look_ahead(ahead), matcher());
+            if v == Verdict::Rejected && token.counter > 0 {
+                // Only to tell "used" from "wrong": a counter just behind the next one was
+                // used or skipped (the loser of two clients sending one code gets "already
+                // used", not "wrong code").
+                let first = token.counter.saturating_sub(EXPIRED_LOOK_BACK);
+                let used = Window::look_ahead(token.counter - first - 1);
+                if matches!(verify_counter(first, used, matcher()), Verdict::Accepted(_)) {
+                    return TokenResult::Replayed;
+                }
+            }
+            v
         }
         Step::Time(period) => {
             let now_step = totp_step(now, period);
@@ -515,9 +526,11 @@ mod tests {
             Outcome::Accepted { .. }
         ));
         assert_eq!(m.user("alice").unwrap().unwrap().tokens[0].counter, 5);
+        // The same code again is behind the counter: named a replay (as are the skipped
+        // counters 0-3, which can never be used either).
         assert_eq!(
             g.verify(attempt(&code, None)).unwrap(),
-            Outcome::Rejected(Rejection::WrongCode)
+            Outcome::Rejected(Rejection::Replayed)
         );
         let far = hotp(&secret(), 11, 6, Algorithm::Sha1);
         assert_eq!(

@@ -103,7 +103,13 @@ fn sigkill_during_rewrites_never_corrupts() {
     let mut interrupted = 0;
     for _ in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["writer_child", "--exact", "--ignored", "--test-threads=1", "--nocapture"])
+            .args([
+                "writer_child",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+            ])
             .env(WRITER_ENV, &path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

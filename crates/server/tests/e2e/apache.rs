@@ -374,7 +374,11 @@ fn apache_basic_mode_with_a_live_mod_authn_otp_users_file() {
     let text = std::fs::read_to_string(&users).unwrap();
     let fields: Vec<&str> = text.trim_end().split_whitespace().collect();
     assert_eq!(fields.len(), 9, "{text}");
-    assert_eq!(&fields[..7], ["HOTP/T30", "erin", "5678", hex, "0", "0", code.as_str()], "{text}");
+    assert_eq!(
+        &fields[..7],
+        ["HOTP/T30", "erin", "5678", hex, "0", "0", code.as_str()],
+        "{text}"
+    );
     assert!(fields[7].ends_with('L') && fields[7].len() == 20, "LASTTIME: {text}");
     assert_eq!(fields[8], "127.0.0.1", "{text}");
     assert_eq!(basic("erin", &format!("0000{code}"), &url, &[]).status, 401);

@@ -480,3 +480,76 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Runs the binary once for each argument list, all released at the same moment (so a race
+/// is a race, not a queue): each says it is ready on one FIFO, then waits for a byte on
+/// another, which this side writes only when every one of them is ready. Both FIFOs are
+/// held open read-write here, so no open blocks and no read sees an early end. Returns (exit
+/// code, stdout and stderr) of each, in order.
+pub fn race(env: &Env, runs: &[Vec<String>]) -> Vec<(i32, String)> {
+    use std::io::Read;
+    let tag = free_port();
+    let (ready_path, start_path) = (
+        env.path().join(format!("ready-{tag}")),
+        env.path().join(format!("start-{tag}")),
+    );
+    for p in [&ready_path, &start_path] {
+        assert!(
+            Command::new("mkfifo").arg(p).status().unwrap().success(),
+            "mkfifo {}",
+            p.display()
+        );
+    }
+    let rw = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let (mut ready, mut start) = (rw(&ready_path), rw(&start_path));
+    let children: Vec<_> = runs
+        .iter()
+        .map(|args| {
+            Command::new("sh")
+                .arg("-c")
+                .arg("printf x > \"$1\"; shift; read _ < \"$0\"; exec \"$@\"")
+                .arg(&start_path)
+                .arg(&ready_path)
+                .arg(bin())
+                .args(args)
+                .env("PORTCULLIS_CONFIG", env.config())
+                .current_dir(env.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = vec![0u8; runs.len()];
+    ready.read_exact(&mut seen).unwrap();
+    // All have started; a moment for the last to reach its read, then the gun.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    start.write_all(&vec![b'\n'; runs.len()]).unwrap();
+    let out = children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+            )
+        })
+        .collect();
+    let _ = std::fs::remove_file(&ready_path);
+    let _ = std::fs::remove_file(&start_path);
+    out
+}
+
+/// Asserts that exactly one of `results` accepted and every other one was refused as a
+/// replay (never a store error such as "database is locked").
+pub fn one_winner_rest_replays(results: &[(i32, String)], what: &str) {
+    let winners = results.iter().filter(|(code, _)| *code == 0).count();
+    assert_eq!(winners, 1, "{what}: {winners} accepted: {results:?}");
+    for (code, out) in results.iter().filter(|(code, _)| *code != 0) {
+        assert!(
+            *code == 1 && (out.contains("already used") || out.contains("replay")),
+            "{what}: a loser failed for another reason ({code}): {out}"
+        );
+    }
+}
