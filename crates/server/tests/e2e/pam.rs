@@ -522,3 +522,72 @@ fn sshd_keyboard_interactive_password_then_code_and_sftp_share_replay_state_with
         "{lines:#?}"
     );
 }
+
+/// Regression (issue 10.4), side by side with pam_oath: a users.oath line with a PIN wants
+/// the PIN right before the code; the bare code, or a wrong PIN, is refused by both modules.
+#[test]
+fn usersfile_pin_is_required_like_pam_oath() {
+    require_root();
+    require_tool("pamtester");
+    let env = Env::new("");
+    let hex = "3132333435363738393031323334353637383930";
+    let users = env.path().join("users.oath");
+    std::fs::write(&users, format!("HOTP/T30/6\tpinny\t4711\t{hex}\n")).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ours = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} usersfile={} window=1 digits=6 log_socket={}",
+            module().display(),
+            users.display(),
+            env.path().join("none.sock").display()
+        )),
+    );
+    let theirs = Service::new(
+        unique("portcullis-test-oath-"),
+        &service_text(&format!("pam_oath.so usersfile={} window=1 digits=6", users.display())),
+    );
+    settle(8);
+    let code = env
+        .ok(&["otp", "code", "--secret", hex, "--hex"], None)
+        .trim()
+        .to_string();
+    for service in [&ours.name, &theirs.name] {
+        assert!(
+            !pamtester(service, "pinny", None, &code),
+            "{service}: the bare code passed"
+        );
+        assert!(
+            !pamtester(service, "pinny", None, &format!("1234{code}")),
+            "{service}: a wrong PIN passed"
+        );
+    }
+    assert!(
+        pamtester(&ours.name, "pinny", None, &format!("4711{code}")),
+        "ours: PIN+code"
+    );
+    // pam_oath reads our state: the same code is a replay there.
+    assert!(
+        !pamtester(&theirs.name, "pinny", None, &format!("4711{code}")),
+        "pam_oath: replay"
+    );
+    let next = env
+        .ok(
+            &[
+                "otp",
+                "code",
+                "--secret",
+                hex,
+                "--hex",
+                "--time",
+                &(now() + 30).to_string(),
+            ],
+            None,
+        )
+        .trim()
+        .to_string();
+    assert!(
+        pamtester(&theirs.name, "pinny", None, &format!("4711{next}")),
+        "pam_oath: PIN+code"
+    );
+}
