@@ -372,7 +372,7 @@ fn apache_basic_mode_with_a_live_mod_authn_otp_users_file() {
     // TYPE USER PIN KEY OFFSET FAILCOUNT LASTOTP LASTTIME LASTIP (a Basic client may linger,
     // so LASTIP is its address).
     let text = std::fs::read_to_string(&users).unwrap();
-    let fields: Vec<&str> = text.trim_end().split_whitespace().collect();
+    let fields: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(fields.len(), 9, "{text}");
     assert_eq!(
         &fields[..7],
