@@ -271,11 +271,21 @@ impl App {
 
 /// The gateway's routes.
 pub fn router(app: Arc<App>) -> Router {
-    let mut r = Router::new()
+    let mut pages = Router::new()
         .route("/login", get(portal::login_page).post(portal::login_submit))
         .route("/login/code", get(portal::code_page).post(portal::code_submit))
         .route("/logout", get(portal::logout_page).post(portal::logout))
-        .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit))
+        .route("/logout/", post(portal::logout))
+        .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit));
+    if app.config.server.demo_page {
+        pages = pages.route("/", get(portal::demo_page));
+    }
+    // Browser-facing headers on the people's pages only: the per-request check stays lean.
+    let pages = pages.layer(axum::middleware::map_response_with_state(
+        app.clone(),
+        web::portal_headers,
+    ));
+    let mut r = Router::new()
         .route(
             "/api/authz/auth-request",
             get(forward::auth_request).head(forward::auth_request),
@@ -284,15 +294,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/authz/forward-auth",
             get(forward::forward_auth).head(forward::forward_auth),
         )
-        .route("/api/health", get(web::health));
-    if app.config.server.demo_page {
-        r = r.route("/", get(portal::demo_page));
-    }
-    r = r.route("/logout/", post(portal::logout));
-    r = r.layer(axum::middleware::map_response_with_state(
-        app.clone(),
-        web::portal_headers,
-    ));
+        .route("/api/health", get(web::health))
+        .merge(pages);
     // The gateway's pages live where portal_url says, so they can share a host with an app.
     let base = app.base();
     if !base.is_empty() {

@@ -94,8 +94,9 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
         }
     };
     let ask = original.ask(&app, client_ip, headers);
-    // Asked again while a WebSocket stays open, so logout, lock and expiry end it.
-    let recheck = ask.clone();
+    // Asked again while a WebSocket stays open, so logout, lock and expiry end it; only an
+    // upgrade needs the copy, so ordinary requests make none.
+    let recheck = wants_upgrade(headers).then(|| ask.clone());
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
@@ -285,7 +286,7 @@ async fn pass(
     mut req: Request,
     identity: Option<&Identity>,
     f: &Forwarded<'_>,
-    recheck: super::Ask,
+    recheck: Option<super::Ask>,
 ) -> Response {
     let upgrade = wants_upgrade(req.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -305,7 +306,7 @@ async fn pass(
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_side) = client_side else {
+        let (Some(client_side), Some(recheck)) = (client_side, recheck) else {
             tracing::error!("the app switched protocols unasked; refusing");
             return StatusCode::BAD_GATEWAY.into_response();
         };

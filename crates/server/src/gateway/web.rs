@@ -269,7 +269,7 @@ pub fn html(status: StatusCode, body: String, cookies: Vec<HeaderValue>) -> Resp
     r
 }
 
-/// Headers on every answer of the gateway's own routes (not the app's in proxy mode):
+/// Headers on every answer of the portal's pages (not forward-auth answers, not the app's):
 /// `nosniff`, and HSTS when portcullis serves TLS itself (a year; subdomains are left to
 /// the operator, who knows whether they all speak HTTPS).
 pub async fn portal_headers(State(app): State<Arc<App>>, mut r: Response) -> Response {
