@@ -159,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn digits_are_kept_within_one_to_ten() {
+        let s = ascii("12345678901234567890");
+        for (asked, kept) in [(0, 1), (1, 1), (6, 6), (8, 8), (10, 10), (11, 10)] {
+            assert_eq!(Hotp::new(&s, Algorithm::Sha1, asked).digits(), kept);
+        }
+    }
+
+    #[test]
     fn rfc4226_appendix_d() {
         let s = ascii("12345678901234567890");
         let expected = [

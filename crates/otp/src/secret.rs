@@ -102,9 +102,7 @@ impl Secret {
         if clean.is_empty() {
             return Err(SecretError::Empty);
         }
-        if clean.len() % 2 == 1 {
-            return Err(SecretError::OddHex { len: clean.len() });
-        }
+        // An odd number of digits is the one way decoding clean hex fails.
         HEXLOWER_PERMISSIVE
             .decode(clean.as_bytes())
             .map(Self::from_bytes)
@@ -147,6 +145,23 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hex_errors_say_what_and_where() {
+        assert_eq!(Secret::from_hex("ab c-d"), Err(SecretError::NotHex { found: '-', position: 5 }));
+        assert_eq!(Secret::from_hex("abc"), Err(SecretError::OddHex { len: 3 }));
+        assert_eq!(Secret::from_hex(" \t"), Err(SecretError::Empty));
+        assert_eq!(Secret::from_hex("aB cd").unwrap().as_bytes(), b"\xab\xcd");
+    }
+
+    #[test]
+    fn length_and_debug_never_show_the_key() {
+        let s = Secret::from_hex("00112233").unwrap();
+        assert_eq!((s.len(), s.is_empty()), (4, false));
+        let empty = Secret::from_bytes(Vec::new());
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+        assert_eq!(format!("{s:?}"), "Secret(4 bytes, redacted)");
+    }
 
     #[test]
     fn base32_is_lenient_about_case_padding_and_spaces() {

@@ -239,6 +239,20 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn spaces_and_control_characters_are_refused() {
+        for uri in [
+            "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Ex ample",
+            "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP\u{7f}",
+            "otpauth://totp/Example:alice\n?secret=JBSWY3DPEHPK3PXP",
+        ] {
+            assert!(
+                matches!(KeyUri::parse(uri), Err(UriError::Encoding(_))),
+                "{uri:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
     fn parses_the_google_example() {
         let k =
             KeyUri::parse("otpauth://totp/Example:alice@google.com?secret=JBSWY3DPEHPK3PXP&issuer=Example").unwrap();

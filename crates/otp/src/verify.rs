@@ -61,7 +61,9 @@ fn search(
         }
         if last_used.is_some_and(|last| counter <= last) {
             replayed = true;
-        } else if best.is_none_or(|b| counter.abs_diff(center) < b.abs_diff(center)) {
+        } else if best.is_none_or(|b| counter.abs_diff(center) <= b.abs_diff(center)) {
+            // Closest to the expected step wins; on a tie the later one, so that the
+            // same code cannot be accepted once more at the other counter.
             best = Some(counter);
         }
     }
@@ -125,6 +127,23 @@ mod tests {
 
     fn time(g: &Hotp, code: &str, now: u64, center: u64, w: Window, last: Option<u64>) -> Verdict {
         verify_time(now, center, w, last, oath_matcher(g, code))
+    }
+
+    #[test]
+    fn of_two_matching_counters_the_closest_wins_and_a_tie_goes_to_the_later() {
+        let w = Window::symmetric(2);
+        let matches = |set: &'static [u64]| move |c: u64| set.contains(&c);
+        let accepted = |v| match v {
+            Verdict::Accepted(m) => m.counter,
+            other => panic!("expected a match, got {other:?}"),
+        };
+        assert_eq!(accepted(verify_time(100, 100, w, None, matches(&[98, 101]))), 101);
+        assert_eq!(accepted(verify_time(100, 100, w, None, matches(&[99, 102]))), 99);
+        assert_eq!(accepted(verify_time(100, 100, w, None, matches(&[99, 101]))), 101);
+        assert_eq!(accepted(verify_time(100, 100, w, None, matches(&[100, 101]))), 100);
+        // A used step does not compete: the unused one wins even when farther away.
+        assert_eq!(accepted(verify_time(100, 100, w, Some(100), matches(&[100, 102]))), 102);
+        assert_eq!(accepted(verify_counter(7, Window::look_ahead(3), matches(&[9, 8]))), 8);
     }
 
     #[test]
