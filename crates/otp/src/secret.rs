@@ -148,7 +148,13 @@ mod tests {
 
     #[test]
     fn hex_errors_say_what_and_where() {
-        assert_eq!(Secret::from_hex("ab c-d"), Err(SecretError::NotHex { found: '-', position: 5 }));
+        assert_eq!(
+            Secret::from_hex("ab c-d"),
+            Err(SecretError::NotHex {
+                found: '-',
+                position: 5
+            })
+        );
         assert_eq!(Secret::from_hex("abc"), Err(SecretError::OddHex { len: 3 }));
         assert_eq!(Secret::from_hex(" \t"), Err(SecretError::Empty));
         assert_eq!(Secret::from_hex("aB cd").unwrap().as_bytes(), b"\xab\xcd");

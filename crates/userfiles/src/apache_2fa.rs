@@ -118,6 +118,32 @@ mod tests {
     }
 
     #[test]
+    fn read_returns_the_files_tokens_and_debug_hides_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        std::fs::write(&path, "{\"amy\": \"JBSWY3DPEHPK3PXP\"}").unwrap();
+        let t = read(&path).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (t[0].user.as_str(), &t[0].secret[..]),
+            ("amy", &b"Hello!\xde\xad\xbe\xef"[..])
+        );
+        assert_eq!(
+            format!("{:?}", t[0]),
+            "Token { user: \"amy\", secret: <redacted 10 bytes> }"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_object_says_what_was_expected() {
+        let err = parse("[\"JBSWY3DPEHPK3PXP\"]", p()).unwrap_err().to_string();
+        assert!(
+            err.contains("a JSON object mapping user names to base32 secrets"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn parses_in_file_order() {
         let text = "{\"test_user\": \"R24UZEAOIUAZHY62IEB5XJOVKT6PYGOYNDKVVU3KS4DZCYOOSIF6M6TFYEWVZAOX\",\n \"zed\": \"jbsw y3dp ehpk 3pxp\",\n \"amy\": \"JBSWY3DPEHPK3PXP====\"}\n";
         let t = parse(text, p()).unwrap();

@@ -245,32 +245,26 @@ pub fn write_atomic_as(path: &Path, bytes: &[u8], role: &'static str) -> Result<
     };
     let (dir, name) = split_path(path)?;
 
-    let mut attempts = 0;
-    let (tmp_path, mut tmp) = loop {
-        let mut tmp_name = temp_prefix(&name);
-        tmp_name.push(unique_suffix());
-        let tmp_path = dir.join(&tmp_name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp_path)
-        {
-            Ok(f) => break (tmp_path, f),
-            // Someone planted a file or symlink at our name: pick another rather than touch it.
-            Err(e) if (e.kind() == io::ErrorKind::AlreadyExists || is_symlink_error(&e)) && attempts < 16 => {
-                attempts += 1;
-            }
-            Err(e) if is_symlink_error(&e) || e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(Error::Symlink {
-                    path: tmp_path,
+    let mut tmp_name = temp_prefix(&name);
+    tmp_name.push(unique_suffix());
+    let tmp_path = dir.join(&tmp_name);
+    // The suffix is unguessable, so a file already at this name was planted: never touch it.
+    let mut tmp = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp_path)
+        .map_err(|e| {
+            if is_symlink_error(&e) || e.kind() == io::ErrorKind::AlreadyExists {
+                Error::Symlink {
+                    path: tmp_path.clone(),
                     role: "temporary file",
-                });
+                }
+            } else {
+                Error::io(&tmp_path, "create temporary file", e)
             }
-            Err(e) => return Err(Error::io(&tmp_path, "create temporary file", e)),
-        }
-    };
+        })?;
 
     let result = (|| {
         tmp.write_all(bytes)
@@ -391,6 +385,74 @@ mod tests {
             theirs,
             "removed another's lock file"
         );
+    }
+
+    #[test]
+    fn reading_tells_a_symlink_a_directory_and_a_missing_file_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_read_nofollow(&file, "users file").is_ok());
+        let err = open_read_nofollow(&link, "users file").unwrap_err();
+        assert!(matches!(err, Error::Symlink { role: "users file", .. }), "{err}");
+        let err = open_read_nofollow(dir.path(), "users file").unwrap_err();
+        assert!(matches!(err, Error::NotRegular { .. }), "{err}");
+        let err = open_read_nofollow(&dir.path().join("missing"), "users file").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    op: "open for reading",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn write_atomic_refuses_a_directory_and_reports_the_failing_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_atomic(dir.path(), b"x").unwrap_err();
+        assert!(matches!(err, Error::NotRegular { .. }), "{err}");
+        // A path under a regular file cannot even be looked at.
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let err = write_atomic(&file.join("g"), b"x").unwrap_err();
+        assert!(matches!(err, Error::Io { op: "stat", .. }), "{err}");
+        // A missing directory fails when the temporary file is made, at once.
+        let err = write_atomic(&dir.path().join("missing/g"), b"x").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    op: "create temporary file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        let (dir, name) = split_path(Path::new("users")).unwrap();
+        assert_eq!((dir, name), (PathBuf::from("."), OsString::from("users")));
+        let (dir, _) = split_path(Path::new("/etc/users")).unwrap();
+        assert_eq!(dir, PathBuf::from("/etc"));
+        assert!(split_path(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_carry_the_pid() {
+        let a = unique_suffix();
+        let b = unique_suffix();
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}.", std::process::id())), "{a}");
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() > std::process::id().to_string().len() + 8, "{a}");
     }
 
     #[test]

@@ -101,6 +101,26 @@ mod tests {
     }
 
     #[test]
+    fn leap_days_and_leap_seconds() {
+        assert!(parse_local_l("2000-02-29T00:00:00L", 0).is_some());
+        assert!(parse_local_l("2024-02-29T00:00:00L", 0).is_some());
+        assert_eq!(
+            parse_local_l("2016-12-31T23:59:60L", 0),
+            parse_local_l("2017-01-01T00:00:00L", 0),
+            "strptime's leap second 60 is the next minute's first"
+        );
+    }
+
+    #[test]
+    fn years_before_zero_follow_the_proleptic_calendar() {
+        // Not reachable from a four-digit timestamp, but the algorithm's own domain.
+        assert_eq!(days_from_civil(0, 1, 1), -719_528);
+        assert_eq!(days_from_civil(-1, 12, 31), -719_529);
+        assert_eq!(days_from_civil(-400, 3, 1), -719_468 - 146_097);
+        assert_eq!(civil_from_days(-719_529), (-1, 12, 31));
+    }
+
+    #[test]
     fn rejects_garbage() {
         for s in [
             "2009-06-12T17:52:32Z",
@@ -109,6 +129,23 @@ mod tests {
             "09-06-12T17:52:32L",
             "2009-06-12 17:52:32L",
             "",
+            // each separator wrong on its own
+            "2009x06-12T17:52:32L",
+            "2009-06x12T17:52:32L",
+            "2009-06-12T17x52:32L",
+            "2009-06-12T17:52x32L",
+            // a sign is not a digit, though u32's parser takes it
+            "2009-+6-12T17:52:32L",
+            // each field out of range on its own
+            "2009-00-12T17:52:32L",
+            "2009-06-00T17:52:32L",
+            "2009-06-31T17:52:32L",
+            "2009-06-12T24:52:32L",
+            "2009-06-12T17:60:32L",
+            "2009-06-12T17:52:61L",
+            // February 29th only in leap years: not 1900 or 2100, but 2000 and 2024
+            "1900-02-29T00:00:00L",
+            "2100-02-29T00:00:00L",
         ] {
             assert_eq!(parse_local_l(s, 0), None, "{s}");
         }

@@ -135,3 +135,19 @@ impl<E> From<Error> for UpdateError<E> {
         UpdateError::Store(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_update_error_keeps_its_cause() {
+        let store: UpdateError<io::Error> = Error::io("/f", "rename", io::Error::other("disk full")).into();
+        assert_eq!(store.to_string(), "/f: rename: disk full");
+        assert!(store.source().is_some_and(|s| s.to_string() == "/f: rename: disk full"));
+        let cb: UpdateError<io::Error> = UpdateError::Callback(io::Error::other("no such user"));
+        assert_eq!(cb.to_string(), "update aborted: no such user");
+        assert!(cb.source().is_some_and(|s| s.to_string() == "no such user"));
+    }
+}

@@ -622,6 +622,83 @@ CJEWH6THAJH5FUKI
         for s in ["CJEWH", "hunter22", "52449723", "192.0.2.1"] {
             assert!(!d.contains(s), "{s} in {d}");
         }
+        // ... but still shows what is there.
+        for s in [
+            "GoogleAuthFile { secret: <redacted 10 bytes>",
+            "Scratch(ScratchCode(<redacted>))",
+            "RateLimit",
+            "TotpAuth",
+            "Password(<redacted>)",
+        ] {
+            assert!(d.contains(s), "{s} not in {d}");
+        }
+        let other = parse("JBSWY3DPEHPK3PXP\nnot an option\n", p()).unwrap();
+        assert!(format!("{other:?}").contains("Other(<13 bytes>)"), "{other:?}");
+    }
+
+    #[test]
+    fn option_errors_name_the_field_of_every_kind_of_argument() {
+        let err = |text: &str| {
+            parse(&format!("JBSWY3DPEHPK3PXP\n{text}\n"), p())
+                .unwrap_err()
+                .to_string()
+        };
+        let cases = [
+            (
+                "\" RATE_LIMIT 3 30 1 x",
+                ":2: field 5 (RATE_LIMIT timestamp): \"x\" is not",
+            ),
+            (
+                "\" RATE_LIMIT 5000000000 30",
+                ":2: field 2 (RATE_LIMIT attempts): 5000000000 is too large",
+            ),
+            (
+                "\" RATE_LIMIT 3 5000000000",
+                ":2: field 3 (RATE_LIMIT interval): 5000000000 is too large",
+            ),
+            ("\" HOTP_COUNTER", ":2: field 2 (HOTP_COUNTER n): is missing"),
+            (
+                "\" HOTP_COUNTER 1.5",
+                ":2: field 2 (HOTP_COUNTER n): \"1.5\" is not an integer",
+            ),
+            (
+                "\" WINDOW_SIZE 3 4",
+                ":2: field 3 (WINDOW_SIZE n): unexpected extra argument \"4\"",
+            ),
+            (
+                "\" TOTP_AUTH yes",
+                ":2: field 2 (TOTP_AUTH): unexpected extra argument \"yes\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = err(text);
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+        // Exactly as many arguments as the option takes is fine.
+        assert!(parse("JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 3\n", p()).is_ok());
+    }
+
+    #[test]
+    fn mode_and_step_come_from_the_options() {
+        let f = parse("JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3 30\n\" STEP_SIZE 60\n", p()).unwrap();
+        assert!(!f.is_totp(), "no TOTP_AUTH line: not TOTP mode");
+        assert_eq!(f.step_size(), 60);
+        let f = parse("JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n\" HOTP_COUNTER 4\n", p()).unwrap();
+        assert!(!f.is_totp(), "HOTP_COUNTER wins over TOTP_AUTH");
+    }
+
+    #[test]
+    fn only_eight_digit_lines_are_scratch_codes() {
+        let f = parse("JBSWY3DPEHPK3PXP\n12345678\n010000000\n1234567\n", p()).unwrap();
+        assert_eq!(f.scratch_codes().map(|c| c.0).collect::<Vec<_>>(), vec![12345678]);
+    }
+
+    #[test]
+    fn a_changed_secret_is_written_anew() {
+        let mut f = parse("jbsw y3dp ehpk 3pxp\n\" TOTP_AUTH\n", p()).unwrap();
+        assert_eq!(&f.render()[..], "jbsw y3dp ehpk 3pxp\n\" TOTP_AUTH\n");
+        f.secret = Zeroizing::new(b"abc".to_vec());
+        assert_eq!(&f.render()[..], "MFRGG\n\" TOTP_AUTH\n");
     }
 
     fn option() -> impl Strategy<Value = GaOption> {

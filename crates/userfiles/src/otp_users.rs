@@ -288,14 +288,6 @@ impl Entry {
             last_ip: self.last_ip.clone(),
         }
     }
-
-    /// True when the entry differs from what was parsed (always true for new entries).
-    pub fn is_modified(&self) -> bool {
-        match &self.original {
-            Some(o) => o.snap != self.snapshot(),
-            None => true,
-        }
-    }
 }
 
 /// One line of the file.
@@ -836,8 +828,9 @@ fn render_entry(e: &Entry, format: Format, out: &mut String) {
     }
 }
 
+/// Empty, or split by the dialect's whitespace (which includes the newline).
 fn bad_token(s: &str, ws: &[char]) -> bool {
-    s.is_empty() || s.contains(ws) || s.contains('\n')
+    s.is_empty() || s.contains(ws)
 }
 
 impl UsersFile {

@@ -251,6 +251,286 @@ fn changed_kind_uses_canonical_spelling() {
     assert_eq!(f.render(), "HOTP/T60\ta\t-\t00\n");
 }
 
+#[test]
+fn canonical_spellings_drop_only_defaults() {
+    let hotp = |digits, step| EntryKind::Hotp { digits, step };
+    let motp = |digits, step| EntryKind::Motp { digits, step };
+    let cases = [
+        (hotp(6, Step::Event), Dialect::ModAuthnOtp, "HOTP"),
+        (hotp(6, Step::Time(30)), Dialect::ModAuthnOtp, "HOTP/T30"),
+        (hotp(8, Step::Event), Dialect::ModAuthnOtp, "HOTP/E/8"),
+        (motp(6, Step::Time(10)), Dialect::ModAuthnOtp, "MOTP"),
+        (motp(6, Step::Time(30)), Dialect::ModAuthnOtp, "MOTP/T30"),
+        (motp(6, Step::Event), Dialect::ModAuthnOtp, "MOTP/E"),
+        (hotp(6, Step::Event), Dialect::PamOath, "HOTP"),
+        (hotp(6, Step::Time(30)), Dialect::PamOath, "HOTP/T30"),
+        (hotp(8, Step::Event), Dialect::PamOath, "HOTP/E/8"),
+    ];
+    for (kind, dialect, text) in cases {
+        assert_eq!(canonical_type(kind, dialect), text, "{kind:?} in {dialect:?}");
+        let parsed = match dialect {
+            Dialect::ModAuthnOtp => parse_type_mod(text),
+            Dialect::PamOath => parse_type_oath(text),
+        };
+        assert_eq!(parsed, Some(kind), "{text} reads back");
+    }
+}
+
+#[test]
+fn token_types_refuse_signs_and_out_of_range_steps() {
+    assert_eq!(
+        parse_type_mod("HOTP/T2147483647"),
+        Some(EntryKind::Hotp {
+            digits: 6,
+            step: Step::Time(2_147_483_647)
+        })
+    );
+    for bad in [
+        "HOTP/T+30",
+        "HOTP/T2147483648",
+        "HOTP/T0",
+        "HOTP/E/+8",
+        "HOTP/E/11",
+        "HOTP/E/8/x",
+        "HOTP/X",
+    ] {
+        assert_eq!(parse_type_mod(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn upper_case_hex_keys_and_pins_stay_hidden() {
+    let f = parse("HOTP a s3cret ABCDEF12\n", Dialect::ModAuthnOtp, &p("f")).unwrap();
+    let e = f.entries().next().unwrap();
+    assert_eq!(&e.key[..], &[0xab, 0xcd, 0xef, 0x12]);
+    let d = format!("{e:?}");
+    assert!(d.contains("Literal(<redacted>)") && !d.contains("s3cret"), "{d}");
+}
+
+#[test]
+fn an_edited_entry_keeps_the_spelling_of_what_did_not_change() {
+    let text = "HOTP a - ABCDEF12 007 1 123456 2009-06-12T17:52:60L 10.0.0.1\n";
+    let mut f = parse(text, Dialect::ModAuthnOtp, &p("f")).unwrap();
+    f.entries_mut().next().unwrap().fail_count = Some(2);
+    // Key case, counter zeros and the leap second's spelling stay; only FAILCOUNT changes.
+    assert_eq!(
+        f.render(),
+        "HOTP a - ABCDEF12 007 2 123456 2009-06-12T17:52:60L 10.0.0.1\n"
+    );
+    let e = f.entries_mut().next().unwrap();
+    e.key = Zeroizing::new(vec![1, 2]);
+    e.counter = Some(8);
+    e.last_time = Some(0);
+    assert_eq!(f.render(), "HOTP a - 0102 8 2 123456 1970-01-01T00:00:00L 10.0.0.1\n");
+}
+
+#[test]
+fn a_mod_authn_otp_epoch_time_stays_epoch() {
+    let mut f = parse(
+        "HOTP a - 00 1 0 123456 1262304000 10.0.0.1\n",
+        Dialect::ModAuthnOtp,
+        &p("f"),
+    )
+    .unwrap();
+    f.entries_mut().next().unwrap().last_time = Some(1_262_304_030);
+    assert_eq!(f.render(), "HOTP a - 00 1 0 123456 1262304030 10.0.0.1\n");
+}
+
+#[test]
+fn any_later_field_keeps_the_counter_position() {
+    type Set = fn(&mut Entry);
+    let sets: [(Set, &str); 4] = [
+        (|e| e.fail_count = Some(3), "HOTP a - 00 0 3"),
+        (|e| e.last_otp = Some("123456".into()), "HOTP a - 00 0 123456"),
+        (|e| e.last_time = Some(0), "HOTP a - 00 0 1970-01-01T00:00:00L"),
+        (|e| e.last_ip = Some("10.0.0.1".into()), "HOTP a - 00 0 10.0.0.1"),
+    ];
+    for (set, line) in sets {
+        let mut f = UsersFile::new(Dialect::ModAuthnOtp);
+        let mut e = Entry::new(
+            EntryKind::Hotp {
+                digits: 6,
+                step: Step::Event,
+            },
+            "a",
+            Pin::None,
+            Zeroizing::new(vec![0]),
+        );
+        set(&mut e);
+        f.push_entry(e);
+        assert_eq!(f.render(), format!("{line}\n"));
+    }
+}
+
+#[test]
+fn names_and_pins_that_would_split_are_unrepresentable() {
+    for (user, pin) in [
+        ("", "-"),
+        ("a b", "-"),
+        ("a\nb", "-"),
+        ("#a", "-"),
+        ("a", "p w"),
+        ("a", ""),
+    ] {
+        let mut f = UsersFile::new(Dialect::ModAuthnOtp);
+        let pin = if pin == "-" {
+            Pin::None
+        } else {
+            Pin::Literal(Zeroizing::new(pin.into()))
+        };
+        f.push_entry(Entry::new(
+            EntryKind::Hotp {
+                digits: 6,
+                step: Step::Event,
+            },
+            user,
+            pin,
+            Zeroizing::new(vec![0]),
+        ));
+        assert!(
+            matches!(f.check(&p("f")), Err(Error::Unrepresentable { .. })),
+            "{user:?} must be refused"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_each_unrepresentable_field_on_its_own() {
+    fn entry(set: impl Fn(&mut Entry)) -> Entry {
+        let mut e = Entry::new(
+            EntryKind::Hotp {
+                digits: 6,
+                step: Step::Event,
+            },
+            "a",
+            Pin::None,
+            Zeroizing::new(vec![0]),
+        );
+        set(&mut e);
+        e
+    }
+    let check = |d: Dialect, e: Entry| {
+        let mut f = UsersFile::new(d);
+        f.push_entry(e);
+        f.check(&p("f")).map_err(|e| e.to_string())
+    };
+    let full = |e: &mut Entry| {
+        e.counter = Some(1);
+        e.fail_count = Some(0);
+        e.last_otp = Some("123456".into());
+        e.last_time = Some(0);
+        e.last_ip = Some("10.0.0.1".into());
+    };
+    assert_eq!(check(Dialect::ModAuthnOtp, entry(full)), Ok(()));
+    assert_eq!(check(Dialect::ModAuthnOtp, entry(|e| e.counter = Some(1))), Ok(()));
+    type Case = (fn(&mut Entry), &'static str);
+    let mod_bad: [Case; 12] = [
+        (|e| e.pin = Pin::Literal(Zeroizing::new("-".into())), "PIN"),
+        (|e| e.pin = Pin::Literal(Zeroizing::new("+".into())), "PIN"),
+        (|e| e.fail_count = Some(0), "COUNTER is not"),
+        (|e| e.last_otp = Some("1".into()), "COUNTER is not"),
+        (|e| e.last_time = Some(0), "COUNTER is not"),
+        (|e| e.last_ip = Some("10.0.0.1".into()), "COUNTER is not"),
+        (
+            |e| {
+                e.counter = Some(1);
+                e.last_time = Some(0);
+            },
+            "LASTTIME is set without LASTOTP",
+        ),
+        (
+            |e| {
+                e.counter = Some(1);
+                e.last_otp = Some("1".into());
+            },
+            "LASTOTP is set without LASTTIME",
+        ),
+        (
+            |e| {
+                e.counter = Some(1);
+                e.last_ip = Some("10.0.0.1".into());
+            },
+            "LASTIP is set without LASTOTP",
+        ),
+        (
+            |e| {
+                e.counter = Some(1);
+                e.fail_count = Some(0);
+                e.last_otp = Some("1".into());
+                e.last_time = Some(0);
+            },
+            "without LASTIP",
+        ),
+        (
+            |e| {
+                e.kind = EntryKind::Hotp {
+                    digits: 11,
+                    step: Step::Event,
+                }
+            },
+            "token type",
+        ),
+        (
+            |e| {
+                e.kind = EntryKind::Motp {
+                    digits: 6,
+                    step: Step::Time(0),
+                }
+            },
+            "token type",
+        ),
+    ];
+    for (i, (set, expected)) in mod_bad.into_iter().enumerate() {
+        let got = check(Dialect::ModAuthnOtp, entry(set));
+        assert!(got.as_ref().is_err_and(|e| e.contains(expected)), "case {i}: {got:?}");
+    }
+    let oath_bad: [Case; 4] = [
+        (
+            |e| {
+                e.counter = Some(1);
+                e.fail_count = Some(0);
+            },
+            "no FAILCOUNT or LASTIP",
+        ),
+        (
+            |e| {
+                e.counter = Some(1);
+                e.last_ip = Some("10.0.0.1".into());
+            },
+            "no FAILCOUNT or LASTIP",
+        ),
+        (|e| e.counter = Some(-1), "unsigned"),
+        (
+            |e| {
+                e.kind = EntryKind::Hotp {
+                    digits: 9,
+                    step: Step::Event,
+                }
+            },
+            "cannot express",
+        ),
+    ];
+    for (i, (set, expected)) in oath_bad.into_iter().enumerate() {
+        let got = check(Dialect::PamOath, entry(set));
+        assert!(got.as_ref().is_err_and(|e| e.contains(expected)), "case {i}: {got:?}");
+    }
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_an_error_not_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    fs::write(&path, "HOTP a - 00\n").unwrap();
+    fs::create_dir(dir.path().join("users.lock")).unwrap();
+    for d in [Dialect::ModAuthnOtp, Dialect::PamOath] {
+        let got = read(&path, d);
+        assert!(
+            matches!(got, Err(Error::NotRegular { .. } | Error::Io { .. })),
+            "{d:?}: {got:?}"
+        );
+    }
+}
+
 fn parse_err(text: &str, d: Dialect) -> String {
     let e = parse(text, d, &p("users.oath")).unwrap_err();
     let s = e.to_string();
