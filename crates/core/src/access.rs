@@ -856,6 +856,68 @@ mod tests {
             ..req("h", "/")
         };
         assert_eq!(policy(&ac, &r), Policy::Deny);
+        let outside = Resource {
+            client_ip: "11.0.0.1".parse().unwrap(),
+            ..req("h", "/")
+        };
+        assert_eq!(policy(&ac, &outside), Policy::Bypass, "/104 is 10.0.0.0/8, not wider");
+        assert_eq!(parse_network("::ffff:10.0.0.0/104").unwrap().to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn policies_are_named_as_in_the_configuration() {
+        for (p, name) in [
+            (Policy::Bypass, "bypass"),
+            (Policy::Deny, "deny"),
+            (Policy::OneFactor, "one_factor"),
+            (Policy::TwoFactor, "two_factor"),
+        ] {
+            assert_eq!((p.label(), p.to_string()), (name, name.to_string()));
+        }
+        let e = toml::from_str::<RuleConfig>("users = 5\npolicy = \"deny\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a string or an array of strings"), "{e}");
+    }
+
+    #[test]
+    fn host_errors_say_which_rule_of_host_was_broken() {
+        const HELP: &str = "use a host name (app.example.com), *.example.com for its subdomains, or an IP address";
+        let err = |s: &str| HostPattern::parse(s).unwrap_err();
+        for bad in ["", "a b.com", "a\u{1}b.com", "a..b"] {
+            assert_eq!(err(bad), HELP, "{bad:?}");
+        }
+        assert!(
+            err("*.[::1]").starts_with("a wildcard needs a domain name"),
+            "{}",
+            err("*.[::1]")
+        );
+        assert!(
+            err("*.127.1").starts_with("a wildcard needs a domain name"),
+            "{}",
+            err("*.127.1")
+        );
+        // The URL parser's IPv4 shorthand is the address it stands for, as in return URLs.
+        assert_eq!(HostPattern::parse("127.1"), Ok(HostPattern::Exact("127.0.0.1".into())));
+    }
+
+    #[test]
+    fn subdomain_patterns_need_a_whole_label_before_the_suffix() {
+        let p = HostPattern::Subdomains(".example.com".into());
+        assert!(p.matches("a.example.com"));
+        assert!(!p.matches(".example.com"));
+        assert!(!p.matches("a..example.com"));
+        assert!(!p.matches("example.com"));
+        assert!(!p.matches("[::1]"));
+    }
+
+    #[test]
+    fn host_headers_lose_only_a_numeric_port() {
+        assert_eq!(normalize_host("Example.com:8080"), "example.com");
+        assert_eq!(normalize_host("example.com:abc"), "example.com:abc");
+        assert_eq!(normalize_host("::1"), "[::1]");
+        assert_eq!(normalize_host("[::1]:443"), "[::1]");
+        assert_eq!(normalize_host("example.com."), "example.com");
     }
 
     #[test]

@@ -710,6 +710,16 @@ or keep users in backend = \"sqlite\" or \"mod_authn_otp\", which count failures
                     .into(),
             });
         }
+        if self.first_factor.htpasswd.is_some() && self.first_factor.htdigest.is_some() {
+            // Only one file is asked: a user only in the other one could never sign in.
+            return Err(invalid(
+                "first_factor",
+                "htdigest",
+                "(set)".into(),
+                "set htpasswd or htdigest, not both: passwords are checked against one file; \
+move the users into one of them (or into portcullis with `portcullis user passwd`)",
+            ));
+        }
         if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
             return Err(invalid(
                 "first_factor",
@@ -750,6 +760,22 @@ or keep users in backend = \"sqlite\" or \"mod_authn_otp\", which count failures
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn htpasswd_and_htdigest_together_are_refused_at_the_htdigest_line() {
+        let text =
+            "[first_factor]\nhtpasswd = \"/etc/htpasswd\"\nhtdigest = \"/etc/htdigest\"\nhtdigest_realm = \"r\"\n";
+        let e = Config::parse(text, Path::new("/etc/p.toml")).unwrap_err().to_string();
+        assert!(e.contains("p.toml:3") && e.contains("first_factor.htdigest"), "{e}");
+        assert!(e.contains("not both"), "{e}");
+        assert!(
+            Config::parse(
+                &text.replace("htpasswd = \"/etc/htpasswd\"\n", ""),
+                Path::new("/etc/p.toml")
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn empty_file_gives_safe_defaults() {
