@@ -610,6 +610,7 @@ mod tests {
         directory: Memory,
         cache: BasicCache,
         clock: FixedClock,
+        linger: u64,
     }
 
     impl World {
@@ -645,6 +646,7 @@ mod tests {
                 directory,
                 cache: BasicCache::default(),
                 clock: FixedClock(1_700_000_000),
+                linger: 0,
             }
         }
 
@@ -660,7 +662,7 @@ mod tests {
                         totp_window: 1,
                         hotp_look_ahead: 5,
                         motp_window: 3,
-                        linger: 0,
+                        linger: self.linger,
                         max_failures: 5,
                     },
                     external: None,
@@ -817,5 +819,277 @@ mod tests {
         let mut now = then.clone();
         now.first_factor = FirstFactor::Pin(Zeroizing::new("1234".to_string()));
         assert!(!still_stands(&now, &then, &policy), "a new password ends it");
+    }
+
+    /// Gives `alice` (no password) a TOTP token; returns a function for its code at a time.
+    fn with_token(w: &World) -> impl Fn(i64) -> String + use<> {
+        use crate::model::{Step, Token, TokenKind};
+        use portcullis_otp::{Algorithm, Hotp, Secret, totp_step};
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        w.directory
+            .update("alice", &mut |u| {
+                u.tokens.push(Token::new(
+                    TokenKind::Oath,
+                    Step::Time(30),
+                    secret.clone(),
+                    Algorithm::Sha1,
+                    6,
+                ));
+                true
+            })
+            .unwrap();
+        let generator = Hotp::new(&secret, Algorithm::Sha1, 6);
+        move |t| generator.code(totp_step(t, 30)).to_string()
+    }
+
+    fn basic_at(w: &mut World, now: i64, user: &str, secret: &str) -> (Decision, Option<AuthEvent>) {
+        w.clock = FixedClock(now);
+        let req = AccessRequest {
+            method: "GET",
+            host: "app.example.com",
+            path: "/app/",
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            session: None,
+            basic: Some(BasicCredentials {
+                user: user.into(),
+                secret: Zeroizing::new(secret.into()),
+            }),
+        };
+        w.authorizer().decide(&req).unwrap()
+    }
+
+    #[test]
+    fn cached_basic_credentials_stand_until_the_linger_ends_and_are_rechecked_on_time() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(10);
+        let code = with_token(&w);
+        // Mid-step, so that the cache (not the step) decides what happens at t0 + 30.
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        let (d, event) = basic_at(&mut w, t0, "alice", &ok);
+        assert!(matches!(d, Decision::Allow(Some(_))), "{d:?}");
+        assert!(event.is_some_and(|e| e.failure.is_none()), "a full check is an event");
+        let (d, event) = basic_at(&mut w, t0 + 1, "alice", &ok);
+        assert!(
+            matches!(d, Decision::Allow(Some(_))) && event.is_none(),
+            "a cache hit is no event"
+        );
+        assert!(w.cache.is_fresh(
+            &BasicCredentials {
+                user: "alice".into(),
+                secret: Zeroizing::new(ok.clone())
+            },
+            IpAddr::from([127, 0, 0, 1]),
+            t0 + 1
+        ));
+        // Other credentials from the same address are not the cached ones.
+        let (d, _) = basic_at(&mut w, t0 + 2, "alice", "000000");
+        assert_eq!(d, Decision::Challenge);
+        // A lock is seen once `refresh` (10 s) has passed since the last read, not before.
+        w.directory
+            .update("alice", &mut |u| {
+                u.locked = true;
+                true
+            })
+            .unwrap();
+        assert!(matches!(
+            basic_at(&mut w, t0 + 9, "alice", &ok).0,
+            Decision::Allow(Some(_))
+        ));
+        let (d, event) = basic_at(&mut w, t0 + 10, "alice", &ok);
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(event.and_then(|e| e.failure), Some("locked"));
+    }
+
+    #[test]
+    fn a_cached_basic_login_ends_exactly_when_its_linger_does() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(3600);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(Some(_))));
+        assert!(matches!(
+            basic_at(&mut w, t0 + 29, "alice", &ok).0,
+            Decision::Allow(Some(_))
+        ));
+        // At t0 + 30 the code's linger is over: checked in full, it is a replay.
+        let (d, event) = basic_at(&mut w, t0 + 30, "alice", &ok);
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(event.and_then(|e| e.failure), Some("replayed"));
+    }
+
+    #[test]
+    fn a_new_token_secret_ends_a_cached_basic_login() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(0);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(Some(_))));
+        assert!(matches!(
+            basic_at(&mut w, t0 + 1, "alice", &ok).0,
+            Decision::Allow(Some(_))
+        ));
+        w.directory
+            .update("alice", &mut |u| {
+                u.tokens[0].secret = portcullis_otp::Secret::from_bytes(b"another secret 12345".to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(basic_at(&mut w, t0 + 2, "alice", &ok).0, Decision::Challenge);
+    }
+
+    #[test]
+    fn basic_credentials_debug_hides_the_secret() {
+        let c = BasicCredentials {
+            user: "alice".into(),
+            secret: Zeroizing::new("pw123456".into()),
+        };
+        assert_eq!(format!("{c:?}"), "BasicCredentials(\"alice\", redacted)");
+    }
+
+    #[test]
+    fn a_cached_app_password_is_verified_again_once_due_and_a_revocation_ends_it() {
+        let mut w = World::new();
+        w.linger = 300;
+        w.cache = BasicCache::with_refresh(10);
+        let hash = crate::password::hash_password("app-secret-1").unwrap();
+        w.directory
+            .update("alice", &mut |u| {
+                u.app_passwords.push(crate::model::AppPassword {
+                    label: "phone".into(),
+                    hash: hash.clone(),
+                    created: 0,
+                });
+                true
+            })
+            .unwrap();
+        let t0 = 1_700_000_000;
+        let creds = BasicCredentials {
+            user: "alice".into(),
+            secret: Zeroizing::new("app-secret-1".into()),
+        };
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let (d, event) = basic_at(&mut w, t0, "alice", "app-secret-1");
+        assert!(matches!(d, Decision::Allow(Some(_))), "{d:?}");
+        assert_eq!(event.map(|e| e.method), Some("basic-app-password"));
+        assert!(
+            w.cache.is_fresh(&creds, ip, t0 + 9),
+            "a hit costs no hash before refresh"
+        );
+        assert!(!w.cache.is_fresh(&creds, ip, t0 + 10), "due: the hash is checked again");
+        let (d, event) = basic_at(&mut w, t0 + 5, "alice", "app-secret-1");
+        assert!(matches!(d, Decision::Allow(Some(_))) && event.is_none());
+        w.directory
+            .update("alice", &mut |u| {
+                u.app_passwords.clear();
+                true
+            })
+            .unwrap();
+        assert!(matches!(
+            basic_at(&mut w, t0 + 9, "alice", "app-secret-1").0,
+            Decision::Allow(_)
+        ));
+        assert_eq!(
+            basic_at(&mut w, t0 + 10, "alice", "app-secret-1").0,
+            Decision::Challenge
+        );
+        // Forgetting everything makes nothing fresh.
+        let (d, _) = basic_at(&mut w, t0 + 11, "root", "");
+        assert_eq!(d, Decision::Challenge);
+        w.cache.clear();
+        assert!(!w.cache.is_fresh(&creds, ip, t0 + 11));
+    }
+
+    #[test]
+    fn a_recheck_lasts_another_refresh_and_a_refusal_drops_the_entry() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(10);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        // Re-read at t0 + 10 (still standing): good until t0 + 20, so a lock at t0 + 11
+        // is seen at t0 + 20, not before. That bound is the cache's whole promise.
+        assert!(matches!(
+            basic_at(&mut w, t0 + 10, "alice", &ok),
+            (Decision::Allow(_), None)
+        ));
+        let lock = |w: &World, locked: bool| {
+            w.directory
+                .update("alice", &mut |u| {
+                    u.locked = locked;
+                    true
+                })
+                .unwrap()
+        };
+        lock(&w, true);
+        assert!(matches!(basic_at(&mut w, t0 + 19, "alice", &ok).0, Decision::Allow(_)));
+        assert_eq!(basic_at(&mut w, t0 + 20, "alice", &ok).0, Decision::Challenge);
+        // The refused entry is gone: after an unlock the credentials are checked in full
+        // (the code lingers for this address), which is an event again.
+        lock(&w, false);
+        let (d, event) = basic_at(&mut w, t0 + 21, "alice", &ok);
+        assert!(matches!(d, Decision::Allow(_)), "{d:?}");
+        assert!(event.is_some(), "checked in full, not answered from the cache");
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_first_and_else_everything() {
+        let cache = BasicCache::default();
+        let user = Box::new(User::new("u", FirstFactor::None));
+        let key = |i: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        let now = 1000;
+        for i in 0..BASIC_CACHE_MAX - 1 {
+            cache.put(key(i), now - 1, user.clone(), now - 10, false);
+        }
+        cache.put(key(BASIC_CACHE_MAX - 1), now + 100, user.clone(), now, false);
+        // Full: the expired ones go, the live one stays, the new one is added.
+        cache.put(key(BASIC_CACHE_MAX), now + 100, user.clone(), now, false);
+        assert!(cache.get(&key(BASIC_CACHE_MAX - 1), now).is_some());
+        assert!(cache.get(&key(BASIC_CACHE_MAX), now).is_some());
+        assert_eq!(cache.entries.lock().unwrap().len(), 2);
+        // Full of live entries: all go (a flood of logins cannot grow it without bound).
+        let cache = BasicCache::default();
+        for i in 0..BASIC_CACHE_MAX {
+            cache.put(key(i), now + 100, user.clone(), now, false);
+        }
+        assert_eq!(cache.entries.lock().unwrap().len(), BASIC_CACHE_MAX);
+        cache.put(key(BASIC_CACHE_MAX + 1), now + 100, user.clone(), now, false);
+        assert_eq!(cache.entries.lock().unwrap().len(), 1);
+        assert!(cache.get(&key(BASIC_CACHE_MAX + 1), now).is_some());
+    }
+
+    #[test]
+    fn a_one_factor_session_meets_only_one_factor_rules() {
+        let mut w = World::new();
+        w.access = AccessControl::new(&[rule("^/wiki/", &[], Policy::OneFactor)], Policy::TwoFactor).unwrap();
+        let t0 = w.clock.0;
+        let u = w.directory.user("alice").unwrap().unwrap();
+        let mut s = w
+            .authorizer()
+            .session_for(&u, Level::OneFactor, IpAddr::from([127, 0, 0, 1]));
+        s.created = t0;
+        s.last_seen = t0;
+        let id = w.sessions.create(s).unwrap().as_str().to_string();
+        assert!(matches!(
+            decide_at(&mut w, t0 + 1, &id, "/wiki/page"),
+            Decision::Allow(Some(_))
+        ));
+        assert_eq!(decide_at(&mut w, t0 + 2, &id, "/app/"), Decision::Login);
+        let two = signed_in(&w, "alice", t0);
+        assert!(matches!(
+            decide_at(&mut w, t0 + 3, &two, "/app/"),
+            Decision::Allow(Some(_))
+        ));
     }
 }
