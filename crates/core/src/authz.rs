@@ -1092,4 +1092,40 @@ mod tests {
             Decision::Allow(Some(_))
         ));
     }
+
+    #[test]
+    fn a_bypassed_path_needs_no_session_and_names_one_if_there_is() {
+        let mut w = World::new();
+        w.access = AccessControl::new(&[rule("^/public/", &[], Policy::Bypass)], Policy::TwoFactor).unwrap();
+        let t0 = w.clock.0;
+        assert_eq!(
+            decide_at(&mut w, t0, "no-such-session", "/public/x"),
+            Decision::Allow(None)
+        );
+        let id = signed_in(&w, "alice", t0);
+        let Decision::Allow(Some(identity)) = decide_at(&mut w, t0 + 1, &id, "/public/x") else {
+            panic!("a bypassed path still names the signed-in user");
+        };
+        assert_eq!(identity.user, "alice");
+    }
+
+    #[test]
+    fn a_changed_password_ends_a_cached_basic_login_as_a_wrong_password() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(0);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        w.directory
+            .update("alice", &mut |u| {
+                u.first_factor = FirstFactor::Pin(Zeroizing::new("1234".into()));
+                true
+            })
+            .unwrap();
+        let (d, event) = basic_at(&mut w, t0 + 1, "alice", &ok);
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(event.and_then(|e| e.failure), Some("wrong_password"));
+    }
 }
