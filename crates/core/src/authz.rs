@@ -1128,4 +1128,93 @@ mod tests {
         assert_eq!(d, Decision::Challenge);
         assert_eq!(event.and_then(|e| e.failure), Some("wrong_password"));
     }
+
+    #[test]
+    fn the_password_step_tells_unknown_wrong_locked_and_banned_apart() {
+        let w = World::new();
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let step = |user: &str, pw: &str| w.authorizer().password_step(user, pw, ip).unwrap();
+        assert!(matches!(step("alice", "").0, StepResult::Passed(u) if u.name == "alice"));
+        assert_eq!(step("alice", "x").0, StepResult::Refused(Rejection::WrongPassword));
+        assert_eq!(step("mallory", "").0, StepResult::Refused(Rejection::UnknownUser));
+        assert_eq!(step("locked", "").0, StepResult::Refused(Rejection::Locked));
+        assert_eq!(step("locked", "x").0, StepResult::Refused(Rejection::WrongPassword));
+        // The fifth failure from one address bans it; its event says so, then all is refused.
+        let (_, fifth) = step("alice", "x");
+        assert_eq!(
+            (fifth.method, fifth.failure),
+            ("portal-password", Some("wrong_password"))
+        );
+        assert!(fifth.banned, "the address's fifth failure starts a ban");
+        assert_eq!(step("alice", "").0, StepResult::Banned);
+    }
+
+    #[test]
+    fn a_ban_of_the_address_alone_is_reported() {
+        let w = World::new();
+        let ip = IpAddr::from([192, 0, 2, 2]);
+        let events: Vec<AuthEvent> = ["u1", "u2", "u3", "u4", "u5"]
+            .iter()
+            .map(|u| w.authorizer().password_step(u, "x", ip).unwrap().1)
+            .collect();
+        assert!(events[..4].iter().all(|e| !e.banned));
+        assert!(events[4].banned, "the address is banned though no user is");
+    }
+
+    #[test]
+    fn a_lingering_code_does_not_clear_the_users_failures() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(0);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        // Four wrong codes for alice, each from another address (so no address is banned).
+        for i in 0..4u8 {
+            let ip = IpAddr::from([198, 51, 100, i]);
+            let (r, e) = w.authorizer().code_step("alice", "000000", ip).unwrap();
+            assert!(matches!(r, StepResult::Refused(_)) && !e.banned);
+        }
+        // The resent code lingers (no new proof of the token), so the count stands...
+        w.cache.clear();
+        let (d, _) = basic_at(&mut w, t0 + 1, "alice", &ok);
+        assert!(matches!(d, Decision::Allow(_)), "{d:?}");
+        // ...and the fifth wrong code bans alice.
+        let (_, e) = w
+            .authorizer()
+            .code_step("alice", "000000", IpAddr::from([198, 51, 100, 9]))
+            .unwrap();
+        assert!(e.banned, "the linger hit must not have reset alice's failures");
+    }
+
+    #[test]
+    fn app_passwords_do_not_open_a_locked_account_or_a_banned_address() {
+        let mut w = World::new();
+        w.linger = 300;
+        let hash = crate::password::hash_password("app-secret-2").unwrap();
+        for name in ["alice", "locked"] {
+            w.directory
+                .update(name, &mut |u| {
+                    u.app_passwords.push(crate::model::AppPassword {
+                        label: "phone".into(),
+                        hash: hash.clone(),
+                        created: 0,
+                    });
+                    true
+                })
+                .unwrap();
+        }
+        let t0 = 1_700_000_000;
+        assert_eq!(basic_at(&mut w, t0, "locked", "app-secret-2").0, Decision::Challenge);
+        for i in 0..5 {
+            let (d, _) = basic_at(&mut w, t0 + 1 + i, "alice", "wrong-secret");
+            assert_eq!(d, Decision::Challenge);
+        }
+        assert_eq!(
+            basic_at(&mut w, t0 + 10, "alice", "app-secret-2").0,
+            Decision::Challenge,
+            "banned: even the right app password is refused"
+        );
+    }
 }

@@ -29,3 +29,16 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clock_reads_the_wall_clock() {
+        // After 2020-09-13 and before 2100: the real time, not a constant.
+        let now = SystemClock.now();
+        assert!((1_600_000_000..4_102_444_800).contains(&now), "{now}");
+        assert_eq!(FixedClock(42).now(), 42);
+    }
+}
