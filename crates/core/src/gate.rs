@@ -632,4 +632,260 @@ mod tests {
             Outcome::Rejected(Rejection::WrongCode)
         );
     }
+
+    /// One user `bob` with the given tokens (no password) in a fresh directory.
+    fn with_tokens(tokens: Vec<Token>) -> Memory {
+        let m = Memory::default();
+        let mut u = User::new("bob", FirstFactor::None);
+        u.tokens = tokens;
+        m.create(&u).unwrap();
+        m
+    }
+
+    fn bob(code: &str, linger: bool) -> Attempt<'_> {
+        Attempt {
+            user: "bob",
+            password: None,
+            code,
+            client_ip: Some("10.0.0.1"),
+            linger,
+        }
+    }
+
+    fn one_digit(seed: u8, step: Step) -> Token {
+        Token::new(
+            TokenKind::Oath,
+            step,
+            Secret::from_bytes(vec![seed; 20]),
+            Algorithm::Sha1,
+            1,
+        )
+    }
+
+    #[test]
+    fn reasons_have_distinct_labels_and_explanations() {
+        use Rejection::*;
+        let all = [
+            UnknownUser,
+            WrongPassword,
+            WrongCode,
+            Replayed,
+            Expired,
+            Locked,
+            NoToken,
+        ];
+        let labels: std::collections::HashSet<_> = all.iter().map(|r| r.label()).collect();
+        let texts: std::collections::HashSet<_> = all.iter().map(|r| r.explain()).collect();
+        assert_eq!((labels.len(), texts.len()), (all.len(), all.len()));
+        assert_eq!(Replayed.label(), "replayed");
+        assert!(Locked.explain().contains("portcullis user unlock"));
+        assert!(
+            labels
+                .iter()
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
+    }
+
+    #[test]
+    fn motp_codes_are_accepted_in_their_window() {
+        let secret = Secret::from_hex("0123456789abcdef").unwrap();
+        let mut t = Token::new(TokenKind::Motp, Step::Time(10), secret.clone(), Algorithm::Sha1, 6);
+        t.motp_pin = Some(Zeroizing::new("1234".into()));
+        let m = with_tokens(vec![t]);
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        let code = motp(&secret, "1234", (clock.0 / 10) as u64, 6);
+        assert!(matches!(
+            g.verify_code(bob(&code, false)).unwrap(),
+            Outcome::Accepted { via: Via::Token(0), .. }
+        ));
+        let upper = motp(&secret, "1234", (clock.0 / 10 + 1) as u64, 6).to_ascii_uppercase();
+        assert!(matches!(
+            g.verify_code(bob(&upper, false)).unwrap(),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(
+            g.verify_code(bob("zzzzzz", false)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
+    }
+
+    #[test]
+    fn hotp_at_counter_zero_and_far_ahead_codes_are_just_wrong() {
+        let hotp_code = |c: u64| hotp(&secret(), c, 6, Algorithm::Sha1);
+        let clock = FixedClock(1_700_000_000);
+        let m = with_tokens(vec![Token::new(
+            TokenKind::Oath,
+            Step::Event,
+            secret(),
+            Algorithm::Sha1,
+            6,
+        )]);
+        let g = gate(&m, &clock, policy());
+        assert_eq!(
+            g.verify_code(bob("000000", false)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
+        m.update("bob", &mut |u| {
+            u.tokens[0].counter = 20;
+            u.failures = 0;
+            true
+        })
+        .unwrap();
+        // Used counters just behind (10..19) are replays; one beyond the look-ahead is wrong.
+        assert_eq!(
+            g.verify_code(bob(&hotp_code(15), false)).unwrap(),
+            Outcome::Rejected(Rejection::Replayed)
+        );
+        assert_eq!(
+            g.verify_code(bob(&hotp_code(35), false)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
+        assert_eq!(
+            g.verify_code(bob(&hotp_code(9), false)).unwrap(),
+            Outcome::Rejected(Rejection::WrongCode)
+        );
+    }
+
+    #[test]
+    fn an_unused_counter_wins_over_a_used_one_with_the_same_code() {
+        // One-digit codes collide: find a code that the next counter and a used one share.
+        let clock = FixedClock(1_700_000_000);
+        let next = 20u64;
+        let mut t = (1..=255u8)
+            .map(|seed| one_digit(seed, Step::Event))
+            .find(|t| {
+                let g = Hotp::new(&t.secret, Algorithm::Sha1, 1);
+                (10..next).any(|c| g.code(c) == g.code(next))
+            })
+            .expect("some seed has a collision");
+        let code = Hotp::new(&t.secret, Algorithm::Sha1, 1).code(next);
+        t.counter = next;
+        let m = with_tokens(vec![t]);
+        let g = gate(&m, &clock, policy());
+        let Outcome::Accepted { user, .. } = g.verify_code(bob(&code, false)).unwrap() else {
+            panic!("the next counter's code is accepted, although an old counter had it too");
+        };
+        assert_eq!(user.tokens[0].counter, next + 1);
+    }
+
+    #[test]
+    fn the_first_matching_token_wins_and_a_replay_outranks_an_expired_code() {
+        let clock = FixedClock(1_700_000_010);
+        let code = totp_at(clock.0);
+        let twin = || Token::new(TokenKind::Oath, Step::Time(30), secret(), Algorithm::Sha1, 6);
+        let m = with_tokens(vec![twin(), twin()]);
+        let g = gate(&m, &clock, policy());
+        assert!(matches!(
+            g.verify_code(bob(&code, false)).unwrap(),
+            Outcome::Accepted { via: Via::Token(0), .. }
+        ));
+        // Token 0 has used this code's step; token 1 is asked next and accepts it.
+        assert!(matches!(
+            g.verify_code(bob(&code, false)).unwrap(),
+            Outcome::Accepted { via: Via::Token(1), .. }
+        ));
+        // Now both call it used.
+        assert_eq!(
+            g.verify_code(bob(&code, false)).unwrap(),
+            Outcome::Rejected(Rejection::Replayed)
+        );
+
+        // A replay on one token and an expired code on another: "already used" is the answer.
+        let now_step = (clock.0 / 30) as u64;
+        let used = one_digit(1, Step::Time(30));
+        let gen_used = Hotp::new(&used.secret, Algorithm::Sha1, 1);
+        let code = gen_used.code(now_step);
+        let expired = (2..=255u8)
+            .map(|seed| one_digit(seed, Step::Time(30)))
+            .find(|t| {
+                let g = Hotp::new(&t.secret, Algorithm::Sha1, 1);
+                let in_window = (now_step - 1..=now_step + 1).any(|s| g.code(s) == code);
+                !in_window && (now_step - 11..now_step - 1).any(|s| g.code(s) == code)
+            })
+            .expect("some seed has this code only in its expired steps");
+        let mut used = used;
+        used.last_step = Some(now_step + 1);
+        for tokens in [vec![used.clone(), expired.clone()], vec![expired, used]] {
+            let m = with_tokens(tokens);
+            let g = gate(&m, &clock, policy());
+            assert_eq!(
+                g.verify_code(bob(&code, false)).unwrap(),
+                Outcome::Rejected(Rejection::Replayed)
+            );
+        }
+    }
+
+    #[test]
+    fn password_only_needs_a_real_first_factor() {
+        let m = setup(Step::Time(30));
+        let mut none = User::new("nopass", FirstFactor::None);
+        none.tokens.clear();
+        m.create(&none).unwrap();
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(&m, &clock, policy());
+        let alice = m.user("alice").unwrap();
+        let nopass = m.user("nopass").unwrap();
+        assert!(g.check_password_only("alice", alice.as_ref(), "pw").unwrap());
+        assert!(!g.check_password_only("alice", alice.as_ref(), "nope").unwrap());
+        assert!(
+            !g.check_password_only("nopass", nopass.as_ref(), "").unwrap(),
+            "no password is no factor"
+        );
+        assert!(g.check_first_factor("nopass", nopass.as_ref(), "").unwrap());
+        assert!(!g.check_password_only("ghost", None, "pw").unwrap());
+    }
+
+    #[test]
+    fn zero_max_failures_never_locks() {
+        let p = Policy {
+            max_failures: 0,
+            ..policy()
+        };
+        let mut u = User::new("u", FirstFactor::None);
+        u.failures = 1000;
+        assert!(!p.is_locked(&u));
+        u.locked = true;
+        assert!(p.is_locked(&u), "an administrator's lock still holds");
+        let p = Policy {
+            max_failures: 3,
+            ..policy()
+        };
+        u.locked = false;
+        u.failures = 2;
+        assert!(!p.is_locked(&u));
+        u.failures = 3;
+        assert!(p.is_locked(&u));
+    }
+
+    #[test]
+    fn only_attempts_that_may_linger_reuse_a_code() {
+        let m = setup(Step::Time(30));
+        let clock = FixedClock(1_700_000_000);
+        let g = gate(
+            &m,
+            &clock,
+            Policy {
+                linger: 300,
+                ..policy()
+            },
+        );
+        let code = totp_at(clock.0);
+        assert!(matches!(
+            g.verify(attempt(&code, Some("pw"))).unwrap(),
+            Outcome::Accepted { .. }
+        ));
+        let portal = Attempt {
+            linger: false,
+            ..attempt(&code, Some("pw"))
+        };
+        assert_eq!(g.verify(portal).unwrap(), Outcome::Rejected(Rejection::Replayed));
+        assert!(matches!(
+            g.verify(attempt(&code, Some("pw"))).unwrap(),
+            Outcome::Accepted {
+                via: Via::Linger(0),
+                ..
+            }
+        ));
+    }
 }
