@@ -255,3 +255,77 @@ pub fn valid_user_name(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_that_would_break_a_file_are_refused() {
+        assert_eq!(valid_user_name("alice"), Ok(()));
+        assert_eq!(valid_user_name(&"a".repeat(64)), Ok(()));
+        for bad in [
+            "",
+            &"a".repeat(65),
+            "-x",
+            "a b",
+            "a\u{7}b",
+            "a:b",
+            "a#b",
+            "a\"b",
+            "a\\b",
+            "a=b",
+        ] {
+            assert!(valid_user_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_describe_themselves_and_hide_their_secret() {
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        let totp = Token::new(TokenKind::Oath, Step::Time(30), secret.clone(), Algorithm::Sha1, 6);
+        assert_eq!(totp.describe(), "TOTP 30s 6 digits SHA1");
+        let mut hotp = Token::new(TokenKind::Oath, Step::Event, secret.clone(), Algorithm::Sha256, 8);
+        hotp.counter = 4;
+        assert_eq!(hotp.describe(), "HOTP counter 4 8 digits SHA256");
+        let motp = Token::new(TokenKind::Motp, Step::Time(10), secret.clone(), Algorithm::Sha1, 6);
+        assert_eq!(motp.describe(), "mOTP 10s 6 digits");
+        let d = format!("{totp:?}");
+        assert!(
+            d.starts_with("Token { kind: Oath") && d.contains("redacted") && !d.contains("3132"),
+            "{d}"
+        );
+        for (ff, text) in [
+            (FirstFactor::None, "None"),
+            (FirstFactor::Hash("$argon2id$x".into()), "Hash(redacted)"),
+            (FirstFactor::Pin(Zeroizing::new("1234".into())), "Pin(redacted)"),
+            (FirstFactor::External, "External"),
+        ] {
+            assert_eq!(format!("{ff:?}"), text);
+            assert_eq!(ff.exists(), text != "None");
+        }
+        let app = AppPassword {
+            label: "phone".into(),
+            hash: "$argon2id$secret".into(),
+            created: 7,
+        };
+        assert_eq!(format!("{app:?}"), "AppPassword(\"phone\", created 7)");
+    }
+
+    #[test]
+    fn only_oath_tokens_have_a_key_uri() {
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        let mut hotp = Token::new(TokenKind::Oath, Step::Event, secret.clone(), Algorithm::Sha1, 6);
+        hotp.counter = 9;
+        let uri = hotp.key_uri("alice", "").unwrap();
+        assert_eq!((uri.kind, uri.counter, uri.issuer), (OtpKind::Hotp, 9, None));
+        let totp = Token::new(TokenKind::Oath, Step::Time(60), secret.clone(), Algorithm::Sha1, 6);
+        let uri = totp.key_uri("alice", "Example").unwrap();
+        assert_eq!(
+            (uri.kind, uri.period, uri.issuer.as_deref()),
+            (OtpKind::Totp, 60, Some("Example"))
+        );
+        let motp = Token::new(TokenKind::Motp, Step::Time(10), secret, Algorithm::Sha1, 6);
+        assert!(motp.key_uri("alice", "Example").is_none());
+    }
+}

@@ -261,6 +261,20 @@ mod tests {
         assert_eq!(verify_htpasswd_hash(&b, "secret"), Ok(true));
         assert_eq!(verify_htpasswd_hash(&b, "nope"), Ok(false));
         assert!(verify_htpasswd_hash("abDEFghIJklMN", "x").is_err());
+        // Every bcrypt prefix htpasswd and other tools write.
+        for prefix in ["$2a$", "$2b$", "$2y$"] {
+            let h = format!("{prefix}{}", &b[4..]);
+            assert_eq!(verify_htpasswd_hash(&h, "secret"), Ok(true), "{prefix}");
+        }
+        assert_eq!(verify_htpasswd_hash("$1$salt$hash", "x"), Err("MD5-crypt ($1$)"));
+        assert_eq!(verify_htpasswd_hash("$5$salt$hash", "x"), Err("SHA-crypt ($5$/$6$)"));
+        assert_eq!(verify_htpasswd_hash("$6$salt$hash", "x"), Err("SHA-crypt ($5$/$6$)"));
+        assert_eq!(verify_htpasswd_hash("abDEFghIJklMN", "x"), Err("DES crypt"));
+        assert_eq!(verify_htpasswd_hash("secret", "secret"), Err("plain text or unknown"));
+        assert_eq!(
+            verify_htpasswd_hash("$apr1$nosalt", "x"),
+            Err("a malformed $apr1$ hash")
+        );
     }
 
     #[test]
@@ -280,7 +294,9 @@ mod tests {
         let d = dir.path().join("htdigest");
         // md5("alice:web:secret")
         let h = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:web:secret"));
-        std::fs::write(&d, format!("alice:web:{h}\nalice:other:{h}\n")).unwrap();
+        // Another user's line and another realm's line come first and must be skipped.
+        let other = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:other:nope"));
+        std::fs::write(&d, format!("bob:web:{h}\nalice:other:{other}\nalice:web:{h}\n")).unwrap();
         let src = ExternalSource::Htdigest {
             path: d,
             realm: "web".into(),
