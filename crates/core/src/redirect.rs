@@ -110,6 +110,14 @@ mod tests {
     }
 
     #[test]
+    fn a_return_url_may_be_as_long_as_the_limit_and_no_longer() {
+        let base = "https://good.example.com/";
+        let at_limit = format!("{base}{}", "a".repeat(MAX_RETURN_URL - base.len()));
+        assert_eq!(targets().check(&at_limit), Some(at_limit.clone()));
+        assert_eq!(targets().check(&format!("{at_limit}a")), None);
+    }
+
+    #[test]
     fn refuses_everything_else() {
         let t = targets();
         let long = format!("https://good.example.com/{}", "a".repeat(MAX_RETURN_URL));
