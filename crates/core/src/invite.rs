@@ -155,6 +155,7 @@ pub fn check_store_contract(store: &dyn InviteStore, fresh: &dyn Fn() -> Token) 
     flipped.replace_range(0..1, if flipped.starts_with('A') { "B" } else { "A" });
     assert!(matches!(store.open(&flipped, T0, fresh()), Ok(None)));
 
+    assert!(matches!(store.purge(T0 + 9), Ok(0)), "nothing has expired yet");
     assert!(matches!(store.purge(T0 + 10), Ok(1)));
     assert!(matches!(store.consume(&token), Ok(true)));
     assert!(matches!(store.consume(&token), Ok(false)));
