@@ -762,6 +762,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_bound_admits_its_limit_and_refuses_one_past_it() {
+        let parse = |text: &str| Config::parse(text, Path::new("/etc/p.toml"));
+        let cases = [
+            ("otp", "window", "10", "11"),
+            ("otp", "hotp_look_ahead", "1000", "1001"),
+            ("otp", "motp_window", "60", "61"),
+            ("otp", "linger", "86400", "86401"),
+            ("otp", "digits", "10", "11"),
+            ("otp", "period", "3600", "3601"),
+            ("session", "absolute", "1", "0"),
+            ("session", "idle", "1", "0"),
+            ("session", "cookie_name", "\"a_b-1\"", "\"a;b\""),
+            ("server", "header_timeout", "300", "301"),
+            ("apache", "check_socket_mode", "0o660", "0o662"),
+            ("apache", "check_socket_mode", "0o600", "0o460"),
+            ("apache", "check_socket_mode", "0o600", "0o1600"),
+        ];
+        for (section, key, ok, bad) in cases {
+            let good = format!("[{section}]\n{key} = {ok}\n");
+            assert!(parse(&good).is_ok(), "{good}: {:?}", parse(&good).err());
+            let e = parse(&format!("[{section}]\n{key} = {bad}\n")).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("p.toml:2: {section}.{key}")),
+                "{section}.{key} = {bad}: {e}"
+            );
+        }
+        let e = parse("[session]\ncookie_name = \"\"\n").unwrap_err().to_string();
+        assert!(e.contains("session.cookie_name"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column_and_load_reads_the_file() {
+        let e = Config::parse("[otp]\n  window = = 3\n", Path::new("/etc/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/p.toml:2:"), "{e}");
+        let col: usize = e["/etc/p.toml:2:".len()..].split(':').next().unwrap().parse().unwrap();
+        assert!((10..=12).contains(&col), "the column points into line 2: {e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[otp]\nwindow = 2\n[first_factor]\nhtdigest = \"d\"\nhtdigest_realm = \"web\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.otp.window, 2);
+        match c.external_source() {
+            Some(crate::password::ExternalSource::Htdigest { path, realm }) => {
+                assert_eq!((path, realm.as_str()), (dir.path().join("d"), "web"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Config::load(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
     fn htpasswd_and_htdigest_together_are_refused_at_the_htdigest_line() {
         let text =
             "[first_factor]\nhtpasswd = \"/etc/htpasswd\"\nhtdigest = \"/etc/htdigest\"\nhtdigest_realm = \"r\"\n";

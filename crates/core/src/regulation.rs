@@ -212,6 +212,16 @@ mod tests {
 
     const T0: i64 = 1_700_000_000;
 
+    #[test]
+    fn the_regulator_reports_the_policy_it_was_given() {
+        let p = RegulationPolicy {
+            max_retries: 3,
+            find_time: 60,
+            ban_time: 120,
+        };
+        assert_eq!(Regulator::new(p).policy(), &p);
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
