@@ -213,6 +213,47 @@ mod tests {
     const T0: i64 = 1_700_000_000;
 
     #[test]
+    fn a_ban_ends_exactly_at_its_end_and_failures_during_it_do_not_extend_it() {
+        let r = Regulator::new(RegulationPolicy {
+            max_retries: 1,
+            find_time: 600,
+            ban_time: 900,
+        });
+        let a = ip("192.0.2.1");
+        assert!(r.record_failure(None, a, T0).ip);
+        assert!(!r.record_failure(None, a, T0 + 1).ip, "refused unseen during the ban");
+        assert!(!r.record_failure(None, a, T0 + 899).ip);
+        assert!(r.is_banned(None, a, T0 + 899));
+        assert!(
+            !r.is_banned(None, a, T0 + 900),
+            "not extended by the failures during it"
+        );
+        assert!(
+            r.record_failure(None, a, T0 + 900).ip,
+            "after it, a failure counts again"
+        );
+    }
+
+    #[test]
+    fn a_full_table_evicts_only_to_admit_a_new_key() {
+        let r = Regulator::with_capacity(RegulationPolicy::default(), 10);
+        for i in 0..10u8 {
+            r.record_failure(None, ip(&format!("192.0.2.{i}")), T0 + i64::from(i));
+        }
+        // Full, but this key is known: nothing is dropped, so 192.0.2.0 keeps its count.
+        r.record_failure(None, ip("192.0.2.9"), T0 + 20);
+        let first = ip("192.0.2.0");
+        let banned = (0..4)
+            .map(|k| r.record_failure(None, first, T0 + 30 + k).ip)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            banned,
+            [false, false, false, true],
+            "the fifth failure of 192.0.2.0 bans it"
+        );
+    }
+
+    #[test]
     fn the_regulator_reports_the_policy_it_was_given() {
         let p = RegulationPolicy {
             max_retries: 3,
