@@ -168,19 +168,12 @@ impl Regulator {
         }
         // Running bans go last: dropping them would let a flood of addresses lift them.
         let rank = |r: &Record| (now < r.banned_until, r.touched);
-        let mut ranks: Vec<(bool, i64)> = records.values().map(rank).collect();
+        let mut ranked: Vec<((bool, i64), Key)> = records.iter().map(|(k, r)| (rank(r), k.clone())).collect();
+        ranked.sort_unstable_by_key(|(rank, _)| *rank);
         let drop = (self.capacity / 10).max(1);
-        let (_, cut, _) = ranks.select_nth_unstable(drop - 1);
-        let cut = *cut;
-        let mut left = drop;
-        records.retain(|_, r| {
-            if left > 0 && rank(r) <= cut {
-                left -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        for (_, key) in ranked.iter().take(drop) {
+            records.remove(key);
+        }
     }
 
     /// A success clears the user's failures (not the address's).
@@ -251,6 +244,62 @@ mod tests {
             [false, false, false, true],
             "the fifth failure of 192.0.2.0 bans it"
         );
+    }
+
+    /// A record for tests: failures at `failures`, banned until `banned_until`, last touched at `touched`.
+    fn record(failures: &[i64], banned_until: i64, touched: i64) -> Record {
+        Record {
+            failures: failures.iter().copied().collect(),
+            banned_until,
+            touched,
+        }
+    }
+
+    #[test]
+    fn eviction_first_drops_what_no_longer_matters() {
+        // find_time 600: at T0 the horizon is T0 - 600.
+        let r = Regulator::with_capacity(RegulationPolicy::default(), 6);
+        let now = T0;
+        let mut m = HashMap::new();
+        let key = |i: u8| Key::Ip(ip(&format!("192.0.2.{i}")));
+        m.insert(key(1), record(&[now - 601], 0, now - 601)); // old failure: goes
+        m.insert(key(2), record(&[now - 600], 0, now - 600)); // exactly at the horizon: goes
+        m.insert(key(3), record(&[now - 599], 0, now - 599)); // still counting: stays
+        m.insert(key(4), record(&[], now, now - 900)); // ban ended just now: goes
+        m.insert(key(5), record(&[], now + 1, now - 900)); // ban running: stays
+        m.insert(key(6), record(&[now - 1], 0, now - 1)); // recent: stays
+        r.evict(&mut m, now);
+        let mut left: Vec<_> = m.keys().cloned().collect();
+        left.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(
+            left,
+            vec![key(3), key(5), key(6)],
+            "below capacity after the sweep: nothing else goes"
+        );
+    }
+
+    #[test]
+    fn eviction_then_drops_the_stalest_tenth_keeping_running_bans() {
+        let r = Regulator::with_capacity(RegulationPolicy::default(), 20);
+        let now = T0;
+        let mut m = HashMap::new();
+        let key = |i: u8| Key::Ip(ip(&format!("192.0.2.{i}")));
+        for i in 0..20u8 {
+            // All still counting; 0 and 1 are the stalest but banned, so 2 and 3 go.
+            let banned_until = if i < 2 { now + 100 } else { 0 };
+            m.insert(key(i), record(&[now - 10], banned_until, now - 100 + i64::from(i)));
+        }
+        r.evict(&mut m, now);
+        assert_eq!(m.len(), 18, "a tenth of the capacity goes");
+        for i in [0, 1, 4, 19] {
+            assert!(m.contains_key(&key(i)), "{i} stays");
+        }
+        for i in [2, 3] {
+            assert!(!m.contains_key(&key(i)), "{i} is among the stalest unbanned");
+        }
+        assert_eq!(r.tracked(), 0, "evict works on the map it is given");
+        r.record_failure(None, ip("192.0.2.1"), now);
+        assert_eq!(r.tracked(), 1);
     }
 
     #[test]
