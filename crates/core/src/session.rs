@@ -551,6 +551,20 @@ mod tests {
     }
 
     #[test]
+    fn levels_are_stored_by_label_and_read_back() {
+        for (level, label) in [
+            (Level::Named, "named"),
+            (Level::OneFactor, "one_factor"),
+            (Level::TwoFactor, "two_factor"),
+        ] {
+            assert_eq!(level.label(), label);
+            assert_eq!(Level::parse(label), Some(level));
+        }
+        assert_eq!(Level::parse("Two_Factor"), None);
+        assert_eq!(Level::parse(""), None);
+    }
+
+    #[test]
     fn ids_are_43_base64url_chars_and_redacted() {
         let s = table(SessionPolicy::default());
         let id = s.create(session("alice", T0)).unwrap();
