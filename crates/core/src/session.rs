@@ -690,6 +690,54 @@ mod tests {
     }
 
     #[test]
+    fn a_user_revoked_is_gone_from_the_backend_too() {
+        let backend = Arc::new(MemoryBackend::default());
+        let p = SessionPolicy {
+            absolute: 3600,
+            idle: 600,
+            bind_ip: false,
+            refresh: 7,
+        };
+        let s = Sessions::new(p, Some(Box::new(backend.clone())), T0).unwrap();
+        assert_eq!(s.policy(), &p);
+        assert!(s.is_empty());
+        s.create(session("alice", T0)).unwrap();
+        s.create(session("bob", T0)).unwrap();
+        assert!(!s.is_empty());
+        assert!(
+            format!("{s:?}").starts_with("Sessions { policy: SessionPolicy {"),
+            "{s:?}"
+        );
+        assert!(format!("{s:?}").contains("len: 2"), "{s:?}");
+        assert_eq!(s.revoke_user("alice").unwrap(), 1);
+        let users: Vec<String> = backend.load(T0).unwrap().into_iter().map(|(_, s)| s.user).collect();
+        assert_eq!(users, vec!["bob".to_string()]);
+    }
+
+    #[test]
+    fn a_new_display_name_or_e_mail_alone_reaches_the_session_and_the_backend() {
+        let backend = Arc::new(MemoryBackend::default());
+        let s = Sessions::new(SessionPolicy::default(), Some(Box::new(backend.clone())), T0).unwrap();
+        let id = s.create(session("alice", T0)).unwrap();
+        let groups = s.get(id.as_str(), T0, None).unwrap().groups;
+        s.refreshed(id.as_str(), T0 + 1, &groups, Some("Alice B."), None)
+            .unwrap();
+        assert_eq!(
+            s.get(id.as_str(), T0 + 2, None).unwrap().display_name.as_deref(),
+            Some("Alice B.")
+        );
+        s.refreshed(id.as_str(), T0 + 3, &groups, Some("Alice B."), Some("a@example.com"))
+            .unwrap();
+        let now = s.get(id.as_str(), T0 + 4, None).unwrap();
+        assert_eq!(now.email.as_deref(), Some("a@example.com"));
+        let stored = backend.load(T0).unwrap().pop().unwrap().1;
+        assert_eq!(
+            (stored.display_name.as_deref(), stored.email.as_deref()),
+            (Some("Alice B."), Some("a@example.com"))
+        );
+    }
+
+    #[test]
     fn purge_expired_drops_memory_and_backend() {
         let backend = Arc::new(MemoryBackend::default());
         let p = SessionPolicy {
