@@ -738,6 +738,23 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_backend_purges_at_or_before_the_bounds() {
+        let b = MemoryBackend::default();
+        let mut at = session("at-absolute", T0);
+        at.last_seen = T0 + 500;
+        b.put(&[1; 32], &at).unwrap();
+        let mut idle = session("at-idle", T0 + 1);
+        idle.last_seen = T0 + 100;
+        b.put(&[2; 32], &idle).unwrap();
+        let mut live = session("live", T0 + 1);
+        live.last_seen = T0 + 101;
+        b.put(&[3; 32], &live).unwrap();
+        b.purge(T0, T0 + 100).unwrap();
+        let users: Vec<String> = b.load(T0).unwrap().into_iter().map(|(_, s)| s.user).collect();
+        assert_eq!(users, vec!["live".to_string()]);
+    }
+
+    #[test]
     fn purge_expired_drops_memory_and_backend() {
         let backend = Arc::new(MemoryBackend::default());
         let p = SessionPolicy {
