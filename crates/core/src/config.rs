@@ -819,6 +819,17 @@ mod tests {
     }
 
     #[test]
+    fn a_live_pam_oath_file_needs_lockout_off() {
+        let text =
+            |n: u32| format!("[store]\nbackend = \"pam_oath\"\npath = \"users.oath\"\n[lockout]\nmax_failures = {n}\n");
+        assert!(Config::parse(&text(0), Path::new("/etc/p.toml")).is_ok());
+        let e = Config::parse(&text(1), Path::new("/etc/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.toml:5: lockout.max_failures = 1"), "{e}");
+    }
+
+    #[test]
     fn htpasswd_and_htdigest_together_are_refused_at_the_htdigest_line() {
         let text =
             "[first_factor]\nhtpasswd = \"/etc/htpasswd\"\nhtdigest = \"/etc/htdigest\"\nhtdigest_realm = \"r\"\n";
