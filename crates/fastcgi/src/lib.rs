@@ -415,6 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_admit_exactly_their_size() {
+        // MAX_RECORDS records in all: begin, MAX_RECORDS - 2 parameter records, the empty one.
+        let mut v = begin(1, ROLE_AUTHORIZER);
+        for i in 0..MAX_RECORDS - 2 {
+            v.extend(record(PARAMS, 1, &pair(&format!("P{i}"), "x"), 0));
+        }
+        v.extend(record(PARAMS, 1, &[], 0));
+        assert_eq!(parse_request(&v).unwrap().param("P0"), Some("x"));
+        let mut over = begin(1, ROLE_AUTHORIZER);
+        for i in 0..MAX_RECORDS - 1 {
+            over.extend(record(PARAMS, 1, &pair(&format!("P{i}"), "x"), 0));
+        }
+        over.extend(record(PARAMS, 1, &[], 0));
+        assert!(matches!(
+            parse_request(&over),
+            Err(FcgiError::TooLarge("too many records"))
+        ));
+
+        // Parameters of exactly MAX_PARAMS_BYTES, in records of at most 65535 bytes.
+        let name_len = 10;
+        let value = "v".repeat(MAX_PARAMS_BYTES - name_len - 1 - 4);
+        let body = pair(&"N".repeat(name_len), &value);
+        assert_eq!(body.len(), MAX_PARAMS_BYTES);
+        let fit = |body: &[u8]| {
+            let mut v = begin(1, ROLE_AUTHORIZER);
+            for chunk in body.chunks(60_000) {
+                v.extend(record(PARAMS, 1, chunk, 0));
+            }
+            v.extend(record(PARAMS, 1, &[], 0));
+            parse_request(&v)
+        };
+        assert_eq!(
+            fit(&body).unwrap().param(&"N".repeat(name_len)).map(str::len),
+            Some(value.len())
+        );
+        let body = pair(&"N".repeat(name_len + 1), &value);
+        assert!(matches!(fit(&body), Err(FcgiError::TooLarge(_))));
+    }
+
+    #[test]
     fn parses_what_apache_sends() {
         let long = "x".repeat(300);
         let bytes = apache_request(&[
