@@ -1050,7 +1050,9 @@ mod tests {
         };
         let now = 1000;
         for i in 0..BASIC_CACHE_MAX - 1 {
-            cache.put(key(i), now - 1, user.clone(), now - 10, false);
+            // Expired: one just now (an entry stands while now < until), the rest earlier.
+            let until = if i == 0 { now } else { now - 1 };
+            cache.put(key(i), until, user.clone(), now - 10, false);
         }
         cache.put(key(BASIC_CACHE_MAX - 1), now + 100, user.clone(), now, false);
         // Full: the expired ones go, the live one stays, the new one is added.
@@ -1067,6 +1069,25 @@ mod tests {
         cache.put(key(BASIC_CACHE_MAX + 1), now + 100, user.clone(), now, false);
         assert_eq!(cache.entries.lock().unwrap().len(), 1);
         assert!(cache.get(&key(BASIC_CACHE_MAX + 1), now).is_some());
+    }
+
+    #[test]
+    fn clearing_the_cache_forgets_live_entries() {
+        let cache = BasicCache::default();
+        let creds = BasicCredentials {
+            user: "u".into(),
+            secret: Zeroizing::new("pw123456".into()),
+        };
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let digest = cache.digest(&creds, ip);
+        cache.put(digest, 2000, Box::new(User::new("u", FirstFactor::None)), 1000, false);
+        assert!(cache.is_fresh(&creds, ip, 1001));
+        assert!(
+            !cache.is_fresh(&creds, IpAddr::from([127, 0, 0, 2]), 1001),
+            "another address"
+        );
+        cache.clear();
+        assert!(!cache.is_fresh(&creds, ip, 1001));
     }
 
     #[test]

@@ -249,6 +249,7 @@ pub fn write_atomic_as(path: &Path, bytes: &[u8], role: &'static str) -> Result<
     tmp_name.push(unique_suffix());
     let tmp_path = dir.join(&tmp_name);
     // The suffix is unguessable, so a file already at this name was planted: never touch it.
+    // (With O_EXCL a planted symlink is "already exists" too, never followed.)
     let mut tmp = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -256,7 +257,7 @@ pub fn write_atomic_as(path: &Path, bytes: &[u8], role: &'static str) -> Result<
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp_path)
         .map_err(|e| {
-            if is_symlink_error(&e) || e.kind() == io::ErrorKind::AlreadyExists {
+            if e.kind() == io::ErrorKind::AlreadyExists {
                 Error::Symlink {
                     path: tmp_path.clone(),
                     role: "temporary file",
