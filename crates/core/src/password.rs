@@ -296,7 +296,7 @@ mod tests {
         let h = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:web:secret"));
         // Another user's line and another realm's line come first and must be skipped.
         let other = data_encoding::HEXLOWER.encode(&Md5::digest(b"alice:other:nope"));
-        std::fs::write(&d, format!("bob:web:{h}\nalice:other:{other}\nalice:web:{h}\n")).unwrap();
+        std::fs::write(&d, format!("bob:web:{other}\nalice:other:{other}\nalice:web:{h}\n")).unwrap();
         let src = ExternalSource::Htdigest {
             path: d,
             realm: "web".into(),
