@@ -285,8 +285,13 @@ mod tests {
         let mut m = HashMap::new();
         let key = |i: u8| Key::Ip(ip(&format!("192.0.2.{i}")));
         for i in 0..20u8 {
-            // All still counting; 0 and 1 are the stalest but banned, so 2 and 3 go.
-            let banned_until = if i < 2 { now + 100 } else { 0 };
+            // All still counting; 0 and 1 are the stalest but banned, so 2 (whose ban ends
+            // just now, so it is not banned any more) and 3 go.
+            let banned_until = match i {
+                0 | 1 => now + 100,
+                2 => now,
+                _ => 0,
+            };
             m.insert(key(i), record(&[now - 10], banned_until, now - 100 + i64::from(i)));
         }
         r.evict(&mut m, now);
