@@ -842,6 +842,21 @@ mod tests {
         move |t| generator.code(totp_step(t, 30)).to_string()
     }
 
+    /// A world where `alice` (30 s linger, cache re-read after `refresh` s) has just signed
+    /// in with Basic at t0 (mid-step, so the cache, not the step, decides at t0 + 30): the
+    /// world, t0, the code used and the login's event.
+    fn basic_login(refresh: u64) -> (World, i64, String, Option<AuthEvent>) {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(refresh);
+        let code = with_token(&w);
+        let t0 = 1_700_000_010;
+        let ok = code(t0);
+        let (d, event) = basic_at(&mut w, t0, "alice", &ok);
+        assert!(matches!(d, Decision::Allow(Some(_))), "{d:?}");
+        (w, t0, ok, event)
+    }
+
     fn basic_at(w: &mut World, now: i64, user: &str, secret: &str) -> (Decision, Option<AuthEvent>) {
         w.clock = FixedClock(now);
         let req = AccessRequest {
@@ -860,15 +875,7 @@ mod tests {
 
     #[test]
     fn cached_basic_credentials_stand_until_the_linger_ends_and_are_rechecked_on_time() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(10);
-        let code = with_token(&w);
-        // Mid-step, so that the cache (not the step) decides what happens at t0 + 30.
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        let (d, event) = basic_at(&mut w, t0, "alice", &ok);
-        assert!(matches!(d, Decision::Allow(Some(_))), "{d:?}");
+        let (mut w, t0, ok, event) = basic_login(10);
         assert!(event.is_some_and(|e| e.failure.is_none()), "a full check is an event");
         let (d, event) = basic_at(&mut w, t0 + 1, "alice", &ok);
         assert!(
@@ -904,13 +911,7 @@ mod tests {
 
     #[test]
     fn a_cached_basic_login_ends_exactly_when_its_linger_does() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(3600);
-        let code = with_token(&w);
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(Some(_))));
+        let (mut w, t0, ok, _) = basic_login(3600);
         assert!(matches!(
             basic_at(&mut w, t0 + 29, "alice", &ok).0,
             Decision::Allow(Some(_))
@@ -923,13 +924,7 @@ mod tests {
 
     #[test]
     fn a_new_token_secret_ends_a_cached_basic_login() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(0);
-        let code = with_token(&w);
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(Some(_))));
+        let (mut w, t0, ok, _) = basic_login(0);
         assert!(matches!(
             basic_at(&mut w, t0 + 1, "alice", &ok).0,
             Decision::Allow(Some(_))
@@ -1007,13 +1002,7 @@ mod tests {
 
     #[test]
     fn a_recheck_lasts_another_refresh_and_a_refusal_drops_the_entry() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(10);
-        let code = with_token(&w);
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        let (mut w, t0, ok, _) = basic_login(10);
         // Re-read at t0 + 10 (still standing): good until t0 + 20, so a lock at t0 + 11
         // is seen at t0 + 20, not before. That bound is the cache's whole promise.
         assert!(matches!(
@@ -1132,13 +1121,7 @@ mod tests {
 
     #[test]
     fn a_changed_password_ends_a_cached_basic_login_as_a_wrong_password() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(0);
-        let code = with_token(&w);
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        let (mut w, t0, ok, _) = basic_login(0);
         w.directory
             .update("alice", &mut |u| {
                 u.first_factor = FirstFactor::Pin(Zeroizing::new("1234".into()));
@@ -1184,13 +1167,7 @@ mod tests {
 
     #[test]
     fn a_lingering_code_does_not_clear_the_users_failures() {
-        let mut w = World::new();
-        w.linger = 30;
-        w.cache = BasicCache::with_refresh(0);
-        let code = with_token(&w);
-        let t0 = 1_700_000_010;
-        let ok = code(t0);
-        assert!(matches!(basic_at(&mut w, t0, "alice", &ok).0, Decision::Allow(_)));
+        let (mut w, t0, ok, _) = basic_login(0);
         // Four wrong codes for alice, each from another address (so no address is banned).
         for i in 0..4u8 {
             let ip = IpAddr::from([198, 51, 100, i]);
