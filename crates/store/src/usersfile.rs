@@ -477,6 +477,13 @@ mod tests {
         assert!(fields[7].ends_with('L') && fields[8] == "0.0.0.0", "{line}");
         // bob's line is untouched.
         assert!(after.contains(&format!("HOTP bob - {KEY_HEX} 5\n")), "{after}");
+        // Read back later, LASTOTP names only its own step: the next step's code is new.
+        let later = UsersFileStore::open(&path, Dialect::ModAuthnOtp, Box::new(FixedClock(NOW + 30))).unwrap();
+        let next = portcullis_otp::totp(&key(), NOW + 30, 30, 6, Algorithm::Sha1);
+        assert!(matches!(
+            check_at(&later, NOW + 30, policy(), "alice", Some("1234"), &next),
+            Outcome::Accepted { .. }
+        ));
     }
 
     #[test]
@@ -505,6 +512,40 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(check(&s, "bob", None, &code8), Outcome::Accepted { .. }));
+    }
+
+    #[test]
+    fn each_of_two_tokens_moves_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = "00112233445566778899aabbccddeeff00112233";
+        let text = format!("HOTP\terin\t-\t{KEY_HEX}\t0\nHOTP\terin\t-\t{other}\t0\n");
+        let (s, path) = store(dir.path(), &text, Dialect::PamOath);
+        assert_eq!(
+            s.user("erin").unwrap().unwrap().tokens.len(),
+            2,
+            "two keys are two tokens"
+        );
+        let second = hotp(&Secret::from_hex(other).unwrap(), 0, 6, Algorithm::Sha1);
+        assert!(matches!(
+            check(&s, "erin", None, &second),
+            Outcome::Accepted {
+                via: portcullis_core::gate::Via::Token(1),
+                ..
+            }
+        ));
+        let after = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("HOTP\terin\t-\t{KEY_HEX}\t0"),
+            "the first token's line is untouched"
+        );
+        let second = second.as_str();
+        assert!(
+            lines[1].starts_with(&format!("HOTP\terin\t-\t{other}\t1\t{second}")),
+            "{}",
+            lines[1]
+        );
     }
 
     #[test]
@@ -554,6 +595,17 @@ mod tests {
         let code = motp(&key, "4321", totp_step(NOW, 10), 6).to_ascii_uppercase();
         assert!(matches!(check(&s, "frank", Some(""), &code), Outcome::Accepted { .. }));
         assert_eq!(check(&s, "frank", None, &code), Outcome::Rejected(Rejection::Replayed));
+        let later = UsersFileStore::open(
+            &dir.path().join("users"),
+            Dialect::ModAuthnOtp,
+            Box::new(FixedClock(NOW + 10)),
+        )
+        .unwrap();
+        let next = motp(&key, "4321", totp_step(NOW + 10, 10), 6);
+        assert!(matches!(
+            check_at(&later, NOW + 10, policy(), "frank", Some(""), &next),
+            Outcome::Accepted { .. }
+        ));
     }
 
     /// Regression (issue 10.3): `user lock` on a pam_oath file said "locked" and changed nothing.
