@@ -19,9 +19,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The identity headers the gateway sets; a client's own copies never reach the app.
-const IDENTITY: [&str; 4] = ["remote-user", "remote-groups", "remote-name", "remote-email"];
-
 /// Headers that claim a client address; a client's own copies never reach the app (the
 /// gateway sets `X-Forwarded-*`, `X-Real-IP` and `Forwarded` itself).
 const ADDRESS_CLAIMS: [&str; 8] = [
@@ -176,7 +173,7 @@ struct Forwarded<'o> {
 /// it under (`Remote_User` becomes `HTTP_REMOTE_USER` in CGI just as `Remote-User` does).
 fn is_identity(name: &HeaderName) -> bool {
     let n = name.as_str().replace('_', "-");
-    IDENTITY.contains(&n.as_str())
+    names::IDENTITY.iter().any(|h| h.as_str() == n)
 }
 
 /// True when `name` claims something about the client's address or the original request

@@ -223,6 +223,8 @@ pub mod names {
     pub const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
     /// Identity: e-mail address.
     pub const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+    /// Every identity header the gateway sets (a client's own copies never reach the app).
+    pub const IDENTITY: [HeaderName; 4] = [REMOTE_USER, REMOTE_GROUPS, REMOTE_NAME, REMOTE_EMAIL];
 }
 
 /// One header as text (None if absent or not visible ASCII).
