@@ -40,6 +40,7 @@ fn session(i: usize, now: i64) -> Session {
         created: now,
         last_seen: now,
         client_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8))),
+        factor: Some([7; 16]),
     }
 }
 

@@ -120,6 +120,27 @@ pub enum StepResult {
     Banned,
 }
 
+/// How an attempt ended, as the regulator and the audit log see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempted {
+    /// Every factor asked for was right.
+    Passed,
+    /// Not checked: banned.
+    Banned,
+    /// Checked and refused.
+    Refused(Rejection),
+}
+
+impl From<&StepResult> for Attempted {
+    fn from(r: &StepResult) -> Self {
+        match r {
+            StepResult::Passed(_) => Attempted::Passed,
+            StepResult::Banned => Attempted::Banned,
+            StepResult::Refused(r) => Attempted::Refused(*r),
+        }
+    }
+}
+
 /// The shared decision maker.
 pub struct Authorizer<'a> {
     /// The access rules.
@@ -294,13 +315,10 @@ impl Authorizer<'_> {
     /// Decides a request; returns the decision and, when credentials were checked, the event.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<(Decision, Option<AuthEvent>), GateError> {
         let now = self.clock.now();
-        let mut session = None;
-        if let Some(id) = req.session
-            && let Some((mut s, due)) = self.sessions.get_and_due(id, now, Some(req.client_ip))
-            && (!due || self.refresh_session(id, &mut s, now)?)
-        {
-            session = Some(s);
-        }
+        let session = match req.session {
+            Some(id) => self.signed_in(id, req.client_ip)?,
+            None => None,
+        };
         let resource = Resource {
             method: req.method,
             host: req.host,
@@ -345,11 +363,12 @@ impl Authorizer<'_> {
         Ok((decision, event))
     }
 
-    /// Reads a session's user again: a removed or locked user's session ends (false);
-    /// otherwise its groups, name and e-mail are brought up to date in `s` and the table.
-    fn refresh_session(&self, id: &str, s: &mut Session, now: i64) -> Result<bool, GateError> {
+    /// Reads a session's user again: the session of a removed or locked user, or of one whose
+    /// first factor changed since the login (a new password), ends (false); otherwise its
+    /// groups, name and e-mail are brought up to date in `s` and the table.
+    pub(crate) fn refresh_session(&self, id: &str, s: &mut Session, now: i64) -> Result<bool, GateError> {
         match self.gate.directory.user(&s.user)? {
-            Some(u) if !self.gate.policy.is_locked(&u) => {
+            Some(u) if !self.gate.policy.is_locked(&u) && s.factor == Some(u.first_factor.fingerprint()) => {
                 self.sessions
                     .refreshed(id, now, &u.groups, u.display_name.as_deref(), u.email.as_deref())?;
                 s.groups = u.groups;
@@ -425,7 +444,7 @@ impl Authorizer<'_> {
                         Some(_) => Rejection::WrongPassword,
                     };
                     let result = StepResult::Refused(why);
-                    let event = self.event(ip, &creds.user, "basic", &result, now);
+                    let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now);
                     (result, Some(event))
                 }
             });
@@ -444,7 +463,7 @@ impl Authorizer<'_> {
             self.basic_cache.put(digest, until, user.clone(), now, true);
             self.regulator.record_success(&creds.user);
             let result = StepResult::Passed(user);
-            let event = self.event(ip, &creds.user, "basic-app-password", &result, now);
+            let event = self.record_attempt(ip, &creds.user, "basic-app-password", (&result).into(), now);
             return Ok((result, Some(event)));
         }
         let digits = stored
@@ -481,7 +500,7 @@ impl Authorizer<'_> {
             let until = accepted_at.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
             self.basic_cache.put(digest, until, user.clone(), now, false);
         }
-        let event = self.event(ip, &creds.user, "basic", &result, now);
+        let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now);
         Ok((result, Some(event)))
     }
 
@@ -507,11 +526,20 @@ impl Authorizer<'_> {
         })
     }
 
-    fn event(&self, ip: IpAddr, user: &str, method: &'static str, result: &StepResult, now: i64) -> AuthEvent {
+    /// Records an attempt's result with the regulator (a refusal counts toward a ban) and
+    /// returns the event describing it, for the adapter to log and count.
+    pub(crate) fn record_attempt(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        method: &'static str,
+        result: Attempted,
+        now: i64,
+    ) -> AuthEvent {
         let (failure, banned) = match result {
-            StepResult::Passed(_) => (None, false),
-            StepResult::Banned => (Some("banned"), false),
-            StepResult::Refused(r) => {
+            Attempted::Passed => (None, false),
+            Attempted::Banned => (Some("banned"), false),
+            Attempted::Refused(r) => {
                 let b = self.regulator.record_failure(Some(user), ip, now);
                 (Some(r.label()), b.user || b.ip)
             }
@@ -540,7 +568,7 @@ impl Authorizer<'_> {
                 Some(u) => StepResult::Passed(Box::new(u)),
             }
         };
-        let event = self.event(ip, user, "portal-password", &result, now);
+        let event = self.record_attempt(ip, user, "portal-password", (&result).into(), now);
         Ok((result, event))
     }
 
@@ -557,7 +585,7 @@ impl Authorizer<'_> {
                 linger: false,
             })
         })?;
-        let event = self.event(ip, user, "portal-code", &result, now);
+        let event = self.record_attempt(ip, user, "portal-code", (&result).into(), now);
         Ok((result, event))
     }
 
@@ -573,6 +601,7 @@ impl Authorizer<'_> {
             created: now,
             last_seen: now,
             client_ip: Some(ip),
+            factor: Some(user.first_factor.fingerprint()),
         }
     }
 }
@@ -580,108 +609,10 @@ impl Authorizer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::RuleConfig;
     use crate::clock::FixedClock;
     use crate::model::FirstFactor;
-    use crate::regulation::RegulationPolicy;
-    use crate::session::SessionPolicy;
     use crate::store::Directory;
-
-    use crate::testing::Memory;
-
-    fn rule(path: &str, groups: &[&str], policy: Policy) -> RuleConfig {
-        RuleConfig {
-            domain: Vec::new(),
-            path: vec![path.to_string()],
-            path_ignore_case: false,
-            methods: Vec::new(),
-            networks: Vec::new(),
-            users: Vec::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            policy,
-        }
-    }
-
-    /// Everything an `Authorizer` borrows.
-    struct World {
-        access: AccessControl,
-        sessions: Sessions,
-        regulator: Regulator,
-        directory: Memory,
-        cache: BasicCache,
-        clock: FixedClock,
-        linger: u64,
-    }
-
-    impl World {
-        /// `/admin/` for group `admins` only, `/private/` denied to all, the rest two factors.
-        fn new() -> World {
-            let access = AccessControl::new(
-                &[
-                    rule("^/admin/", &["admins"], Policy::TwoFactor),
-                    rule("^/admin/", &[], Policy::Deny),
-                    rule("^/private/", &[], Policy::Deny),
-                ],
-                Policy::TwoFactor,
-            )
-            .unwrap();
-            let directory = Memory::default();
-            for (name, groups, locked, failures) in [
-                ("root", &["staff", "admins"][..], false, 0),
-                ("alice", &["staff"][..], false, 0),
-                ("locked", &["admins"][..], true, 0),
-                ("failed", &["admins"][..], false, 5),
-            ] {
-                let mut u = User::new(name, FirstFactor::None);
-                u.groups = groups.iter().map(|g| g.to_string()).collect();
-                u.locked = locked;
-                u.failures = failures;
-                u.email = Some(format!("{name}@example.com"));
-                directory.create(&u).unwrap();
-            }
-            World {
-                access,
-                sessions: Sessions::new(SessionPolicy::default(), None, 0).unwrap(),
-                regulator: Regulator::new(RegulationPolicy::default()),
-                directory,
-                cache: BasicCache::default(),
-                clock: FixedClock(1_700_000_000),
-                linger: 0,
-            }
-        }
-
-        fn authorizer(&self) -> Authorizer<'_> {
-            Authorizer {
-                access: &self.access,
-                sessions: &self.sessions,
-                regulator: &self.regulator,
-                gate: Gate {
-                    directory: &self.directory,
-                    clock: &self.clock,
-                    policy: crate::gate::Policy {
-                        totp_window: 1,
-                        hotp_look_ahead: 5,
-                        motp_window: 3,
-                        linger: self.linger,
-                        max_failures: 5,
-                    },
-                    external: None,
-                },
-                basic_cache: &self.cache,
-                clock: &self.clock,
-            }
-        }
-
-        fn authorize(&self, user: &str, path: &str) -> Decision {
-            let resource = Resource {
-                method: "GET",
-                host: "app.example.com",
-                path,
-                client_ip: IpAddr::from([127, 0, 0, 1]),
-            };
-            self.authorizer().authorize_user(user, &resource).unwrap()
-        }
-    }
+    use crate::testing::{World, rule};
 
     #[test]
     fn authorize_user_applies_group_rules_to_the_stored_user() {
@@ -731,6 +662,7 @@ mod tests {
                 created: now,
                 last_seen: now,
                 client_ip: None,
+                factor: Some(u.first_factor.fingerprint()),
             })
             .unwrap();
         id.as_str().to_string()

@@ -294,6 +294,36 @@ impl Gate<'_> {
     }
 }
 
+impl Gate<'_> {
+    /// Whether `code` is a right first code of a token not yet anyone's (enrollment): on
+    /// success the token's replay state is set as if the code had been used, so it cannot be
+    /// used again once the token is stored.
+    pub fn confirms(&self, token: &mut Token, code: &str) -> bool {
+        let mut owner = User::new("", FirstFactor::None);
+        owner.tokens = vec![token.clone()];
+        let attempt = Attempt {
+            user: "",
+            password: None,
+            code,
+            client_ip: None,
+            linger: false,
+        };
+        let lenient = Policy {
+            max_failures: 0,
+            ..self.policy.clone()
+        };
+        match attempt_on(&mut owner, attempt, self.clock.now(), &lenient) {
+            (Outcome::Accepted { .. }, _) => {
+                if let Some(t) = owner.tokens.pop() {
+                    *token = t;
+                }
+                true
+            }
+            (Outcome::Rejected(_), _) => false,
+        }
+    }
+}
+
 impl Policy {
     /// Whether `user` may not sign in: locked by an administrator, or by too many wrong codes.
     pub fn is_locked(&self, user: &User) -> bool {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cookie;
 pub mod gate;
 pub mod invite;
+pub mod login;
 pub mod model;
 pub mod password;
 pub mod random;

@@ -25,6 +25,31 @@ impl FirstFactor {
     pub fn exists(&self) -> bool {
         !matches!(self, FirstFactor::None)
     }
+
+    /// A short digest that changes whenever the first factor does (a new password hash, a
+    /// new PIN), kept in each session so that a password change ends the sessions made with
+    /// the old one. For a PIN it is as sensitive as the PIN: sessions are stored only beside
+    /// the directory that holds the PIN itself.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"portcullis first factor\0");
+        match self {
+            FirstFactor::None => h.update(b"none"),
+            FirstFactor::Hash(x) => {
+                h.update(b"hash:");
+                h.update(x.as_bytes());
+            }
+            FirstFactor::Pin(p) => {
+                h.update(b"pin:");
+                h.update(p.as_bytes());
+            }
+            FirstFactor::External => h.update(b"external"),
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize()[..16]);
+        out
+    }
 }
 
 impl std::fmt::Debug for FirstFactor {
@@ -120,6 +145,13 @@ impl Token {
             last_used: None,
             last_ip: None,
         }
+    }
+
+    /// A new token with a random 160-bit key (RFC 4226's recommendation, what authenticator
+    /// apps expect), for enrollment and `user add`.
+    pub fn generate(step: Step, algorithm: Algorithm, digits: u32) -> Self {
+        let secret = Secret::from_bytes(crate::random::bytes(20).to_vec());
+        Token::new(TokenKind::Oath, step, secret, algorithm, digits)
     }
 
     /// A short human description such as `TOTP/30s/6 SHA1`.

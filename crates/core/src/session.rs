@@ -94,6 +94,10 @@ pub struct Session {
     pub last_seen: i64,
     /// The address that logged in, checked when `SessionPolicy::bind_ip` is on.
     pub client_ip: Option<IpAddr>,
+    /// [`crate::FirstFactor::fingerprint`] of the first factor the user signed in with: a
+    /// session outlives no password change. `None` (a session stored by an older version)
+    /// ends at its first refresh.
+    pub factor: Option<[u8; 16]>,
 }
 
 /// The cookie value: 256 random bits, base64url without padding (43 chars). Only its SHA-256 is stored anywhere.
@@ -522,6 +526,7 @@ mod tests {
             created: now,
             last_seen: now,
             client_ip: Some("192.0.2.1".parse().unwrap()),
+            factor: Some([1; 16]),
         }
     }
 

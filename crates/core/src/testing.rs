@@ -1,8 +1,16 @@
-//! Test support shared by the unit tests of this crate: an in-memory directory.
+//! Test support shared by the unit tests of this crate: an in-memory directory, and a
+//! world of rules, sessions, regulation and users for the authorizer.
 
-use crate::model::User;
+use crate::access::{AccessControl, Policy, Resource, RuleConfig};
+use crate::authz::{Authorizer, BasicCache, Decision};
+use crate::clock::FixedClock;
+use crate::gate::Gate;
+use crate::model::{FirstFactor, User};
+use crate::regulation::{RegulationPolicy, Regulator};
+use crate::session::{SessionPolicy, Sessions};
 use crate::store::{Directory, StoreError};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// An in-memory directory, enough to exercise the gate and the authorizer.
@@ -28,5 +36,99 @@ impl Directory for Memory {
     }
     fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
         Ok(self.0.lock().unwrap().get_mut(name).map(change).is_some())
+    }
+}
+
+pub(crate) fn rule(path: &str, groups: &[&str], policy: Policy) -> RuleConfig {
+    RuleConfig {
+        domain: Vec::new(),
+        path: vec![path.to_string()],
+        path_ignore_case: false,
+        methods: Vec::new(),
+        networks: Vec::new(),
+        users: Vec::new(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        policy,
+    }
+}
+
+/// Everything an `Authorizer` borrows.
+pub(crate) struct World {
+    pub(crate) access: AccessControl,
+    pub(crate) sessions: Sessions,
+    pub(crate) regulator: Regulator,
+    pub(crate) directory: Memory,
+    pub(crate) cache: BasicCache,
+    pub(crate) clock: FixedClock,
+    pub(crate) linger: u64,
+}
+
+impl World {
+    /// `/admin/` for group `admins` only, `/private/` denied to all, the rest two factors.
+    pub(crate) fn new() -> World {
+        let access = AccessControl::new(
+            &[
+                rule("^/admin/", &["admins"], Policy::TwoFactor),
+                rule("^/admin/", &[], Policy::Deny),
+                rule("^/private/", &[], Policy::Deny),
+            ],
+            Policy::TwoFactor,
+        )
+        .unwrap();
+        let directory = Memory::default();
+        for (name, groups, locked, failures) in [
+            ("root", &["staff", "admins"][..], false, 0),
+            ("alice", &["staff"][..], false, 0),
+            ("locked", &["admins"][..], true, 0),
+            ("failed", &["admins"][..], false, 5),
+        ] {
+            let mut u = User::new(name, FirstFactor::None);
+            u.groups = groups.iter().map(|g| g.to_string()).collect();
+            u.locked = locked;
+            u.failures = failures;
+            u.email = Some(format!("{name}@example.com"));
+            directory.create(&u).unwrap();
+        }
+        World {
+            access,
+            sessions: Sessions::new(SessionPolicy::default(), None, 0).unwrap(),
+            regulator: Regulator::new(RegulationPolicy::default()),
+            directory,
+            cache: BasicCache::default(),
+            clock: FixedClock(1_700_000_000),
+            linger: 0,
+        }
+    }
+
+    pub(crate) fn authorizer(&self) -> Authorizer<'_> {
+        Authorizer {
+            access: &self.access,
+            sessions: &self.sessions,
+            regulator: &self.regulator,
+            gate: Gate {
+                directory: &self.directory,
+                clock: &self.clock,
+                policy: crate::gate::Policy {
+                    totp_window: 1,
+                    hotp_look_ahead: 5,
+                    motp_window: 3,
+                    linger: self.linger,
+                    max_failures: 5,
+                },
+                external: None,
+            },
+            basic_cache: &self.cache,
+            clock: &self.clock,
+        }
+    }
+
+    pub(crate) fn authorize(&self, user: &str, path: &str) -> Decision {
+        let resource = Resource {
+            method: "GET",
+            host: "app.example.com",
+            path,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+        };
+        self.authorizer().authorize_user(user, &resource).unwrap()
     }
 }

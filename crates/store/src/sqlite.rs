@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         PRIMARY KEY (user, label)
     );",
+    // 4: the first-factor fingerprint a session was made with (a password change ends it).
+    "ALTER TABLE sessions ADD COLUMN factor BLOB;",
 ];
 
 /// Users and tokens in one SQLite file.
@@ -435,6 +437,9 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<([u8; 32],
         client_ip,
         created: r.get(7)?,
         last_seen: r.get(8)?,
+        factor: r
+            .get::<_, Option<Vec<u8>>>(9)?
+            .and_then(|f| <[u8; 16]>::try_from(f).ok()),
     };
     Ok(Some((hash, s)))
 }
@@ -445,7 +450,7 @@ impl SessionBackend for SqliteStore {
         let conn = self.lock();
         let rows: Vec<Option<([u8; 32], Session)>> = conn
             .prepare(
-                "SELECT hash, user, groups, display_name, email, level, client_ip, created, last_seen FROM sessions",
+                "SELECT hash, user, groups, display_name, email, level, client_ip, created, last_seen, factor FROM sessions",
             )
             .and_then(|mut s| s.query_map([], session_from_row)?.collect())
             .map_err(|e| self.err(e))?;
@@ -456,8 +461,8 @@ impl SessionBackend for SqliteStore {
         self.lock()
             .execute(
                 "INSERT OR REPLACE INTO sessions
-                 (hash, user, groups, display_name, email, level, client_ip, created, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (hash, user, groups, display_name, email, level, client_ip, created, last_seen, factor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     &hash[..],
                     s.user,
@@ -467,7 +472,8 @@ impl SessionBackend for SqliteStore {
                     s.level.label(),
                     s.client_ip.map(|ip| ip.to_string()),
                     s.created,
-                    s.last_seen
+                    s.last_seen,
+                    s.factor.as_ref().map(|f| &f[..])
                 ],
             )
             .map(drop)
@@ -711,6 +717,7 @@ mod tests {
             created: now,
             last_seen: now,
             client_ip: Some("2001:db8::7".parse().unwrap()),
+            factor: Some([7; 16]),
         }
     }
 

@@ -26,6 +26,7 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
         Some(a) => Algorithm::parse(a).with_context(|| format!("--algorithm {a}: use sha1, sha256 or sha512"))?,
         None => o.algorithm,
     };
+    let step = if hotp { Step::Event } else { Step::Time(period) };
     let given = args.secret.read()?;
     let secret = match &given {
         Some(s) => {
@@ -39,10 +40,8 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
             }
             secret
         }
-        // 160 bits, the RFC 4226 recommendation and what authenticator apps expect for SHA1.
-        None => Secret::from_bytes(random::bytes(20).to_vec()),
+        None => return Ok(Token::generate(step, algorithm, digits)),
     };
-    let step = if hotp { Step::Event } else { Step::Time(period) };
     Ok(Token::new(TokenKind::Oath, step, secret, algorithm, digits))
 }
 

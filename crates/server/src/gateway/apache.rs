@@ -11,6 +11,7 @@
 //! portcullis-authz`, `FCGI_APACHE_ROLE=AUTHORIZER`): the `[access]` rules applied to the
 //! user Apache has already authenticated, whichever provider did it.
 
+use super::metrics::Kind;
 use super::web::query_escape;
 use super::{App, Ask, Cost, DecisionResult};
 use portcullis_core::access::Resource;
@@ -47,7 +48,7 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) {
                 Err(e) => {
                     // The error names the fault, never the request's content.
                     tracing::warn!(peer = %peer, error = %e, "malformed FastCGI request refused");
-                    app.metrics.decision(4, Duration::ZERO);
+                    app.metrics.decision(Kind::BadRequest, Duration::ZERO);
                     return;
                 }
             };
@@ -93,7 +94,7 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
     let uri = match origin_form(req.param("REQUEST_URI").unwrap_or("/"), &host) {
         Some(u) => u.to_string(),
         None => {
-            app.metrics.decision(4, started.elapsed());
+            app.metrics.decision(Kind::BadRequest, started.elapsed());
             return status_only(400);
         }
     };
@@ -207,7 +208,7 @@ fn render(
     uri: &str,
     https: Option<&str>,
     decision: Decision,
-) -> (usize, String) {
+) -> (Kind, String) {
     match decision {
         Decision::Allow(Some(id)) => {
             let mut out = String::from("Status: 200\r\n");
@@ -220,12 +221,12 @@ fn render(
                 let _ = write!(out, "Variable-{name}: {}\r\n", clean(value));
             }
             out.push_str("\r\n");
-            (0, out)
+            (Kind::Allow, out)
         }
         // A bypassed resource: nobody to name. Basic mode never lets a password through
         // unchecked: Apache would make the typed name REMOTE_USER.
-        Decision::Allow(None) if role != Role::Basic => (0, status_only(200)),
-        Decision::Allow(None) | Decision::Challenge => (2, status_only(401)),
+        Decision::Allow(None) if role != Role::Basic => (Kind::Allow, status_only(200)),
+        Decision::Allow(None) | Decision::Challenge => (Kind::Challenge, status_only(401)),
         Decision::Login => match role {
             Role::CheckAuthn => {
                 let scheme = if https.is_some_and(|v| v.eq_ignore_ascii_case("on")) {
@@ -239,13 +240,16 @@ fn render(
                 if super::forward::parse_original_url(&format!("{scheme}://{host}{uri}"), method).is_ok() {
                     location = format!("{location}?rd={}", query_escape(&format!("{scheme}://{host}{uri}")));
                 }
-                (1, format!("Status: 302\r\nLocation: {}\r\n\r\n", clean(&location)))
+                (
+                    Kind::Login,
+                    format!("Status: 302\r\nLocation: {}\r\n\r\n", clean(&location)),
+                )
             }
-            Role::Basic => (1, status_only(401)),
-            Role::Authorizer => (3, status_only(403)),
+            Role::Basic => (Kind::Login, status_only(401)),
+            Role::Authorizer => (Kind::Deny, status_only(403)),
         },
-        Decision::Deny => (3, status_only(403)),
-        Decision::BadRequest(_) => (4, status_only(400)),
+        Decision::Deny => (Kind::Deny, status_only(403)),
+        Decision::BadRequest(_) => (Kind::BadRequest, status_only(400)),
     }
 }
 

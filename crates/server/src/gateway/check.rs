@@ -8,6 +8,7 @@
 //! at most `MAX_REQUEST` bytes, one request per connection; the answer is `ok` or `no`.
 
 use super::App;
+use super::metrics::Kind;
 use anyhow::{Context, Result};
 use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
 use portcullis_core::config::{Config, SessionStoreKind};
@@ -82,19 +83,18 @@ fn decide(app: &App, c: Check) -> bool {
     let (kind, ok) = match result {
         Ok((decision, event)) => {
             if let Some(e) = &event {
-                super::audit::log(e);
-                app.metrics.auth(e.failure.is_none(), e.banned);
+                app.record(e);
             }
             match decision {
-                Decision::Allow(Some(_)) => (0, true),
-                Decision::Allow(None) | Decision::Challenge | Decision::Login => (2, false),
-                Decision::Deny => (3, false),
-                Decision::BadRequest(_) => (4, false),
+                Decision::Allow(Some(_)) => (Kind::Allow, true),
+                Decision::Allow(None) | Decision::Challenge | Decision::Login => (Kind::Challenge, false),
+                Decision::Deny => (Kind::Deny, false),
+                Decision::BadRequest(_) => (Kind::BadRequest, false),
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "check failed; refusing");
-            (5, false)
+            (Kind::Error, false)
         }
     };
     app.metrics.decision(kind, started.elapsed());

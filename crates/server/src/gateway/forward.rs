@@ -4,6 +4,7 @@
 //! `Decision`.
 
 use super::App;
+use super::metrics::Kind;
 use super::web::{header_str, names, query_escape};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -259,10 +260,10 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
             let (status, kind, why) = match m {
                 Malformed::Missing => (
                     StatusCode::UNAUTHORIZED,
-                    1,
+                    Kind::Login,
                     "no original request described (or not from a trusted proxy)",
                 ),
-                Malformed::Bad(why) => (StatusCode::BAD_REQUEST, 4, why),
+                Malformed::Bad(why) => (StatusCode::BAD_REQUEST, Kind::BadRequest, why),
             };
             tracing::debug!(peer = %peer, trusted, why, "forward-auth request refused");
             app.metrics.decision(kind, started.elapsed());
@@ -272,7 +273,7 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
     let client_ip = match app.client_ip(peer, &headers) {
         Ok(ip) => ip,
         Err(e) => {
-            app.metrics.decision(4, started.elapsed());
+            app.metrics.decision(Kind::BadRequest, started.elapsed());
             return super::web::bad_forwarding(e);
         }
     };
@@ -327,13 +328,16 @@ pub(super) fn render(
                     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("")),
                 );
             }
-            (0, r)
+            (Kind::Allow, r)
         }
         Decision::Login | Decision::Challenge => {
             let is_challenge = matches!(decision, Decision::Challenge);
             if flavor == Flavor::ForwardAuth && browser && !is_challenge {
                 let location = original.login_url(app);
-                (1, (StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+                (
+                    Kind::Login,
+                    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+                )
             } else {
                 let mut r = StatusCode::UNAUTHORIZED.into_response();
                 // nginx: the snippet's `error_page 401 =302` redirects to this, so the return
@@ -348,11 +352,11 @@ pub(super) fn render(
                 {
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
                 }
-                (if is_challenge { 2 } else { 1 }, r)
+                (if is_challenge { Kind::Challenge } else { Kind::Login }, r)
             }
         }
-        Decision::Deny => (3, StatusCode::FORBIDDEN.into_response()),
-        Decision::BadRequest(why) => (4, (StatusCode::BAD_REQUEST, why).into_response()),
+        Decision::Deny => (Kind::Deny, StatusCode::FORBIDDEN.into_response()),
+        Decision::BadRequest(why) => (Kind::BadRequest, (StatusCode::BAD_REQUEST, why).into_response()),
     };
     app.metrics.decision(kind, started.elapsed());
     response

@@ -10,8 +10,46 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
-/// Decision kinds, in the order of `Metrics::decisions`.
-pub const DECISIONS: [&str; 6] = ["allow", "login", "challenge", "deny", "bad_request", "error"];
+/// How a request was decided, as `/metrics` counts it (`portcullis_decisions_total{decision=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Let through.
+    Allow,
+    /// Sent to the portal (or told no request was described).
+    Login,
+    /// Asked for Basic credentials.
+    Challenge,
+    /// Refused by a rule.
+    Deny,
+    /// Malformed: 400.
+    BadRequest,
+    /// No decision could be made (store failure, no login slot).
+    Error,
+}
+
+/// Every kind, in the order of `Metrics::decisions`.
+const KINDS: [Kind; 6] = [
+    Kind::Allow,
+    Kind::Login,
+    Kind::Challenge,
+    Kind::Deny,
+    Kind::BadRequest,
+    Kind::Error,
+];
+
+impl Kind {
+    /// The `decision` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Allow => "allow",
+            Kind::Login => "login",
+            Kind::Challenge => "challenge",
+            Kind::Deny => "deny",
+            Kind::BadRequest => "bad_request",
+            Kind::Error => "error",
+        }
+    }
+}
 
 /// All counters of one gateway process.
 #[derive(Default)]
@@ -31,12 +69,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one authorization request, its decision (index into `DECISIONS`) and latency.
-    pub fn decision(&self, kind: usize, took: Duration) {
+    /// Counts one authorization request, how it was decided and its latency.
+    pub fn decision(&self, kind: Kind, took: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(c) = self.decisions.get(kind) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.decisions[kind as usize].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
             if secs <= *bound {
@@ -69,8 +105,13 @@ impl Metrics {
         let _ = writeln!(out, "portcullis_requests_total {}", get(&self.requests));
         let _ = writeln!(out, "# HELP portcullis_decisions_total Decisions by kind.");
         let _ = writeln!(out, "# TYPE portcullis_decisions_total counter");
-        for (name, c) in DECISIONS.iter().zip(&self.decisions) {
-            let _ = writeln!(out, "portcullis_decisions_total{{decision=\"{name}\"}} {}", get(c));
+        for (kind, c) in KINDS.iter().zip(&self.decisions) {
+            let _ = writeln!(
+                out,
+                "portcullis_decisions_total{{decision=\"{}\"}} {}",
+                kind.label(),
+                get(c)
+            );
         }
         let _ = writeln!(
             out,
@@ -137,8 +178,8 @@ mod tests {
     #[test]
     fn histogram_is_cumulative() {
         let m = Metrics::default();
-        m.decision(0, Duration::from_micros(50));
-        m.decision(1, Duration::from_millis(3));
+        m.decision(Kind::Allow, Duration::from_micros(50));
+        m.decision(Kind::Login, Duration::from_millis(3));
         let text = m.render(2, 0);
         assert!(text.contains("portcullis_request_duration_seconds_bucket{le=\"0.0001\"} 1"));
         assert!(text.contains("portcullis_request_duration_seconds_bucket{le=\"0.005\"} 2"));

@@ -258,14 +258,19 @@ impl App {
         };
         let (decision, event) = result.map_err(|e| {
             tracing::error!(error = %e, "authorization failed; refusing");
-            self.metrics.decision(5, started.elapsed());
+            self.metrics.decision(metrics::Kind::Error, started.elapsed());
             500_u16
         })?;
         if let Some(e) = &event {
-            audit::log(e);
-            self.metrics.auth(e.failure.is_none(), e.banned);
+            self.record(e);
         }
         Ok(decision)
+    }
+
+    /// The one place an authentication attempt is logged (audit line) and counted.
+    pub fn record(&self, e: &AuthEvent) {
+        audit::log(e);
+        self.metrics.auth(e.failure.is_none(), e.banned);
     }
 }
 

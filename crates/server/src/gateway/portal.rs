@@ -8,11 +8,11 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use portcullis_core::authz::{AuthEvent, StepResult};
+use portcullis_core::access::Resource;
 use portcullis_core::gate::Rejection;
-use portcullis_core::model::{Step, Token, TokenKind};
+use portcullis_core::login::{Enrollment, LoginAttempt, LoginOutcome, LoginStep, Refusal};
+use portcullis_core::model::{Step, Token};
 use portcullis_core::session::{Level, Session};
-use portcullis_otp::{Hotp, Secret, Verdict, Window, oath_matcher, totp_step, verify_time};
 use serde::Deserialize;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -63,47 +63,37 @@ impl App {
             .unwrap_or_else(|| self.config.server.default_redirect.clone())
     }
 
+    /// The signed-in session, checked as every request checks it (a locked user or one with
+    /// a new password is signed out here too). A store failure reads as signed out.
     fn current_session(&self, headers: &HeaderMap, ip: std::net::IpAddr) -> Option<Session> {
         let id = self.session_cookie(headers)?;
-        self.sessions.get(id, self.clock_now(), Some(ip))
-    }
-
-    /// True when the page at `rd` needs no second factor for `user` from `ip` (a trusted
-    /// network or a one_factor rule), so the code step can be skipped.
-    fn one_factor_enough(&self, rd: &str, ip: std::net::IpAddr, user: &portcullis_core::User) -> bool {
-        use portcullis_core::access::{Decision, Policy, Resource, Subject};
-        let Some(url) = self.targets.check(rd) else {
-            return false;
-        };
-        let Ok(o) = super::forward::parse_original_url(&url, "GET") else {
-            return false;
-        };
-        let resource = Resource {
-            method: &o.method,
-            host: &o.host,
-            path: &o.uri,
-            client_ip: ip,
-        };
-        let subject = Subject {
-            user: &user.name,
-            groups: &user.groups,
-        };
-        matches!(
-            self.access.policy_for(&resource, Some(&subject)),
-            Ok(Decision::Policy(Policy::OneFactor | Policy::Bypass))
-        )
-    }
-
-    fn log(&self, e: &AuthEvent) {
-        super::audit::log(e);
-        self.metrics.auth(e.failure.is_none(), e.banned);
+        self.authorizer().signed_in(id, ip).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read a session");
+            None
+        })
     }
 }
 
-fn message_for(r: &StepResult) -> &'static str {
+/// What the login step did, with its events logged and counted.
+fn settle(app: &App, step: Result<LoginStep, portcullis_core::gate::GateError>) -> Option<LoginOutcome> {
+    match step {
+        Ok(step) => {
+            for e in &step.events {
+                app.record(e);
+            }
+            Some(step.outcome)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login failed");
+            None
+        }
+    }
+}
+
+fn message_for(r: Refusal) -> &'static str {
     match r {
-        StepResult::Refused(Rejection::Locked) => LOCKED,
-        StepResult::Refused(Rejection::NoToken) => NO_TOKEN,
+        Refusal::Rejected(Rejection::Locked) => LOCKED,
+        Refusal::Rejected(Rejection::NoToken) => NO_TOKEN,
         _ => WRONG,
     }
 }
@@ -192,65 +182,54 @@ pub async fn login_submit(
     }
     let user = form.username.trim().to_string();
     let password = form.password.clone();
-    let code = form.code.clone();
-    let two_step = app.config.server.two_step;
+    let code = (!app.config.server.two_step).then(|| form.code.clone());
     let old = app.session_cookie(&headers).map(str::to_string);
-    let rd = form.rd.clone();
-    // (result, event of the code step, new session id, whether the login is complete)
-    type LoginStep = (StepResult, Option<AuthEvent>, Option<String>, bool);
+    let target = app.targets.check(&form.rd);
     let started = std::time::Instant::now();
-    let result = blocking(&app, move |app| -> Result<LoginStep, String> {
-        let authz = app.authorizer();
+    let step = blocking(&app, move |app| {
+        // The page asked for, as the rules see it: a one_factor rule there ends the login
+        // after the password.
+        let original = target.and_then(|url| super::forward::parse_original_url(&url, "GET").ok());
+        let attempt = LoginAttempt {
+            user: &user,
+            password: &password,
+            code: code.as_deref().map(String::as_str),
+            target: original.as_ref().map(|o| Resource {
+                method: &o.method,
+                host: &o.host,
+                path: &o.uri,
+                client_ip: ip,
+            }),
+            client_ip: ip,
+            current: old.as_deref(),
+        };
         let checked = std::time::Instant::now();
-        let (first, e1) = authz.password_step(&user, &password, ip).map_err(|e| e.to_string())?;
-        if !matches!(first, StepResult::Banned) {
+        let step = app.authorizer().login(&attempt);
+        if !matches!(&step, Ok(s) if matches!(s.outcome, LoginOutcome::Refused(Refusal::Banned))) {
             app.pace.record(checked.elapsed());
         }
-        app.log(&e1);
-        let StepResult::Passed(u) = first else {
-            return Ok((first, None, None, false));
-        };
-        // A trusted network or a one_factor rule for the page asked for: no code needed, but
-        // only for a user who has a first factor (without one, nothing is proven yet).
-        let has_first = u.first_factor.exists();
-        let enough = has_first && app.one_factor_enough(&rd, ip, &u);
-        if two_step || enough {
-            // Every login step gets a new session id: no fixation.
-            let level = if has_first { Level::OneFactor } else { Level::Named };
-            let s = authz.session_for(&u, level, ip);
-            let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
-            return Ok((StepResult::Passed(u), None, Some(id.as_str().to_string()), enough));
-        }
-        let (second, e2) = authz.code_step(&user, &code, ip).map_err(|e| e.to_string())?;
-        let StepResult::Passed(u) = second else {
-            return Ok((second, Some(e2), None, false));
-        };
-        let s = authz.session_for(&u, Level::TwoFactor, ip);
-        let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
-        Ok((StepResult::Passed(u), Some(e2), Some(id.as_str().to_string()), true))
+        step
     })
     .await;
-    let Some(Ok((result, event, session, done))) = result else {
-        tracing::error!(error = ?result.and_then(Result::err), "login failed");
+    let Some(outcome) = step.and_then(|s| settle(&app, s)) else {
         return server_error();
     };
-    if let Some(e) = &event {
-        app.log(e);
-    }
-    if matches!(result, StepResult::Banned) {
-        // Answered as slowly as a checked password (issue 9.6), outside the login slot.
-        app.pace.wait(started.elapsed()).await;
-    }
-    match (result, session) {
-        (StepResult::Passed(_), Some(id)) => {
-            let next = if done {
+    match outcome {
+        LoginOutcome::SignedIn { session, complete, .. } => {
+            let next = if complete {
                 app.return_url(&form.rd)
             } else {
                 format!("{}/login/code?rd={}", app.base(), super::web::query_escape(&form.rd))
             };
-            see_other(&next, vec![app.session_set_cookie(&id)])
+            see_other(&next, vec![app.session_set_cookie(session.as_str())])
         }
-        (r, _) => retry(&app, message_for(&r), &form.username),
+        LoginOutcome::Refused(r) => {
+            if r == Refusal::Banned {
+                // Answered as slowly as a checked password (issue 9.6), outside the login slot.
+                app.pace.wait(started.elapsed()).await;
+            }
+            retry(&app, message_for(r), &form.username)
+        }
     }
 }
 
@@ -296,30 +275,21 @@ pub async fn code_submit(
     if !app.csrf_ok(&headers, &form.csrf) {
         return retry(&app, "The form expired. Please try again.");
     }
-    let user = s.user.clone();
+    let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
+        return to_login(&app, &form.rd);
+    };
     let code = form.code.clone();
-    let old = app.session_cookie(&headers).map(str::to_string);
-    let result = blocking(
-        &app,
-        move |app| -> Result<(StepResult, AuthEvent, Option<String>), String> {
-            let authz = app.authorizer();
-            let (r, e) = authz.code_step(&user, code.trim(), ip).map_err(|e| e.to_string())?;
-            let StepResult::Passed(u) = &r else {
-                return Ok((r, e, None));
-            };
-            let s = authz.session_for(u, Level::TwoFactor, ip);
-            let id = app.sessions.rotate(old.as_deref(), s).map_err(|e| e.to_string())?;
-            Ok((r, e, Some(id.as_str().to_string())))
-        },
-    )
-    .await;
-    let Some(Ok((r, e, session))) = result else {
+    let step = blocking(&app, move |app| app.authorizer().login_code(&current, code.trim(), ip)).await;
+    let Some(outcome) = step.and_then(|s| settle(&app, s)) else {
         return server_error();
     };
-    app.log(&e);
-    match (r, session) {
-        (StepResult::Passed(_), Some(id)) => see_other(&app.return_url(&form.rd), vec![app.session_set_cookie(&id)]),
-        (r, _) => retry(&app, message_for(&r)),
+    match outcome {
+        LoginOutcome::SignedIn { session, .. } => see_other(
+            &app.return_url(&form.rd),
+            vec![app.session_set_cookie(session.as_str())],
+        ),
+        LoginOutcome::Refused(Refusal::NotSignedIn) => to_login(&app, &form.rd),
+        LoginOutcome::Refused(r) => retry(&app, message_for(r)),
     }
 }
 
@@ -348,7 +318,7 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Form(form):
         return page(StatusCode::FORBIDDEN, body, cookie.into_iter().collect());
     }
     if let Some(id) = app.session_cookie(&headers)
-        && let Err(e) = app.sessions.revoke(id)
+        && let Err(e) = app.authorizer().sign_out(id)
     {
         tracing::error!(error = %e, "cannot revoke a session");
     }
@@ -382,8 +352,7 @@ pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, head
 /// A new TOTP token with the configured defaults, for enrollment.
 fn fresh_token(app: &App) -> Token {
     let o = &app.config.otp;
-    let secret = Secret::from_bytes(portcullis_core::random::bytes(20).to_vec());
-    Token::new(TokenKind::Oath, Step::Time(o.period), secret, o.algorithm, o.digits)
+    Token::generate(Step::Time(o.period), o.algorithm, o.digits)
 }
 
 /// `GET /enroll/{token}`: shows the new token's QR code once.
@@ -471,8 +440,16 @@ async fn enroll_reveal(
             _ => link_expired(),
         };
     }
-    let opened = match invites.open(&token, app.clock_now(), fresh_token(&app)) {
-        Ok(o) => o,
+    let opened = match app
+        .authorizer()
+        .open_enrollment(invites.as_ref(), &token, fresh_token(&app), ip)
+    {
+        Ok((opened, event)) => {
+            if let Some(e) = &event {
+                app.record(e);
+            }
+            opened
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read invitations");
             return server_error();
@@ -489,13 +466,6 @@ async fn enroll_reveal(
         let text = k.to_uri();
         let svg = crate::qr::svg_string(&text).unwrap_or_default();
         shown = Some((svg, Zeroizing::new(text), hand_entry_settings(t)));
-        app.log(&AuthEvent {
-            client_ip: ip,
-            user: invite.user.clone(),
-            method: "enroll-reveal",
-            failure: None,
-            banned: false,
-        });
     }
     let body = html::enroll(
         &csrf_page,
@@ -525,8 +495,7 @@ pub async fn enroll_submit(
         return server_error();
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
-    let now = app.clock_now();
-    let Ok(Some((invite, _))) = invites.open(&token, now, fresh_token(&app)) else {
+    let Ok(Some(invite)) = invites.find(&token, app.clock_now()) else {
         return page(
             StatusCode::NOT_FOUND,
             html::message("Link expired", "Ask for a new enrollment link.", None),
@@ -540,56 +509,36 @@ pub async fn enroll_submit(
     if !app.csrf_ok(&headers, &form.csrf) {
         return retry(&app, "The form expired. Please try again.");
     }
-    if app.regulator.is_banned(Some(&invite.user), ip, now) {
-        return retry(&app, WRONG);
-    }
-    let Some(mut pending) = invite.pending.clone() else {
-        return retry(&app, WRONG);
-    };
-    let accepted = match pending.step {
-        Step::Time(period) => {
-            let g = Hotp::new(&pending.secret, pending.algorithm, pending.digits);
-            let now_step = totp_step(now, period);
-            let w = Window::symmetric(app.config.otp.window);
-            match verify_time(now_step, now_step, w, None, oath_matcher(&g, form.code.trim())) {
-                Verdict::Accepted(m) => Some(m.counter),
-                _ => None,
+    let code = form.code.clone();
+    let checked = blocking(&app, move |app| {
+        app.authorizer()
+            .confirm_enrollment(invites.as_ref(), &token, code.trim(), ip)
+    })
+    .await;
+    let outcome = match checked {
+        Some(Ok((outcome, event))) => {
+            if let Some(e) = &event {
+                app.record(e);
             }
+            outcome
         }
-        Step::Event => None,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot confirm an enrollment");
+            return server_error();
+        }
+        None => return server_error(),
     };
-    let event = |failure| AuthEvent {
-        client_ip: ip,
-        user: invite.user.clone(),
-        method: "enroll",
-        failure,
-        banned: false,
-    };
-    let Some(step) = accepted else {
-        let b = app.regulator.record_failure(Some(&invite.user), ip, now);
-        app.log(&AuthEvent {
-            banned: b.user || b.ip,
-            ..event(Some("wrong_code"))
-        });
-        return retry(
-            &app,
-            "That code is not correct. Check the app shows this account and try the current code.",
-        );
-    };
-    pending.last_step = Some(step);
-    let user = invite.user.clone();
-    let saved = app.directory.update(&user, &mut |u| {
-        u.tokens = vec![pending.clone()];
-        u.failures = 0;
-        true
-    });
-    match saved {
-        Ok(true) => {}
-        Ok(false) | Err(_) => return server_error(),
+    match outcome {
+        Enrollment::Done => {}
+        Enrollment::Expired => return link_expired(),
+        Enrollment::Refused => return retry(&app, WRONG),
+        Enrollment::WrongCode => {
+            return retry(
+                &app,
+                "That code is not correct. Check the app shows this account and try the current code.",
+            );
+        }
     }
-    let _ = invites.consume(&token);
-    let _ = app.sessions.revoke_user(&user);
-    app.log(&event(None));
     page(
         StatusCode::OK,
         html::message(

@@ -5,6 +5,7 @@
 
 use super::App;
 use super::forward::{self, Flavor, Original};
+use super::metrics::Kind;
 use super::web::names;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -78,7 +79,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     let original = match describe(&app, trusted, &req) {
         Ok(o) => o,
         Err(why) => {
-            app.metrics.decision(4, started.elapsed());
+            app.metrics.decision(Kind::BadRequest, started.elapsed());
             return (StatusCode::BAD_REQUEST, why).into_response();
         }
     };
@@ -86,7 +87,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     let client_ip = match app.client_ip(peer, headers) {
         Ok(ip) => ip,
         Err(e) => {
-            app.metrics.decision(4, started.elapsed());
+            app.metrics.decision(Kind::BadRequest, started.elapsed());
             return super::web::bad_forwarding(e);
         }
     };
@@ -101,7 +102,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     };
     match decision {
         Decision::Allow(identity) => {
-            app.metrics.decision(0, started.elapsed());
+            app.metrics.decision(Kind::Allow, started.elapsed());
             let forwarded = Forwarded {
                 client_ip,
                 peer: peer.ip(),
