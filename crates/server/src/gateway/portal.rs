@@ -74,7 +74,9 @@ impl App {
     }
 }
 
-/// What the login step did, with its events logged and counted.
+/// What the login step did, with its events logged and counted. Called on the blocking
+/// worker, not after the `.await`: a client that hangs up drops the handler, and its
+/// attempt must still reach the audit log (fail2ban reads it).
 fn settle(app: &App, step: Result<LoginStep, portcullis_core::gate::GateError>) -> Option<LoginOutcome> {
     match step {
         Ok(step) => {
@@ -208,10 +210,10 @@ pub async fn login_submit(
         if !matches!(&step, Ok(s) if matches!(s.outcome, LoginOutcome::Refused(Refusal::Banned))) {
             app.pace.record(checked.elapsed());
         }
-        step
+        settle(app, step)
     })
     .await;
-    let Some(outcome) = step.and_then(|s| settle(&app, s)) else {
+    let Some(Some(outcome)) = step else {
         return server_error();
     };
     match outcome {
@@ -279,8 +281,11 @@ pub async fn code_submit(
         return to_login(&app, &form.rd);
     };
     let code = form.code.clone();
-    let step = blocking(&app, move |app| app.authorizer().login_code(&current, code.trim(), ip)).await;
-    let Some(outcome) = step.and_then(|s| settle(&app, s)) else {
+    let step = blocking(&app, move |app| {
+        settle(app, app.authorizer().login_code(&current, code.trim(), ip))
+    })
+    .await;
+    let Some(Some(outcome)) = step else {
         return server_error();
     };
     match outcome {
@@ -511,22 +516,26 @@ pub async fn enroll_submit(
     }
     let code = form.code.clone();
     let checked = blocking(&app, move |app| {
-        app.authorizer()
-            .confirm_enrollment(invites.as_ref(), &token, code.trim(), ip)
+        let checked = app
+            .authorizer()
+            .confirm_enrollment(invites.as_ref(), &token, code.trim(), ip);
+        // Logged here, on the worker: see `settle`.
+        match checked {
+            Ok((outcome, event)) => {
+                if let Some(e) = &event {
+                    app.record(e);
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot confirm an enrollment");
+                None
+            }
+        }
     })
     .await;
-    let outcome = match checked {
-        Some(Ok((outcome, event))) => {
-            if let Some(e) = &event {
-                app.record(e);
-            }
-            outcome
-        }
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "cannot confirm an enrollment");
-            return server_error();
-        }
-        None => return server_error(),
+    let Some(Some(outcome)) = checked else {
+        return server_error();
     };
     match outcome {
         Enrollment::Done => {}

@@ -466,3 +466,51 @@ fn user_lock_reaches_live_sessions_and_lingering_basic_clients_within_the_refres
     assert_eq!(cookie_check(), 401);
     assert!(!gw.log_text().contains(&header));
 }
+
+/// Issue 13.7: a new password (`user passwd`, from another process) ends the sessions made
+/// with the old one within the refresh interval, and a session stored by the gateway does
+/// not come back after a restart either. The new password's login works.
+#[test]
+fn a_password_change_ends_existing_sessions() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("gus", "old pw", &[]));
+    env.loopback_portal(free_port());
+    env.set("session", "refresh", "2");
+    env.set("session", "store", "\"sqlite\"");
+    let gw = env.serve();
+    settle(12);
+    let b = Browser::new(&env, "gus");
+    assert_eq!(b.login(&gw, "gus", "old pw", &code_now(&env, &secret), "").status, 303);
+    let session = b.cookie("portcullis_session").unwrap();
+    let check = |gw: &Server| {
+        curl(&[
+            "-H",
+            &format!("Cookie: portcullis_session={session}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/x",
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    assert_eq!(check(&gw), 200);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(check(&gw), 200, "a refresh alone ends nothing");
+    env.ok(&["user", "passwd", "gus", "--password-stdin"], Some("new pw\n"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(check(&gw), 401, "the old password's session ended");
+    // The portal's own pages agree: the login page is shown, not skipped.
+    let page = b.get(&gw.url("/login"), &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    drop(gw);
+    let gw = env.serve();
+    assert_eq!(check(&gw), 401, "not back after a restart");
+    let b2 = Browser::new(&env, "gus2");
+    let next = env
+        .ok(
+            &["otp", "code", "--secret", &secret, "--time", &(now() + 30).to_string()],
+            None,
+        )
+        .trim()
+        .to_string();
+    assert_eq!(b2.login(&gw, "gus", "new pw", &next, "").status, 303);
+}
