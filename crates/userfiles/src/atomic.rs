@@ -1,12 +1,18 @@
 //! Crash-safe file replacement and lock-file helpers shared by every store that rewrites a file.
 //!
 //! Design notes:
-//! * Locking uses std's `File::lock` / `File::lock_shared`, which are `flock(2)` on
-//!   Linux. mod_authn_otp (`apr_file_lock`) and pam_oath (`fcntl(F_SETLKW)`) use POSIX
-//!   record locks on the same `<file>.lock` name; on Linux `flock` and `fcntl` locks do
-//!   not see each other, so portcullis and the original tool must not write the same
-//!   file at the same time. (Calling `fcntl` ourselves would need `unsafe`, which this
-//!   crate forbids.)
+//! * Two locks are taken on `<file>.lock`, one after the other on the same descriptor:
+//!   std's `File::lock` / `File::lock_shared` (`flock(2)`), and an open-file-description
+//!   record lock (`F_OFD_SETLKW`, through `nix`). mod_authn_otp (`apr_file_lock`) and
+//!   pam_oath (`fcntl(F_SETLKW)`) take classic POSIX record locks on that same name, which
+//!   `flock` does not see but an OFD lock conflicts with (fcntl(2)), so portcullis waits
+//!   while either tool is writing. An OFD lock, unlike a classic one, belongs to the
+//!   descriptor, not the process: another thread closing the file does not drop it.
+//! * What no lock can fix: pam_oath reads users.oath *before* it takes its lock and writes
+//!   what it read, so a portcullis write landing between pam_oath's read and its lock is
+//!   overwritten (as one pam_oath login's is by another's). While portcullis holds the lock
+//!   file, pam_oath's `fopen("wx")` of it fails and that login is refused instead; the loss
+//!   needs pam_oath to stall between its read and its lock for a whole portcullis write.
 //! * Every open of a path that an attacker might have pre-created uses `O_NOFOLLOW`,
 //!   and the temporary file additionally uses `O_EXCL`, so a planted symlink is
 //!   refused instead of followed (the pam_oath CVE-2024-47191 pattern).
@@ -100,6 +106,7 @@ impl LockGuard {
         loop {
             let file = open_lock_file(lock_path)?;
             lock(&file).map_err(|e| Error::io(lock_path, what, e))?;
+            record_lock(&file, exclusive).map_err(|e| Error::io(lock_path, what, e))?;
             // A holder that removes the lock file on release (see `remove_on_release`) may
             // have unlinked the inode we waited on; then our lock guards nothing, so retry
             // on whatever file the name now points to.
@@ -154,6 +161,27 @@ impl Drop for LockGuard {
         }
         // Closing the descriptor releases the lock anyway; unlocking first just makes it prompt.
         let _ = self.file.unlock();
+    }
+}
+
+/// Waits for and takes a whole-file OFD record lock (write or read), the kind of lock that
+/// conflicts with the classic `fcntl` locks pam_oath and mod_authn_otp take. It is released
+/// when the descriptor is closed.
+fn record_lock(file: &File, exclusive: bool) -> io::Result<()> {
+    let kind = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
+    let whole = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&whole)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
     }
 }
 

@@ -591,3 +591,103 @@ fn usersfile_pin_is_required_like_pam_oath() {
         "pam_oath: PIN+code"
     );
 }
+
+/// Issue 13.7: pam_oath and pam_portcullis logging two users in at once on one users.oath.
+/// Event tokens and the narrowest windows (liboath stores the counter it accepted and takes
+/// only the next one with window=1; portcullis with window=0 takes only the next one): a
+/// lost update leaves a user's stored counter behind, and every later code of that user is
+/// refused, so the user cannot finish its rounds. portcullis takes pam_oath's record lock as well as its own, so
+/// neither rewrites the file inside the other's locked section. A pam_oath login that meets
+/// portcullis's lock file fails (liboath does not wait) and is tried again with its code.
+#[test]
+fn pam_oath_and_portcullis_on_one_users_file_lose_no_counter_update() {
+    require_root();
+    require_tool("pamtester");
+    require_tool("oathtool");
+    let env = Env::new("");
+    let (ann_key, ben_key) = (
+        "3132333435363738393031323334353637383930",
+        "00112233445566778899aabbccddeeff00112233",
+    );
+    let users = env.path().join("users.oath");
+    std::fs::write(&users, format!("HOTP\tann\t-\t{ann_key}\nHOTP\tben\t-\t{ben_key}\n")).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ours = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} usersfile={} window=0 digits=6 log_socket={}",
+            module().display(),
+            users.display(),
+            env.path().join("none.sock").display()
+        )),
+    );
+    let theirs = Service::new(
+        unique("portcullis-test-oath-"),
+        &service_text(&format!("pam_oath.so usersfile={} window=1 digits=6", users.display())),
+    );
+    let rounds: usize = std::env::var("PORTCULLIS_RACE_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .map_or(40, |n: usize| n * 10);
+    let codes = |key: &str| -> Vec<String> {
+        let out = Command::new("oathtool")
+            .args(["--hotp", &format!("--window={}", rounds * 3), key])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Each side logs its user in `rounds` times, retrying a code that was refused; returns
+    // the logins that succeeded and the refusals.
+    let (ann_codes, ben_codes) = (codes(ann_key), codes(ben_key));
+    let run = |service: String, user: &'static str, codes: Vec<String>| {
+        std::thread::spawn(move || {
+            let (mut next, mut refused) = (0usize, 0usize);
+            while next < rounds && refused < rounds * 2 {
+                if pamtester(&service, user, None, &codes[next]) {
+                    next += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+            (next, refused)
+        })
+    };
+    // pam_oath's first code is counter 1: it takes the one after the stored counter (0).
+    let a = run(theirs.name.clone(), "ann", ann_codes[1..].to_vec());
+    let b = run(ours.name.clone(), "ben", ben_codes.clone());
+    let (ann_ok, ann_refused) = a.join().unwrap();
+    let (ben_ok, ben_refused) = b.join().unwrap();
+    let text = std::fs::read_to_string(&users).unwrap();
+    let last_otp = |user: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(user))
+            .unwrap_or_else(|| panic!("{user} is gone from {text:?}"));
+        line.split('\t').nth(5).unwrap_or("").to_string()
+    };
+    eprintln!("pam_oath: {ann_ok} logins, {ann_refused} refused; portcullis: {ben_ok} logins, {ben_refused} refused");
+    assert_eq!(
+        ben_refused, 0,
+        "portcullis waits for pam_oath's lock instead of failing"
+    );
+    assert_eq!(ben_ok, rounds);
+    assert_eq!(
+        ann_ok, rounds,
+        "pam_oath got through in the end ({ann_refused} refusals)"
+    );
+    assert_eq!(
+        last_otp("ann"),
+        ann_codes[ann_ok],
+        "pam_oath's last login is on file: {text}"
+    );
+    assert_eq!(
+        last_otp("ben"),
+        ben_codes[ben_ok - 1],
+        "portcullis's last login is on file: {text}"
+    );
+    assert!(!env.path().join("users.oath.lock").exists(), "no lock file left behind");
+}
