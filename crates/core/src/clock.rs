@@ -30,6 +30,28 @@ impl Clock for FixedClock {
     }
 }
 
+/// A clock a test moves by hand, shared between the code under test and the test.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock at `now`.
+    pub fn at(now: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(now))
+    }
+
+    /// Moves the clock `secs` seconds on.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +62,8 @@ mod tests {
         let now = SystemClock.now();
         assert!((1_600_000_000..4_102_444_800).contains(&now), "{now}");
         assert_eq!(FixedClock(42).now(), 42);
+        let manual = ManualClock::at(100);
+        manual.advance(5);
+        assert_eq!(manual.now(), 105);
     }
 }

@@ -12,6 +12,9 @@ mod metrics;
 mod pace;
 mod portal;
 mod proxy;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod router_tests;
 mod tls;
 mod web;
 
@@ -68,15 +71,21 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
-    /// Time.
-    pub clock: SystemClock,
+    /// Time (the system clock, or a test's).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
-    /// Builds the shared state from a configuration.
+    /// Builds the shared state from a configuration: opens its stores, with the system clock.
     pub fn new(config: Config) -> Result<Self> {
         let stores = portcullis_store::open_all(&config)?;
-        let now = SystemClock.now();
+        Self::from_parts(config, stores, Arc::new(SystemClock))
+    }
+
+    /// Builds the shared state from a configuration and stores and a clock already made, so a
+    /// test can run the whole gateway in process on a clock it moves.
+    pub fn from_parts(config: Config, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
+        let now = clock.now();
         let backend: Option<Box<dyn SessionBackend>> = match config.session.store {
             SessionStoreKind::Memory => None,
             SessionStoreKind::Sqlite => match stores.sessions {
@@ -128,7 +137,7 @@ impl App {
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             pace: pace::Pace::seeded(),
             stopping: tokio::sync::watch::Sender::new(false),
-            clock: SystemClock,
+            clock,
             upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
         })
@@ -142,12 +151,12 @@ impl App {
             regulator: &self.regulator,
             gate: Gate {
                 directory: self.directory.as_ref(),
-                clock: &self.clock,
+                clock: self.clock.as_ref(),
                 policy: self.policy.clone(),
                 external: self.external.as_ref(),
             },
             basic_cache: &self.basic_cache,
-            clock: &self.clock,
+            clock: self.clock.as_ref(),
         }
     }
 }

@@ -74,7 +74,6 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
 impl App {
     /// Now, in unix seconds.
     pub fn clock_now(&self) -> i64 {
-        use portcullis_core::Clock;
         self.clock.now()
     }
 
