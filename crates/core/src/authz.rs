@@ -97,8 +97,8 @@ pub enum Decision {
 /// An authentication attempt to log and count; carries no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthEvent {
-    /// Client address.
-    pub client_ip: IpAddr,
+    /// Client address (`None`: a local login, with no remote host).
+    pub client_ip: Option<IpAddr>,
     /// Name as typed (untrusted: log it quoted).
     pub user: String,
     /// `portal-password`, `portal-code`, `basic`, `enroll`, …
@@ -444,7 +444,7 @@ impl Authorizer<'_> {
                         Some(_) => Rejection::WrongPassword,
                     };
                     let result = StepResult::Refused(why);
-                    let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now);
+                    let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now)?;
                     (result, Some(event))
                 }
             });
@@ -452,7 +452,7 @@ impl Authorizer<'_> {
         let ip_text = ip.to_string();
         let stored = self.gate.directory.user(&creds.user)?;
         if let Some(user) = stored.as_ref().filter(|u| !u.app_passwords.is_empty() && !u.locked)
-            && !self.regulator.is_banned(Some(&creds.user), ip, now)
+            && !self.regulator.is_banned(Some(&creds.user), ip, now)?
             && user
                 .app_passwords
                 .iter()
@@ -461,9 +461,9 @@ impl Authorizer<'_> {
             let user = Box::new(user.clone());
             let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
             self.basic_cache.put(digest, until, user.clone(), now, true);
-            self.regulator.record_success(&creds.user);
+            self.regulator.record_success(&creds.user)?;
             let result = StepResult::Passed(user);
-            let event = self.record_attempt(ip, &creds.user, "basic-app-password", (&result).into(), now);
+            let event = self.record_attempt(ip, &creds.user, "basic-app-password", (&result).into(), now)?;
             return Ok((result, Some(event)));
         }
         let digits = stored
@@ -471,13 +471,8 @@ impl Authorizer<'_> {
             .and_then(|u| u.tokens.first())
             .map_or(6, |t| t.digits as usize);
         let secret = creds.secret.as_str();
-        // Split on a char boundary; a too-short secret yields an empty code, which is wrong.
-        let cut = secret.len().saturating_sub(digits);
-        let (password, code) = if secret.is_char_boundary(cut) {
-            secret.split_at(cut)
-        } else {
-            (secret, "")
-        };
+        // A secret too short for a code yields an empty code, which is wrong.
+        let (password, code) = crate::credentials::split_password_code(secret, digits).unwrap_or((secret, ""));
         let mut accepted_at = now;
         let result = self.guarded(&creds.user, ip, now, || {
             let outcome = self.gate.verify(Attempt {
@@ -500,7 +495,7 @@ impl Authorizer<'_> {
             let until = accepted_at.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
             self.basic_cache.put(digest, until, user.clone(), now, false);
         }
-        let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now);
+        let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now)?;
         Ok((result, Some(event)))
     }
 
@@ -512,13 +507,13 @@ impl Authorizer<'_> {
         now: i64,
         check: impl FnOnce() -> Result<Outcome, GateError>,
     ) -> Result<StepResult, GateError> {
-        if self.regulator.is_banned(Some(user), ip, now) {
+        if self.regulator.is_banned(Some(user), ip, now)? {
             return Ok(StepResult::Banned);
         }
         Ok(match check()? {
             Outcome::Accepted { user: u, via } => {
                 if !matches!(via, Via::Linger(_)) {
-                    self.regulator.record_success(user);
+                    self.regulator.record_success(user)?;
                 }
                 StepResult::Passed(u)
             }
@@ -535,28 +530,40 @@ impl Authorizer<'_> {
         method: &'static str,
         result: Attempted,
         now: i64,
-    ) -> AuthEvent {
+    ) -> Result<AuthEvent, GateError> {
+        self.record_attempt_from(Some(ip), user, method, result, now)
+    }
+
+    /// [`Authorizer::record_attempt`] for a client whose address may be unknown.
+    pub(crate) fn record_attempt_from(
+        &self,
+        ip: Option<IpAddr>,
+        user: &str,
+        method: &'static str,
+        result: Attempted,
+        now: i64,
+    ) -> Result<AuthEvent, GateError> {
         let (failure, banned) = match result {
             Attempted::Passed => (None, false),
             Attempted::Banned => (Some("banned"), false),
             Attempted::Refused(r) => {
-                let b = self.regulator.record_failure(Some(user), ip, now);
+                let b = self.regulator.record_failure_from(Some(user), ip, now)?;
                 (Some(r.label()), b.user || b.ip)
             }
         };
-        AuthEvent {
+        Ok(AuthEvent {
             client_ip: ip,
             user: user.to_string(),
             method,
             failure,
             banned,
-        }
+        })
     }
 
     /// Portal step one: the password (or PIN). Does not touch token state.
     pub fn password_step(&self, user: &str, password: &str, ip: IpAddr) -> Result<(StepResult, AuthEvent), GateError> {
         let now = self.clock.now();
-        let result = if self.regulator.is_banned(Some(user), ip, now) {
+        let result = if self.regulator.is_banned(Some(user), ip, now)? {
             StepResult::Banned
         } else {
             let stored = self.gate.directory.user(user)?;
@@ -568,7 +575,7 @@ impl Authorizer<'_> {
                 Some(u) => StepResult::Passed(Box::new(u)),
             }
         };
-        let event = self.record_attempt(ip, user, "portal-password", (&result).into(), now);
+        let event = self.record_attempt(ip, user, "portal-password", (&result).into(), now)?;
         Ok((result, event))
     }
 
@@ -585,7 +592,7 @@ impl Authorizer<'_> {
                 linger: false,
             })
         })?;
-        let event = self.record_attempt(ip, user, "portal-code", (&result).into(), now);
+        let event = self.record_attempt(ip, user, "portal-code", (&result).into(), now)?;
         Ok((result, event))
     }
 

@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod cookie;
+pub mod credentials;
 pub mod gate;
 pub mod invite;
 pub mod login;

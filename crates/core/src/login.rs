@@ -201,7 +201,7 @@ impl Authorizer<'_> {
         let opened = invites.open(token, self.clock.now(), fresh)?;
         let event = match &opened {
             Some((invite, true)) => {
-                Some(self.record_attempt(ip, &invite.user, "enroll-reveal", Attempted::Passed, self.clock.now()))
+                Some(self.record_attempt(ip, &invite.user, "enroll-reveal", Attempted::Passed, self.clock.now())?)
             }
             _ => None,
         };
@@ -223,15 +223,15 @@ impl Authorizer<'_> {
             return Ok((Enrollment::Expired, None));
         };
         let user = invite.user.as_str();
-        if self.regulator.is_banned(Some(user), ip, now) {
-            let event = self.record_attempt(ip, user, "enroll", Attempted::Banned, now);
+        if self.regulator.is_banned(Some(user), ip, now)? {
+            let event = self.record_attempt(ip, user, "enroll", Attempted::Banned, now)?;
             return Ok((Enrollment::Refused, Some(event)));
         }
         let Some(mut pending) = invite.pending.clone() else {
             return Ok((Enrollment::Refused, None));
         };
         if !self.gate.confirms(&mut pending, code) {
-            let event = self.record_attempt(ip, user, "enroll", Attempted::Refused(Rejection::WrongCode), now);
+            let event = self.record_attempt(ip, user, "enroll", Attempted::Refused(Rejection::WrongCode), now)?;
             return Ok((Enrollment::WrongCode, Some(event)));
         }
         let saved = self.gate.directory.update(user, &mut |u| {
@@ -244,8 +244,8 @@ impl Authorizer<'_> {
         }
         invites.consume(token)?;
         self.sessions.revoke_user(user)?;
-        self.regulator.record_success(user);
-        let event = self.record_attempt(ip, user, "enroll", Attempted::Passed, now);
+        self.regulator.record_success(user)?;
+        let event = self.record_attempt(ip, user, "enroll", Attempted::Passed, now)?;
         Ok((Enrollment::Done, Some(event)))
     }
 }

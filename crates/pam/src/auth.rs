@@ -165,6 +165,10 @@ where
             audit(pam, &client, "failure", why.label(), &user, None);
             Verdict::Failure
         }
+        Ok(Answer::Banned) => {
+            audit(pam, &client, "failure", "banned", &user, None);
+            Verdict::Failure
+        }
         Err(e) => store_failed(pam, &client, &user, &e),
     }
 }
@@ -191,15 +195,11 @@ fn read_answer(pam: &mut dyn PamHandle, options: &Options) -> Option<Zeroizing<S
     }
 }
 
-/// Splits `password` + `code` by the code's length; `None` when the answer is too short.
+/// Splits `password` + `code` by the code's length (the core's split, as for HTTP Basic);
+/// `None` when the answer is too short.
 fn split_combined(answer: &str, digits: u32) -> Option<(Zeroizing<String>, Zeroizing<String>)> {
     let answer = answer.trim_end_matches(['\r', '\n']);
-    let digits = usize::try_from(digits).ok()?;
-    let cut = answer.len().checked_sub(digits)?;
-    if !answer.is_char_boundary(cut) {
-        return None;
-    }
-    let (p, c) = answer.split_at(cut);
+    let (p, c) = portcullis_core::credentials::split_password_code(answer, usize::try_from(digits).ok()?)?;
     Some((Zeroizing::new(p.to_string()), Zeroizing::new(c.to_string())))
 }
 

@@ -3,10 +3,15 @@
 //! up after `timeout=` seconds and fails closed.
 
 use crate::options::Source;
+use portcullis_core::access::{AccessControl, Policy as AccessPolicy};
+use portcullis_core::authz::{Authorizer, BasicCache, StepResult};
 use portcullis_core::config::Config;
-use portcullis_core::gate::{Attempt, Gate, Policy};
+use portcullis_core::credentials::Credentials;
+use portcullis_core::gate::{Gate, Policy};
 use portcullis_core::password::ExternalSource;
-use portcullis_core::{Clock, Directory, Outcome, Rejection, SystemClock};
+use portcullis_core::regulation::{RegulationPolicy, Regulator};
+use portcullis_core::session::{SessionPolicy, Sessions};
+use portcullis_core::{Clock, Directory, Rejection, SystemClock};
 use portcullis_store::UsersFileStore;
 use portcullis_userfiles::otp_users::Dialect;
 use std::sync::mpsc;
@@ -53,6 +58,8 @@ pub enum Answer {
     Accepted,
     /// Refused, with the Gate's reason.
     Rejected(Rejection),
+    /// The user or the client is banned by regulation for now (not checked).
+    Banned,
 }
 
 /// The store side of the module: everything that touches users, tokens and replay state.
@@ -63,13 +70,19 @@ pub trait Backend {
     fn check(&mut self, check: &Check) -> Result<Answer, String>;
 }
 
-/// The real backend: a portcullis store behind the same [`Gate`] as the gateway and the CLI.
+/// The real backend: a portcullis store behind the same core call as every other way in
+/// ([`Authorizer::check_credentials`]), with the store's shared regulation when it has one.
 pub struct StoreBackend {
     directory: Box<dyn Directory>,
     policy: Policy,
     external: Option<ExternalSource>,
     clock: Box<dyn Clock>,
     digits: Option<u32>,
+    regulator: Regulator,
+    // An Authorizer borrows these; a credential check consults neither rules nor sessions.
+    access: AccessControl,
+    sessions: Sessions,
+    cache: BasicCache,
 }
 
 impl StoreBackend {
@@ -94,14 +107,27 @@ impl StoreBackend {
                         path.display()
                     ));
                 }
+                let stores = portcullis_store::open_all(&config).map_err(|e| format!("store: {e}"))?;
+                let r = &config.regulation;
+                let policy = RegulationPolicy {
+                    max_retries: r.max_retries,
+                    find_time: r.find_time,
+                    ban_time: r.ban_time,
+                };
+                // SQLite: the bans the gateway and every other sshd process see.
+                let regulator = match stores.regulation {
+                    Some(shared) => Regulator::with_store(policy, shared),
+                    None => Regulator::new(policy),
+                };
                 let directory = portcullis_store::open(&config).map_err(|e| format!("store: {e}"))?;
-                Ok(StoreBackend {
+                StoreBackend::new(
                     directory,
-                    policy: Policy::from_config(&config),
-                    external: config.external_source(),
-                    clock: clock(),
-                    digits: None,
-                })
+                    Policy::from_config(&config),
+                    config.external_source(),
+                    clock(),
+                    None,
+                    regulator,
+                )
             }
             Source::UsersFile { path, window, digits } => {
                 if !path.exists() {
@@ -120,23 +146,51 @@ impl StoreBackend {
                     linger: 0,
                     max_failures: 0,
                 };
-                Ok(StoreBackend {
-                    directory: Box::new(directory),
-                    policy,
-                    external: None,
-                    clock: clock(),
-                    digits: *digits,
-                })
+                // Nor any regulation: pam_oath has none, and this mode stays a drop-in.
+                let off = RegulationPolicy {
+                    max_retries: 0,
+                    ..RegulationPolicy::default()
+                };
+                StoreBackend::new(Box::new(directory), policy, None, clock(), *digits, Regulator::new(off))
             }
         }
     }
 
-    fn gate(&self) -> Gate<'_> {
-        Gate {
-            directory: self.directory.as_ref(),
+    fn new(
+        directory: Box<dyn Directory>,
+        policy: Policy,
+        external: Option<ExternalSource>,
+        clock: Box<dyn Clock>,
+        digits: Option<u32>,
+        regulator: Regulator,
+    ) -> Result<StoreBackend, String> {
+        let now = clock.now();
+        Ok(StoreBackend {
+            directory,
+            policy,
+            external,
+            clock,
+            digits,
+            regulator,
+            access: AccessControl::new(&[], AccessPolicy::Deny).map_err(|e| e.to_string())?,
+            sessions: Sessions::new(SessionPolicy::default(), None, now).map_err(|e| e.to_string())?,
+            cache: BasicCache::default(),
+        })
+    }
+
+    fn authorizer(&self) -> Authorizer<'_> {
+        Authorizer {
+            access: &self.access,
+            sessions: &self.sessions,
+            regulator: &self.regulator,
+            gate: Gate {
+                directory: self.directory.as_ref(),
+                clock: self.clock.as_ref(),
+                policy: self.policy.clone(),
+                external: self.external.as_ref(),
+            },
+            basic_cache: &self.cache,
             clock: self.clock.as_ref(),
-            policy: self.policy.clone(),
-            external: self.external.as_ref(),
         }
     }
 }
@@ -158,36 +212,22 @@ impl Backend for StoreBackend {
     }
 
     fn check(&mut self, check: &Check) -> Result<Answer, String> {
-        let gate = self.gate();
-        let Some(code) = &check.code else {
-            // Password only (a trusted network in combined mode).
-            let password = check.password.as_deref().map(String::as_str).unwrap_or("");
-            let user = self.directory.user(&check.user).map_err(|e| e.to_string())?;
-            let ok = gate
-                .check_password_only(&check.user, user.as_ref(), password)
-                .map_err(|e| e.to_string())?;
-            return Ok(match (user, ok) {
-                (None, _) => Answer::Rejected(Rejection::UnknownUser),
-                (Some(_), false) => Answer::Rejected(Rejection::WrongPassword),
-                (Some(_), true) => Answer::Accepted,
-            });
-        };
-        let attempt = Attempt {
+        let credentials = Credentials {
             user: &check.user,
             password: check.password.as_deref().map(String::as_str),
-            code,
-            client_ip: check.client.as_deref(),
-            linger: false,
+            code: check.code.as_deref().map(String::as_str),
+            client_ip: check.client.as_deref().and_then(|h| h.parse().ok()),
+            method: "pam",
         };
-        let outcome = if attempt.password.is_some() {
-            gate.verify(attempt)
-        } else {
-            gate.verify_code(attempt)
-        };
-        match outcome.map_err(|e| e.to_string())? {
-            Outcome::Accepted { .. } => Ok(Answer::Accepted),
-            Outcome::Rejected(why) => Ok(Answer::Rejected(why)),
-        }
+        let (result, _event) = self
+            .authorizer()
+            .check_credentials(&credentials)
+            .map_err(|e| e.to_string())?;
+        Ok(match result {
+            StepResult::Passed(_) => Answer::Accepted,
+            StepResult::Refused(why) => Answer::Rejected(why),
+            StepResult::Banned => Answer::Banned,
+        })
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Stores {
     pub sessions: Option<Box<dyn portcullis_core::SessionBackend>>,
     /// Enrollment invitations (SQLite only).
     pub invites: Option<std::sync::Arc<dyn portcullis_core::InviteStore>>,
+    /// Regulation counts and bans shared by every process on the store (SQLite only;
+    /// `None`: each process counts in its own memory).
+    pub regulation: Option<std::sync::Arc<dyn portcullis_core::regulation::RegulationStore>>,
 }
 
 /// Opens the configured directory and, with SQLite, the session and invitation tables in it.
@@ -30,13 +33,15 @@ pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
             Ok(Stores {
                 directory: db.clone(),
                 sessions: Some(Box::new(db.clone())),
-                invites: Some(db),
+                invites: Some(db.clone()),
+                regulation: Some(db),
             })
         }
         _ => Ok(Stores {
             directory: open(config)?.into(),
             sessions: None,
             invites: None,
+            regulation: None,
         }),
     }
 }

@@ -81,7 +81,17 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the first-factor fingerprint a session was made with (a password change ends it).
     "ALTER TABLE sessions ADD COLUMN factor BLOB;",
+    // 5: regulation (failure counts and bans per user name and client address), shared by
+    // every process on this database.
+    "CREATE TABLE regulation (
+        key TEXT PRIMARY KEY NOT NULL,
+        failures TEXT NOT NULL DEFAULT '',
+        banned_until INTEGER NOT NULL DEFAULT 0,
+        touched INTEGER NOT NULL DEFAULT 0
+    );",
 ];
+
+mod regulation;
 
 /// Users and tokens in one SQLite file.
 pub struct SqliteStore {

@@ -6,12 +6,13 @@ use portcullis_core::authz::AuthEvent;
 
 /// Logs an authentication event (target `portcullis::audit`).
 pub fn log(e: &AuthEvent) {
+    let client = e.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     // `?` (Debug) quotes and escapes the user name, so spaces, quotes and newlines in it
     // stay inside one quoted field.
     match e.failure {
         None => tracing::info!(
             target: "portcullis::audit",
-            client = %e.client_ip,
+            client = %client,
             result = "success",
             method = e.method,
             user = ?e.user,
@@ -19,7 +20,7 @@ pub fn log(e: &AuthEvent) {
         ),
         Some(reason) => tracing::warn!(
             target: "portcullis::audit",
-            client = %e.client_ip,
+            client = %client,
             result = "failure",
             method = e.method,
             reason,

@@ -107,11 +107,15 @@ impl App {
             now,
         )?;
         let r = &config.regulation;
-        let regulator = Regulator::new(RegulationPolicy {
+        let policy = RegulationPolicy {
             max_retries: r.max_retries,
             find_time: r.find_time,
             ban_time: r.ban_time,
-        });
+        };
+        let regulator = match stores.regulation {
+            Some(shared) => Regulator::with_store(policy, shared),
+            None => Regulator::new(policy),
+        };
         let access = AccessControl::new(&config.access.rules, config.access.default_policy)
             .with_context(|| format!("{}: [access]", config.path.display()))?;
         let targets = ReturnTargets::new(&config.access.protected_domains)
@@ -400,6 +404,9 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 tick.tick().await;
                 if let Err(e) = purge.sessions.purge_expired(purge.clock.now()) {
                     tracing::error!(error = %e, "cannot purge expired sessions");
+                }
+                if let Err(e) = purge.regulator.purge(purge.clock.now()) {
+                    tracing::error!(error = %e, "cannot purge regulation records");
                 }
             }
         });

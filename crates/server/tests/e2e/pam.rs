@@ -691,3 +691,71 @@ fn pam_oath_and_portcullis_on_one_users_file_lose_no_counter_update() {
     );
     assert!(!env.path().join("users.oath.lock").exists(), "no lock file left behind");
 }
+
+/// Issue 13.1: SSH and the web decide on one store through one core call, so regulation is
+/// one: failures over SSH ban the user on the portal, and failures on the portal ban the
+/// user over SSH (bans live in the SQLite store every process opens).
+#[test]
+fn an_ssh_brute_force_bans_the_user_on_the_web_and_the_other_way_round() {
+    require_root();
+    require_tool("pamtester");
+    let env = Env::new("");
+    let dave = secret_of(&env.add_user("dave", "pw", &[]));
+    let erin = secret_of(&env.add_user("erin", "pw", &[]));
+    env.loopback_portal(free_port());
+    // Below the lockout (5 wrong codes), so what refuses is the ban, not a locked account.
+    env.set("regulation", "max_retries", "3");
+    let log = LogSocket::new(env.path());
+    let svc = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} config={} log_socket={}",
+            module().display(),
+            env.config().display(),
+            log.path.display()
+        )),
+    );
+    let gw = env.serve();
+    settle(8);
+    for _ in 0..3 {
+        assert!(!pamtester(&svc.name, "dave", Some("203.0.113.7"), "000000"));
+    }
+    assert!(
+        !pamtester(&svc.name, "dave", Some("203.0.113.7"), &code_now(&env, &dave)),
+        "banned over SSH: the right code is refused unseen"
+    );
+    let web = crate::harness::Browser::new(&env, "dave");
+    let r = web.login(&gw, "dave", "pw", &code_now(&env, &dave), "");
+    assert_eq!(r.status, 401, "banned on the web too: {}", r.body);
+    assert!(
+        gw.log_text()
+            .lines()
+            .any(|l| l.contains("reason=\"banned\"") && l.contains("user=\"dave\"")),
+        "{}",
+        gw.log_text()
+    );
+    // The other way round: three wrong passwords on the portal ban erin over SSH.
+    for _ in 0..3 {
+        let r = crate::harness::Browser::new(&env, "guess").login(&gw, "erin", "guess", "000000", "");
+        assert_eq!(r.status, 401);
+    }
+    assert!(
+        !pamtester(&svc.name, "erin", Some("198.51.100.9"), &code_now(&env, &erin)),
+        "banned over SSH after failures on the web"
+    );
+    let reasons: Vec<String> = log
+        .drain()
+        .iter()
+        .filter_map(|l| {
+            l.split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["wrong_code", "wrong_code", "wrong_code", "banned", "banned"],
+        "the PAM module's own log lines"
+    );
+}

@@ -1,0 +1,199 @@
+//! One call for clients that hand over every credential at once — pam_portcullis under
+//! sshd, and anything else that is not a browser: regulation, lockout, replay and the audit
+//! event are the same as for the web, on the same store.
+
+use crate::authz::{AuthEvent, Authorizer, StepResult};
+use crate::gate::{Attempt, GateError, Outcome, Rejection};
+use std::net::IpAddr;
+
+/// What a client sent, already split into its factors.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The user name.
+    pub user: &'a str,
+    /// The first factor, when this service asks for it (PAM's `combined`, a PIN).
+    pub password: Option<&'a str>,
+    /// The code; `None` checks the password alone (where one factor is enough).
+    pub code: Option<&'a str>,
+    /// The client's address, when known (sshd's PAM_RHOST; a local login has none).
+    pub client_ip: Option<IpAddr>,
+    /// The way in, for the audit event (`pam`, …).
+    pub method: &'static str,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, {}, redacted)", self.user, self.method)
+    }
+}
+
+/// Splits `password` immediately followed by a `digits`-long code; `None` when the text
+/// is shorter than a code (or the cut falls inside a character).
+pub fn split_password_code(secret: &str, digits: usize) -> Option<(&str, &str)> {
+    let cut = secret.len().checked_sub(digits)?;
+    secret.is_char_boundary(cut).then(|| secret.split_at(cut))
+}
+
+impl Authorizer<'_> {
+    /// Checks credentials given in one piece: refused unseen while the user or the address
+    /// is banned; otherwise the factors given are verified (a code updates replay state and
+    /// the failure count atomically) and a refusal counts toward a ban, for every way in.
+    pub fn check_credentials(&self, c: &Credentials<'_>) -> Result<(StepResult, AuthEvent), GateError> {
+        let now = self.clock.now();
+        let ip_text = c.client_ip.map(|ip| ip.to_string());
+        let result = if self.regulator.is_banned_from(Some(c.user), c.client_ip, now)? {
+            StepResult::Banned
+        } else {
+            match c.code {
+                None => {
+                    let password = c.password.unwrap_or("");
+                    let stored = self.gate.directory.user(c.user)?;
+                    let ok = self.gate.check_password_only(c.user, stored.as_ref(), password)?;
+                    match stored {
+                        None => StepResult::Refused(Rejection::UnknownUser),
+                        Some(_) if !ok => StepResult::Refused(Rejection::WrongPassword),
+                        Some(u) if self.gate.policy.is_locked(&u) => StepResult::Refused(Rejection::Locked),
+                        Some(u) => StepResult::Passed(Box::new(u)),
+                    }
+                }
+                Some(code) => {
+                    let attempt = Attempt {
+                        user: c.user,
+                        password: c.password,
+                        code,
+                        client_ip: ip_text.as_deref(),
+                        linger: false,
+                    };
+                    let outcome = if c.password.is_some() {
+                        self.gate.verify(attempt)?
+                    } else {
+                        self.gate.verify_code(attempt)?
+                    };
+                    match outcome {
+                        Outcome::Accepted { user, .. } => StepResult::Passed(user),
+                        Outcome::Rejected(r) => StepResult::Refused(r),
+                    }
+                }
+            }
+        };
+        if matches!(result, StepResult::Passed(_)) {
+            self.regulator.record_success(c.user)?;
+        }
+        let event = self.record_attempt_from(c.client_ip, c.user, c.method, (&result).into(), now)?;
+        Ok((result, event))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{FirstFactor, Step, Token, TokenKind};
+    use crate::store::Directory;
+    use crate::testing::World;
+    use portcullis_otp::{Algorithm, Hotp, Secret, totp_step};
+    use zeroize::Zeroizing;
+
+    fn world() -> (World, impl Fn(i64) -> String) {
+        let w = World::new();
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        w.directory
+            .update("alice", &mut |u| {
+                u.first_factor = FirstFactor::Pin(Zeroizing::new("1234".into()));
+                u.tokens = vec![Token::new(
+                    TokenKind::Oath,
+                    Step::Time(30),
+                    secret.clone(),
+                    Algorithm::Sha1,
+                    6,
+                )];
+                true
+            })
+            .unwrap();
+        let g = Hotp::new(&secret, Algorithm::Sha1, 6);
+        (w, move |t| g.code(totp_step(t, 30)).to_string())
+    }
+
+    fn creds<'a>(password: Option<&'a str>, code: Option<&'a str>, ip: Option<IpAddr>) -> Credentials<'a> {
+        Credentials {
+            user: "alice",
+            password,
+            code,
+            client_ip: ip,
+            method: "pam",
+        }
+    }
+
+    #[test]
+    fn splitting_needs_a_whole_code_at_the_end() {
+        assert_eq!(split_password_code("pw123456", 6), Some(("pw", "123456")));
+        assert_eq!(split_password_code("123456", 6), Some(("", "123456")));
+        assert_eq!(split_password_code("12345", 6), None);
+        assert_eq!(split_password_code("pé", 1), None, "inside a character");
+    }
+
+    #[test]
+    fn credentials_are_checked_once_and_failures_ban_the_client_for_every_way_in() {
+        let (w, code) = world();
+        let now = w.clock.0;
+        let addr = IpAddr::from([203, 0, 113, 5]);
+        let ip = Some(addr);
+        let c = code(now);
+        let (r, e) = w
+            .authorizer()
+            .check_credentials(&creds(Some("1234"), Some(&c), ip))
+            .unwrap();
+        assert!(matches!(r, StepResult::Passed(_)));
+        assert_eq!((e.method, e.failure, e.client_ip), ("pam", None, ip));
+        let (r, e) = w
+            .authorizer()
+            .check_credentials(&creds(Some("1234"), Some(&c), ip))
+            .unwrap();
+        assert_eq!(r, StepResult::Refused(Rejection::Replayed));
+        assert_eq!(e.failure, Some("replayed"));
+        let (r, _) = w.authorizer().check_credentials(&creds(None, None, ip)).unwrap();
+        assert_eq!(
+            r,
+            StepResult::Refused(Rejection::WrongPassword),
+            "password only, none given"
+        );
+        // Five failures in all (the default): the address is banned, a right answer too.
+        for _ in 0..3 {
+            w.authorizer()
+                .check_credentials(&creds(Some("0000"), Some("000000"), ip))
+                .unwrap();
+        }
+        let (r, e) = w
+            .authorizer()
+            .check_credentials(&creds(Some("1234"), Some(&c), ip))
+            .unwrap();
+        assert_eq!((r, e.failure), (StepResult::Banned, Some("banned")));
+        // The ban holds on the web too: the portal's password step is refused unseen.
+        let (r, _) = w.authorizer().password_step("alice", "1234", addr).unwrap();
+        assert_eq!(r, StepResult::Banned);
+    }
+
+    #[test]
+    fn a_local_login_without_an_address_is_regulated_by_user_name() {
+        let (w, _) = world();
+        for _ in 0..5 {
+            let (r, e) = w
+                .authorizer()
+                .check_credentials(&creds(None, Some("000000"), None))
+                .unwrap();
+            assert_ne!(r, StepResult::Banned);
+            assert_eq!(e.client_ip, None);
+        }
+        let (r, _) = w
+            .authorizer()
+            .check_credentials(&creds(None, Some("000000"), None))
+            .unwrap();
+        assert_eq!(r, StepResult::Banned, "the user is banned");
+        let other = Some(IpAddr::from([198, 51, 100, 1]));
+        let (r, _) = w
+            .authorizer()
+            .check_credentials(&creds(None, Some("000000"), other))
+            .unwrap();
+        assert_eq!(r, StepResult::Banned, "from anywhere");
+    }
+}
