@@ -59,3 +59,96 @@ pub trait Directory: Send + Sync {
     /// true. Returns false if the user does not exist (then `change` is not called).
     fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError>;
 }
+
+/// The conformance suite every [`Directory`] passes (the tests' memory directory, SQLite,
+/// each users-file dialect; PostgreSQL next). `d` must be empty. It uses only what every
+/// backend can hold: a PIN and an event token.
+#[allow(clippy::unwrap_used)] // a conformance check: a failed step is a failed test
+pub fn check_directory_contract(d: &(dyn Directory + 'static)) {
+    use crate::model::{FirstFactor, Step, Token, TokenKind};
+    use portcullis_otp::{Algorithm, Secret};
+    let user = |name: &str, key: u8| {
+        let mut u = User::new(name, FirstFactor::Pin(zeroize::Zeroizing::new("4711".into())));
+        u.tokens = vec![Token::new(
+            TokenKind::Oath,
+            Step::Event,
+            Secret::from_bytes(vec![key; 20]),
+            Algorithm::Sha1,
+            6,
+        )];
+        u
+    };
+    let counter = |name: &str| d.user(name).unwrap().unwrap().tokens[0].counter;
+    assert!(d.users().unwrap().is_empty(), "starts empty");
+    assert!(d.user("ann").unwrap().is_none());
+    let ann = user("ann", 1);
+    d.create(&ann).unwrap();
+    assert!(
+        matches!(d.create(&ann), Err(StoreError::Exists(_))),
+        "a name is taken once"
+    );
+    let got = d.user("ann").unwrap().unwrap();
+    assert_eq!(got.name, "ann");
+    assert_eq!(got.first_factor, ann.first_factor);
+    assert_eq!(got.tokens.len(), 1);
+    assert_eq!(got.tokens[0].secret, ann.tokens[0].secret);
+    assert_eq!(got.tokens[0].step, Step::Event);
+    d.create(&user("bob", 2)).unwrap();
+    let names: Vec<String> = d.users().unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["ann", "bob"], "sorted by name");
+    // A change that returns false is not saved; an unknown user is not changed at all.
+    let before = counter("ann");
+    assert!(
+        d.update("ann", &mut |u| {
+            u.tokens[0].counter += 7;
+            false
+        })
+        .unwrap()
+    );
+    assert_eq!(counter("ann"), before, "not saved");
+    let mut called = false;
+    assert!(
+        !d.update("nobody", &mut |_| {
+            called = true;
+            true
+        })
+        .unwrap()
+    );
+    assert!(!called, "change not called for an unknown user");
+    assert!(
+        d.update("ann", &mut |u| {
+            u.tokens[0].counter += 5;
+            true
+        })
+        .unwrap()
+    );
+    assert_eq!(counter("ann"), before + 5, "saved");
+    assert_eq!(counter("bob"), 0, "the other user untouched");
+    // Read-modify-write is one step: concurrent increments all land.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    d.update("ann", &mut |u| {
+                        u.tokens[0].counter += 1;
+                        true
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(counter("ann"), before + 45, "no increment lost");
+    assert!(d.remove("bob").unwrap());
+    assert!(!d.remove("bob").unwrap(), "already gone");
+    let names: Vec<String> = d.users().unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["ann"]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_memory_directory_keeps_the_contract() {
+        super::check_directory_contract(&crate::testing::Memory::default());
+    }
+}

@@ -28,14 +28,27 @@ impl Directory for Memory {
         Ok(self.0.lock().unwrap().values().cloned().collect())
     }
     fn create(&self, user: &User) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(user.name.clone(), user.clone());
+        let mut users = self.0.lock().unwrap();
+        if users.contains_key(&user.name) {
+            return Err(StoreError::Exists(user.name.clone()));
+        }
+        users.insert(user.name.clone(), user.clone());
         Ok(())
     }
     fn remove(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.0.lock().unwrap().remove(name).is_some())
     }
     fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
-        Ok(self.0.lock().unwrap().get_mut(name).map(change).is_some())
+        let mut users = self.0.lock().unwrap();
+        let Some(stored) = users.get_mut(name) else {
+            return Ok(false);
+        };
+        // A change that returns false is not kept, as in every real store.
+        let mut copy = stored.clone();
+        if change(&mut copy) {
+            *stored = copy;
+        }
+        Ok(true)
     }
 }
 

@@ -638,6 +638,12 @@ impl InviteStore for SqliteStore {
 mod tests {
     use super::*;
     use portcullis_core::session::{SessionPolicy, Sessions};
+
+    #[test]
+    fn the_sqlite_store_keeps_the_directory_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        portcullis_core::store::check_directory_contract(&SqliteStore::open(&dir.path().join("p.db")).unwrap());
+    }
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 

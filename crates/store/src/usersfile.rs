@@ -417,6 +417,15 @@ mod tests {
         Secret::from_hex(KEY_HEX).unwrap()
     }
 
+    #[test]
+    fn each_dialect_keeps_the_directory_contract() {
+        for dialect in [Dialect::ModAuthnOtp, Dialect::PamOath] {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, _) = store(dir.path(), "", dialect);
+            portcullis_core::store::check_directory_contract(&s);
+        }
+    }
+
     fn check(s: &UsersFileStore, user: &str, password: Option<&str>, code: &str) -> Outcome {
         check_at(s, NOW, policy(), user, password, code)
     }

@@ -1,18 +1,23 @@
 //! Crash-safe file replacement and lock-file helpers shared by every store that rewrites a file.
 //!
 //! Design notes:
-//! * Two locks are taken on `<file>.lock`, one after the other on the same descriptor:
-//!   std's `File::lock` / `File::lock_shared` (`flock(2)`), and an open-file-description
-//!   record lock (`F_OFD_SETLKW`, through `nix`). mod_authn_otp (`apr_file_lock`) and
-//!   pam_oath (`fcntl(F_SETLKW)`) take classic POSIX record locks on that same name, which
-//!   `flock` does not see but an OFD lock conflicts with (fcntl(2)), so portcullis waits
-//!   while either tool is writing. An OFD lock, unlike a classic one, belongs to the
-//!   descriptor, not the process: another thread closing the file does not drop it.
-//! * What no lock can fix: pam_oath reads users.oath *before* it takes its lock and writes
-//!   what it read, so a portcullis write landing between pam_oath's read and its lock is
-//!   overwritten (as one pam_oath login's is by another's). While portcullis holds the lock
-//!   file, pam_oath's `fopen("wx")` of it fails and that login is refused instead; the loss
-//!   needs pam_oath to stall between its read and its lock for a whole portcullis write.
+//! * Locks on `<file>.lock` follow the file's own tool. mod_authn_otp (`apr_file_lock`)
+//!   keeps its lock file and record-locks it: portcullis takes std's `File::lock` /
+//!   `File::lock_shared` (`flock(2)`) and an open-file-description record lock
+//!   (`F_OFD_SETLKW`, through `nix`), which conflicts with the classic `fcntl` locks APR
+//!   takes (fcntl(2)); an OFD lock belongs to the descriptor, so another thread closing the
+//!   file does not drop it. pam_oath (liboath >= 2.6.12 and the CVE-2024-47191 backports)
+//!   creates the lock file with `O_EXCL`, fails a login while one exists, and unlinks it after
+//!   it unlocks: for its files the lock is the file's existence ([`LockGuard::created`]), and
+//!   portcullis waits while one exists. (Record-locking pam_oath's file is not enough: in
+//!   the moment between its unlock and its unlink portcullis would get the lock on an inode
+//!   about to vanish, and a second pam_oath would create a new one and write beside it —
+//!   seen in testing.) Our lock file names our process, so one left by a killed writer is
+//!   taken over at once; an empty one (pam_oath's) after it has been unheld for 2 s.
+//! * What no lock can fix: pam_oath reads users.oath *before* it creates its lock file and
+//!   writes back what it read, so a portcullis write landing between its read and its lock
+//!   is overwritten (as one pam_oath login's is by another's). The loss needs pam_oath to
+//!   stall between its read and its lock for a whole portcullis write.
 //! * Every open of a path that an attacker might have pre-created uses `O_NOFOLLOW`,
 //!   and the temporary file additionally uses `O_EXCL`, so a planted symlink is
 //!   refused instead of followed (the pam_oath CVE-2024-47191 pattern).
@@ -162,6 +167,144 @@ impl Drop for LockGuard {
         // Closing the descriptor releases the lock anyway; unlocking first just makes it prompt.
         let _ = self.file.unlock();
     }
+}
+
+/// How long an empty pam_oath-style lock file may sit unlocked before it counts as left
+/// behind by a pam_oath that died (pam_oath holds its file for milliseconds). One of ours
+/// names its process, and is stale as soon as that process is gone.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long to wait for a pam_oath-style lock file before giving up.
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl LockGuard {
+    /// liboath's protocol for pam_oath's `users.oath`: the lock *is* the lock file, created
+    /// with `O_EXCL` and removed on release (liboath's `fopen(lockfile, "wx")` then unlink).
+    /// While it exists, wait: its creator is between its lock and its unlink. Taking the
+    /// record lock on someone else's file would not do: pam_oath unlocks before it unlinks,
+    /// and a second pam_oath creating a new file next would write beside us. A file nobody
+    /// has held for [`STALE_AFTER`] was left by a writer that died and is removed.
+    pub fn created(lock_path: &Path) -> Result<Self, Error> {
+        let started = std::time::Instant::now();
+        let mut unheld_since: Option<((u64, u64), std::time::Instant)> = None;
+        loop {
+            let created = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(lock_path);
+            match created {
+                Ok(mut file) => {
+                    file.lock().map_err(|e| Error::io(lock_path, "lock (exclusive)", e))?;
+                    record_lock(&file, true).map_err(|e| Error::io(lock_path, "lock (exclusive)", e))?;
+                    // Who holds it, so a writer killed mid-update does not stall the next one.
+                    let _ = writeln!(file, "{}", std::process::id());
+                    return Ok(LockGuard {
+                        file,
+                        path: lock_path.to_owned(),
+                        remove: true,
+                        exclusive: true,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(lock_path, "create lock file", e)),
+            }
+            if started.elapsed() > CREATE_WAIT {
+                return Err(Error::io(
+                    lock_path,
+                    "create lock file",
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("held for more than {} s by another writer", CREATE_WAIT.as_secs()),
+                    ),
+                ));
+            }
+            // Someone's, or left behind: held now, or unheld for how long? A symlink or a
+            // directory there is no lock file and is refused, never waited on.
+            if let Ok(m) = fs::symlink_metadata(lock_path) {
+                if m.file_type().is_symlink() {
+                    return Err(Error::Symlink {
+                        path: lock_path.to_owned(),
+                        role: "lock file",
+                    });
+                }
+                if !m.is_file() {
+                    return Err(Error::NotRegular {
+                        path: lock_path.to_owned(),
+                        role: "lock file",
+                    });
+                }
+            }
+            let existing = match open_lock_file_existing(lock_path) {
+                Ok(f) => Some(f),
+                Err(e) if is_symlink_error(&e) => {
+                    return Err(Error::Symlink {
+                        path: lock_path.to_owned(),
+                        role: "lock file",
+                    });
+                }
+                Err(_) => None,
+            };
+            if let Some(existing) = existing
+                && let Ok(meta) = existing.metadata()
+            {
+                if !meta.is_file() {
+                    return Err(Error::NotRegular {
+                        path: lock_path.to_owned(),
+                        role: "lock file",
+                    });
+                }
+                let inode = (meta.dev(), meta.ino());
+                if try_record_lock(&existing) {
+                    let since = match unheld_since {
+                        Some((i, t)) if i == inode => t,
+                        _ => std::time::Instant::now(),
+                    };
+                    unheld_since = Some((inode, since));
+                    let stale = since.elapsed() > STALE_AFTER || holder_is_gone(&existing);
+                    if stale && fs::symlink_metadata(lock_path).is_ok_and(|m| (m.dev(), m.ino()) == inode) {
+                        let _ = fs::remove_file(lock_path);
+                        continue;
+                    }
+                } else {
+                    unheld_since = None;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+/// True when the lock file names a process (one of ours) that no longer runs.
+fn holder_is_gone(file: &File) -> bool {
+    let mut text = String::new();
+    let _ = io::Read::read_to_string(&mut io::Read::take(file, 32), &mut text);
+    text.trim()
+        .parse::<u32>()
+        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Opens an existing lock file without creating it or following a symlink.
+fn open_lock_file_existing(lock_path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(lock_path)
+}
+
+/// Whether a whole-file write lock can be had at once (nobody holds a record lock on the
+/// file); the lock taken to find out goes when `file` is closed.
+fn try_record_lock(file: &File) -> bool {
+    let whole = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).is_ok()
 }
 
 /// Waits for and takes a whole-file OFD record lock (write or read), the kind of lock that

@@ -1028,14 +1028,16 @@ fn read_text(path: &Path) -> Result<(String, u32), Error> {
     Ok((text, mode))
 }
 
-/// pam_oath removes its lock file after each update and refuses to start while one exists
-/// (`fopen(lockfile, "wx")` since liboath 2.6.12), so for its files ours goes too;
-/// mod_authn_otp keeps its lock file, and removing it would let two of its processes lock
-/// different inodes.
-fn release_like_the_tool(guard: LockGuard, dialect: Dialect) -> LockGuard {
-    match dialect {
-        Dialect::PamOath => guard.remove_on_release(),
-        Dialect::ModAuthnOtp => guard,
+/// Locks `<path>.lock` the way the file's own tool does. pam_oath creates its lock file
+/// with `O_EXCL`, refuses to start while one exists (`fopen(lockfile, "wx")` since liboath
+/// 2.6.12) and removes it after each update, so for its files the lock is the file's
+/// existence ([`LockGuard::created`]); mod_authn_otp keeps its lock file and record-locks it,
+/// and removing it would let two of its processes lock different inodes.
+fn lock_like_the_tool(lock_path: &Path, dialect: Dialect, write: bool) -> Result<LockGuard, Error> {
+    match (dialect, write) {
+        (Dialect::PamOath, _) => LockGuard::created(lock_path),
+        (Dialect::ModAuthnOtp, true) => LockGuard::exclusive(lock_path),
+        (Dialect::ModAuthnOtp, false) => LockGuard::shared(lock_path),
     }
 }
 
@@ -1046,12 +1048,8 @@ pub fn read(path: &Path, format: impl Into<Format>) -> Result<(UsersFile, Vec<Wa
     let format = format.into();
     let lock_path = atomic::lock_path_for(path);
     let mut warnings = Vec::new();
-    let lock = match format.dialect {
-        Dialect::PamOath => LockGuard::exclusive(&lock_path),
-        Dialect::ModAuthnOtp => LockGuard::shared(&lock_path),
-    };
-    let _guard = match lock {
-        Ok(g) => Some(release_like_the_tool(g, format.dialect)),
+    let _guard = match lock_like_the_tool(&lock_path, format.dialect, false) {
+        Ok(g) => Some(g),
         // Writers replace the file by rename, so an unlocked read still sees a whole file.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
             warnings.push(Warning::Unlocked {
@@ -1083,7 +1081,7 @@ pub fn update<R, E>(
     f: impl FnOnce(&mut UsersFile) -> Result<R, E>,
 ) -> Result<R, UpdateError<E>> {
     let format = format.into();
-    let _guard = release_like_the_tool(LockGuard::exclusive(&atomic::lock_path_for(path))?, format.dialect);
+    let _guard = lock_like_the_tool(&atomic::lock_path_for(path), format.dialect, true)?;
     atomic::remove_stale_temps(path)?;
     let (text, _mode) = read_text(path)?;
     let mut file = parse(&text, format, path)?;
