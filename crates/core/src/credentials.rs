@@ -88,30 +88,12 @@ impl Authorizer<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::{FirstFactor, Step, Token, TokenKind};
-    use crate::store::Directory;
     use crate::testing::World;
-    use portcullis_otp::{Algorithm, Hotp, Secret, totp_step};
-    use zeroize::Zeroizing;
 
     fn world() -> (World, impl Fn(i64) -> String) {
         let w = World::new();
-        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
-        w.directory
-            .update("alice", &mut |u| {
-                u.first_factor = FirstFactor::Pin(Zeroizing::new("1234".into()));
-                u.tokens = vec![Token::new(
-                    TokenKind::Oath,
-                    Step::Time(30),
-                    secret.clone(),
-                    Algorithm::Sha1,
-                    6,
-                )];
-                true
-            })
-            .unwrap();
-        let g = Hotp::new(&secret, Algorithm::Sha1, 6);
-        (w, move |t| g.code(totp_step(t, 30)).to_string())
+        let code = crate::testing::alice_with_pin_and_token(&w);
+        (w, code)
     }
 
     fn creds<'a>(password: Option<&'a str>, code: Option<&'a str>, ip: Option<IpAddr>) -> Credentials<'a> {

@@ -259,7 +259,7 @@ mod tests {
     use crate::model::{FirstFactor, Step};
     use crate::store::Directory;
     use crate::testing::{World, rule};
-    use portcullis_otp::{Algorithm, Hotp, Secret, totp_step};
+    use portcullis_otp::{Algorithm, Hotp, totp_step};
     use zeroize::Zeroizing;
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
@@ -267,22 +267,8 @@ mod tests {
     /// A world where `alice` has PIN `1234` and one TOTP token; a code generator for it.
     fn world() -> (World, impl Fn(i64) -> String) {
         let w = World::new();
-        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
-        w.directory
-            .update("alice", &mut |u| {
-                u.first_factor = FirstFactor::Pin(Zeroizing::new("1234".into()));
-                u.tokens = vec![Token::new(
-                    crate::model::TokenKind::Oath,
-                    Step::Time(30),
-                    secret.clone(),
-                    Algorithm::Sha1,
-                    6,
-                )];
-                true
-            })
-            .unwrap();
-        let g = Hotp::new(&secret, Algorithm::Sha1, 6);
-        (w, move |t| g.code(totp_step(t, 30)).to_string())
+        let code = crate::testing::alice_with_pin_and_token(&w);
+        (w, code)
     }
 
     fn attempt<'a>(user: &'a str, password: &'a str, code: Option<&'a str>) -> LoginAttempt<'a> {

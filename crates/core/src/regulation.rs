@@ -239,6 +239,21 @@ impl Regulator {
         Self::with_store(policy, Arc::new(MemoryRegulation::with_capacity(capacity)))
     }
 
+    /// The configuration's `[regulation]`, counted in `shared` (the store's table, seen by
+    /// every process on it) or, without one, in this process's memory.
+    pub fn from_config(config: &crate::Config, shared: Option<Arc<dyn RegulationStore>>) -> Self {
+        let r = &config.regulation;
+        let policy = RegulationPolicy {
+            max_retries: r.max_retries,
+            find_time: r.find_time,
+            ban_time: r.ban_time,
+        };
+        match shared {
+            Some(store) => Self::with_store(policy, store),
+            None => Self::new(policy),
+        }
+    }
+
     /// A regulator keeping its counts in `store` (shared by every process that opens it).
     pub fn with_store(policy: RegulationPolicy, store: Arc<dyn RegulationStore>) -> Self {
         Regulator { policy, store }

@@ -145,3 +145,25 @@ impl World {
         self.authorizer().authorize_user(user, &resource).unwrap()
     }
 }
+
+/// Gives `alice` PIN `1234` and one TOTP token (RFC 6238's SHA-1 key); returns its codes by time.
+pub(crate) fn alice_with_pin_and_token(w: &World) -> impl Fn(i64) -> String + use<> {
+    use crate::model::{Step, Token, TokenKind};
+    use portcullis_otp::{Algorithm, Hotp, Secret, totp_step};
+    let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+    w.directory
+        .update("alice", &mut |u| {
+            u.first_factor = FirstFactor::Pin(zeroize::Zeroizing::new("1234".into()));
+            u.tokens = vec![Token::new(
+                TokenKind::Oath,
+                Step::Time(30),
+                secret.clone(),
+                Algorithm::Sha1,
+                6,
+            )];
+            true
+        })
+        .unwrap();
+    let g = Hotp::new(&secret, Algorithm::Sha1, 6);
+    move |t| g.code(totp_step(t, 30)).to_string()
+}

@@ -108,17 +108,8 @@ impl StoreBackend {
                     ));
                 }
                 let stores = portcullis_store::open_all(&config).map_err(|e| format!("store: {e}"))?;
-                let r = &config.regulation;
-                let policy = RegulationPolicy {
-                    max_retries: r.max_retries,
-                    find_time: r.find_time,
-                    ban_time: r.ban_time,
-                };
                 // SQLite: the bans the gateway and every other sshd process see.
-                let regulator = match stores.regulation {
-                    Some(shared) => Regulator::with_store(policy, shared),
-                    None => Regulator::new(policy),
-                };
+                let regulator = Regulator::from_config(&config, stores.regulation);
                 let directory = portcullis_store::open(&config).map_err(|e| format!("store: {e}"))?;
                 StoreBackend::new(
                     directory,

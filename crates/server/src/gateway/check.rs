@@ -7,10 +7,10 @@
 //! The socket protocol is five lines (user, password+code, client address, host, URI),
 //! at most `MAX_REQUEST` bytes, one request per connection; the answer is `ok` or `no`.
 
-use super::App;
 use super::metrics::Kind;
+use super::{App, Ask};
 use anyhow::{Context, Result};
-use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
+use portcullis_core::authz::{BasicCredentials, Decision};
 use portcullis_core::config::{Config, SessionStoreKind};
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -65,37 +65,31 @@ impl Check {
     }
 }
 
-/// Decides one check with the shared Authorizer; logs and counts it like any request.
-fn decide(app: &App, c: Check) -> bool {
+/// Decides one check through the gateway's one path for requests (`App::decide`: a resent
+/// check in its linger time inline, a password hash on a bounded login slot, the event
+/// logged and counted); true lets the client in.
+async fn decide(app: &Arc<App>, c: Check) -> bool {
     let started = Instant::now();
-    let uri = if c.uri.starts_with('/') { c.uri } else { "/".to_string() };
-    let result = app.authorizer().decide(&AccessRequest {
-        method: "GET",
-        host: &c.host,
-        path: &uri,
+    let ask = Ask {
+        method: "GET".to_string(),
+        host: c.host,
+        path: if c.uri.starts_with('/') { c.uri } else { "/".to_string() },
         client_ip: c.ip,
         session: None,
         basic: Some(BasicCredentials {
             user: c.user,
             secret: c.secret,
         }),
-    });
-    let (kind, ok) = match result {
-        Ok((decision, event)) => {
-            if let Some(e) = &event {
-                app.record(e);
-            }
-            match decision {
-                Decision::Allow(Some(_)) => (Kind::Allow, true),
-                Decision::Allow(None) | Decision::Challenge | Decision::Login => (Kind::Challenge, false),
-                Decision::Deny => (Kind::Deny, false),
-                Decision::BadRequest(_) => (Kind::BadRequest, false),
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "check failed; refusing");
-            (Kind::Error, false)
-        }
+    };
+    // A failure was counted (as an error) where it happened; nothing more to count.
+    let Ok(decision) = app.decide(ask, started).await else {
+        return false;
+    };
+    let (kind, ok) = match decision {
+        Decision::Allow(Some(_)) => (Kind::Allow, true),
+        Decision::Allow(None) | Decision::Challenge | Decision::Login => (Kind::Challenge, false),
+        Decision::Deny => (Kind::Deny, false),
+        Decision::BadRequest(_) => (Kind::BadRequest, false),
     };
     app.metrics.decision(kind, started.elapsed());
     ok
@@ -164,11 +158,7 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::UnixListener) {
                 let _ = conn.write_all(b"no\n").await;
                 return;
             };
-            let worker = app.clone();
-            let ok = app
-                .with_login_slot(move || decide(&worker, check))
-                .await
-                .unwrap_or(false);
+            let ok = decide(&app, check).await;
             let _ = conn.write_all(if ok { b"ok\n" } else { b"no\n" }).await;
         });
     }
@@ -221,7 +211,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
                 );
             }
             Err(e) => {
-                tracing::warn!(socket = %socket, error = %e, "the gateway does not answer on the check socket; deciding locally, without its regulation and linger");
+                tracing::warn!(socket = %socket, error = %e, "the gateway does not answer on the check socket; deciding locally, without its linger cache (bans are shared only with the SQLite store)");
                 None
             }
         }
@@ -244,8 +234,9 @@ pub fn run(config: Config) -> Result<ExitCode> {
     // No gateway: decide here. Sessions are not needed (none is consulted).
     let mut config = config;
     config.session.store = SessionStoreKind::Memory;
-    let app = App::new(config)?;
-    Ok(if decide(&app, check) {
+    let app = Arc::new(App::new(config)?);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(if runtime.block_on(decide(&app, check)) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

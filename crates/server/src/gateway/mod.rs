@@ -28,7 +28,7 @@ use portcullis_core::config::{Config, SessionStoreKind};
 use portcullis_core::gate::{Gate, GateError, Policy};
 use portcullis_core::invite::InviteStore;
 use portcullis_core::redirect::ReturnTargets;
-use portcullis_core::regulation::{RegulationPolicy, Regulator};
+use portcullis_core::regulation::Regulator;
 use portcullis_core::session::{SessionBackend, SessionPolicy, Sessions};
 use portcullis_core::{Clock, Directory, SystemClock};
 use std::net::SocketAddr;
@@ -106,16 +106,7 @@ impl App {
             backend,
             now,
         )?;
-        let r = &config.regulation;
-        let policy = RegulationPolicy {
-            max_retries: r.max_retries,
-            find_time: r.find_time,
-            ban_time: r.ban_time,
-        };
-        let regulator = match stores.regulation {
-            Some(shared) => Regulator::with_store(policy, shared),
-            None => Regulator::new(policy),
-        };
+        let regulator = Regulator::from_config(&config, stores.regulation);
         let access = AccessControl::new(&config.access.rules, config.access.default_policy)
             .with_context(|| format!("{}: [access]", config.path.display()))?;
         let targets = ReturnTargets::new(&config.access.protected_domains)
