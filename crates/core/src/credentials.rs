@@ -34,7 +34,42 @@ pub fn split_password_code(secret: &str, digits: usize) -> Option<(&str, &str)> 
     secret.is_char_boundary(cut).then(|| secret.split_at(cut))
 }
 
+/// What a client that prompts (PAM's conversation) is to ask a user for, known before it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    /// Not in the directory.
+    Unknown,
+    /// In the directory without any token or scratch code.
+    NoToken,
+    /// Has a token or scratch codes.
+    Enrolled {
+        /// Code length of the first token (6 with scratch codes only): where to split
+        /// password+code.
+        digits: u32,
+        /// Whether the user has a first factor (password or PIN) to check.
+        first_factor: bool,
+        /// Whether that first factor is a users-file PIN, which only portcullis knows: it is
+        /// asked for in front of the code, as pam_oath does.
+        pin: bool,
+    },
+}
+
 impl Authorizer<'_> {
+    /// What to ask `user` for; checks nothing and counts nothing.
+    pub fn prompt_for(&self, user: &str) -> Result<Prompt, GateError> {
+        let Some(u) = self.gate.directory.user(user)? else {
+            return Ok(Prompt::Unknown);
+        };
+        if u.tokens.is_empty() && u.scratch.is_empty() {
+            return Ok(Prompt::NoToken);
+        }
+        Ok(Prompt::Enrolled {
+            digits: u.tokens.first().map_or(6, |t| t.digits),
+            first_factor: u.first_factor.exists(),
+            pin: matches!(u.first_factor, crate::model::FirstFactor::Pin(_)),
+        })
+    }
+
     /// Checks credentials given in one piece: refused unseen while the user or the address
     /// is banned; otherwise the factors given are verified (a code updates replay state and
     /// the failure count atomically) and a refusal counts toward a ban, for every way in.
@@ -104,6 +139,23 @@ mod tests {
             client_ip: ip,
             method: "pam",
         }
+    }
+
+    #[test]
+    fn the_prompt_says_what_to_ask_without_counting_anything() {
+        let (w, _) = world();
+        let a = w.authorizer();
+        assert_eq!(
+            a.prompt_for("alice").unwrap(),
+            Prompt::Enrolled {
+                digits: 6,
+                first_factor: true,
+                pin: true
+            }
+        );
+        assert_eq!(a.prompt_for("root").unwrap(), Prompt::NoToken);
+        assert_eq!(a.prompt_for("nobody").unwrap(), Prompt::Unknown);
+        assert_eq!(w.regulator.tracked(), 0);
     }
 
     #[test]

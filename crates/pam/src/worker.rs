@@ -6,7 +6,7 @@ use crate::options::Source;
 use portcullis_core::access::{AccessControl, Policy as AccessPolicy};
 use portcullis_core::authz::{Authorizer, BasicCache, StepResult};
 use portcullis_core::config::Config;
-use portcullis_core::credentials::Credentials;
+use portcullis_core::credentials::{Credentials, Prompt};
 use portcullis_core::gate::{Gate, Policy};
 use portcullis_core::password::ExternalSource;
 use portcullis_core::regulation::{RegulationPolicy, Regulator};
@@ -188,17 +188,18 @@ impl StoreBackend {
 
 impl Backend for StoreBackend {
     fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
-        let Some(u) = self.directory.user(user).map_err(|e| e.to_string())? else {
-            return Ok(Lookup::Unknown);
-        };
-        if u.tokens.is_empty() && u.scratch.is_empty() {
-            return Ok(Lookup::NoToken);
-        }
-        let digits = self.digits.or_else(|| u.tokens.first().map(|t| t.digits)).unwrap_or(6);
-        Ok(Lookup::Enrolled {
-            digits,
-            first_factor: u.first_factor.exists(),
-            pin: matches!(u.first_factor, portcullis_core::model::FirstFactor::Pin(_)),
+        Ok(match self.authorizer().prompt_for(user).map_err(|e| e.to_string())? {
+            Prompt::Unknown => Lookup::Unknown,
+            Prompt::NoToken => Lookup::NoToken,
+            Prompt::Enrolled {
+                digits,
+                first_factor,
+                pin,
+            } => Lookup::Enrolled {
+                digits: self.digits.unwrap_or(digits),
+                first_factor,
+                pin,
+            },
         })
     }
 
