@@ -14,29 +14,13 @@ use portcullis_core::session::{SessionPolicy, Sessions};
 use portcullis_core::{Clock, Directory, Rejection, SystemClock};
 use portcullis_store::UsersFileStore;
 use portcullis_userfiles::otp_users::Dialect;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-/// What the store knows about a user before the code is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// Not in the store.
-    Unknown,
-    /// In the store without any token or scratch code.
-    NoToken,
-    /// Has a token; `digits` is the length of its codes (to split password+code).
-    Enrolled {
-        /// Code length of the first token (or the `digits=` option).
-        digits: u32,
-        /// Whether the user has a first factor (password or PIN) to check.
-        first_factor: bool,
-        /// Whether that first factor is a PIN only portcullis knows (a users-file line's
-        /// PIN field): it is asked for in front of the code even outside `combined`, as
-        /// pam_oath does.
-        pin: bool,
-    },
-}
+/// What the store knows about a user before the code is asked for: the core's answer
+/// (the `digits=` option, if given, overrides the token's code length).
+pub type Lookup = Prompt;
 
 /// One verification.
 #[derive(Debug)]
@@ -73,7 +57,7 @@ pub trait Backend {
 /// The real backend: a portcullis store behind the same core call as every other way in
 /// ([`Authorizer::check_credentials`]), with the store's shared regulation when it has one.
 pub struct StoreBackend {
-    directory: Box<dyn Directory>,
+    directory: Arc<dyn Directory>,
     policy: Policy,
     external: Option<ExternalSource>,
     clock: Box<dyn Clock>,
@@ -110,9 +94,8 @@ impl StoreBackend {
                 let stores = portcullis_store::open_all(&config).map_err(|e| format!("store: {e}"))?;
                 // SQLite: the bans the gateway and every other sshd process see.
                 let regulator = Regulator::from_config(&config, stores.regulation);
-                let directory = portcullis_store::open(&config).map_err(|e| format!("store: {e}"))?;
                 StoreBackend::new(
-                    directory,
+                    stores.directory,
                     Policy::from_config(&config),
                     config.external_source(),
                     clock(),
@@ -142,13 +125,13 @@ impl StoreBackend {
                     max_retries: 0,
                     ..RegulationPolicy::default()
                 };
-                StoreBackend::new(Box::new(directory), policy, None, clock(), *digits, Regulator::new(off))
+                StoreBackend::new(Arc::new(directory), policy, None, clock(), *digits, Regulator::new(off))
             }
         }
     }
 
     fn new(
-        directory: Box<dyn Directory>,
+        directory: Arc<dyn Directory>,
         policy: Policy,
         external: Option<ExternalSource>,
         clock: Box<dyn Clock>,
@@ -188,18 +171,14 @@ impl StoreBackend {
 
 impl Backend for StoreBackend {
     fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
-        Ok(match self.authorizer().prompt_for(user).map_err(|e| e.to_string())? {
-            Prompt::Unknown => Lookup::Unknown,
-            Prompt::NoToken => Lookup::NoToken,
-            Prompt::Enrolled {
+        let prompt = self.authorizer().prompt_for(user).map_err(|e| e.to_string())?;
+        Ok(match (prompt, self.digits) {
+            (Prompt::Enrolled { first_factor, pin, .. }, Some(digits)) => Prompt::Enrolled {
                 digits,
                 first_factor,
                 pin,
-            } => Lookup::Enrolled {
-                digits: self.digits.unwrap_or(digits),
-                first_factor,
-                pin,
             },
+            (prompt, _) => prompt,
         })
     }
 

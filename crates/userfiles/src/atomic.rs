@@ -297,28 +297,25 @@ fn open_lock_file_existing(lock_path: &Path) -> io::Result<File> {
 /// Whether a whole-file write lock can be had at once (nobody holds a record lock on the
 /// file); the lock taken to find out goes when `file` is closed.
 fn try_record_lock(file: &File) -> bool {
-    let whole = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK))).is_ok()
+}
+
+/// A record-lock request of `kind` (`F_WRLCK`/`F_RDLCK`) covering the whole file.
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
         l_start: 0,
         l_len: 0,
         l_pid: 0,
-    };
-    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).is_ok()
+    }
 }
 
 /// Waits for and takes a whole-file OFD record lock (write or read), the kind of lock that
 /// conflicts with the classic `fcntl` locks pam_oath and mod_authn_otp take. It is released
 /// when the descriptor is closed.
 fn record_lock(file: &File, exclusive: bool) -> io::Result<()> {
-    let kind = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
-    let whole = libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
+    let whole = whole_file(if exclusive { libc::F_WRLCK } else { libc::F_RDLCK });
     loop {
         match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&whole)) {
             Ok(_) => return Ok(()),
