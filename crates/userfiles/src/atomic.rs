@@ -14,10 +14,13 @@
 //!   about to vanish, and a second pam_oath would create a new one and write beside it —
 //!   seen in testing.) Our lock file names our process, so one left by a killed writer is
 //!   taken over at once; an empty one (pam_oath's) after it has been unheld for 2 s.
-//! * What no lock can fix: pam_oath reads users.oath *before* it creates its lock file and
-//!   writes back what it read, so a portcullis write landing between its read and its lock
-//!   is overwritten (as one pam_oath login's is by another's). The loss needs pam_oath to
-//!   stall between its read and its lock for a whole portcullis write.
+//! * pam_oath reads users.oath *before* it creates its lock file and writes back what it
+//!   read, so a portcullis write landing between its read and its lock would be overwritten
+//!   (as one pam_oath login's is by another's; seen on a loaded CI machine). So our lock file
+//!   outlives our write by [`LINGER`], marked released: a pam_oath that read the old file
+//!   meets it and fails the login (the user types the next code) instead of writing the
+//!   old counters back; other portcullis writers take a released lock file over at once.
+//!   What is left needs pam_oath to stall between its read and its lock for longer than that.
 //! * Every open of a path that an attacker might have pre-created uses `O_NOFOLLOW`,
 //!   and the temporary file additionally uses `O_EXCL`, so a planted symlink is
 //!   refused instead of followed (the pam_oath CVE-2024-47191 pattern).
@@ -89,6 +92,8 @@ pub struct LockGuard {
     path: PathBuf,
     remove: bool,
     exclusive: bool,
+    /// Leave the lock file in place, marked released, for [`LINGER`] after the write.
+    linger: bool,
 }
 
 impl LockGuard {
@@ -123,6 +128,7 @@ impl LockGuard {
                         path: lock_path.to_owned(),
                         remove: false,
                         exclusive,
+                        linger: false,
                     });
                 }
                 Ok(_) => continue,
@@ -143,6 +149,12 @@ impl LockGuard {
         self
     }
 
+    /// After a write that replaced the file, keep a [`LockGuard::created`] lock file for
+    /// [`LINGER`] on release, so a pam_oath that read the replaced file fails its login.
+    pub fn linger_after_write(&mut self) {
+        self.linger = self.remove;
+    }
+
     /// The lock file this guard holds.
     pub fn path(&self) -> &Path {
         &self.path
@@ -159,6 +171,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if self.linger {
+            self.release_lingering();
+            return;
+        }
         // Only the exclusive holder of the inode the name points to may unlink it (then no
         // one else can have made a new one there); waiters on it see it gone and retry.
         if self.remove && self.names_our_file() {
@@ -173,6 +189,11 @@ impl Drop for LockGuard {
 /// behind by a pam_oath that died (pam_oath holds its file for milliseconds). One of ours
 /// names its process, and is stale as soon as that process is gone.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a released pam_oath-style lock file stays: longer than pam_oath takes from
+/// reading users.oath to creating its lock file, even on a busy machine.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+/// What a lock file of ours says after its write, while it lingers.
+const RELEASED: &str = "released";
 /// How long to wait for a pam_oath-style lock file before giving up.
 const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -205,6 +226,7 @@ impl LockGuard {
                         path: lock_path.to_owned(),
                         remove: true,
                         exclusive: true,
+                        linger: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -262,7 +284,7 @@ impl LockGuard {
                         _ => std::time::Instant::now(),
                     };
                     unheld_since = Some((inode, since));
-                    let stale = since.elapsed() > STALE_AFTER || holder_is_gone(&existing);
+                    let stale = since.elapsed() > STALE_AFTER || holder_is_done(&existing);
                     if stale && fs::symlink_metadata(lock_path).is_ok_and(|m| (m.dev(), m.ino()) == inode) {
                         let _ = fs::remove_file(lock_path);
                         continue;
@@ -276,13 +298,39 @@ impl LockGuard {
     }
 }
 
-/// True when the lock file names a process (one of ours) that no longer runs.
-fn holder_is_gone(file: &File) -> bool {
+/// True when the lock file is one of ours that its writer has released (it lingers only
+/// for pam_oath), or whose process no longer runs.
+fn holder_is_done(file: &File) -> bool {
     let mut text = String::new();
-    let _ = io::Read::read_to_string(&mut io::Read::take(file, 32), &mut text);
-    text.trim()
-        .parse::<u32>()
-        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    let _ = io::Read::read_to_string(&mut io::Read::take(file, 64), &mut text);
+    let mut words = text.split_whitespace();
+    let Some(Ok(pid)) = words.next().map(str::parse::<u32>) else {
+        return false;
+    };
+    words.next() == Some(RELEASED) || !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl LockGuard {
+    /// Ends a [`LockGuard::created`] lock: marks the file released and unlocks it, waits
+    /// [`LINGER`] so that a pam_oath which read the replaced file meets it, then removes it
+    /// unless another writer has already taken it over (removers hold its record lock, so
+    /// only one removes a given file).
+    fn release_lingering(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let _ = self.file.set_len(0);
+        let _ = self
+            .file
+            .write_at(format!("{} {RELEASED}\n", std::process::id()).as_bytes(), 0);
+        let _ = nix::fcntl::fcntl(
+            &self.file,
+            nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file(libc::F_UNLCK)),
+        );
+        let _ = self.file.unlock();
+        std::thread::sleep(LINGER);
+        if try_record_lock(&self.file) && self.names_our_file() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Opens an existing lock file without creating it or following a symlink.
@@ -622,6 +670,49 @@ mod tests {
         assert!(a.starts_with(&format!("{}.", std::process::id())), "{a}");
         assert_eq!(a.len(), b.len());
         assert!(a.len() > std::process::id().to_string().len() + 8, "{a}");
+    }
+
+    #[test]
+    fn a_lock_file_is_done_when_released_or_its_process_is_gone_never_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let me = std::process::id();
+        for (text, done) in [
+            (format!("{me}\n"), false),
+            (format!("{me} {RELEASED}\n"), true),
+            ("4294967295\n".to_owned(), true),
+            (String::new(), false),
+            ("pam_oath\n".to_owned(), false),
+        ] {
+            fs::write(&p, &text).unwrap();
+            assert_eq!(holder_is_done(&File::open(&p).unwrap()), done, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_written_pam_oath_lock_file_lingers_released_and_is_taken_over_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("users.oath.lock");
+        let mut first = LockGuard::created(&lock).unwrap();
+        first.linger_after_write();
+        let releaser = std::thread::spawn(move || drop(first));
+        // Until the releaser is done, the file is there (pam_oath fails on it) and says released.
+        let mut seen_released = false;
+        while !releaser.is_finished() {
+            if fs::read_to_string(&lock).is_ok_and(|t| t.ends_with(&format!("{RELEASED}\n"))) {
+                seen_released = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(seen_released, "the lock file vanished with the write");
+        // A portcullis writer does not wait out the linger's end to get its own lock file.
+        let second = LockGuard::created(&lock).unwrap();
+        assert_eq!(fs::read_to_string(&lock).unwrap(), format!("{}\n", std::process::id()));
+        releaser.join().unwrap();
+        assert!(lock.exists(), "the releaser removed the next writer's lock file");
+        drop(second);
+        assert!(!lock.exists(), "an unwritten lock is removed at once");
     }
 
     #[test]

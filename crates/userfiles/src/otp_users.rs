@@ -1081,7 +1081,7 @@ pub fn update<R, E>(
     f: impl FnOnce(&mut UsersFile) -> Result<R, E>,
 ) -> Result<R, UpdateError<E>> {
     let format = format.into();
-    let _guard = lock_like_the_tool(&atomic::lock_path_for(path), format.dialect, true)?;
+    let mut guard = lock_like_the_tool(&atomic::lock_path_for(path), format.dialect, true)?;
     atomic::remove_stale_temps(path)?;
     let (text, _mode) = read_text(path)?;
     let mut file = parse(&text, format, path)?;
@@ -1103,6 +1103,7 @@ pub fn update<R, E>(
         }));
     }
     atomic::write_atomic(path, new_text.as_bytes())?;
+    guard.linger_after_write();
     Ok(r)
 }
 
