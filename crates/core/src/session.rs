@@ -148,6 +148,9 @@ impl Default for SessionPolicy {
 pub trait SessionBackend: Send + Sync {
     /// Sessions to restore at start-up; `Sessions` drops any its policy says have expired.
     fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError>;
+    /// The session under `hash`, if held: a session made by another process or node is
+    /// found here (read-through), and one revoked elsewhere is gone.
+    fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
     /// Stores (or replaces) the session under `hash`.
     fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError>;
     /// Records a later `last_seen` for the session under `hash`.
@@ -163,6 +166,9 @@ pub trait SessionBackend: Send + Sync {
 impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
     fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
         (**self).load(now)
+    }
+    fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        (**self).get(hash)
     }
     fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
         (**self).put(hash, s)
@@ -340,13 +346,16 @@ impl Sessions {
 
     /// `get`, and whether the session's user is due to be read again from the directory
     /// (`SessionPolicy::refresh` seconds since the last read; see `refreshed`).
+    /// A session this table does not hold (made elsewhere), or holds as expired (it may
+    /// have been used elsewhere since), is looked up in the backend; a failing backend
+    /// refuses the session (reported through `take_background_error`).
     pub fn get_and_due(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<(Session, bool)> {
         let hash = token_hash(id)?;
-        let entry = self.read().get(&hash).cloned()?;
-        if entry.expired(&self.policy, now) {
-            self.remove_if_same(&hash, &entry);
-            return None;
-        }
+        let cached = self.read().get(&hash).cloned();
+        let entry = match cached {
+            Some(e) if !e.expired(&self.policy, now) => e,
+            stale => self.read_through(&hash, stale.as_ref(), now)?,
+        };
         if self.policy.bind_ip && entry.session.client_ip.is_some() && entry.session.client_ip != client_ip {
             // Not removed: the rightful owner may still be using it from the bound address.
             return None;
@@ -367,7 +376,79 @@ impl Sessions {
         let mut s = entry.session.clone();
         s.last_seen = last_seen;
         let due = now.saturating_sub(entry.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh);
+        // When the user is due to be read again, the session is too: a revocation made by
+        // another process or node takes effect within the refresh interval.
+        if due && let Some(b) = &self.backend {
+            match b.get(&hash) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.forget_if_same(&hash, &entry);
+                    return None;
+                }
+                Err(e) => {
+                    self.record_error(e);
+                    return None;
+                }
+            }
+        }
         Some((s, due))
+    }
+
+    /// Looks `hash` up in the backend in place of `stale` (absent or expired here): a live
+    /// copy there replaces ours, with its user due to be read again; an expired one is deleted.
+    fn read_through(&self, hash: &[u8; 32], stale: Option<&Arc<Entry>>, now: i64) -> Option<Arc<Entry>> {
+        let Some(b) = &self.backend else {
+            if let Some(stale) = stale {
+                self.remove_if_same(hash, stale);
+            }
+            return None;
+        };
+        let found = match b.get(hash) {
+            Ok(found) => found,
+            Err(e) => {
+                self.record_error(e);
+                return None;
+            }
+        };
+        let Some(session) = found else {
+            if let Some(stale) = stale {
+                self.forget_if_same(hash, stale);
+            }
+            return None;
+        };
+        let fresh = Arc::new(Entry::new(session, i64::MIN));
+        if fresh.expired(&self.policy, now) {
+            match stale {
+                Some(stale) => self.remove_if_same(hash, stale),
+                None => {
+                    if let Err(e) = b.delete(hash) {
+                        self.record_error(e);
+                    }
+                }
+            }
+            return None;
+        }
+        let mut t = self.write();
+        // Only over what we read as stale (or nothing): a concurrent refresh or revoke wins.
+        let ours = match (t.get(hash), stale) {
+            (None, None) => true,
+            (Some(cur), Some(stale)) => Arc::ptr_eq(cur, stale),
+            _ => false,
+        };
+        if ours {
+            t.insert(*hash, fresh.clone());
+            Some(fresh)
+        } else {
+            t.get(hash).filter(|e| !e.expired(&self.policy, now)).cloned()
+        }
+    }
+
+    /// Drops a cached entry the backend no longer holds (revoked elsewhere), unless replaced meanwhile.
+    fn forget_if_same(&self, hash: &[u8; 32], entry: &Arc<Entry>) {
+        let mut t = self.write();
+        if t.get(hash).is_some_and(|cur| Arc::ptr_eq(cur, entry)) {
+            t.remove(hash);
+        }
     }
 
     /// The last backend failure met by `get` (which cannot fail), for the caller to log; clears it.
@@ -484,6 +565,9 @@ impl SessionBackend for MemoryBackend {
     fn load(&self, _now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
         Ok(self.rows().iter().map(|(h, s)| (*h, s.clone())).collect())
     }
+    fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        Ok(self.rows().get(hash).cloned())
+    }
     fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
         self.rows().insert(*hash, s.clone());
         Ok(())
@@ -508,6 +592,109 @@ impl SessionBackend for MemoryBackend {
             .retain(|_, s| s.created > now_minus_absolute && s.last_seen > now_minus_idle);
         Ok(())
     }
+}
+
+/// The conformance suite every [`SessionBackend`] passes (memory, SQLite; Redis next).
+/// `open` returns a new handle onto one store, empty at first, as another process or node
+/// would open it: a session made through one handle is found through another.
+#[allow(clippy::unwrap_used)] // a conformance check: a failed step is a failed test
+pub fn check_session_backend_contract(open: &dyn Fn() -> Box<dyn SessionBackend>) {
+    const T: i64 = 1_700_000_000;
+    let session = |user: &str, created: i64| Session {
+        user: user.into(),
+        groups: vec!["ops".into(), "wiki".into()],
+        display_name: Some("Ann A.".into()),
+        email: Some("ann@example.org".into()),
+        level: Level::TwoFactor,
+        created,
+        last_seen: created,
+        client_ip: Some("2001:db8::7".parse().unwrap()),
+        factor: Some([7; 16]),
+    };
+    let b = open();
+    assert!(b.load(T).unwrap().is_empty(), "starts empty");
+    let (h1, h2, h3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    assert!(b.get(&h1).unwrap().is_none());
+    let ann = session("ann", T);
+    b.put(&h1, &ann).unwrap();
+    assert_eq!(b.get(&h1).unwrap().as_ref(), Some(&ann), "every field comes back");
+    let one_factor = Session {
+        level: Level::OneFactor,
+        groups: Vec::new(),
+        display_name: None,
+        email: None,
+        client_ip: None,
+        factor: None,
+        ..session("bob", T)
+    };
+    b.put(&h2, &one_factor).unwrap();
+    assert_eq!(b.get(&h2).unwrap().as_ref(), Some(&one_factor), "empty fields too");
+    // `touch` only moves last_seen forward: concurrent requests may write out of order.
+    b.touch(&h1, T + 100).unwrap();
+    b.touch(&h1, T + 50).unwrap();
+    assert_eq!(b.get(&h1).unwrap().unwrap().last_seen, T + 100);
+    b.touch(&h3, T + 100).unwrap();
+    assert!(
+        b.get(&h3).unwrap().is_none(),
+        "touching an unknown session creates none"
+    );
+    assert_eq!(b.load(T).unwrap().len(), 2);
+    b.delete_user("ann").unwrap();
+    assert!(b.get(&h1).unwrap().is_none());
+    assert!(b.get(&h2).unwrap().is_some(), "another user's session stays");
+    b.delete(&h2).unwrap();
+    b.delete(&h2).unwrap();
+    assert!(b.get(&h2).unwrap().is_none());
+    // Purge: created at or before the first bound, or last seen at or before the second.
+    b.put(&h1, &session("old", T - 100)).unwrap();
+    b.put(
+        &h2,
+        &Session {
+            last_seen: T - 50,
+            ..session("idle", T - 60)
+        },
+    )
+    .unwrap();
+    b.put(&h3, &session("fresh", T)).unwrap();
+    b.purge(T - 100, T - 50).unwrap();
+    let left: Vec<String> = b.load(T).unwrap().into_iter().map(|(_, s)| s.user).collect();
+    assert_eq!(left, ["fresh"]);
+    b.delete(&h3).unwrap();
+
+    // Two tables on two handles, as two gateways behind one load balancer.
+    let policy = SessionPolicy::default();
+    let a = Sessions::new(policy, Some(open()), T).unwrap();
+    let other = Sessions::new(policy, Some(open()), T).unwrap();
+    let id = a.create(session("ann", T)).unwrap();
+    let (found, due) = other.get_and_due(id.as_str(), T + 1, None).unwrap();
+    assert_eq!(found.user, "ann", "a session made elsewhere is found");
+    assert!(due, "and its user is read again before it is trusted");
+    other.refreshed(id.as_str(), T + 1, &found.groups, None, None).unwrap();
+    assert!(a.revoke(id.as_str()).unwrap());
+    assert!(
+        other.get(id.as_str(), T + 1 + secs(policy.refresh), None).is_none(),
+        "a revocation elsewhere holds within the refresh interval"
+    );
+    // Activity on one gateway keeps the session alive on the other past its idle limit.
+    let id = a.create(session("ann", T)).unwrap();
+    assert!(other.get(id.as_str(), T, None).is_some());
+    for t in (T..=T + secs(policy.idle) + 120).step_by(60) {
+        assert!(a.get(id.as_str(), t, None).is_some());
+    }
+    assert!(
+        other.get(id.as_str(), T + secs(policy.idle) + 120, None).is_some(),
+        "idle here, in use there: still valid"
+    );
+    assert!(
+        a.get(id.as_str(), T + secs(policy.idle) + 121, None).is_some(),
+        "and not deleted"
+    );
+    assert!(other.take_background_error().is_none() && a.take_background_error().is_none());
+    // A session expired everywhere is refused and deleted.
+    let late = T + secs(policy.absolute) + 1;
+    assert!(other.get(id.as_str(), late, None).is_none());
+    assert!(a.get(id.as_str(), late, None).is_none());
+    assert!(open().load(late).unwrap().is_empty(), "deleted from the store");
 }
 
 #[cfg(test)]
@@ -826,11 +1013,20 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_backend_keeps_the_contract() {
+        let shared = Arc::new(MemoryBackend::default());
+        check_session_backend_contract(&|| Box::new(shared.clone()));
+    }
+
+    #[test]
     fn touch_failures_are_reported_not_raised() {
         struct Broken;
         impl SessionBackend for Broken {
             fn load(&self, _: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
                 Ok(Vec::new())
+            }
+            fn get(&self, _: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+                Err(StoreError::Format("disk gone".into()))
             }
             fn put(&self, _: &[u8; 32], _: &Session) -> Result<(), StoreError> {
                 Ok(())
@@ -848,12 +1044,19 @@ mod tests {
                 Ok(())
             }
         }
-        let s = Sessions::new(SessionPolicy::default(), Some(Box::new(Broken)), T0).unwrap();
+        let policy = SessionPolicy {
+            refresh: 600,
+            ..SessionPolicy::default()
+        };
+        let s = Sessions::new(policy, Some(Box::new(Broken)), T0).unwrap();
         let id = s.create(session("alice", T0)).unwrap();
         assert!(s.take_background_error().is_none());
         assert!(s.get(id.as_str(), T0 + 61, None).is_some());
         assert_eq!(s.take_background_error().unwrap().to_string(), "disk full");
         assert!(s.take_background_error().is_none());
+        // Due for a refresh, the session is confirmed in the backend: unreadable, it is refused.
+        assert!(s.get(id.as_str(), T0 + 601, None).is_none(), "fail closed");
+        assert_eq!(s.take_background_error().unwrap().to_string(), "disk gone");
     }
 
     #[test]

@@ -455,6 +455,17 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<([u8; 32],
 }
 
 impl SessionBackend for SqliteStore {
+    fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        self.lock()
+            .prepare_cached(
+                "SELECT hash, user, groups, display_name, email, level, client_ip, created, last_seen, factor
+                 FROM sessions WHERE hash = ?1",
+            )
+            .and_then(|mut s| s.query_row([&hash[..]], session_from_row).optional())
+            .map(|row| row.flatten().map(|(_, s)| s))
+            .map_err(|e| self.err(e))
+    }
+
     fn load(&self, _now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
         // Sessions applies its policy to what comes back; expiry needs the policy's limits.
         let conn = self.lock();
@@ -643,6 +654,13 @@ mod tests {
     fn the_sqlite_store_keeps_the_directory_contract() {
         let dir = tempfile::tempdir().unwrap();
         portcullis_core::store::check_directory_contract(&SqliteStore::open(&dir.path().join("p.db")).unwrap());
+    }
+
+    #[test]
+    fn the_sqlite_store_keeps_the_session_contract_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        portcullis_core::session::check_session_backend_contract(&|| Box::new(SqliteStore::open(&path).unwrap()));
     }
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;

@@ -514,3 +514,47 @@ fn a_password_change_ends_existing_sessions() {
         .to_string();
     assert_eq!(b2.login(&gw, "gus", "new pw", &next, "").status, 303);
 }
+
+/// Issue 13.2: two gateways on one SQLite store (two machines' worth of `serve`, one
+/// truth): a login made on one is honoured by the other (the session is read through from
+/// the store), and a logout on one ends it on the other within the refresh interval.
+#[test]
+fn two_gateways_on_one_store_share_logins_and_logouts() {
+    let env = Env::new("");
+    let secret = secret_of(&env.add_user("hal", "pw-hal", &[]));
+    env.set("session", "refresh", "2");
+    env.set("session", "store", "\"sqlite\"");
+    let (first_port, second_port) = (free_port(), free_port());
+    env.loopback_portal(second_port);
+    let second = env.serve();
+    env.loopback_portal(first_port);
+    let first = env.serve();
+    settle(12);
+    let b = Browser::new(&env, "hal");
+    assert_eq!(
+        b.login(&first, "hal", "pw-hal", &code_now(&env, &secret), "").status,
+        303
+    );
+    let session = b.cookie("portcullis_session").unwrap();
+    let check = |gw: &Server, session: &str| {
+        curl(&[
+            "-H",
+            &format!("Cookie: portcullis_session={session}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/x",
+            &gw.url("/api/authz/auth-request"),
+        ])
+    };
+    let there = check(&second, &session);
+    assert_eq!(there.status, 200, "a login on the first gateway holds on the second");
+    assert_eq!(there.header("Remote-User"), Some("hal"), "{:?}", there.headers);
+    assert_eq!(check(&second, "not-a-session").status, 401);
+    assert_eq!(b.logout_at(&first.url("")).status, 200, "signed out");
+    assert_eq!(check(&first, &session).status, 401, "logged out where it was made");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        check(&second, &session).status,
+        401,
+        "and, after the refresh interval, on the other"
+    );
+}
