@@ -367,8 +367,11 @@ impl Authorizer<'_> {
     /// first factor changed since the login (a new password), ends (false); otherwise its
     /// groups, name and e-mail are brought up to date in `s` and the table.
     pub(crate) fn refresh_session(&self, id: &str, s: &mut Session, now: i64) -> Result<bool, GateError> {
+        let stands = |u: &User| -> Result<bool, GateError> {
+            Ok(!self.gate.policy.is_locked(u) && s.factor == Some(self.gate.first_factor_fingerprint(u)?))
+        };
         match self.gate.directory.user(&s.user)? {
-            Some(u) if !self.gate.policy.is_locked(&u) && s.factor == Some(u.first_factor.fingerprint()) => {
+            Some(u) if stands(&u)? => {
                 self.sessions
                     .refreshed(id, now, &u.groups, u.display_name.as_deref(), u.email.as_deref())?;
                 s.groups = u.groups;
@@ -475,7 +478,7 @@ impl Authorizer<'_> {
         let (password, code) = crate::credentials::split_password_code(secret, digits).unwrap_or((secret, ""));
         let mut accepted_at = now;
         let result = self.guarded(&creds.user, ip, now, || {
-            let outcome = self.gate.verify(Attempt {
+            let outcome = self.verify(Attempt {
                 user: &creds.user,
                 password: Some(password),
                 code,
@@ -584,7 +587,7 @@ impl Authorizer<'_> {
         let now = self.clock.now();
         let ip_text = ip.to_string();
         let result = self.guarded(user, ip, now, || {
-            self.gate.verify_code(Attempt {
+            self.verify(Attempt {
                 user,
                 password: None,
                 code,
@@ -597,9 +600,9 @@ impl Authorizer<'_> {
     }
 
     /// A session record for `user` at `level`, as of now.
-    pub fn session_for(&self, user: &User, level: Level, ip: IpAddr) -> Session {
+    pub fn session_for(&self, user: &User, level: Level, ip: IpAddr) -> Result<Session, GateError> {
         let now = self.clock.now();
-        Session {
+        Ok(Session {
             user: user.name.clone(),
             groups: user.groups.clone(),
             display_name: user.display_name.clone(),
@@ -608,8 +611,8 @@ impl Authorizer<'_> {
             created: now,
             last_seen: now,
             client_ip: Some(ip),
-            factor: Some(user.first_factor.fingerprint()),
-        }
+            factor: Some(self.gate.first_factor_fingerprint(user)?),
+        })
     }
 }
 
@@ -620,6 +623,41 @@ mod tests {
     use crate::model::FirstFactor;
     use crate::store::Directory;
     use crate::testing::{World, rule};
+
+    /// Issue 13.7: a first factor kept outside the directory (an htpasswd line) ends the
+    /// sessions made with it when it changes, as a new argon2 hash or PIN does.
+    #[test]
+    fn a_new_htpasswd_line_ends_the_sessions_made_with_the_old_one() {
+        let w = World::new();
+        w.directory
+            .update("alice", &mut |u| {
+                u.first_factor = FirstFactor::External;
+                true
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("htpasswd");
+        let set = |pw: &str| std::fs::write(&file, format!("alice:{}\n", bcrypt::hash(pw, 4).unwrap())).unwrap();
+        set("old pw");
+        let source = crate::password::ExternalSource::Htpasswd(file.clone());
+        let mut authorizer = w.authorizer();
+        authorizer.gate.external = Some(&source);
+        let alice = w.directory.user("alice").unwrap().unwrap();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut session = authorizer.session_for(&alice, Level::TwoFactor, ip).unwrap();
+        let id = w.sessions.create(session.clone()).unwrap();
+        let now = w.clock.now();
+        assert!(
+            authorizer.refresh_session(id.as_str(), &mut session, now).unwrap(),
+            "unchanged: stands"
+        );
+        set("new pw");
+        assert!(
+            !authorizer.refresh_session(id.as_str(), &mut session, now).unwrap(),
+            "changed: ended"
+        );
+        assert!(w.sessions.get(id.as_str(), now, Some(ip)).is_none(), "and revoked");
+    }
 
     #[test]
     fn authorize_user_applies_group_rules_to_the_stored_user() {
@@ -1026,7 +1064,8 @@ mod tests {
         let u = w.directory.user("alice").unwrap().unwrap();
         let mut s = w
             .authorizer()
-            .session_for(&u, Level::OneFactor, IpAddr::from([127, 0, 0, 1]));
+            .session_for(&u, Level::OneFactor, IpAddr::from([127, 0, 0, 1]))
+            .unwrap();
         s.created = t0;
         s.last_seen = t0;
         let id = w.sessions.create(s).unwrap().as_str().to_string();

@@ -99,11 +99,7 @@ impl Authorizer<'_> {
                         client_ip: ip_text.as_deref(),
                         linger: false,
                     };
-                    let outcome = if c.password.is_some() {
-                        self.gate.verify(attempt)?
-                    } else {
-                        self.gate.verify_code(attempt)?
-                    };
+                    let outcome = self.verify(attempt)?;
                     match outcome {
                         Outcome::Accepted { user, .. } => StepResult::Passed(user),
                         Outcome::Rejected(r) => StepResult::Refused(r),

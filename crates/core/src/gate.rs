@@ -3,8 +3,9 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::factor::PasswordSource;
 use crate::model::{FirstFactor, Step, Token, TokenKind, User};
-use crate::password::{self, ExternalSource, PasswordError};
+use crate::password::{self, PasswordError};
 use crate::scratch;
 use crate::store::{Directory, StoreError};
 use portcullis_otp::{
@@ -62,6 +63,8 @@ pub enum Rejection {
     Locked,
     /// The user has no token and no scratch code.
     NoToken,
+    /// A second factor that waits for an approval (a push) was not approved in time.
+    NotApproved,
 }
 
 impl Rejection {
@@ -75,6 +78,7 @@ impl Rejection {
             Rejection::Expired => "code expired (its time step has passed; check the device clock)",
             Rejection::Locked => "account locked; `portcullis user unlock NAME` clears it",
             Rejection::NoToken => "the user has no token; `portcullis user token reset NAME` creates one",
+            Rejection::NotApproved => "not approved (yet) on the second device",
         }
     }
 
@@ -88,6 +92,7 @@ impl Rejection {
             Rejection::Expired => "expired",
             Rejection::Locked => "locked",
             Rejection::NoToken => "no_token",
+            Rejection::NotApproved => "not_approved",
         }
     }
 }
@@ -154,7 +159,7 @@ pub struct Gate<'a> {
     /// The rules.
     pub policy: Policy,
     /// Where `External` first factors are checked.
-    pub external: Option<&'a ExternalSource>,
+    pub external: Option<&'a dyn PasswordSource>,
 }
 
 enum TokenResult {
@@ -249,6 +254,18 @@ impl Gate<'_> {
         })
     }
 
+    /// A digest of `user`'s first factor as it stands now, wherever it is kept (the user's
+    /// record, or the external source for an `External` one): sessions keep it, and end
+    /// when it changes (a new password, PIN or htpasswd line).
+    pub fn first_factor_fingerprint(&self, user: &User) -> Result<[u8; 16], GateError> {
+        if let (FirstFactor::External, Some(src)) = (&user.first_factor, self.external)
+            && let Some(f) = src.fingerprint(&user.name)?
+        {
+            return Ok(f);
+        }
+        Ok(user.first_factor.fingerprint())
+    }
+
     /// Whether `password` alone signs `user` in where one factor is enough (a trusted network,
     /// a one_factor rule): never for a user who has no first factor, whatever was typed.
     pub fn check_password_only(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
@@ -259,22 +276,28 @@ impl Gate<'_> {
     /// Verifies an attempt: first factor (if given), then the code, updating replay state,
     /// failure count and lockout atomically in the store.
     pub fn verify(&self, attempt: Attempt<'_>) -> Result<Outcome, GateError> {
+        match self.refuse_before_code(attempt)? {
+            Some(r) => Ok(Outcome::Rejected(r)),
+            None => self.verify_code(attempt),
+        }
+    }
+
+    /// Why `attempt` is refused before its code is looked at (an unknown user, a wrong
+    /// password when one is given), or `None` to go on to the second factor.
+    pub fn refuse_before_code(&self, attempt: Attempt<'_>) -> Result<Option<Rejection>, GateError> {
         let stored = self.directory.user(attempt.user)?;
         if let Some(password) = attempt.password {
             let ok = self.check_first_factor(attempt.user, stored.as_ref(), password)?;
             if stored.is_none() {
-                return Ok(Outcome::Rejected(Rejection::UnknownUser));
+                return Ok(Some(Rejection::UnknownUser));
             }
             if !ok {
                 // A wrong password leaves counters and failures alone (mod_authn_otp does the
                 // same): it says nothing about the token.
-                return Ok(Outcome::Rejected(Rejection::WrongPassword));
+                return Ok(Some(Rejection::WrongPassword));
             }
         }
-        if stored.is_none() {
-            return Ok(Outcome::Rejected(Rejection::UnknownUser));
-        }
-        self.verify_code(attempt)
+        Ok(stored.is_none().then_some(Rejection::UnknownUser))
     }
 
     /// Verifies only the code of an attempt (the first factor was checked elsewhere).

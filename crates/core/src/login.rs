@@ -185,7 +185,7 @@ impl Authorizer<'_> {
 
     /// A new session for `user`, replacing `old` (every login step gets a new id).
     fn start_session(&self, old: Option<&str>, user: &User, level: Level, ip: IpAddr) -> Result<SessionId, GateError> {
-        Ok(self.sessions.rotate(old, self.session_for(user, level, ip))?)
+        Ok(self.sessions.rotate(old, self.session_for(user, level, ip)?)?)
     }
 
     /// Opens an invitation for showing its key: `fresh` becomes its pending token unless it

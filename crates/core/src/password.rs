@@ -204,6 +204,26 @@ impl ExternalSource {
         }
     }
 
+    /// The line of `user` in the file (for htdigest, of the configured realm), if any.
+    fn line_of(&self, user: &str) -> Result<Option<Zeroizing<String>>, PasswordError> {
+        let text = read(self.path())?;
+        let found = text.lines().map(str::trim_end).find(|line| match self {
+            ExternalSource::Htpasswd(_) => {
+                !line.starts_with('#') && line.split_once(':').is_some_and(|(n, _)| n == user)
+            }
+            ExternalSource::Htdigest { realm, .. } => {
+                let mut parts = line.splitn(3, ':');
+                parts.next() == Some(user) && parts.next() == Some(realm.as_str()) && parts.next().is_some()
+            }
+        });
+        Ok(found.map(|l| Zeroizing::new(l.to_string())))
+    }
+
+    /// This source behind the first-factor seam.
+    pub fn boxed(self) -> Box<dyn crate::factor::PasswordSource> {
+        Box::new(self)
+    }
+
     /// The file this source reads.
     pub fn path(&self) -> &Path {
         match self {
@@ -213,10 +233,62 @@ impl ExternalSource {
     }
 }
 
+impl crate::factor::PasswordSource for ExternalSource {
+    fn name(&self) -> &'static str {
+        match self {
+            ExternalSource::Htpasswd(_) => "htpasswd",
+            ExternalSource::Htdigest { .. } => "htdigest",
+        }
+    }
+
+    fn check(&self, user: &str, password: &str) -> Result<Option<bool>, PasswordError> {
+        ExternalSource::check(self, user, password)
+    }
+
+    fn fingerprint(&self, user: &str) -> Result<Option<[u8; 16]>, PasswordError> {
+        // The line holds a salted (htpasswd) or realm-bound (htdigest) hash, never the
+        // password; a digest of it changes whenever `htpasswd`/`htdigest` sets a new one.
+        Ok(self.line_of(user)?.map(|line| {
+            let mut h = sha2::Sha256::new();
+            h.update(b"portcullis external first factor\0");
+            h.update(line.as_bytes());
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&h.finalize()[..16]);
+            out
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn htpasswd_and_htdigest_files_keep_the_password_source_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        let line = |pw: &str| format!("ann:{}\n", bcrypt::hash(pw, 4).unwrap());
+        std::fs::write(&htpasswd, format!("# ann:not-this\nbob:{{SHA}}x\n{}", line("pw-ann"))).unwrap();
+        let source = ExternalSource::Htpasswd(htpasswd.clone());
+        crate::factor::check_password_source_contract(&source, "ann", "pw-ann", &|| {
+            std::fs::write(&htpasswd, format!("bob:{{SHA}}x\n{}", line("changed pw"))).unwrap();
+        });
+
+        let htdigest = dir.path().join("htdigest");
+        let line = |realm: &str, pw: &str| {
+            let h = data_encoding::HEXLOWER.encode(&Md5::digest(format!("ann:{realm}:{pw}").as_bytes()));
+            format!("ann:{realm}:{h}\n")
+        };
+        std::fs::write(&htdigest, line("other", "changed pw") + &line("wiki", "pw-ann")).unwrap();
+        let source = ExternalSource::Htdigest {
+            path: htdigest.clone(),
+            realm: "wiki".into(),
+        };
+        crate::factor::check_password_source_contract(&source, "ann", "pw-ann", &|| {
+            std::fs::write(&htdigest, line("other", "changed pw") + &line("wiki", "changed pw")).unwrap();
+        });
+    }
 
     #[test]
     fn argon2_round_trip() {

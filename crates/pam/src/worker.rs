@@ -7,6 +7,7 @@ use portcullis_core::access::{AccessControl, Policy as AccessPolicy};
 use portcullis_core::authz::{Authorizer, BasicCache, StepResult};
 use portcullis_core::config::Config;
 use portcullis_core::credentials::{Credentials, Prompt};
+use portcullis_core::factor::PasswordSource;
 use portcullis_core::gate::{Gate, Policy};
 use portcullis_core::password::ExternalSource;
 use portcullis_core::regulation::{RegulationPolicy, Regulator};
@@ -59,7 +60,7 @@ pub trait Backend {
 pub struct StoreBackend {
     directory: Arc<dyn Directory>,
     policy: Policy,
-    external: Option<ExternalSource>,
+    external: Option<Box<dyn PasswordSource>>,
     clock: Box<dyn Clock>,
     digits: Option<u32>,
     regulator: Regulator,
@@ -97,7 +98,7 @@ impl StoreBackend {
                 StoreBackend::new(
                     stores.directory,
                     Policy::from_config(&config),
-                    config.external_source(),
+                    config.external_source().map(ExternalSource::boxed),
                     clock(),
                     None,
                     regulator,
@@ -133,7 +134,7 @@ impl StoreBackend {
     fn new(
         directory: Arc<dyn Directory>,
         policy: Policy,
-        external: Option<ExternalSource>,
+        external: Option<Box<dyn PasswordSource>>,
         clock: Box<dyn Clock>,
         digits: Option<u32>,
         regulator: Regulator,
@@ -161,7 +162,7 @@ impl StoreBackend {
                 directory: self.directory.as_ref(),
                 clock: self.clock.as_ref(),
                 policy: self.policy.clone(),
-                external: self.external.as_ref(),
+                external: self.external.as_deref(),
             },
             basic_cache: &self.cache,
             clock: self.clock.as_ref(),

@@ -91,7 +91,7 @@ pub struct Context_ {
     /// The store it names.
     pub store: Box<dyn Directory>,
     /// The external first-factor source it names.
-    pub external: Option<portcullis_core::password::ExternalSource>,
+    pub external: Option<Box<dyn portcullis_core::factor::PasswordSource>>,
 }
 
 impl Context_ {
@@ -99,7 +99,9 @@ impl Context_ {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let config = Config::load(path)?;
         let store = portcullis_store::open(&config)?;
-        let external = config.external_source();
+        let external = config
+            .external_source()
+            .map(portcullis_core::password::ExternalSource::boxed);
         Ok(Context_ {
             config,
             store,
@@ -113,7 +115,7 @@ impl Context_ {
             directory: self.store.as_ref(),
             clock: &SystemClock,
             policy: Policy::from_config(&self.config),
-            external: self.external.as_ref(),
+            external: self.external.as_deref(),
         }
     }
 }

@@ -58,7 +58,7 @@ pub struct App {
     /// Basic credentials accepted within their linger time.
     pub basic_cache: BasicCache,
     /// Where `External` first factors are checked, resolved once at start-up.
-    pub external: Option<portcullis_core::password::ExternalSource>,
+    pub external: Option<Box<dyn portcullis_core::factor::PasswordSource>>,
     /// The verification rules, read once from the configuration.
     pub policy: Policy,
     /// Key for CSRF tokens (random per process).
@@ -126,7 +126,9 @@ impl App {
             proxies,
             metrics: metrics::Metrics::default(),
             basic_cache: BasicCache::with_refresh(config.session.refresh),
-            external: config.external_source(),
+            external: config
+                .external_source()
+                .map(portcullis_core::password::ExternalSource::boxed),
             policy: Policy::from_config(&config),
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
@@ -148,7 +150,7 @@ impl App {
                 directory: self.directory.as_ref(),
                 clock: self.clock.as_ref(),
                 policy: self.policy.clone(),
-                external: self.external.as_ref(),
+                external: self.external.as_deref(),
             },
             basic_cache: &self.basic_cache,
             clock: self.clock.as_ref(),
