@@ -495,25 +495,23 @@ impl Sessions {
         let Some(hash) = token_hash(id) else {
             return Ok(false);
         };
-        let removed = self.write().remove(&hash).is_some();
+        // The store first: were it kept there, another table (or ours, reading through)
+        // would find the session again.
         if let Some(b) = &self.backend {
             b.delete(&hash)?;
         }
-        Ok(removed)
+        Ok(self.write().remove(&hash).is_some())
     }
 
     /// Ends every session of `user` (logout everywhere, user removed or locked); returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
-        let removed = {
-            let mut t = self.write();
-            let before = t.len();
-            t.retain(|_, e| e.session.user != user);
-            before - t.len()
-        };
         if let Some(b) = &self.backend {
             b.delete_user(user)?;
         }
-        Ok(removed)
+        let mut t = self.write();
+        let before = t.len();
+        t.retain(|_, e| e.session.user != user);
+        Ok(before - t.len())
     }
 
     /// Drops every expired session from memory and the backend; returns how many were in memory.

@@ -106,7 +106,7 @@ async fn answer(app: &Arc<App>, peer: SocketAddr, req: &Request) -> String {
     };
     let decision = match decided {
         Ok(d) => d,
-        Err(code) => return status_only(code),
+        Err(e) => return status_only(e.status().as_u16()),
     };
     let (kind, out) = render(app, role, &method, &host, &uri, req.param("HTTPS"), decision);
     app.metrics.decision(kind, started.elapsed());

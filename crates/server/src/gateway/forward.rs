@@ -281,7 +281,7 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
-        Err(code) => return super::web::status(code),
+        Err(e) => return e.status().into_response(),
     };
     let browser = wants_html(&headers) && !has_basic;
     render(&app, &original, decision, flavor, browser, started)

@@ -5,6 +5,7 @@
 mod apache;
 mod audit;
 pub mod check;
+mod error;
 mod forward;
 mod html;
 mod listener;
@@ -186,9 +187,11 @@ pub struct Ask {
     pub basic: Option<portcullis_core::authz::BasicCredentials>,
 }
 
-/// The outcome of one decision (its auth event already logged and counted), or the HTTP
-/// status to answer when no decision could be made (503 no login slot, 500 failure).
-pub type DecisionResult = Result<Decision, u16>;
+pub use error::GatewayError;
+
+/// The outcome of one decision (its auth event already logged and counted), or why none
+/// could be made (already logged; render its status).
+pub type DecisionResult = Result<Decision, GatewayError>;
 
 impl App {
     /// Runs password-hashing work on a blocking worker that holds one login slot until the
@@ -236,21 +239,22 @@ impl App {
     where
         F: FnOnce() -> Result<(Decision, Option<AuthEvent>), GateError> + Send + 'static,
     {
-        let worker_failed = |_| {
-            Err(GateError::Store(portcullis_core::StoreError::Format(
-                "worker failed".into(),
-            )))
-        };
         let result = match cost {
             Cost::Cheap => decide(),
-            Cost::Io => tokio::task::spawn_blocking(decide).await.unwrap_or_else(worker_failed),
+            Cost::Io => match tokio::task::spawn_blocking(decide).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.metrics.decision(metrics::Kind::Error, started.elapsed());
+                    return Err(GatewayError::Worker("authorization").logged());
+                }
+            },
             Cost::Hash => {
                 let timed = move || {
                     let t = std::time::Instant::now();
                     (decide(), t.elapsed())
                 };
                 let Some((result, took)) = self.with_login_slot(timed).await else {
-                    return Err(503);
+                    return Err(GatewayError::Busy.logged());
                 };
                 let banned = matches!(&result, Ok((_, Some(e))) if e.failure == Some("banned"));
                 if banned {
@@ -263,9 +267,8 @@ impl App {
             }
         };
         let (decision, event) = result.map_err(|e| {
-            tracing::error!(error = %e, "authorization failed; refusing");
             self.metrics.decision(metrics::Kind::Error, started.elapsed());
-            500_u16
+            GatewayError::failed("authorization", e).logged()
         })?;
         if let Some(e) = &event {
             self.record(e);

@@ -1,9 +1,9 @@
 //! The login portal: password page, code page (or both on one), logout, self-service
 //! enrollment and the demo page. Works without JavaScript.
 
-use super::App;
 use super::html;
 use super::web::{ClientIp, csrf_nonce, html as page, see_other};
+use super::{App, GatewayError};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -77,19 +77,12 @@ impl App {
 /// What the login step did, with its events logged and counted. Called on the blocking
 /// worker, not after the `.await`: a client that hangs up drops the handler, and its
 /// attempt must still reach the audit log (fail2ban reads it).
-fn settle(app: &App, step: Result<LoginStep, portcullis_core::gate::GateError>) -> Option<LoginOutcome> {
-    match step {
-        Ok(step) => {
-            for e in &step.events {
-                app.record(e);
-            }
-            Some(step.outcome)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "login failed");
-            None
-        }
+fn settle(app: &App, step: Result<LoginStep, portcullis_core::gate::GateError>) -> Result<LoginOutcome, GatewayError> {
+    let step = step.map_err(|e| GatewayError::failed("login", e).logged())?;
+    for e in &step.events {
+        app.record(e);
     }
+    Ok(step.outcome)
 }
 
 fn message_for(r: Refusal) -> &'static str {
@@ -151,12 +144,23 @@ fn to_login(app: &App, rd: &str) -> Response {
     )
 }
 
-fn server_error() -> Response {
+/// The page for a failure (already logged): a generic message, the error's status.
+fn failure_page(e: &GatewayError) -> Response {
     page(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        e.status(),
         html::message("Error", "Something went wrong. Try again later.", None),
         vec![],
     )
+}
+
+/// The page when the login worker ended without an answer.
+fn server_error() -> Response {
+    failure_page(&GatewayError::Worker("portal").logged())
+}
+
+/// A login step's outcome, or why there is none (a failure, or a worker that died; logged).
+fn step_failed(step: Option<Result<LoginOutcome, GatewayError>>) -> Result<LoginOutcome, GatewayError> {
+    step.unwrap_or_else(|| Err(GatewayError::Worker("portal").logged()))
 }
 
 /// `POST /login`.
@@ -213,8 +217,9 @@ pub async fn login_submit(
         settle(app, step)
     })
     .await;
-    let Some(Some(outcome)) = step else {
-        return server_error();
+    let outcome = match step_failed(step) {
+        Ok(o) => o,
+        Err(e) => return failure_page(&e),
     };
     match outcome {
         LoginOutcome::SignedIn { session, complete, .. } => {
@@ -285,8 +290,9 @@ pub async fn code_submit(
         settle(app, app.authorizer().login_code(&current, code.trim(), ip))
     })
     .await;
-    let Some(Some(outcome)) = step else {
-        return server_error();
+    let outcome = match step_failed(step) {
+        Ok(o) => o,
+        Err(e) => return failure_page(&e),
     };
     match outcome {
         LoginOutcome::SignedIn { session, .. } => see_other(
@@ -322,10 +328,11 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Form(form):
         let body = html::logout_confirm(app.base(), &app.csrf_token(&nonce), &form.rd);
         return page(StatusCode::FORBIDDEN, body, cookie.into_iter().collect());
     }
+    // A session that could not be revoked is still live: say so, never "signed out".
     if let Some(id) = app.session_cookie(&headers)
         && let Err(e) = app.authorizer().sign_out(id)
     {
-        tracing::error!(error = %e, "cannot revoke a session");
+        return failure_page(&GatewayError::failed("sign out", e).logged());
     }
     let back = format!("{}/login?rd={}", app.base(), super::web::query_escape(&form.rd));
     page(
@@ -363,19 +370,12 @@ fn fresh_token(app: &App) -> Token {
 /// `GET /enroll/{token}`: shows the new token's QR code once.
 pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(token): Path<String>) -> Response {
     let Some(invites) = app.invites.clone() else {
-        return page(
-            StatusCode::NOT_FOUND,
-            html::message("Not available", "Enrollment needs the SQLite store.", None),
-            vec![],
-        );
+        return enrollment_unavailable();
     };
     let now = app.clock_now();
     let found = match invites.find(&token, now) {
         Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read invitations");
-            return server_error();
-        }
+        Err(e) => return failure_page(&GatewayError::failed("reading invitations", e).logged()),
     };
     let Some(invite) = found else {
         return link_expired();
@@ -388,6 +388,15 @@ pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(t
         Some(_) => html::enroll(&csrf, &invite.user, None, None),
     };
     page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+/// The page for an enrollment link when the store keeps no invitations.
+fn enrollment_unavailable() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        html::message("Not available", "Enrollment needs the SQLite store.", None),
+        vec![],
+    )
 }
 
 fn link_expired() -> Response {
@@ -431,7 +440,7 @@ async fn enroll_reveal(
     csrf: String,
 ) -> Response {
     let Some(invites) = app.invites.clone() else {
-        return server_error();
+        return enrollment_unavailable();
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let csrf_page = app.csrf_token(&nonce);
@@ -455,10 +464,7 @@ async fn enroll_reveal(
             }
             opened
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read invitations");
-            return server_error();
-        }
+        Err(e) => return failure_page(&GatewayError::failed("reading invitations", e).logged()),
     };
     let Some((invite, first_view)) = opened else {
         return link_expired();
@@ -497,7 +503,7 @@ pub async fn enroll_submit(
         return enroll_reveal(app, ip, headers, token, form.csrf).await;
     }
     let Some(invites) = app.invites.clone() else {
-        return server_error();
+        return enrollment_unavailable();
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let Ok(Some(invite)) = invites.find(&token, app.clock_now()) else {
@@ -520,22 +526,17 @@ pub async fn enroll_submit(
             .authorizer()
             .confirm_enrollment(invites.as_ref(), &token, code.trim(), ip);
         // Logged here, on the worker: see `settle`.
-        match checked {
-            Ok((outcome, event)) => {
-                if let Some(e) = &event {
-                    app.record(e);
-                }
-                Some(outcome)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot confirm an enrollment");
-                None
-            }
+        let (outcome, event) = checked.map_err(|e| GatewayError::failed("confirming an enrollment", e).logged())?;
+        if let Some(e) = &event {
+            app.record(e);
         }
+        Ok(outcome)
     })
     .await;
-    let Some(Some(outcome)) = checked else {
-        return server_error();
+    let outcome = match checked {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => return failure_page(&e),
+        None => return server_error(),
     };
     match outcome {
         Enrollment::Done => {}

@@ -98,7 +98,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
-        Err(code) => return super::web::status(code),
+        Err(e) => return e.status().into_response(),
     };
     match decision {
         Decision::Allow(identity) => {

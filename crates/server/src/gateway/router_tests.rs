@@ -8,10 +8,12 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use portcullis_core::clock::ManualClock;
 use portcullis_core::model::{FirstFactor, Step, Token, User};
-use portcullis_core::{Clock, Config};
+use portcullis_core::session::{Session, SessionBackend};
+use portcullis_core::{Clock, Config, StoreError};
 use portcullis_otp::{Hotp, totp_step};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tower::ServiceExt;
 
 const T0: i64 = 1_800_000_015;
@@ -50,8 +52,46 @@ impl Reply {
     }
 }
 
+/// A session store whose deletes fail while `failing` is set (the disk or database gone).
+struct FailingDeletes {
+    inner: Box<dyn SessionBackend>,
+    failing: Arc<AtomicBool>,
+}
+
+impl SessionBackend for FailingDeletes {
+    fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+        self.inner.load(now)
+    }
+    fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        self.inner.get(hash)
+    }
+    fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
+        self.inner.put(hash, s)
+    }
+    fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+        self.inner.touch(hash, last_seen)
+    }
+    fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Format("disk I/O error".into()));
+        }
+        self.inner.delete(hash)
+    }
+    fn delete_user(&self, user: &str) -> Result<(), StoreError> {
+        self.inner.delete_user(user)
+    }
+    fn purge(&self, a: i64, i: i64) -> Result<(), StoreError> {
+        self.inner.purge(a, i)
+    }
+}
+
 impl Gateway {
     fn new() -> Gateway {
+        Self::with_sessions(|s| s)
+    }
+
+    /// A gateway whose session store is `wrap`ped around the SQLite one.
+    fn with_sessions(wrap: impl FnOnce(Box<dyn SessionBackend>) -> Box<dyn SessionBackend>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("portcullis.toml");
         let text = format!(
@@ -62,7 +102,8 @@ impl Gateway {
         );
         std::fs::write(&path, &text).unwrap();
         let config = Config::parse(&text, &path).unwrap();
-        let stores = portcullis_store::open_all(&config).unwrap();
+        let mut stores = portcullis_store::open_all(&config).unwrap();
+        stores.sessions = stores.sessions.map(wrap);
         let mut alice = User::new(
             "alice",
             FirstFactor::Hash(portcullis_core::password::hash_password("pw").unwrap()),
@@ -201,4 +242,50 @@ async fn a_busy_session_ends_at_the_absolute_limit() {
         StatusCode::UNAUTHORIZED,
         "at the absolute limit"
     );
+}
+
+/// A logout whose session could not be revoked (the store failing) says so with a 503 and
+/// never "signed out": the session is still live, and must keep working as one, not come
+/// back later through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_the_store_refuses_is_an_error_page_not_signed_out() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    let gw = Gateway::with_sessions(move |inner| Box::new(FailingDeletes { inner, failing: flag }));
+    let session = gw.sign_in("pw", &gw.code()).await.cookie("portcullis_session").unwrap();
+    let logout = |cookie: String| {
+        let gw = &gw;
+        async move {
+            let page = gw
+                .send(
+                    Request::get("/logout")
+                        .header(header::COOKIE, &cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            let csrf_cookie = page.cookie("portcullis_csrf").expect("a CSRF cookie");
+            let req = Request::post("/logout")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, format!("{cookie}; {csrf_cookie}"))
+                .header(header::ORIGIN, PORTAL)
+                .body(Body::from(format!("csrf={}&rd=", page.csrf())))
+                .unwrap();
+            gw.send(req).await
+        }
+    };
+    failing.store(true, Ordering::Relaxed);
+    let refused = logout(session.clone()).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.body);
+    assert!(!refused.body.contains("signed out"), "{}", refused.body);
+    assert_eq!(
+        gw.check(&session).await,
+        StatusCode::OK,
+        "still one session, here as in the store"
+    );
+    failing.store(false, Ordering::Relaxed);
+    let done = logout(session.clone()).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(done.body.contains("signed out"), "{}", done.body);
+    assert_eq!(gw.check(&session).await, StatusCode::UNAUTHORIZED);
 }
