@@ -9,7 +9,7 @@
 //! Usage: `login_rate [SECONDS=5]` (per measurement). Prints `key=value` lines.
 
 use anyhow::{Context, Result, bail};
-use portcullis_core::gate::{Attempt, Gate, Outcome, Policy};
+use portcullis_core::gate::{Attempt, Gate, Outcome, VerifyPolicy};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_core::{Clock, Directory, password};
 use portcullis_otp::{Algorithm, Secret, totp};
@@ -64,7 +64,7 @@ fn main() -> Result<()> {
     let gate = Gate {
         directory: &store,
         clock: &clock,
-        policy: Policy {
+        policy: VerifyPolicy {
             totp_window: 1,
             hotp_look_ahead: 10,
             motp_window: 18,

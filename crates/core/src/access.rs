@@ -69,7 +69,7 @@ pub struct Subject<'a> {
 
 /// The answer to "what does this request need?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum RuleOutcome {
     /// Apply this policy.
     Policy(Policy),
     /// An unknown subject hit a rule that depends on users or groups: log in first, then ask again.
@@ -400,11 +400,11 @@ impl AccessControl {
 
     /// The policy for a request: `Ok(decision)`; or `Err(PathError)` when the path cannot be
     /// normalised safely (the caller answers 400).
-    pub fn policy_for(&self, r: &Resource, subject: Option<&Subject>) -> Result<Decision, PathError> {
+    pub fn policy_for(&self, r: &Resource, subject: Option<&Subject>) -> Result<RuleOutcome, PathError> {
         // Normalise even when no rule looks at paths: a path we refuse must not reach the upstream.
         let path = normalize_path(r.path)?;
         if self.rules.is_empty() {
-            return Ok(Decision::Policy(self.default_policy));
+            return Ok(RuleOutcome::Policy(self.default_policy));
         }
         let host = normalize_host(r.host);
         for rule in &self.rules {
@@ -413,14 +413,14 @@ impl AccessControl {
             }
             if rule.has_subject_criteria() {
                 match subject {
-                    None => return Ok(Decision::NeedsSubject),
+                    None => return Ok(RuleOutcome::NeedsSubject),
                     Some(s) if !rule.matches_subject(s) => continue,
                     Some(_) => {}
                 }
             }
-            return Ok(Decision::Policy(rule.policy));
+            return Ok(RuleOutcome::Policy(rule.policy));
         }
-        Ok(Decision::Policy(self.default_policy))
+        Ok(RuleOutcome::Policy(self.default_policy))
     }
 
     /// Whether any rule or the default can ever ask for a login on this host (it is protected).
@@ -605,8 +605,8 @@ mod tests {
 
     fn policy(ac: &AccessControl, r: &Resource) -> Policy {
         match ac.policy_for(r, None).unwrap() {
-            Decision::Policy(p) => p,
-            Decision::NeedsSubject => panic!("unexpected NeedsSubject for {r:?}"),
+            RuleOutcome::Policy(p) => p,
+            RuleOutcome::NeedsSubject => panic!("unexpected NeedsSubject for {r:?}"),
         }
     }
 
@@ -704,7 +704,7 @@ mod tests {
             assert!(
                 matches!(
                     got,
-                    Ok(Decision::Policy(Policy::Deny)) | Ok(Decision::Policy(Policy::TwoFactor)) | Err(_)
+                    Ok(RuleOutcome::Policy(Policy::Deny)) | Ok(RuleOutcome::Policy(Policy::TwoFactor)) | Err(_)
                 ),
                 "{raw} gave {got:?}"
             );
@@ -958,19 +958,25 @@ mod tests {
             groups: &[],
         };
         let r = req("h", "/admin/x");
-        assert_eq!(ac.policy_for(&r, None), Ok(Decision::NeedsSubject));
-        assert_eq!(ac.policy_for(&r, Some(&alice)), Ok(Decision::Policy(Policy::TwoFactor)));
-        assert_eq!(ac.policy_for(&r, Some(&root)), Ok(Decision::Policy(Policy::OneFactor)));
-        assert_eq!(ac.policy_for(&r, Some(&bob)), Ok(Decision::Policy(Policy::Deny)));
+        assert_eq!(ac.policy_for(&r, None), Ok(RuleOutcome::NeedsSubject));
+        assert_eq!(
+            ac.policy_for(&r, Some(&alice)),
+            Ok(RuleOutcome::Policy(Policy::TwoFactor))
+        );
+        assert_eq!(
+            ac.policy_for(&r, Some(&root)),
+            Ok(RuleOutcome::Policy(Policy::OneFactor))
+        );
+        assert_eq!(ac.policy_for(&r, Some(&bob)), Ok(RuleOutcome::Policy(Policy::Deny)));
         // An earlier object-only rule wins before any subject rule is looked at.
         assert_eq!(
             ac.policy_for(&req("h", "/public/a"), None),
-            Ok(Decision::Policy(Policy::Bypass))
+            Ok(RuleOutcome::Policy(Policy::Bypass))
         );
         // A subject rule whose object criteria do not match is skipped.
         assert_eq!(
             ac.policy_for(&req("h", "/else"), None),
-            Ok(Decision::Policy(Policy::OneFactor))
+            Ok(RuleOutcome::Policy(Policy::OneFactor))
         );
     }
 

@@ -185,7 +185,7 @@ struct Hit {
 /// True while `now` still has the standing `then` had when its password+code was accepted:
 /// not locked, same first factor, same token secrets. (A code cannot be checked again: a
 /// later login may have moved the token on.)
-fn still_stands(now: &User, then: &User, policy: &crate::gate::Policy) -> bool {
+fn still_stands(now: &User, then: &User, policy: &crate::gate::VerifyPolicy) -> bool {
     !policy.is_locked(now)
         && now.first_factor == then.first_factor
         && now.tokens.len() == then.tokens.len()
@@ -330,8 +330,8 @@ impl Authorizer<'_> {
             groups: &s.groups,
         });
         let policy = match self.access.policy_for(&resource, subject.as_ref()) {
-            Ok(access::Decision::Policy(p)) => Some(p),
-            Ok(access::Decision::NeedsSubject) => None,
+            Ok(access::RuleOutcome::Policy(p)) => Some(p),
+            Ok(access::RuleOutcome::NeedsSubject) => None,
             Err(e) => return Ok((Decision::BadRequest(e.to_string()), None)),
         };
         match (policy, &session) {
@@ -356,7 +356,7 @@ impl Authorizer<'_> {
             groups: &user.groups,
         };
         let decision = match self.access.policy_for(&resource, Some(&subject)) {
-            Ok(access::Decision::Policy(Policy::Deny)) => Decision::Deny,
+            Ok(access::RuleOutcome::Policy(Policy::Deny)) => Decision::Deny,
             Ok(_) => Decision::Allow(Some(Identity::of_user(&user))),
             Err(e) => Decision::BadRequest(e.to_string()),
         };
@@ -410,10 +410,10 @@ impl Authorizer<'_> {
             groups: &stored.groups,
         };
         Ok(match self.access.policy_for(resource, Some(&subject)) {
-            Ok(access::Decision::Policy(Policy::Deny)) => Decision::Deny,
-            Ok(access::Decision::Policy(_)) => Decision::Allow(Some(Identity::of_user(&stored))),
+            Ok(access::RuleOutcome::Policy(Policy::Deny)) => Decision::Deny,
+            Ok(access::RuleOutcome::Policy(_)) => Decision::Allow(Some(Identity::of_user(&stored))),
             // Not reached with a subject; refuse rather than guess.
-            Ok(access::Decision::NeedsSubject) => Decision::Deny,
+            Ok(access::RuleOutcome::NeedsSubject) => Decision::Deny,
             Err(e) => Decision::BadRequest(e.to_string()),
         })
     }

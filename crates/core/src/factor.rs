@@ -262,7 +262,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::clock::ManualClock;
-    use crate::gate::Policy;
+    use crate::gate::VerifyPolicy;
     use crate::model::{FirstFactor, Step, Token, TokenKind};
     use crate::store::Directory;
     use crate::testing::Memory;
@@ -270,8 +270,8 @@ mod tests {
 
     const T0: i64 = 1_700_000_000;
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> VerifyPolicy {
+        VerifyPolicy {
             totp_window: 1,
             hotp_look_ahead: 3,
             motp_window: 3,

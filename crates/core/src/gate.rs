@@ -20,7 +20,7 @@ const EXPIRED_LOOK_BACK: u64 = 10;
 
 /// The verification rules taken from the configuration.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct VerifyPolicy {
     /// ± steps for TOTP.
     pub totp_window: u64,
     /// Counters ahead for HOTP.
@@ -33,10 +33,10 @@ pub struct Policy {
     pub max_failures: u32,
 }
 
-impl Policy {
+impl VerifyPolicy {
     /// The policy a configuration file sets.
     pub fn from_config(c: &Config) -> Self {
-        Policy {
+        VerifyPolicy {
             totp_window: c.otp.window,
             hotp_look_ahead: c.otp.hotp_look_ahead,
             motp_window: c.otp.motp_window,
@@ -157,7 +157,7 @@ pub struct Gate<'a> {
     /// What time it is.
     pub clock: &'a dyn Clock,
     /// The rules.
-    pub policy: Policy,
+    pub policy: VerifyPolicy,
     /// Where `External` first factors are checked.
     pub external: Option<&'a dyn PasswordSource>,
 }
@@ -169,7 +169,7 @@ enum TokenResult {
     Wrong,
 }
 
-fn check_token(token: &Token, code: &str, now: i64, policy: &Policy) -> TokenResult {
+fn check_token(token: &Token, code: &str, now: i64, policy: &VerifyPolicy) -> TokenResult {
     let generator = Hotp::new(&token.secret, token.algorithm, token.digits);
     let empty = Zeroizing::new(String::new());
     let pin = token.motp_pin.as_ref().unwrap_or(&empty);
@@ -331,7 +331,7 @@ impl Gate<'_> {
             client_ip: None,
             linger: false,
         };
-        let lenient = Policy {
+        let lenient = VerifyPolicy {
             max_failures: 0,
             ..self.policy.clone()
         };
@@ -347,7 +347,7 @@ impl Gate<'_> {
     }
 }
 
-impl Policy {
+impl VerifyPolicy {
     /// Whether `user` may not sign in: locked by an administrator, or by too many wrong codes.
     pub fn is_locked(&self, user: &User) -> bool {
         user.locked || (self.max_failures > 0 && user.failures >= self.max_failures)
@@ -355,7 +355,7 @@ impl Policy {
 }
 
 /// Applies one attempt to a loaded user; returns the outcome and whether the user changed.
-fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &Policy) -> (Outcome, bool) {
+fn attempt_on(user: &mut User, attempt: Attempt<'_>, now: i64, policy: &VerifyPolicy) -> (Outcome, bool) {
     if policy.is_locked(user) {
         return (Outcome::Rejected(Rejection::Locked), false);
     }
@@ -457,8 +457,8 @@ mod tests {
         m
     }
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> VerifyPolicy {
+        VerifyPolicy {
             totp_window: 1,
             hotp_look_ahead: 5,
             motp_window: 3,
@@ -467,7 +467,7 @@ mod tests {
         }
     }
 
-    fn gate<'a>(m: &'a Memory, clock: &'a FixedClock, policy: Policy) -> Gate<'a> {
+    fn gate<'a>(m: &'a Memory, clock: &'a FixedClock, policy: VerifyPolicy) -> Gate<'a> {
         Gate {
             directory: m,
             clock,
@@ -891,7 +891,7 @@ mod tests {
 
     #[test]
     fn zero_max_failures_never_locks() {
-        let p = Policy {
+        let p = VerifyPolicy {
             max_failures: 0,
             ..policy()
         };
@@ -900,7 +900,7 @@ mod tests {
         assert!(!p.is_locked(&u));
         u.locked = true;
         assert!(p.is_locked(&u), "an administrator's lock still holds");
-        let p = Policy {
+        let p = VerifyPolicy {
             max_failures: 3,
             ..policy()
         };
@@ -918,7 +918,7 @@ mod tests {
         let g = gate(
             &m,
             &clock,
-            Policy {
+            VerifyPolicy {
                 linger: 300,
                 ..policy()
             },

@@ -179,7 +179,7 @@ impl Authorizer<'_> {
         };
         matches!(
             self.access.policy_for(target, Some(&subject)),
-            Ok(access::Decision::Policy(Policy::OneFactor | Policy::Bypass))
+            Ok(access::RuleOutcome::Policy(Policy::OneFactor | Policy::Bypass))
         )
     }
 

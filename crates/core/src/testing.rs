@@ -121,7 +121,7 @@ impl World {
             gate: Gate {
                 directory: &self.directory,
                 clock: &self.clock,
-                policy: crate::gate::Policy {
+                policy: crate::gate::VerifyPolicy {
                     totp_window: 1,
                     hotp_look_ahead: 5,
                     motp_window: 3,

@@ -2,7 +2,7 @@
 //! so every branch is unit-tested without libpam (the FFI in `ffi.rs` only adapts).
 
 use crate::options::{FirstPass, Options};
-use crate::worker::{Answer, Backend, Check, Lookup, Worker, WorkerError};
+use crate::worker::{Answer, Check, Checker, Lookup, Worker, WorkerError};
 use std::net::IpAddr;
 use zeroize::Zeroizing;
 
@@ -24,7 +24,7 @@ pub trait PamHandle {
 
 /// The module's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum PamStatus {
     /// PAM_SUCCESS.
     Success,
     /// PAM_AUTH_ERR: wrong, replayed, locked, unknown, or the store failed (fail closed).
@@ -55,9 +55,9 @@ fn audit(pam: &mut dyn PamHandle, client: &str, result: &str, reason: &str, user
 }
 
 /// Runs `pam_sm_authenticate` with the store opened by `open` on a worker thread.
-pub fn authenticate<F>(pam: &mut dyn PamHandle, args: &[String], open: F) -> Verdict
+pub fn authenticate<F>(pam: &mut dyn PamHandle, args: &[String], open: F) -> PamStatus
 where
-    F: FnOnce(&Options) -> Box<dyn FnOnce() -> Result<Box<dyn Backend>, String> + Send>,
+    F: FnOnce(&Options) -> Box<dyn FnOnce() -> Result<Box<dyn Checker>, String> + Send>,
 {
     let rhost = pam.rhost();
     let client = client_field(rhost.as_deref());
@@ -65,12 +65,12 @@ where
         Ok(o) => o,
         Err(e) => {
             audit(pam, &client, "error", "bad_option", "", Some(&e.to_string()));
-            return Verdict::Failure;
+            return PamStatus::Failure;
         }
     };
     let Some(user) = pam.user().filter(|u| !u.is_empty()) else {
         audit(pam, &client, "error", "no_user", "", None);
-        return Verdict::Failure;
+        return PamStatus::Failure;
     };
     let trusted = options.has_trusted_networks
         && rhost
@@ -79,7 +79,7 @@ where
             .is_some_and(|ip| options.trusted_networks.trusts(ip));
     if trusted && !options.combined {
         audit(pam, &client, "success", "trusted_network", &user, None);
-        return Verdict::Success;
+        return PamStatus::Success;
     }
     let worker = match Worker::start(open(&options), options.timeout) {
         Ok(w) => w,
@@ -99,7 +99,7 @@ where
         // and never in combined mode, where portcullis is also the password check.
         Lookup::Unknown | Lookup::NoToken if options.nullok && !options.combined => {
             audit(pam, &client, "success", "nullok", &user, None);
-            return Verdict::Success;
+            return PamStatus::Success;
         }
         Lookup::Unknown | Lookup::NoToken if !options.combined || !trusted => {
             // Still ask for (and discard) an answer, so a scan of user names learns nothing
@@ -111,7 +111,7 @@ where
                 "no_token"
             };
             audit(pam, &client, "failure", reason, &user, None);
-            return Verdict::Failure;
+            return PamStatus::Failure;
         }
         // Combined mode from a trusted network: only the password, which needs no token.
         Lookup::Unknown | Lookup::NoToken => (0, true, false),
@@ -122,7 +122,7 @@ where
     let trusted_password = trusted && first_factor;
     let Some(answer) = read_answer(pam, &options) else {
         audit(pam, &client, "failure", "no_answer", &user, None);
-        return Verdict::Failure;
+        return PamStatus::Failure;
     };
     let check = if combined && (first_factor || !trusted) {
         let (password, code) = if trusted_password {
@@ -132,7 +132,7 @@ where
                 Some((p, c)) => (p, Some(c)),
                 None => {
                     audit(pam, &client, "failure", "wrong_code", &user, None);
-                    return Verdict::Failure;
+                    return PamStatus::Failure;
                 }
             }
         };
@@ -159,27 +159,27 @@ where
         Ok(Answer::Accepted) => {
             let reason = if trusted_password { "trusted_network" } else { "code" };
             audit(pam, &client, "success", reason, &user, None);
-            Verdict::Success
+            PamStatus::Success
         }
         Ok(Answer::Rejected(why)) => {
             audit(pam, &client, "failure", why.label(), &user, None);
-            Verdict::Failure
+            PamStatus::Failure
         }
         Ok(Answer::Banned) => {
             audit(pam, &client, "failure", "banned", &user, None);
-            Verdict::Failure
+            PamStatus::Failure
         }
         Err(e) => store_failed(pam, &client, &user, &e),
     }
 }
 
-fn store_failed(pam: &mut dyn PamHandle, client: &str, user: &str, e: &WorkerError) -> Verdict {
+fn store_failed(pam: &mut dyn PamHandle, client: &str, user: &str, e: &WorkerError) -> PamStatus {
     let reason = match e {
         WorkerError::Timeout(_) => "store_timeout",
         _ => "store_error",
     };
     audit(pam, client, "error", reason, user, Some(&e.to_string()));
-    Verdict::Failure
+    PamStatus::Failure
 }
 
 /// The code (or password+code): from PAM_AUTHTOK or the conversation, as the options say.

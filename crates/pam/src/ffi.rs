@@ -3,10 +3,10 @@
 //! into [`LibPam`], an implementation of [`PamHandle`]. All decisions live in `auth.rs`.
 #![allow(unsafe_code)]
 
-use crate::auth::{PamHandle, Verdict, authenticate};
+use crate::auth::{PamHandle, PamStatus, authenticate};
 use crate::options::Options;
 use crate::syslog;
-use crate::worker::{Backend, StoreBackend};
+use crate::worker::{Checker, StoreChecker};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -183,9 +183,9 @@ unsafe fn args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
 }
 
 /// The production store opener: the options' source with the system clock.
-fn open_store(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Backend>, String> + Send> {
+fn open_store(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Checker>, String> + Send> {
     let source = options.source.clone();
-    Box::new(move || StoreBackend::open(&source).map(|b| Box::new(b) as Box<dyn Backend>))
+    Box::new(move || StoreChecker::open(&source).map(|b| Box::new(b) as Box<dyn Checker>))
 }
 
 /// PAM authentication entry point: asks for the one-time code and checks it.
@@ -215,8 +215,8 @@ pub unsafe extern "C" fn pam_sm_authenticate(
         authenticate(&mut pam, &args, open_store)
     });
     match result {
-        Ok(Verdict::Success) => PAM_SUCCESS,
-        Ok(Verdict::Failure) | Err(_) => PAM_AUTH_ERR,
+        Ok(PamStatus::Success) => PAM_SUCCESS,
+        Ok(PamStatus::Failure) | Err(_) => PAM_AUTH_ERR,
     }
 }
 

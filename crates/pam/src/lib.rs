@@ -13,5 +13,5 @@ pub mod options;
 pub mod syslog;
 pub mod worker;
 
-pub use auth::{PamHandle, Verdict, authenticate};
+pub use auth::{PamHandle, PamStatus, authenticate};
 pub use options::{OptionError, Options, Source};

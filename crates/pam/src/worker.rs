@@ -8,7 +8,7 @@ use portcullis_core::authz::{Authorizer, BasicCache, StepResult};
 use portcullis_core::config::Config;
 use portcullis_core::credentials::{Credentials, Prompt};
 use portcullis_core::factor::PasswordSource;
-use portcullis_core::gate::{Gate, Policy};
+use portcullis_core::gate::{Gate, VerifyPolicy};
 use portcullis_core::password::ExternalSource;
 use portcullis_core::regulation::{RegulationPolicy, Regulator};
 use portcullis_core::session::{SessionPolicy, Sessions};
@@ -48,7 +48,7 @@ pub enum Answer {
 }
 
 /// The store side of the module: everything that touches users, tokens and replay state.
-pub trait Backend {
+pub trait Checker {
     /// Looks a user up.
     fn lookup(&mut self, user: &str) -> Result<Lookup, String>;
     /// Verifies, updating replay state and failure counts atomically.
@@ -57,9 +57,9 @@ pub trait Backend {
 
 /// The real backend: a portcullis store behind the same core call as every other way in
 /// ([`Authorizer::check_credentials`]), with the store's shared regulation when it has one.
-pub struct StoreBackend {
+pub struct StoreChecker {
     directory: Arc<dyn Directory>,
-    policy: Policy,
+    policy: VerifyPolicy,
     external: Option<Box<dyn PasswordSource>>,
     clock: Box<dyn Clock>,
     digits: Option<u32>,
@@ -70,17 +70,17 @@ pub struct StoreBackend {
     cache: BasicCache,
 }
 
-impl StoreBackend {
+impl StoreChecker {
     /// Opens the store a [`Source`] names, with the system clock. A missing configuration or
     /// store is an error here: SQLite would otherwise create an empty database, every user
     /// would be unknown, and `nullok` would let everyone in.
-    pub fn open(source: &Source) -> Result<StoreBackend, String> {
+    pub fn open(source: &Source) -> Result<StoreChecker, String> {
         Self::open_with_clock(source, &|| Box::new(SystemClock))
     }
 
-    /// [`StoreBackend::open`] with injected clocks (tests): one for the Gate, one for a
+    /// [`StoreChecker::open`] with injected clocks (tests): one for the Gate, one for a
     /// users file (which needs the time to find the step of its last OTP).
-    pub fn open_with_clock(source: &Source, clock: &dyn Fn() -> Box<dyn Clock>) -> Result<StoreBackend, String> {
+    pub fn open_with_clock(source: &Source, clock: &dyn Fn() -> Box<dyn Clock>) -> Result<StoreChecker, String> {
         match source {
             Source::Config(path) => {
                 let config = Config::load(path).map_err(|e| format!("configuration: {e}"))?;
@@ -95,9 +95,9 @@ impl StoreBackend {
                 let stores = portcullis_store::open_all(&config).map_err(|e| format!("store: {e}"))?;
                 // SQLite: the bans the gateway and every other sshd process see.
                 let regulator = Regulator::from_config(&config, stores.regulation);
-                StoreBackend::new(
+                StoreChecker::new(
                     stores.directory,
-                    Policy::from_config(&config),
+                    VerifyPolicy::from_config(&config),
                     config.external_source().map(ExternalSource::boxed),
                     clock(),
                     None,
@@ -114,7 +114,7 @@ impl StoreBackend {
                 // pam_oath passes `window` to oath_totp_validate (steps either side of now)
                 // and to oath_hotp_validate (counters ahead of the stored one); it has no
                 // lockout and no linger, so neither does this mode.
-                let policy = Policy {
+                let policy = VerifyPolicy {
                     totp_window: *window,
                     hotp_look_ahead: *window,
                     motp_window: defaults.otp.motp_window,
@@ -126,21 +126,21 @@ impl StoreBackend {
                     max_retries: 0,
                     ..RegulationPolicy::default()
                 };
-                StoreBackend::new(Arc::new(directory), policy, None, clock(), *digits, Regulator::new(off))
+                StoreChecker::new(Arc::new(directory), policy, None, clock(), *digits, Regulator::new(off))
             }
         }
     }
 
     fn new(
         directory: Arc<dyn Directory>,
-        policy: Policy,
+        policy: VerifyPolicy,
         external: Option<Box<dyn PasswordSource>>,
         clock: Box<dyn Clock>,
         digits: Option<u32>,
         regulator: Regulator,
-    ) -> Result<StoreBackend, String> {
+    ) -> Result<StoreChecker, String> {
         let now = clock.now();
-        Ok(StoreBackend {
+        Ok(StoreChecker {
             directory,
             policy,
             external,
@@ -170,7 +170,7 @@ impl StoreBackend {
     }
 }
 
-impl Backend for StoreBackend {
+impl Checker for StoreChecker {
     fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
         let prompt = self.authorizer().prompt_for(user).map_err(|e| e.to_string())?;
         Ok(match (prompt, self.digits) {
@@ -238,7 +238,7 @@ impl Worker {
     /// Starts the thread; `open` runs on it, so opening the store is bounded too.
     pub fn start<F>(open: F, timeout: Duration) -> Result<Worker, WorkerError>
     where
-        F: FnOnce() -> Result<Box<dyn Backend>, String> + Send + 'static,
+        F: FnOnce() -> Result<Box<dyn Checker>, String> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<(Request, mpsc::SyncSender<Reply>)>();
         std::thread::Builder::new()

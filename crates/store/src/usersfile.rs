@@ -388,14 +388,14 @@ impl Directory for UsersFileStore {
 mod tests {
     use super::*;
     use portcullis_core::clock::FixedClock;
-    use portcullis_core::gate::{Attempt, Gate, Outcome, Policy, Rejection};
+    use portcullis_core::gate::{Attempt, Gate, Outcome, Rejection, VerifyPolicy};
     use portcullis_otp::hotp;
 
     const KEY_HEX: &str = "3132333435363738393031323334353637383930";
     const NOW: i64 = 1_700_000_000;
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> VerifyPolicy {
+        VerifyPolicy {
             totp_window: 1,
             hotp_look_ahead: 10,
             motp_window: 3,
@@ -434,7 +434,7 @@ mod tests {
     fn check_at(
         s: &UsersFileStore,
         now: i64,
-        policy: Policy,
+        policy: VerifyPolicy,
         user: &str,
         password: Option<&str>,
         code: &str,
@@ -639,7 +639,7 @@ mod tests {
     fn mod_authn_otp_lock_is_a_lock_even_without_a_failure_limit() {
         let dir = tempfile::tempdir().unwrap();
         let (s, path) = store(dir.path(), &format!("HOTP bob - {KEY_HEX} 0\n"), Dialect::ModAuthnOtp);
-        let no_limit = Policy {
+        let no_limit = VerifyPolicy {
             max_failures: 0,
             ..policy()
         };
@@ -733,7 +733,7 @@ mod tests {
         let path = dir.path().join("users");
         std::fs::write(&path, format!("HOTP/T1 dave - {KEY_HEX} 70\n")).unwrap();
         let at = |now: i64| UsersFileStore::open(&path, Dialect::ModAuthnOtp, Box::new(FixedClock(now))).unwrap();
-        let wide = Policy {
+        let wide = VerifyPolicy {
             totp_window: 10,
             ..policy()
         };

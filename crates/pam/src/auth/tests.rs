@@ -1,7 +1,7 @@
 //! The module's decisions through a fake PAM handle and a real SQLite store with a fixed clock.
 
 use super::*;
-use crate::worker::StoreBackend;
+use crate::worker::StoreChecker;
 use portcullis_core::clock::FixedClock;
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_core::password::hash_password;
@@ -95,14 +95,14 @@ fn code(at: i64) -> String {
     totp(&Secret::from_base32(SECRET).unwrap(), at, 30, 6, Algorithm::Sha1).to_string()
 }
 
-fn fixed_clock(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Backend>, String> + Send> {
+fn fixed_clock(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Checker>, String> + Send> {
     let source = options.source.clone();
     Box::new(move || {
-        StoreBackend::open_with_clock(&source, &|| Box::new(FixedClock(NOW))).map(|b| Box::new(b) as Box<dyn Backend>)
+        StoreChecker::open_with_clock(&source, &|| Box::new(FixedClock(NOW))).map(|b| Box::new(b) as Box<dyn Checker>)
     })
 }
 
-fn run(world_args: &[String], pam: &mut FakePam) -> Verdict {
+fn run(world_args: &[String], pam: &mut FakePam) -> PamStatus {
     authenticate(pam, world_args, fixed_clock)
 }
 
@@ -119,14 +119,14 @@ fn pam(user: &str, answers: &[&str]) -> FakePam {
 fn right_code_passes_then_the_same_code_is_a_replay() {
     let w = World::new();
     let mut p = pam("alice", &[&code(NOW)]);
-    assert_eq!(run(&w.args(&[]), &mut p), Verdict::Success);
+    assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Success);
     assert_eq!(p.prompts, vec!["One-time code: "]);
     assert_eq!(
         p.logs,
         vec!["auth client=203.0.113.9 result=\"success\" reason=\"code\" user=\"alice\""]
     );
     let mut p = pam("alice", &[&code(NOW)]);
-    assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("reason=\"replayed\""), "{:?}", p.logs);
 }
 
@@ -135,7 +135,7 @@ fn wrong_code_fails_and_counts_towards_the_shared_lockout() {
     let w = World::new();
     for _ in 0..3 {
         let mut p = pam("alice", &["000000"]);
-        assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure);
+        assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure);
         assert!(
             p.logs[0].contains("result=\"failure\" reason=\"wrong_code\""),
             "{:?}",
@@ -143,7 +143,7 @@ fn wrong_code_fails_and_counts_towards_the_shared_lockout() {
         );
     }
     let mut p = pam("alice", &[&code(NOW)]);
-    assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("reason=\"locked\""), "{:?}", p.logs);
 }
 
@@ -152,16 +152,16 @@ fn tokenless_and_unknown_users_fail_unless_nullok() {
     let w = World::new();
     for user in ["bob", "nobody"] {
         let mut p = pam(user, &["123456"]);
-        assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure, "{user}");
+        assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure, "{user}");
         assert_eq!(p.prompts.len(), 1, "a prompt either way, so names cannot be probed");
         let mut p = pam(user, &[]);
-        assert_eq!(run(&w.args(&["nullok"]), &mut p), Verdict::Success, "{user}");
+        assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Success, "{user}");
         assert!(p.prompts.is_empty());
         assert!(p.logs[0].contains("reason=\"nullok\""));
     }
     // nullok never lets an enrolled user skip the code.
     let mut p = pam("alice", &["000000"]);
-    assert_eq!(run(&w.args(&["nullok"]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
 }
 
 #[test]
@@ -170,13 +170,13 @@ fn trusted_network_skips_the_code_only_from_inside() {
     let args = w.args(&["trusted_networks=192.168.1.0/24,10.0.0.0/8"]);
     let mut p = pam("alice", &[]);
     p.rhost = Some("10.9.8.7".into());
-    assert_eq!(run(&args, &mut p), Verdict::Success);
+    assert_eq!(run(&args, &mut p), PamStatus::Success);
     assert!(p.prompts.is_empty());
     assert!(p.logs[0].contains("client=10.9.8.7 result=\"success\" reason=\"trusted_network\""));
     for outside in [Some("192.168.2.1"), Some("lan.example"), None] {
         let mut p = pam("alice", &["000000"]);
         p.rhost = outside.map(str::to_string);
-        assert_eq!(run(&args, &mut p), Verdict::Failure, "{outside:?}");
+        assert_eq!(run(&args, &mut p), PamStatus::Failure, "{outside:?}");
     }
 }
 
@@ -185,14 +185,14 @@ fn use_first_pass_takes_the_earlier_token_and_never_prompts() {
     let w = World::new();
     let mut p = pam("alice", &[]);
     p.authtok = Some(code(NOW));
-    assert_eq!(run(&w.args(&["use_first_pass"]), &mut p), Verdict::Success);
+    assert_eq!(run(&w.args(&["use_first_pass"]), &mut p), PamStatus::Success);
     assert!(p.prompts.is_empty());
     let mut p = pam("alice", &["never asked"]);
-    assert_eq!(run(&w.args(&["use_first_pass"]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&["use_first_pass"]), &mut p), PamStatus::Failure);
     assert!(p.prompts.is_empty());
     // try_first_pass falls back to asking.
     let mut p = pam("alice", &[&code(NOW + 30)]);
-    assert_eq!(run(&w.args(&["try_first_pass"]), &mut p), Verdict::Success);
+    assert_eq!(run(&w.args(&["try_first_pass"]), &mut p), PamStatus::Success);
     assert_eq!(p.prompts.len(), 1);
 }
 
@@ -200,22 +200,22 @@ fn use_first_pass_takes_the_earlier_token_and_never_prompts() {
 fn combined_checks_password_and_code_and_forwards_the_password() {
     let w = World::new();
     let mut p = pam("alice", &[&format!("wrong{}", code(NOW))]);
-    assert_eq!(run(&w.args(&["combined"]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&["combined"]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("reason=\"wrong_password\""), "{:?}", p.logs);
     assert_eq!(p.prompts, vec!["Password and one-time code: "]);
     let mut p = pam("alice", &[&format!("pw{}", code(NOW))]);
-    assert_eq!(run(&w.args(&["combined"]), &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&w.args(&["combined"]), &mut p), PamStatus::Success, "{:?}", p.logs);
     assert_eq!(p.authtok.as_deref(), Some("pw"));
     let mut p = pam("alice", &["pw1"]);
-    assert_eq!(run(&w.args(&["combined"]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&["combined"]), &mut p), PamStatus::Failure);
     // From a trusted network combined mode still wants the password, just not the code.
     let args = w.args(&["combined", "trusted_networks=10.0.0.0/8"]);
     let mut p = pam("alice", &["pw"]);
     p.rhost = Some("10.0.0.1".into());
-    assert_eq!(run(&args, &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&args, &mut p), PamStatus::Success, "{:?}", p.logs);
     let mut p = pam("alice", &["nope"]);
     p.rhost = Some("10.0.0.1".into());
-    assert_eq!(run(&args, &mut p), Verdict::Failure);
+    assert_eq!(run(&args, &mut p), PamStatus::Failure);
 }
 
 /// Regression (issue 10.2): combined mode from a trusted network accepted an empty answer
@@ -227,12 +227,17 @@ fn a_user_without_a_password_never_passes_on_a_trusted_network_without_a_code() 
     for (user, answer) in [("carol", ""), ("bob", ""), ("carol", "x")] {
         let mut p = pam(user, &[answer]);
         p.rhost = Some("10.0.0.1".into());
-        assert_eq!(run(&args, &mut p), Verdict::Failure, "{user} {answer:?}: {:?}", p.logs);
+        assert_eq!(
+            run(&args, &mut p),
+            PamStatus::Failure,
+            "{user} {answer:?}: {:?}",
+            p.logs
+        );
     }
     // The code alone is her one factor there.
     let mut p = pam("carol", &[&code(NOW)]);
     p.rhost = Some("10.0.0.1".into());
-    assert_eq!(run(&args, &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&args, &mut p), PamStatus::Success, "{:?}", p.logs);
     assert!(p.logs[0].contains("reason=\"code\""), "{:?}", p.logs);
 }
 
@@ -242,7 +247,7 @@ fn missing_config_or_store_fails_closed_even_with_nullok() {
     let mut p = pam("alice", &[&code(NOW)]);
     assert_eq!(
         run(&["config=/nonexistent/portcullis.toml".into(), "nullok".into()], &mut p),
-        Verdict::Failure
+        PamStatus::Failure
     );
     assert!(
         p.logs[0].contains("result=\"error\" reason=\"store_error\""),
@@ -251,7 +256,7 @@ fn missing_config_or_store_fails_closed_even_with_nullok() {
     );
     std::fs::remove_file(w.dir.path().join("portcullis.db")).unwrap();
     let mut p = pam("nobody", &[]);
-    assert_eq!(run(&w.args(&["nullok"]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("does not exist"), "{:?}", p.logs);
     assert!(!w.dir.path().join("portcullis.db").exists(), "no empty store created");
 }
@@ -259,7 +264,7 @@ fn missing_config_or_store_fails_closed_even_with_nullok() {
 #[test]
 fn a_store_that_does_not_answer_times_out_and_fails() {
     struct Hang;
-    impl Backend for Hang {
+    impl Checker for Hang {
         fn lookup(&mut self, _: &str) -> Result<Lookup, String> {
             std::thread::sleep(Duration::from_secs(30));
             Ok(Lookup::NoToken)
@@ -271,9 +276,9 @@ fn a_store_that_does_not_answer_times_out_and_fails() {
     let mut p = pam("alice", &["123456"]);
     let started = std::time::Instant::now();
     let v = authenticate(&mut p, &["timeout=1".into(), "nullok".into()], |_| {
-        Box::new(|| Ok(Box::new(Hang) as Box<dyn Backend>))
+        Box::new(|| Ok(Box::new(Hang) as Box<dyn Checker>))
     });
-    assert_eq!(v, Verdict::Failure);
+    assert_eq!(v, PamStatus::Failure);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(p.logs[0].contains("reason=\"store_timeout\""), "{:?}", p.logs);
 }
@@ -281,19 +286,19 @@ fn a_store_that_does_not_answer_times_out_and_fails() {
 #[test]
 fn bad_options_and_missing_user_fail_closed() {
     let mut p = pam("alice", &[]);
-    assert_eq!(run(&["nulok".into()], &mut p), Verdict::Failure);
+    assert_eq!(run(&["nulok".into()], &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("bad_option"));
     let w = World::new();
     let mut p = pam("alice", &[]);
     p.user = None;
-    assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure);
 }
 
 #[test]
 fn user_names_cannot_forge_log_fields() {
     let w = World::new();
     let mut p = pam("x\" client=10.6.6.6 result=\"failure", &["1"]);
-    assert_eq!(run(&w.args(&[]), &mut p), Verdict::Failure);
+    assert_eq!(run(&w.args(&[]), &mut p), PamStatus::Failure);
     assert!(
         p.logs[0].starts_with("auth client=203.0.113.9 result=\"failure\""),
         "{:?}",
@@ -321,7 +326,7 @@ fn pam_oath_users_file_via_usersfile_option() {
         ]
     };
     let mut p = pam("carol", &[&code(NOW - 30)]);
-    assert_eq!(run(&args(&path), &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&args(&path), &mut p), PamStatus::Success, "{:?}", p.logs);
     let text = std::fs::read_to_string(&path).unwrap();
     let fields: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(fields[..4], ["HOTP/T30/6", "carol", "-", hex.as_str()], "{text}");
@@ -331,7 +336,7 @@ fn pam_oath_users_file_via_usersfile_option() {
     );
     assert_eq!(fields[5], code(NOW - 30), "LASTOTP written in pam_oath's place: {text}");
     let mut p = pam("carol", &[&code(NOW - 30)]);
-    assert_eq!(run(&args(&path), &mut p), Verdict::Failure);
+    assert_eq!(run(&args(&path), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("replayed"), "{:?}", p.logs);
     // window=1 is ±1 step, checked on a user with no step used yet (so a refusal is for
     // the window, not a replay): two steps back and two ahead are outside, one ahead inside.
@@ -339,12 +344,12 @@ fn pam_oath_users_file_via_usersfile_option() {
     std::fs::write(&fresh, format!("HOTP/T30/6 dora - {}\n", hex.as_str())).unwrap();
     std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut p = pam("dora", &[&code(NOW - 60)]);
-    assert_eq!(run(&args(&fresh), &mut p), Verdict::Failure);
+    assert_eq!(run(&args(&fresh), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains(Rejection::Expired.label()), "{:?}", p.logs);
     let mut p = pam("dora", &[&code(NOW + 60)]);
-    assert_eq!(run(&args(&fresh), &mut p), Verdict::Failure, "{:?}", p.logs);
+    assert_eq!(run(&args(&fresh), &mut p), PamStatus::Failure, "{:?}", p.logs);
     let mut p = pam("dora", &[&code(NOW + 30)]);
-    assert_eq!(run(&args(&fresh), &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&args(&fresh), &mut p), PamStatus::Success, "{:?}", p.logs);
 }
 
 /// Regression (issue 10.4): `usersfile=` ignored the PIN of a users.oath line, so the bare
@@ -360,14 +365,19 @@ fn usersfile_lines_with_a_pin_need_the_pin_before_the_code() {
     let mut p = pam("pinuser", &[&code(NOW)]);
     assert_eq!(
         run(&args, &mut p),
-        Verdict::Failure,
+        PamStatus::Failure,
         "the bare code passed: {:?}",
         p.logs
     );
     let mut p = pam("pinuser", &[&format!("1234{}", code(NOW))]);
-    assert_eq!(run(&args, &mut p), Verdict::Failure, "a wrong PIN passed: {:?}", p.logs);
+    assert_eq!(
+        run(&args, &mut p),
+        PamStatus::Failure,
+        "a wrong PIN passed: {:?}",
+        p.logs
+    );
     assert!(p.logs[0].contains("wrong_password"), "{:?}", p.logs);
     let mut p = pam("pinuser", &[&format!("4711{}", code(NOW))]);
-    assert_eq!(run(&args, &mut p), Verdict::Success, "{:?}", p.logs);
+    assert_eq!(run(&args, &mut p), PamStatus::Success, "{:?}", p.logs);
     assert_eq!(p.authtok, None, "the PIN is not handed to later modules");
 }

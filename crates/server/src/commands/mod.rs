@@ -8,7 +8,7 @@ mod users;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use anyhow::{Context, Result, bail};
-use portcullis_core::gate::{Attempt, Gate, Outcome, Policy};
+use portcullis_core::gate::{Attempt, Gate, Outcome, VerifyPolicy};
 use portcullis_core::{Config, Directory, SystemClock};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -114,7 +114,7 @@ impl Context_ {
         Gate {
             directory: self.store.as_ref(),
             clock: &SystemClock,
-            policy: Policy::from_config(&self.config),
+            policy: VerifyPolicy::from_config(&self.config),
             external: self.external.as_deref(),
         }
     }

@@ -26,7 +26,7 @@ use portcullis_core::access::AccessControl;
 use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, BasicCache, Decision};
 use portcullis_core::client::TrustedProxies;
 use portcullis_core::config::{Config, SessionStoreKind};
-use portcullis_core::gate::{Gate, GateError, Policy};
+use portcullis_core::gate::{Gate, GateError, VerifyPolicy};
 use portcullis_core::invite::InviteStore;
 use portcullis_core::redirect::ReturnTargets;
 use portcullis_core::regulation::Regulator;
@@ -61,7 +61,7 @@ pub struct App {
     /// Where `External` first factors are checked, resolved once at start-up.
     pub external: Option<Box<dyn portcullis_core::factor::PasswordSource>>,
     /// The verification rules, read once from the configuration.
-    pub policy: Policy,
+    pub policy: VerifyPolicy,
     /// Key for CSRF tokens (random per process).
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
@@ -130,7 +130,7 @@ impl App {
             external: config
                 .external_source()
                 .map(portcullis_core::password::ExternalSource::boxed),
-            policy: Policy::from_config(&config),
+            policy: VerifyPolicy::from_config(&config),
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             pace: pace::Pace::seeded(),
