@@ -5,6 +5,37 @@ use crate::access::{RuleError, parse_network};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
+/// A set of networks (CIDRs or single addresses), e.g. PAM's `trusted_networks=`.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSet {
+    networks: Vec<IpNet>,
+}
+
+impl NetworkSet {
+    /// Parses CIDRs or single addresses; the error names the first bad one as `field[N]` (from 1).
+    pub fn parse(field: &str, cidrs: &[String]) -> Result<Self, RuleError> {
+        let networks = cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                parse_network(c).map_err(|reason| RuleError::invalid(format!("{field}[{}]", i + 1), c, reason))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NetworkSet { networks })
+    }
+
+    /// Whether `ip` is in one of the networks (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// True when no network was given.
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+}
+
 /// The proxies whose forwarding headers are believed; empty means trust nobody.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {

@@ -115,11 +115,185 @@ impl Authorizer<'_> {
     }
 }
 
+/// A prompting service's rules (pam_portcullis's options): which clients and users pass
+/// without a code, and whether the answer carries the password too.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRules {
+    /// The answer is password followed by code, and the password is checked here.
+    pub combined: bool,
+    /// Users without a token (or not in the store at all) pass without a code.
+    pub nullok: bool,
+    /// Clients in these networks need one factor only (the pam_access recipe).
+    pub trusted_networks: crate::client::NetworkSet,
+}
+
+/// How to split the one answer a prompting client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The answer is the code.
+    Code,
+    /// The answer is the password alone (one factor is enough here).
+    Password,
+    /// The answer is the password immediately followed by a `digits`-long code.
+    PasswordThenCode {
+        /// The code's length.
+        digits: u32,
+    },
+}
+
+/// What a prompting client does for one login, decided by the core from the service's rules,
+/// the client's address and what the user has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Let in without asking; the reason is for the audit line.
+    Allow(&'static str),
+    /// Ask anyway (a scan of user names must not learn from whether a prompt appears),
+    /// then refuse for this reason.
+    AskThenRefuse(&'static str),
+    /// Ask, split the answer so, and check it with [`Authorizer::check_credentials`].
+    Ask {
+        /// How the answer splits into factors.
+        split: Split,
+        /// The audit reason of a success (`code`, or `trusted_network` for a password alone).
+        success: &'static str,
+    },
+}
+
+impl ServiceRules {
+    /// Whether the client at `ip` is in a trusted network.
+    fn trusted(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.trusted_networks.contains(ip))
+    }
+
+    /// Decided before the store is read: a trusted client of a code-only service passes
+    /// (the code is the one factor it would have given; the password was checked before us).
+    pub fn before_lookup(&self, ip: Option<IpAddr>) -> Option<Plan> {
+        (self.trusted(ip) && !self.combined).then_some(Plan::Allow("trusted_network"))
+    }
+
+    /// What to do for a user the store describes as `prompt`, for a client at `ip`.
+    pub fn plan(&self, ip: Option<IpAddr>, prompt: Prompt) -> Plan {
+        let trusted = self.trusted(ip);
+        if let Some(plan) = self.before_lookup(ip) {
+            return plan;
+        }
+        let (digits, first_factor, pin) = match prompt {
+            Prompt::Enrolled {
+                digits,
+                first_factor,
+                pin,
+            } => (digits, first_factor, pin),
+            // Without a token there is nothing to ask; only `nullok` lets such users
+            // through, and never in combined mode, where we are also the password check.
+            Prompt::Unknown | Prompt::NoToken if self.nullok && !self.combined => return Plan::Allow("nullok"),
+            Prompt::Unknown if !self.combined || !trusted => return Plan::AskThenRefuse("unknown_user"),
+            Prompt::NoToken if !self.combined || !trusted => return Plan::AskThenRefuse("no_token"),
+            // Combined mode from a trusted network: only the password, which needs no token.
+            Prompt::Unknown | Prompt::NoToken => (0, true, false),
+        };
+        // A PIN is known to no other module: the answer is PIN then code, as with pam_oath.
+        let combined = self.combined || pin;
+        // Without a first factor, the trusted network's one factor is the code itself.
+        let password_alone = trusted && first_factor;
+        let split = match (combined && (first_factor || !trusted), password_alone) {
+            (true, true) => Split::Password,
+            (true, false) => Split::PasswordThenCode { digits },
+            (false, _) => Split::Code,
+        };
+        let success = if password_alone { "trusted_network" } else { "code" };
+        Plan::Ask { split, success }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testing::World;
+
+    #[test]
+    fn a_services_rules_decide_what_to_ask_and_who_passes_unasked() {
+        let rules = |combined, nullok| ServiceRules {
+            combined,
+            nullok,
+            trusted_networks: crate::client::NetworkSet::parse("trusted_networks", &["10.0.0.0/8".into()]).unwrap(),
+        };
+        let (lan, wan) = (Some("10.1.2.3".parse().unwrap()), Some("203.0.113.9".parse().unwrap()));
+        let enrolled = |first_factor, pin| Prompt::Enrolled {
+            digits: 6,
+            first_factor,
+            pin,
+        };
+        let ask = |split, success| Plan::Ask { split, success };
+        let six = Split::PasswordThenCode { digits: 6 };
+        for (rules, ip, prompt, plan) in [
+            // Code-only service: a trusted client passes before the store is read.
+            (
+                rules(false, false),
+                lan,
+                enrolled(true, false),
+                Plan::Allow("trusted_network"),
+            ),
+            (
+                rules(false, false),
+                wan,
+                enrolled(true, false),
+                ask(Split::Code, "code"),
+            ),
+            (
+                rules(false, false),
+                None,
+                enrolled(true, false),
+                ask(Split::Code, "code"),
+            ),
+            // A users-file PIN is asked in front of the code, even without `combined`.
+            (rules(false, false), wan, enrolled(true, true), ask(six, "code")),
+            // Combined: password then code; from a trusted network the password alone.
+            (rules(true, false), wan, enrolled(true, false), ask(six, "code")),
+            (
+                rules(true, false),
+                lan,
+                enrolled(true, false),
+                ask(Split::Password, "trusted_network"),
+            ),
+            // No first factor: the trusted network's one factor is the code.
+            (
+                rules(true, false),
+                lan,
+                enrolled(false, false),
+                ask(Split::Code, "code"),
+            ),
+            (rules(true, false), wan, enrolled(false, false), ask(six, "code")),
+            // Without a token: refused after a prompt, unless nullok (never in combined).
+            (
+                rules(false, false),
+                wan,
+                Prompt::NoToken,
+                Plan::AskThenRefuse("no_token"),
+            ),
+            (
+                rules(false, false),
+                wan,
+                Prompt::Unknown,
+                Plan::AskThenRefuse("unknown_user"),
+            ),
+            (rules(false, true), wan, Prompt::Unknown, Plan::Allow("nullok")),
+            (rules(true, true), wan, Prompt::NoToken, Plan::AskThenRefuse("no_token")),
+            (
+                rules(true, false),
+                lan,
+                Prompt::NoToken,
+                ask(Split::Password, "trusted_network"),
+            ),
+        ] {
+            assert_eq!(rules.plan(ip, prompt), plan, "{rules:?} {ip:?} {prompt:?}");
+        }
+        assert_eq!(
+            rules(true, false).before_lookup(lan),
+            None,
+            "combined always reads the store"
+        );
+    }
 
     fn world() -> (World, impl Fn(i64) -> String) {
         let w = World::new();

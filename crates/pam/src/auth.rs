@@ -2,7 +2,8 @@
 //! so every branch is unit-tested without libpam (the FFI in `ffi.rs` only adapts).
 
 use crate::options::{FirstPass, Options};
-use crate::worker::{Answer, Check, Checker, Lookup, Worker, WorkerError};
+use crate::worker::{Answer, Check, Checker, Worker, WorkerError};
+use portcullis_core::credentials::{Plan, Split};
 use std::net::IpAddr;
 use zeroize::Zeroizing;
 
@@ -72,13 +73,9 @@ where
         audit(pam, &client, "error", "no_user", "", None);
         return PamStatus::Failure;
     };
-    let trusted = options.has_trusted_networks
-        && rhost
-            .as_deref()
-            .and_then(|h| h.parse::<IpAddr>().ok())
-            .is_some_and(|ip| options.trusted_networks.trusts(ip));
-    if trusted && !options.combined {
-        audit(pam, &client, "success", "trusted_network", &user, None);
+    let ip = rhost.as_deref().and_then(|h| h.parse::<IpAddr>().ok());
+    if let Some(Plan::Allow(reason)) = options.rules.before_lookup(ip) {
+        audit(pam, &client, "success", reason, &user, None);
         return PamStatus::Success;
     }
     let worker = match Worker::start(open(&options), options.timeout) {
@@ -89,76 +86,49 @@ where
         Ok(l) => l,
         Err(e) => return store_failed(pam, &client, &user, &e),
     };
-    let (digits, first_factor, pin) = match lookup {
-        Lookup::Enrolled {
-            digits,
-            first_factor,
-            pin,
-        } => (digits, first_factor, pin),
-        // Without a token there is nothing to ask; only `nullok` lets such users through,
-        // and never in combined mode, where portcullis is also the password check.
-        Lookup::Unknown | Lookup::NoToken if options.nullok && !options.combined => {
-            audit(pam, &client, "success", "nullok", &user, None);
+    let (split, success) = match options.rules.plan(ip, lookup) {
+        Plan::Allow(reason) => {
+            audit(pam, &client, "success", reason, &user, None);
             return PamStatus::Success;
         }
-        Lookup::Unknown | Lookup::NoToken if !options.combined || !trusted => {
-            // Still ask for (and discard) an answer, so a scan of user names learns nothing
-            // from whether a prompt appears.
+        Plan::AskThenRefuse(reason) => {
             let _ = read_answer(pam, &options);
-            let reason = if lookup == Lookup::Unknown {
-                "unknown_user"
-            } else {
-                "no_token"
-            };
             audit(pam, &client, "failure", reason, &user, None);
             return PamStatus::Failure;
         }
-        // Combined mode from a trusted network: only the password, which needs no token.
-        Lookup::Unknown | Lookup::NoToken => (0, true, false),
+        Plan::Ask { split, success } => (split, success),
     };
-    // A PIN is known to no other module: the answer is PIN then code, as with pam_oath.
-    let combined = options.combined || pin;
-    // Without a first factor, the trusted network's one factor is the code itself.
-    let trusted_password = trusted && first_factor;
     let Some(answer) = read_answer(pam, &options) else {
         audit(pam, &client, "failure", "no_answer", &user, None);
         return PamStatus::Failure;
     };
-    let check = if combined && (first_factor || !trusted) {
-        let (password, code) = if trusted_password {
-            (answer, None)
-        } else {
-            match split_combined(&answer, digits) {
-                Some((p, c)) => (p, Some(c)),
-                None => {
-                    audit(pam, &client, "failure", "wrong_code", &user, None);
-                    return PamStatus::Failure;
-                }
+    let (password, code) = match split {
+        Split::Code => (None, Some(answer)),
+        Split::Password => (Some(answer), None),
+        Split::PasswordThenCode { digits } => match split_combined(&answer, digits) {
+            Some((p, c)) => (Some(p), Some(c)),
+            None => {
+                audit(pam, &client, "failure", "wrong_code", &user, None);
+                return PamStatus::Failure;
             }
-        };
-        // Later modules (e.g. `pam_unix.so use_first_pass`) see the password alone, as with
-        // pam_google_authenticator's forward_pass; never a users-file PIN.
-        if options.combined {
-            pam.set_authtok(&password);
-        }
-        Check {
-            user: user.clone(),
-            password: Some(password),
-            code,
-            client: rhost.clone(),
-        }
-    } else {
-        Check {
-            user: user.clone(),
-            password: None,
-            code: Some(answer),
-            client: rhost.clone(),
-        }
+        },
+    };
+    // Later modules (e.g. `pam_unix.so use_first_pass`) see the password alone, as with
+    // pam_google_authenticator's forward_pass; never a users-file PIN.
+    if options.rules.combined
+        && let Some(p) = &password
+    {
+        pam.set_authtok(p);
+    }
+    let check = Check {
+        user: user.clone(),
+        password,
+        code,
+        client: rhost.clone(),
     };
     match worker.check(check) {
         Ok(Answer::Accepted) => {
-            let reason = if trusted_password { "trusted_network" } else { "code" };
-            audit(pam, &client, "success", reason, &user, None);
+            audit(pam, &client, "success", success, &user, None);
             PamStatus::Success
         }
         Ok(Answer::Rejected(why)) => {

@@ -1,7 +1,8 @@
 //! The module arguments from the PAM service file (`config=…`, `usersfile=… window=N`,
 //! `nullok`, `trusted_networks=…`, …), parsed once per call into [`Options`].
 
-use portcullis_core::client::TrustedProxies;
+use portcullis_core::client::NetworkSet;
+use portcullis_core::credentials::ServiceRules;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,16 +57,11 @@ pub struct Options {
     pub source: Source,
     /// The conversation prompt.
     pub prompt: String,
-    /// Users without a token (or not in the store at all) pass without a code.
-    pub nullok: bool,
-    /// Clients in these networks skip the code (the pam_access recipe).
-    pub trusted_networks: TrustedProxies,
-    /// Whether any trusted network was given (for logs).
-    pub has_trusted_networks: bool,
+    /// `nullok`, `trusted_networks=` and `combined`: what a login needs, decided by the core
+    /// ([`ServiceRules::plan`]).
+    pub rules: ServiceRules,
     /// Where the code comes from.
     pub first_pass: FirstPass,
-    /// The answer is password followed by code; the password is checked by portcullis.
-    pub combined: bool,
     /// How long to wait for the store.
     pub timeout: Duration,
     /// The syslog socket (`/dev/log`); tests point it at their own socket.
@@ -180,7 +176,7 @@ impl Options {
                 Source::Config(config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
             }
         };
-        let trusted_networks = TrustedProxies::new(&networks)
+        let trusted_networks = NetworkSet::parse("trusted_networks", &networks)
             .map_err(|e| invalid("trusted_networks", &networks.join(","), e.to_string()))?;
         let prompt = prompt.unwrap_or_else(|| {
             if combined {
@@ -192,11 +188,12 @@ impl Options {
         Ok(Options {
             source,
             prompt,
-            nullok,
-            has_trusted_networks: !networks.is_empty(),
-            trusted_networks,
+            rules: ServiceRules {
+                combined,
+                nullok,
+                trusted_networks,
+            },
             first_pass,
-            combined,
             timeout,
             log_socket,
         })
@@ -212,7 +209,7 @@ mod tests {
         let o = Options::parse::<&str>(&[]).unwrap();
         assert_eq!(o.source, Source::Config(PathBuf::from(DEFAULT_CONFIG)));
         assert_eq!(o.prompt, DEFAULT_PROMPT);
-        assert!(!o.nullok && !o.combined && !o.has_trusted_networks);
+        assert!(!o.rules.nullok && !o.rules.combined && o.rules.trusted_networks.is_empty());
         assert_eq!(o.first_pass, FirstPass::Prompt);
         assert_eq!(o.timeout, Duration::from_secs(10));
     }
@@ -243,9 +240,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.prompt, "Code please: ");
-        assert!(o.nullok && o.combined);
-        assert!(o.trusted_networks.trusts("10.1.2.3".parse().unwrap()));
-        assert!(!o.trusted_networks.trusts("11.1.2.3".parse().unwrap()));
+        assert!(o.rules.nullok && o.rules.combined);
+        assert!(o.rules.trusted_networks.contains("10.1.2.3".parse().unwrap()));
+        assert!(!o.rules.trusted_networks.contains("11.1.2.3".parse().unwrap()));
         assert_eq!(o.first_pass, FirstPass::Try);
         assert_eq!(o.timeout, Duration::from_secs(3));
     }

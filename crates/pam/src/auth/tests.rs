@@ -1,6 +1,7 @@
 //! The module's decisions through a fake PAM handle and a real SQLite store with a fixed clock.
 
 use super::*;
+use crate::worker::Lookup;
 use crate::worker::StoreChecker;
 use portcullis_core::clock::FixedClock;
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
