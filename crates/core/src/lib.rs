@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cookie;
 pub mod credentials;
+pub mod engine;
 pub mod factor;
 pub mod gate;
 pub mod invite;

@@ -3,16 +3,11 @@
 //! up after `timeout=` seconds and fails closed.
 
 use crate::options::Source;
-use portcullis_core::access::{AccessControl, Policy as AccessPolicy};
-use portcullis_core::authz::{Authorizer, BasicCache, StepResult};
+use portcullis_core::authz::{Authorizer, StepResult};
 use portcullis_core::config::Config;
 use portcullis_core::credentials::{Credentials, Prompt};
-use portcullis_core::factor::PasswordSource;
-use portcullis_core::gate::{Gate, VerifyPolicy};
-use portcullis_core::password::ExternalSource;
-use portcullis_core::regulation::{RegulationPolicy, Regulator};
-use portcullis_core::session::{SessionPolicy, Sessions};
-use portcullis_core::{Clock, Directory, Rejection, SystemClock};
+use portcullis_core::engine::{Engine, Parts};
+use portcullis_core::{Clock, Rejection, SystemClock};
 use portcullis_store::UsersFileStore;
 use portcullis_userfiles::otp_users::Dialect;
 use std::sync::{Arc, mpsc};
@@ -58,16 +53,8 @@ pub trait Checker {
 /// The real backend: a portcullis store behind the same core call as every other way in
 /// ([`Authorizer::check_credentials`]), with the store's shared regulation when it has one.
 pub struct StoreChecker {
-    directory: Arc<dyn Directory>,
-    policy: VerifyPolicy,
-    external: Option<Box<dyn PasswordSource>>,
-    clock: Box<dyn Clock>,
+    engine: Engine,
     digits: Option<u32>,
-    regulator: Regulator,
-    // An Authorizer borrows these; a credential check consults neither rules nor sessions.
-    access: AccessControl,
-    sessions: Sessions,
-    cache: BasicCache,
 }
 
 impl StoreChecker {
@@ -93,16 +80,14 @@ impl StoreChecker {
                     ));
                 }
                 let stores = portcullis_store::open_all(&config).map_err(|e| format!("store: {e}"))?;
-                // SQLite: the bans the gateway and every other sshd process see.
-                let regulator = Regulator::from_config(&config, stores.regulation);
-                StoreChecker::new(
-                    stores.directory,
-                    VerifyPolicy::from_config(&config),
-                    config.external_source().map(ExternalSource::boxed),
-                    clock(),
-                    None,
-                    regulator,
-                )
+                let parts = Parts {
+                    directory: stores.directory,
+                    sessions: None,
+                    regulation: stores.regulation,
+                };
+                let engine =
+                    Engine::credentials_from_config(&config, parts, Arc::from(clock())).map_err(|e| e.to_string())?;
+                Ok(StoreChecker { engine, digits: None })
             }
             Source::UsersFile { path, window, digits } => {
                 if !path.exists() {
@@ -110,63 +95,18 @@ impl StoreChecker {
                 }
                 let directory =
                     UsersFileStore::open(path, Dialect::PamOath, clock()).map_err(|e| format!("users file: {e}"))?;
-                let defaults = Config::default();
-                // pam_oath passes `window` to oath_totp_validate (steps either side of now)
-                // and to oath_hotp_validate (counters ahead of the stored one); it has no
-                // lockout and no linger, so neither does this mode.
-                let policy = VerifyPolicy {
-                    totp_window: *window,
-                    hotp_look_ahead: *window,
-                    motp_window: defaults.otp.motp_window,
-                    linger: 0,
-                    max_failures: 0,
-                };
-                // Nor any regulation: pam_oath has none, and this mode stays a drop-in.
-                let off = RegulationPolicy {
-                    max_retries: 0,
-                    ..RegulationPolicy::default()
-                };
-                StoreChecker::new(Arc::new(directory), policy, None, clock(), *digits, Regulator::new(off))
+                let engine = Engine::pam_oath_dropin(Arc::new(directory), *window, Arc::from(clock()))
+                    .map_err(|e| e.to_string())?;
+                Ok(StoreChecker {
+                    engine,
+                    digits: *digits,
+                })
             }
         }
     }
 
-    fn new(
-        directory: Arc<dyn Directory>,
-        policy: VerifyPolicy,
-        external: Option<Box<dyn PasswordSource>>,
-        clock: Box<dyn Clock>,
-        digits: Option<u32>,
-        regulator: Regulator,
-    ) -> Result<StoreChecker, String> {
-        let now = clock.now();
-        Ok(StoreChecker {
-            directory,
-            policy,
-            external,
-            clock,
-            digits,
-            regulator,
-            access: AccessControl::new(&[], AccessPolicy::Deny).map_err(|e| e.to_string())?,
-            sessions: Sessions::new(SessionPolicy::default(), None, now).map_err(|e| e.to_string())?,
-            cache: BasicCache::default(),
-        })
-    }
-
     fn authorizer(&self) -> Authorizer<'_> {
-        Authorizer {
-            access: &self.access,
-            sessions: &self.sessions,
-            regulator: &self.regulator,
-            gate: Gate {
-                directory: self.directory.as_ref(),
-                clock: self.clock.as_ref(),
-                policy: self.policy.clone(),
-                external: self.external.as_deref(),
-            },
-            basic_cache: &self.cache,
-            clock: self.clock.as_ref(),
-        }
+        self.engine.authorizer()
     }
 }
 

@@ -8,7 +8,8 @@ mod users;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use anyhow::{Context, Result, bail};
-use portcullis_core::gate::{Attempt, Gate, Outcome, VerifyPolicy};
+use portcullis_core::engine::Engine;
+use portcullis_core::gate::{Attempt, Outcome, VerifyPolicy};
 use portcullis_core::{Config, Directory, SystemClock};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -89,34 +90,33 @@ pub struct Context_ {
     /// The configuration.
     pub config: Config,
     /// The store it names.
-    pub store: Box<dyn Directory>,
-    /// The external first-factor source it names.
-    pub external: Option<Box<dyn portcullis_core::factor::PasswordSource>>,
+    pub store: std::sync::Arc<dyn Directory>,
 }
 
 impl Context_ {
     /// Loads the configuration and opens the store.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let config = Config::load(path)?;
-        let store = portcullis_store::open(&config)?;
-        let external = config
-            .external_source()
-            .map(portcullis_core::password::ExternalSource::boxed);
-        Ok(Context_ {
-            config,
-            store,
-            external,
-        })
+        let store = std::sync::Arc::from(portcullis_store::open(&config)?);
+        Ok(Context_ { config, store })
     }
 
-    /// A gate over this store with the configured policy and the system clock.
-    pub fn gate(&self) -> Gate<'_> {
-        Gate {
-            directory: self.store.as_ref(),
-            clock: &SystemClock,
-            policy: VerifyPolicy::from_config(&self.config),
-            external: self.external.as_deref(),
-        }
+    /// The core over this store, as a credential check sees it: the configured rules, the
+    /// system clock, regulation in this process only (nothing is counted toward a ban).
+    pub fn engine(&self) -> Result<Engine> {
+        let off = portcullis_core::RegulationPolicy {
+            max_retries: 0,
+            ..portcullis_core::RegulationPolicy::default()
+        };
+        Ok(Engine::for_credentials(
+            self.store.clone(),
+            VerifyPolicy::from_config(&self.config),
+            self.config
+                .external_source()
+                .map(portcullis_core::password::ExternalSource::boxed),
+            portcullis_core::Regulator::new(off),
+            std::sync::Arc::new(SystemClock),
+        )?)
     }
 }
 
@@ -198,7 +198,7 @@ pub fn new_password(from_stdin: bool) -> Result<Zeroizing<String>> {
 }
 
 fn verify(ctx: &Context_, user: &str, password: Option<&str>, code: &str, client_ip: Option<&str>) -> Result<ExitCode> {
-    let outcome = ctx.gate().verify(Attempt {
+    let outcome = ctx.engine()?.authorizer().verify(Attempt {
         user,
         password,
         code,

@@ -22,16 +22,14 @@ mod web;
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
-use portcullis_core::access::AccessControl;
-use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, BasicCache, Decision};
+use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, Decision};
 use portcullis_core::client::TrustedProxies;
-use portcullis_core::config::{Config, SessionStoreKind};
-use portcullis_core::gate::{Gate, GateError, VerifyPolicy};
+use portcullis_core::config::Config;
+use portcullis_core::engine::{Engine, Parts};
+use portcullis_core::gate::GateError;
 use portcullis_core::invite::InviteStore;
 use portcullis_core::redirect::ReturnTargets;
-use portcullis_core::regulation::Regulator;
-use portcullis_core::session::{SessionBackend, SessionPolicy, Sessions};
-use portcullis_core::{Clock, Directory, SystemClock};
+use portcullis_core::{Clock, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +38,8 @@ use std::time::Duration;
 pub struct App {
     /// The configuration in force.
     pub config: Config,
-    /// Users and tokens.
-    pub directory: Arc<dyn Directory>,
-    /// Login sessions (in memory, persisted by the backend if any).
-    pub sessions: Sessions,
-    /// Brute-force regulation.
-    pub regulator: Regulator,
-    /// Access rules.
-    pub access: AccessControl,
+    /// The core's state: rules, sessions, regulation, the Basic cache, the directory.
+    pub engine: Engine,
     /// Where people may be sent back to after login.
     pub targets: ReturnTargets,
     /// Proxies whose forwarding headers are believed.
@@ -56,12 +48,6 @@ pub struct App {
     pub invites: Option<Arc<dyn InviteStore>>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
-    /// Basic credentials accepted within their linger time.
-    pub basic_cache: BasicCache,
-    /// Where `External` first factors are checked, resolved once at start-up.
-    pub external: Option<Box<dyn portcullis_core::factor::PasswordSource>>,
-    /// The verification rules, read once from the configuration.
-    pub policy: VerifyPolicy,
     /// Key for CSRF tokens (random per process).
     pub csrf_key: [u8; 32],
     /// Bounds concurrent password hashing so memory stays flat under a login flood.
@@ -72,8 +58,6 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
-    /// Time (the system clock, or a test's).
-    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -86,30 +70,15 @@ impl App {
     /// Builds the shared state from a configuration and stores and a clock already made, so a
     /// test can run the whole gateway in process on a clock it moves.
     pub fn from_parts(config: Config, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
-        let now = clock.now();
-        let backend: Option<Box<dyn SessionBackend>> = match config.session.store {
-            SessionStoreKind::Memory => None,
-            SessionStoreKind::Sqlite => match stores.sessions {
-                Some(b) => Some(b),
-                None => bail!(
-                    "[session] store = \"sqlite\" needs [store] backend = \"sqlite\"; set [session] store = \"memory\" with a users-file store"
-                ),
+        let engine = Engine::from_config(
+            &config,
+            Parts {
+                directory: stores.directory,
+                sessions: stores.sessions,
+                regulation: stores.regulation,
             },
-        };
-        let s = &config.session;
-        let sessions = Sessions::new(
-            SessionPolicy {
-                absolute: s.absolute,
-                idle: s.idle,
-                bind_ip: s.bind_ip,
-                refresh: s.refresh,
-            },
-            backend,
-            now,
+            clock,
         )?;
-        let regulator = Regulator::from_config(&config, stores.regulation);
-        let access = AccessControl::new(&config.access.rules, config.access.default_policy)
-            .with_context(|| format!("{}: [access]", config.path.display()))?;
         let targets = ReturnTargets::new(&config.access.protected_domains)
             .with_context(|| format!("{}: [access] protected_domains", config.path.display()))?;
         let proxies = TrustedProxies::new(&config.server.trusted_proxies)
@@ -118,24 +87,15 @@ impl App {
         csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Ok(App {
-            directory: stores.directory,
+            engine,
             invites: stores.invites,
-            sessions,
-            regulator,
-            access,
             targets,
             proxies,
             metrics: metrics::Metrics::default(),
-            basic_cache: BasicCache::with_refresh(config.session.refresh),
-            external: config
-                .external_source()
-                .map(portcullis_core::password::ExternalSource::boxed),
-            policy: VerifyPolicy::from_config(&config),
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             pace: pace::Pace::seeded(),
             stopping: tokio::sync::watch::Sender::new(false),
-            clock,
             upstream: config.proxy.authority().map(proxy::Upstream::new),
             config,
         })
@@ -143,19 +103,7 @@ impl App {
 
     /// The shared decision maker over this state.
     pub fn authorizer(&self) -> Authorizer<'_> {
-        Authorizer {
-            access: &self.access,
-            sessions: &self.sessions,
-            regulator: &self.regulator,
-            gate: Gate {
-                directory: self.directory.as_ref(),
-                clock: self.clock.as_ref(),
-                policy: self.policy.clone(),
-                external: self.external.as_deref(),
-            },
-            basic_cache: &self.basic_cache,
-            clock: self.clock.as_ref(),
-        }
+        self.engine.authorizer()
     }
 }
 
@@ -216,7 +164,7 @@ impl App {
     /// credentials must be hashed (a resent header inside its linger time is a cache hit).
     pub async fn decide(self: &Arc<Self>, ask: Ask, started: std::time::Instant) -> DecisionResult {
         let cost = match &ask.basic {
-            Some(c) if !self.basic_cache.is_fresh(c, ask.client_ip, self.clock_now()) => Cost::Hash,
+            Some(c) if !self.engine.basic_cache.is_fresh(c, ask.client_ip, self.clock_now()) => Cost::Hash,
             _ => Cost::Cheap,
         };
         let app = self.clone();
@@ -398,11 +346,8 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                if let Err(e) = purge.sessions.purge_expired(purge.clock.now()) {
-                    tracing::error!(error = %e, "cannot purge expired sessions");
-                }
-                if let Err(e) = purge.regulator.purge(purge.clock.now()) {
-                    tracing::error!(error = %e, "cannot purge regulation records");
+                if let Err(e) = purge.engine.purge() {
+                    tracing::error!(error = %e, "cannot purge expired sessions or regulation records");
                 }
             }
         });

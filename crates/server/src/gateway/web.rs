@@ -66,15 +66,15 @@ pub async fn health() -> impl IntoResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let now = app.clock_now();
-    let text = app.metrics.render(app.sessions.len(), app.regulator.banned_count(now));
+    let (sessions, bans) = app.engine.gauges();
+    let text = app.metrics.render(sessions, bans);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 impl App {
     /// Now, in unix seconds.
     pub fn clock_now(&self) -> i64 {
-        self.clock.now()
+        self.engine.clock.now()
     }
 
     /// The path the portal is served under (`""` at the root).
