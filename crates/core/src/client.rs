@@ -39,26 +39,20 @@ impl NetworkSet {
 /// The proxies whose forwarding headers are believed; empty means trust nobody.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
-    networks: Vec<IpNet>,
+    networks: NetworkSet,
 }
 
 impl TrustedProxies {
     /// Parses CIDRs or single addresses; the error names the first bad one as `trusted_proxies[N]` (from 1).
     pub fn new(cidrs: &[String]) -> Result<Self, RuleError> {
-        let networks = cidrs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                parse_network(c).map_err(|reason| RuleError::invalid(format!("trusted_proxies[{}]", i + 1), c, reason))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(TrustedProxies { networks })
+        Ok(TrustedProxies {
+            networks: NetworkSet::parse("trusted_proxies", cidrs)?,
+        })
     }
 
     /// Whether `peer` is one of the trusted proxies (IPv4-mapped IPv6 counts as IPv4).
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
-        self.networks.iter().any(|n| n.contains(&peer))
+        self.networks.contains(peer)
     }
 
     /// The client address: the peer itself unless the peer is trusted. From a trusted peer:

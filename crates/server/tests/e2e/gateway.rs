@@ -437,16 +437,7 @@ fn user_lock_reaches_live_sessions_and_lingering_basic_clients_within_the_refres
     let b = Browser::new(&env, "fay");
     assert_eq!(b.login(&gw, "fay", "pw", &next_step, "").status, 303);
     let session = b.cookie("portcullis_session").unwrap();
-    let cookie_check = || {
-        curl(&[
-            "-H",
-            &format!("Cookie: portcullis_session={session}"),
-            "-H",
-            "X-Original-URL: http://127.0.0.1/x",
-            &gw.url("/api/authz/auth-request"),
-        ])
-        .status
-    };
+    let cookie_check = || auth_request(&gw, &session).status;
     assert_eq!(cookie_check(), 200);
 
     // Past the refresh interval both are checked again in full, and a user in good
@@ -482,16 +473,7 @@ fn a_password_change_ends_existing_sessions() {
     let b = Browser::new(&env, "gus");
     assert_eq!(b.login(&gw, "gus", "old pw", &code_now(&env, &secret), "").status, 303);
     let session = b.cookie("portcullis_session").unwrap();
-    let check = |gw: &Server| {
-        curl(&[
-            "-H",
-            &format!("Cookie: portcullis_session={session}"),
-            "-H",
-            "X-Original-URL: http://127.0.0.1/x",
-            &gw.url("/api/authz/auth-request"),
-        ])
-        .status
-    };
+    let check = |gw: &Server| auth_request(gw, &session).status;
     assert_eq!(check(&gw), 200);
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(check(&gw), 200, "a refresh alone ends nothing");
@@ -536,15 +518,7 @@ fn two_gateways_on_one_store_share_logins_and_logouts() {
         303
     );
     let session = b.cookie("portcullis_session").unwrap();
-    let check = |gw: &Server, session: &str| {
-        curl(&[
-            "-H",
-            &format!("Cookie: portcullis_session={session}"),
-            "-H",
-            "X-Original-URL: http://127.0.0.1/x",
-            &gw.url("/api/authz/auth-request"),
-        ])
-    };
+    let check = auth_request;
     let there = check(&second, &session);
     assert_eq!(there.status, 200, "a login on the first gateway holds on the second");
     assert_eq!(there.header("Remote-User"), Some("hal"), "{:?}", there.headers);
@@ -557,4 +531,15 @@ fn two_gateways_on_one_store_share_logins_and_logouts() {
         401,
         "and, after the refresh interval, on the other"
     );
+}
+
+/// nginx's `auth_request` subrequest for `http://127.0.0.1/x` with the session cookie `session`.
+fn auth_request(gw: &Server, session: &str) -> Reply {
+    curl(&[
+        "-H",
+        &format!("Cookie: portcullis_session={session}"),
+        "-H",
+        "X-Original-URL: http://127.0.0.1/x",
+        &gw.url("/api/authz/auth-request"),
+    ])
 }
