@@ -7,9 +7,10 @@ mod transfer;
 mod users;
 
 use crate::cli::{Cli, Command, ConfigCommand};
+use crate::settings::Settings;
 use anyhow::{Context, Result, bail};
 use portcullis_core::gate::{Attempt, Gate, Outcome, Policy};
-use portcullis_core::{Config, Directory, SystemClock};
+use portcullis_core::{Directory, SystemClock};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -20,7 +21,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
         Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
         Command::Serve { listen } => {
-            let config = Config::load(&cli.config)?;
+            let config = Settings::load(&cli.config)?;
             crate::gateway::serve(config, listen).map(|_| ExitCode::SUCCESS)
         }
         Command::User(cmd) => users::run(&cli.config, cmd),
@@ -55,7 +56,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context_::load(&cli.config)?;
             transfer::export(&ctx, format, &file)
         }
-        Command::Check => crate::gateway::check::run(Config::load(&cli.config)?),
+        Command::Check => crate::gateway::check::run(Settings::load(&cli.config)?),
         Command::Config(ConfigCommand::Apache) => {
             snippets::print(&cli.config, snippets::Flavor::Apache).map(|()| ExitCode::SUCCESS)
         }
@@ -69,14 +70,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             snippets::print(&cli.config, snippets::Flavor::Traefik).map(|()| ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            let c = Config::load(&cli.config)?;
-            let store = portcullis_store::open(&c)
+            let c = Settings::load(&cli.config)?;
+            let store = portcullis_store::open(&c.core)
                 .with_context(|| format!("{}: [store] cannot be opened", cli.config.display()))?;
             println!(
                 "{}: OK ({} store at {}, {} users)",
                 cli.config.display(),
                 store.backend(),
-                c.resolve(&c.store.path).display(),
+                c.core.resolve(&c.core.store.path).display(),
                 store.users()?.len()
             );
             Ok(ExitCode::SUCCESS)
@@ -87,7 +88,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// A loaded configuration with its open store.
 pub struct Context_ {
     /// The configuration.
-    pub config: Config,
+    pub config: Settings,
     /// The store it names.
     pub store: Box<dyn Directory>,
     /// The external first-factor source it names.
@@ -97,9 +98,9 @@ pub struct Context_ {
 impl Context_ {
     /// Loads the configuration and opens the store.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let config = Config::load(path)?;
-        let store = portcullis_store::open(&config)?;
-        let external = config.external_source();
+        let config = Settings::load(path)?;
+        let store = portcullis_store::open(&config.core)?;
+        let external = config.core.external_source();
         Ok(Context_ {
             config,
             store,
@@ -112,7 +113,7 @@ impl Context_ {
         Gate {
             directory: self.store.as_ref(),
             clock: &SystemClock,
-            policy: Policy::from_config(&self.config),
+            policy: Policy::from_config(&self.config.core),
             external: self.external.as_ref(),
         }
     }

@@ -18,13 +18,14 @@ mod router_tests;
 mod tls;
 mod web;
 
+use crate::settings::{LogFormat, Settings};
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
 use portcullis_core::access::AccessControl;
 use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, BasicCache, Decision};
 use portcullis_core::client::TrustedProxies;
-use portcullis_core::config::{Config, SessionStoreKind};
+use portcullis_core::config::SessionStoreKind;
 use portcullis_core::gate::{Gate, GateError, Policy};
 use portcullis_core::invite::InviteStore;
 use portcullis_core::redirect::ReturnTargets;
@@ -38,7 +39,7 @@ use std::time::Duration;
 /// Everything a request handler needs, shared by all of them.
 pub struct App {
     /// The configuration in force.
-    pub config: Config,
+    pub config: Settings,
     /// Users and tokens.
     pub directory: Arc<dyn Directory>,
     /// Login sessions (in memory, persisted by the backend if any).
@@ -77,16 +78,16 @@ pub struct App {
 
 impl App {
     /// Builds the shared state from a configuration: opens its stores, with the system clock.
-    pub fn new(config: Config) -> Result<Self> {
-        let stores = portcullis_store::open_all(&config)?;
+    pub fn new(config: Settings) -> Result<Self> {
+        let stores = portcullis_store::open_all(&config.core)?;
         Self::from_parts(config, stores, Arc::new(SystemClock))
     }
 
     /// Builds the shared state from a configuration and stores and a clock already made, so a
     /// test can run the whole gateway in process on a clock it moves.
-    pub fn from_parts(config: Config, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn from_parts(config: Settings, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
         let now = clock.now();
-        let backend: Option<Box<dyn SessionBackend>> = match config.session.store {
+        let backend: Option<Box<dyn SessionBackend>> = match config.core.session.store {
             SessionStoreKind::Memory => None,
             SessionStoreKind::Sqlite => match stores.sessions {
                 Some(b) => Some(b),
@@ -95,7 +96,7 @@ impl App {
                 ),
             },
         };
-        let s = &config.session;
+        let s = &config.core.session;
         let sessions = Sessions::new(
             SessionPolicy {
                 absolute: s.absolute,
@@ -106,13 +107,13 @@ impl App {
             backend,
             now,
         )?;
-        let regulator = Regulator::from_config(&config, stores.regulation);
-        let access = AccessControl::new(&config.access.rules, config.access.default_policy)
-            .with_context(|| format!("{}: [access]", config.path.display()))?;
-        let targets = ReturnTargets::new(&config.access.protected_domains)
-            .with_context(|| format!("{}: [access] protected_domains", config.path.display()))?;
+        let regulator = Regulator::from_config(&config.core, stores.regulation);
+        let access = AccessControl::new(&config.core.access.rules, config.core.access.default_policy)
+            .with_context(|| format!("{}: [access]", config.core.path.display()))?;
+        let targets = ReturnTargets::new(&config.core.access.protected_domains)
+            .with_context(|| format!("{}: [access] protected_domains", config.core.path.display()))?;
         let proxies = TrustedProxies::new(&config.server.trusted_proxies)
-            .with_context(|| format!("{}: [server] trusted_proxies", config.path.display()))?;
+            .with_context(|| format!("{}: [server] trusted_proxies", config.core.path.display()))?;
         let mut csrf_key = [0u8; 32];
         csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
@@ -125,9 +126,9 @@ impl App {
             targets,
             proxies,
             metrics: metrics::Metrics::default(),
-            basic_cache: BasicCache::with_refresh(config.session.refresh),
-            external: config.external_source(),
-            policy: Policy::from_config(&config),
+            basic_cache: BasicCache::with_refresh(config.core.session.refresh),
+            external: config.core.external_source(),
+            policy: Policy::from_config(&config.core),
             csrf_key,
             login_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             pace: pace::Pace::seeded(),
@@ -325,13 +326,13 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
-pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
-    audit::init(config.server.log_format == portcullis_core::config::LogFormat::Json);
+pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
+    audit::init(config.server.log_format == LogFormat::Json);
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen}: give an address such as 127.0.0.1:9091"))?;
-    if !config.session.secure {
+    if !config.core.session.secure {
         if !addr.ip().is_loopback() {
             bail!(
                 "[session] secure = false is allowed only when listening on loopback (a plain-HTTP demo); use HTTPS in front of portcullis"
@@ -342,7 +343,10 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
         );
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(config.resolve(cert), config.resolve(key))?)),
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(
+            config.core.resolve(cert),
+            config.core.resolve(key),
+        )?)),
         _ => None,
     };
     let app = Arc::new(App::new(config)?);

@@ -3,12 +3,13 @@
 //! absolute expiry are checked at exact instants, with no sleeping.
 
 use super::{App, router};
+use crate::settings::Settings;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use portcullis_core::Clock;
 use portcullis_core::clock::ManualClock;
 use portcullis_core::model::{FirstFactor, Step, Token, User};
-use portcullis_core::{Clock, Config};
 use portcullis_otp::{Hotp, totp_step};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,8 +62,8 @@ impl Gateway {
              [store]\nbackend = \"sqlite\"\npath = \"portcullis.db\"\n"
         );
         std::fs::write(&path, &text).unwrap();
-        let config = Config::parse(&text, &path).unwrap();
-        let stores = portcullis_store::open_all(&config).unwrap();
+        let config = Settings::parse(&text, &path).unwrap();
+        let stores = portcullis_store::open_all(&config.core).unwrap();
         let mut alice = User::new(
             "alice",
             FirstFactor::Hash(portcullis_core::password::hash_password("pw").unwrap()),
