@@ -69,20 +69,39 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Traefik) => {
             snippets::print(&cli.config, snippets::Flavor::Traefik).map(|()| ExitCode::SUCCESS)
         }
-        Command::Config(ConfigCommand::Check) => {
-            let c = Settings::load(&cli.config)?;
-            let store = portcullis_store::open(&c.core)
-                .with_context(|| format!("{}: [store] cannot be opened", cli.config.display()))?;
-            println!(
-                "{}: OK ({} store at {}, {} users)",
-                cli.config.display(),
-                store.backend(),
-                c.core.resolve(&c.core.store.path).display(),
-                store.users()?.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config(ConfigCommand::Check) => config_check(&cli.config),
     }
+}
+
+/// `config check`: every problem in the file on its own line (exit 2), or a summary of the
+/// store it names.
+fn config_check(path: &std::path::Path) -> Result<ExitCode> {
+    let c = match Settings::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors.errors() {
+                eprintln!("error: {e}");
+            }
+            let n = errors.errors().len();
+            eprintln!(
+                "{}: {n} problem{} found; fix {} and run `portcullis config check` again",
+                path.display(),
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it" } else { "them" }
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store =
+        portcullis_store::open(&c.core).with_context(|| format!("{}: [store] cannot be opened", path.display()))?;
+    println!(
+        "{}: OK ({} store at {}, {} users)",
+        path.display(),
+        store.backend(),
+        c.core.resolve(&c.core.store.path).display(),
+        store.users()?.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A loaded configuration with its open store.
