@@ -1,5 +1,10 @@
-//! `portcullis.toml`: every key, its default, and validation that names the line at fault.
+//! The core's sections of `portcullis.toml`: every key, its default, and validation that
+//! names the line at fault. The gateway's sections (`[server]`, `[apache]`, `[proxy]`) are
+//! read and validated by the `portcullis` crate from the same [`Document`].
 
+mod document;
+
+pub use document::Document;
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -159,77 +164,6 @@ pub struct FirstFactorConfig {
     pub htdigest_realm: Option<String>,
 }
 
-/// How auth events are logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One `key=value` line per event.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `[server]`: the HTTP gateway.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address to listen on.
-    pub listen: String,
-    /// The portal's external URL, where people are sent to log in.
-    pub portal_url: String,
-    /// Where people land after login when the requested page is missing or not allowed.
-    pub default_redirect: String,
-    /// Proxies (CIDRs) whose X-Forwarded-*/X-Real-IP headers are believed.
-    pub trusted_proxies: Vec<String>,
-    /// Ask for the password and the code on two pages (true) or one.
-    pub two_step: bool,
-    /// Log format of auth events.
-    pub log_format: LogFormat,
-    /// Serve a protected demo page at `/` (for `portcullis demo`).
-    pub demo_page: bool,
-    /// PEM certificate chain: `serve` speaks HTTPS itself (with `tls_key`).
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Where Prometheus metrics are served (`127.0.0.1:9093`), apart from the portal so
-    /// that strangers never read live sessions, bans and failure counts; `""` = off.
-    pub metrics_listen: String,
-    /// Client connections served at once; more are closed at accept (a slowloris flood
-    /// must not use up the process's descriptors).
-    pub max_connections: usize,
-    /// Seconds a client has to send a request's headers, and to start its next request on
-    /// a kept-alive connection.
-    pub header_timeout: u64,
-}
-
-impl ServerConfig {
-    /// The path the portal is served under: `portal_url`'s path without the trailing `/`
-    /// (`""` for `https://auth.example.com`, `"/.portcullis"` for `https://app/.portcullis/`).
-    pub fn base_path(&self) -> &str {
-        let rest = self.portal_url.split_once("://").map_or("", |(_, r)| r);
-        rest.find('/').map_or("", |i| rest[i..].trim_end_matches('/'))
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: "127.0.0.1:9091".into(),
-            portal_url: "http://127.0.0.1:9091".into(),
-            default_redirect: "http://127.0.0.1:9091/".into(),
-            trusted_proxies: vec!["127.0.0.1/32".into(), "::1/128".into()],
-            two_step: true,
-            log_format: LogFormat::Text,
-            demo_page: false,
-            tls_cert: None,
-            tls_key: None,
-            metrics_listen: String::new(),
-            max_connections: 1000,
-            header_timeout: 10,
-        }
-    }
-}
-
 /// Where sessions are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,68 +252,6 @@ impl Default for BasicConfig {
     }
 }
 
-/// `[apache]`: the Apache integrations (mod_authnz_fcgi and mod_authnz_external).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApacheConfig {
-    /// Loopback address of the FastCGI authorizer for mod_authnz_fcgi; empty = off.
-    pub fastcgi_listen: String,
-    /// Unix socket `portcullis check` asks the running gateway through; empty = off.
-    pub check_socket: String,
-    /// Group given the check socket at bind (a name or a number, e.g. `www-data`); empty =
-    /// the gateway's own group.
-    pub check_socket_group: String,
-    /// Mode of the check socket (e.g. `0o660`: owner and group; others get nothing).
-    pub check_socket_mode: u32,
-    /// What `portcullis check` does when `check_socket` is set but the gateway does not
-    /// answer: `refuse` (default: no login without the gateway's regulation and linger) or
-    /// `local` (decide from the store, logged as a warning).
-    pub check_fallback: CheckFallback,
-}
-
-impl Default for ApacheConfig {
-    fn default() -> Self {
-        ApacheConfig {
-            fastcgi_listen: String::new(),
-            check_socket: String::new(),
-            check_socket_group: String::new(),
-            check_socket_mode: 0o660,
-            check_fallback: CheckFallback::Refuse,
-        }
-    }
-}
-
-/// `[apache] check_fallback`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckFallback {
-    /// Refuse the login (exit 2): the gateway's shared regulation is not there.
-    Refuse,
-    /// Decide from the store, with a warning in the log.
-    Local,
-}
-
-/// `[proxy]`: reverse-proxy mode, where `serve` itself forwards allowed requests to an app.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProxyConfig {
-    /// The protected app, `http://host:port`; empty = off (forward-auth only).
-    pub upstream: String,
-}
-
-impl ProxyConfig {
-    /// The upstream's `host:port`, when `upstream` is a plain `http://host:port[/]` URL.
-    pub fn authority(&self) -> Option<&str> {
-        let rest = self.upstream.strip_prefix("http://")?;
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        let valid = !authority.is_empty()
-            && authority
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-        valid.then_some(authority)
-    }
-}
-
 /// `[access]`: which requests need which factors, and where people may return to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -416,9 +288,73 @@ impl Default for InviteConfig {
     }
 }
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The sections the core reads and validates.
+pub const CORE_SECTIONS: &[&str] = &[
+    "store",
+    "otp",
+    "lockout",
+    "first_factor",
+    "session",
+    "regulation",
+    "access",
+    "basic",
+    "invite",
+];
+
+/// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
+/// that every reader of the file (the PAM module too) refuses only misspelled sections.
+pub const GATEWAY_SECTIONS: &[&str] = &["server", "apache", "proxy"];
+
+/// Every problem found in a configuration file, one per line, in the order of the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", one_per_line(.0))]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+fn one_per_line(errors: &[ConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+impl ConfigErrors {
+    /// `Ok` when `errors` is empty, else all of them sorted by line (stable).
+    pub fn check(mut errors: Vec<ConfigError>) -> Result<(), Self> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        errors.sort_by_key(ConfigError::line);
+        Err(ConfigErrors(errors))
+    }
+
+    /// The problems, in the order of their lines.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.0
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl From<Vec<ConfigError>> for ConfigErrors {
+    fn from(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(ConfigError::line);
+        ConfigErrors(errors)
+    }
+}
+
+impl ConfigError {
+    /// The 1-based line at fault (0 when there is none: an unreadable file, a default).
+    pub fn line(&self) -> usize {
+        match self {
+            ConfigError::Read { .. } => 0,
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+/// The core's part of the configuration file (the gateway's sections are read by it).
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// `[store]`.
     pub store: StoreConfig,
@@ -428,8 +364,6 @@ pub struct Config {
     pub lockout: LockoutConfig,
     /// `[first_factor]`.
     pub first_factor: FirstFactorConfig,
-    /// `[server]`.
-    pub server: ServerConfig,
     /// `[session]`.
     pub session: SessionConfig,
     /// `[regulation]`.
@@ -440,295 +374,206 @@ pub struct Config {
     pub basic: BasicConfig,
     /// `[invite]`.
     pub invite: InviteConfig,
-    /// `[apache]`.
-    pub apache: ApacheConfig,
-    /// `[proxy]`.
-    pub proxy: ProxyConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
-    #[serde(skip)]
     pub path: PathBuf,
 }
 
-/// 1-based line where `key` is set inside `[section]`, or 0.
-fn line_of(text: &str, section: &str, key: &str) -> usize {
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('[') {
-            current = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        } else if current == section
-            && line
-                .split_once('=')
-                .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
-        {
-            return i + 1;
-        }
-    }
-    0
+/// Reads a configuration file's text, or says how to point at it.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
-    (line, column)
-}
-
-impl Config {
-    /// Reads and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses and validates configuration text that came from `path`.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-            ConfigError::Syntax {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
-        config.path = path.to_path_buf();
-        config.validate(text)?;
-        Ok(config)
-    }
-
-    fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let invalid = |section: &str, key: &str, value: String, reason: &str| ConfigError::Invalid {
-            path: self.path.clone(),
-            line: line_of(text, section, key),
-            key: format!("{section}.{key}"),
-            value,
-            reason: reason.to_string(),
-        };
-        let o = &self.otp;
-        if !(6..=10).contains(&o.digits) {
-            return Err(invalid("otp", "digits", o.digits.to_string(), "use 6 to 10"));
-        }
-        if !(1..=3600).contains(&o.period) {
-            return Err(invalid(
-                "otp",
+impl OtpConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let o = self;
+        let checks = [
+            (
+                !(6..=10).contains(&o.digits),
+                "digits",
+                o.digits.to_string(),
+                "use 6 to 10",
+            ),
+            (
+                !(1..=3600).contains(&o.period),
                 "period",
                 o.period.to_string(),
                 "use 1 to 3600 seconds (30 is standard)",
-            ));
-        }
-        if o.window > 10 {
-            return Err(invalid(
-                "otp",
+            ),
+            (
+                o.window > 10,
                 "window",
                 o.window.to_string(),
                 "use 0 to 10 steps; wider windows make guessing easier",
-            ));
-        }
-        if o.hotp_look_ahead > 1000 {
-            return Err(invalid(
-                "otp",
+            ),
+            (
+                o.hotp_look_ahead > 1000,
                 "hotp_look_ahead",
                 o.hotp_look_ahead.to_string(),
                 "use 0 to 1000",
-            ));
-        }
-        if o.motp_window > 60 {
-            return Err(invalid(
-                "otp",
+            ),
+            (
+                o.motp_window > 60,
                 "motp_window",
                 o.motp_window.to_string(),
                 "use 0 to 60 ten-second steps",
-            ));
-        }
-        if o.linger > 86_400 {
-            return Err(invalid(
-                "otp",
+            ),
+            (
+                o.linger > 86_400,
                 "linger",
                 o.linger.to_string(),
                 "use at most 86400 seconds",
-            ));
+            ),
+        ];
+        checks
+            .into_iter()
+            .filter(|(bad, ..)| *bad)
+            .map(|(_, key, value, reason)| doc.invalid("otp", key, value, reason))
+            .collect()
+    }
+}
+
+impl SessionConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (key, value) in [("absolute", self.absolute), ("idle", self.idle)] {
+            if value == 0 {
+                errors.push(doc.invalid("session", key, "0".into(), "use a positive number of seconds"));
+            }
         }
-        if self.session.absolute == 0 || self.session.idle == 0 {
-            let key = if self.session.absolute == 0 { "absolute" } else { "idle" };
-            return Err(invalid("session", key, "0".into(), "use a positive number of seconds"));
-        }
-        if self.session.cookie_name.is_empty()
+        if self.cookie_name.is_empty()
             || !self
-                .session
                 .cookie_name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(invalid(
+            errors.push(doc.invalid(
                 "session",
                 "cookie_name",
-                format!("{:?}", self.session.cookie_name),
+                format!("{:?}", self.cookie_name),
                 "use letters, digits, _ and -",
             ));
         }
-        for (key, value) in [
-            ("portal_url", &self.server.portal_url),
-            ("default_redirect", &self.server.default_redirect),
-        ] {
-            if !(value.starts_with("http://") || value.starts_with("https://")) {
-                return Err(invalid(
-                    "server",
-                    key,
-                    format!("{value:?}"),
-                    "give an absolute http:// or https:// URL",
-                ));
-            }
-        }
-        let base = self.server.base_path();
-        if !base
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'))
-            || base.contains("//")
-        {
-            return Err(invalid(
-                "server",
-                "portal_url",
-                format!("{:?}", self.server.portal_url),
-                "the path may hold only letters, digits and / . - _ (no query or fragment)",
-            ));
-        }
-        if !self.proxy.upstream.is_empty() {
-            if self.proxy.authority().is_none() {
-                return Err(invalid(
-                    "proxy",
-                    "upstream",
-                    format!("{:?}", self.proxy.upstream),
-                    "give the app's plain-HTTP address such as http://127.0.0.1:8080 (no path; TLS to the app is not supported), or \"\" for off",
-                ));
-            }
-            if base.is_empty() {
-                return Err(invalid(
-                    "proxy",
-                    "upstream",
-                    format!("{:?}", self.proxy.upstream),
-                    "reverse-proxy mode needs [server] portal_url with a path of its own on the app's host, such as https://app.example.com/.portcullis, so its pages do not hide the app's",
-                ));
-            }
-        }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "server",
-                "listen",
-                format!("{:?}", self.server.listen),
-                "give an address and port such as 127.0.0.1:9091",
-            ));
-        }
-        if let Err(e) = crate::access::AccessControl::new(&self.access.rules, self.access.default_policy) {
-            return Err(ConfigError::Invalid {
-                path: self.path.clone(),
-                line: line_of(text, "access.rules", "policy").max(line_of(text, "access", "rules")),
+        errors
+    }
+}
+
+impl AccessConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Err(e) = crate::access::AccessControl::new(&self.rules, self.default_policy) {
+            errors.push(ConfigError::Invalid {
+                path: doc.path().to_path_buf(),
+                line: doc
+                    .line_of("access.rules", "policy")
+                    .max(doc.line_of("access", "rules")),
                 key: "access.rules".into(),
                 value: String::new(),
                 reason: e.to_string(),
             });
         }
-        for (section, key, list) in [
-            ("access", "protected_domains", &self.access.protected_domains),
-            ("server", "trusted_proxies", &self.server.trusted_proxies),
-        ] {
-            let check = if key == "protected_domains" {
-                crate::redirect::ReturnTargets::new(list).err().map(|e| e.to_string())
-            } else {
-                crate::client::TrustedProxies::new(list).err().map(|e| e.to_string())
-            };
-            if let Some(reason) = check {
-                return Err(invalid(section, key, format!("{list:?}"), &reason));
-            }
-        }
-        if self.server.max_connections == 0 {
-            return Err(invalid("server", "max_connections", "0".into(), "use at least 1"));
-        }
-        if !(1..=300).contains(&self.server.header_timeout) {
-            return Err(invalid(
-                "server",
-                "header_timeout",
-                self.server.header_timeout.to_string(),
-                "use 1 to 300 seconds",
+        if let Err(e) = crate::redirect::ReturnTargets::new(&self.protected_domains) {
+            errors.push(doc.invalid(
+                "access",
+                "protected_domains",
+                format!("{:?}", self.protected_domains),
+                &e.to_string(),
             ));
         }
-        let mode = self.apache.check_socket_mode;
-        if mode & !0o777 != 0 || mode & 0o600 != 0o600 || mode & 0o002 != 0 {
-            return Err(invalid(
-                "apache",
-                "check_socket_mode",
-                format!("0o{mode:o}"),
-                "give the permission bits in octal such as 0o660 (owner read/write, no write for others)",
-            ));
-        }
-        let metrics = &self.server.metrics_listen;
-        if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "server",
-                "metrics_listen",
-                format!("{metrics:?}"),
-                "give an address and port such as 127.0.0.1:9093 (keep it off the public network), or \"\" for off",
-            ));
-        }
-        let fcgi = &self.apache.fastcgi_listen;
-        if !fcgi.is_empty() && !fcgi.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
-            return Err(invalid(
-                "apache",
-                "fastcgi_listen",
-                format!("{fcgi:?}"),
-                "give a loopback address and port such as 127.0.0.1:9092 (FastCGI has no authentication of its own), or \"\" for off",
-            ));
-        }
-        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            let (key, other) = if self.server.tls_cert.is_some() {
-                ("tls_cert", "tls_key")
-            } else {
-                ("tls_key", "tls_cert")
-            };
-            return Err(invalid(
-                "server",
-                key,
-                "(set)".into(),
-                &format!("also set {other}: HTTPS needs the certificate chain and its private key"),
-            ));
-        }
-        if self.store.backend == Backend::PamOath && self.lockout.max_failures > 0 {
-            // pam_oath's format has no failure count: a lockout there would be promised
-            // and never happen.
-            let line = line_of(text, "lockout", "max_failures").max(line_of(text, "store", "backend"));
-            return Err(ConfigError::Invalid {
-                path: self.path.clone(),
-                line,
-                key: "lockout.max_failures".into(),
-                value: self.lockout.max_failures.to_string(),
-                reason: "a pam_oath users file has no field for failures or locks, so no one can be locked out in it: \
-set [lockout] max_failures = 0 (wrong codes are still banned per client by [regulation], and fail2ban reads the log), \
-or keep users in backend = \"sqlite\" or \"mod_authn_otp\", which count failures"
-                    .into(),
-            });
-        }
-        if self.first_factor.htpasswd.is_some() && self.first_factor.htdigest.is_some() {
+        errors
+    }
+}
+
+impl FirstFactorConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        if self.htpasswd.is_some() && self.htdigest.is_some() {
             // Only one file is asked: a user only in the other one could never sign in.
-            return Err(invalid(
+            return vec![doc.invalid(
                 "first_factor",
                 "htdigest",
                 "(set)".into(),
                 "set htpasswd or htdigest, not both: passwords are checked against one file; \
 move the users into one of them (or into portcullis with `portcullis user passwd`)",
-            ));
+            )];
         }
-        if self.first_factor.htdigest.is_some() && self.first_factor.htdigest_realm.is_none() {
-            return Err(invalid(
+        if self.htdigest.is_some() && self.htdigest_realm.is_none() {
+            return vec![doc.invalid(
                 "first_factor",
                 "htdigest",
                 "(set)".into(),
                 "also set htdigest_realm, the realm of the lines to use",
-            ));
+            )];
         }
-        Ok(())
+        Vec::new()
+    }
+}
+
+/// A live pam_oath file with a lockout promised: its format has no failure count, so the
+/// lockout would never happen.
+fn lockout_problem(doc: &Document<'_>, store: &StoreConfig, lockout: &LockoutConfig) -> Option<ConfigError> {
+    (store.backend == Backend::PamOath && lockout.max_failures > 0).then(|| ConfigError::Invalid {
+        path: doc.path().to_path_buf(),
+        line: doc
+            .line_of("lockout", "max_failures")
+            .max(doc.line_of("store", "backend")),
+        key: "lockout.max_failures".into(),
+        value: lockout.max_failures.to_string(),
+        reason: "a pam_oath users file has no field for failures or locks, so no one can be locked out in it: \
+set [lockout] max_failures = 0 (wrong codes are still banned per client by [regulation], and fail2ban reads the log), \
+or keep users in backend = \"sqlite\" or \"mod_authn_otp\", which count failures"
+            .into(),
+    })
+}
+
+impl Config {
+    /// Reads and validates a configuration file; every problem found is returned.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Parses and validates configuration text that came from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigErrors> {
+        let doc = Document::parse(text, path)?;
+        let mut errors = Vec::new();
+        let config = Self::read(&doc, &mut errors);
+        ConfigErrors::check(errors)?;
+        Ok(config)
+    }
+
+    /// Reads and validates the core's sections of `doc` and refuses unknown sections, adding
+    /// every problem to `errors`; a section that could not be read is left at its defaults.
+    pub fn read(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Self {
+        errors.extend(doc.unknown_sections(&[CORE_SECTIONS, GATEWAY_SECTIONS].concat()));
+        let store = doc.section::<StoreConfig>("store", errors);
+        let otp = doc.section::<OtpConfig>("otp", errors);
+        let lockout = doc.section::<LockoutConfig>("lockout", errors);
+        let first_factor = doc.section::<FirstFactorConfig>("first_factor", errors);
+        let session = doc.section::<SessionConfig>("session", errors);
+        let regulation = doc.section::<RegulationConfig>("regulation", errors);
+        let access = doc.section::<AccessConfig>("access", errors);
+        let basic = doc.section::<BasicConfig>("basic", errors);
+        let invite = doc.section::<InviteConfig>("invite", errors);
+        errors.extend(otp.iter().flat_map(|o| o.problems(doc)));
+        errors.extend(session.iter().flat_map(|s| s.problems(doc)));
+        errors.extend(access.iter().flat_map(|a| a.problems(doc)));
+        if let (Some(s), Some(l)) = (&store, &lockout) {
+            errors.extend(lockout_problem(doc, s, l));
+        }
+        errors.extend(first_factor.iter().flat_map(|f| f.problems(doc)));
+        Config {
+            store: store.unwrap_or_default(),
+            otp: otp.unwrap_or_default(),
+            lockout: lockout.unwrap_or_default(),
+            first_factor: first_factor.unwrap_or_default(),
+            session: session.unwrap_or_default(),
+            regulation: regulation.unwrap_or_default(),
+            access: access.unwrap_or_default(),
+            basic: basic.unwrap_or_default(),
+            invite: invite.unwrap_or_default(),
+            path: doc.path().to_path_buf(),
+        }
     }
 
     /// Resolves a configured path against the configuration file's directory.
@@ -774,10 +619,6 @@ mod tests {
             ("session", "absolute", "1", "0"),
             ("session", "idle", "1", "0"),
             ("session", "cookie_name", "\"a_b-1\"", "\"a;b\""),
-            ("server", "header_timeout", "300", "301"),
-            ("apache", "check_socket_mode", "0o660", "0o662"),
-            ("apache", "check_socket_mode", "0o600", "0o460"),
-            ("apache", "check_socket_mode", "0o600", "0o1600"),
         ];
         for (section, key, ok, bad) in cases {
             let good = format!("[{section}]\n{key} = {ok}\n");
@@ -855,73 +696,36 @@ mod tests {
     }
 
     #[test]
-    fn fastcgi_listener_must_be_on_loopback() {
-        let ok = Config::parse("[apache]\nfastcgi_listen = \"127.0.0.1:9092\"\n", Path::new("p.toml")).unwrap();
-        assert_eq!(ok.apache.fastcgi_listen, "127.0.0.1:9092");
+    fn every_problem_is_reported_with_its_line_in_file_order() {
+        let text = "[session]\nidle = 0\n[otp]\ndigits = 4\nwindow = 11\n[lockout]\nmax_failures = \"x\"\n";
+        let e = Config::parse(text, Path::new("p.toml")).unwrap_err();
+        let lines: Vec<String> = e.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        assert!(lines[0].starts_with("p.toml:2: session.idle = 0"), "{e}");
+        assert!(lines[1].starts_with("p.toml:4: otp.digits = 4"), "{e}");
+        assert!(lines[2].starts_with("p.toml:5: otp.window = 11"), "{e}");
         assert!(
-            Config::parse("", Path::new("p.toml"))
-                .unwrap()
-                .apache
-                .fastcgi_listen
-                .is_empty()
+            lines[3].starts_with("p.toml:7:") && lines[3].contains("expected u32"),
+            "{e}"
         );
-        for bad in ["0.0.0.0:9092", "192.168.1.5:9092", "localhost"] {
-            let err = Config::parse(
-                &format!("[apache]\n\nfastcgi_listen = \"{bad}\"\n"),
-                Path::new("p.toml"),
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(err.starts_with("p.toml:3: apache.fastcgi_listen"), "{err}");
-        }
+        assert_eq!(e.to_string(), lines.join("\n"));
     }
 
     #[test]
-    fn proxy_upstream_needs_plain_http_and_a_portal_path() {
-        let p = Path::new("p.toml");
-        let ok = Config::parse(
-            "[server]\nportal_url = \"https://app.example.com/.portcullis/\"\n[proxy]\nupstream = \"http://127.0.0.1:8080/\"\n",
-            p,
-        )
-        .unwrap();
-        assert_eq!(ok.proxy.authority(), Some("127.0.0.1:8080"));
-        assert_eq!(ok.server.base_path(), "/.portcullis");
-        assert_eq!(Config::parse("", p).unwrap().server.base_path(), "");
-        for (text, want) in [
-            (
-                "[proxy]\nupstream = \"http://127.0.0.1:8080\"\n",
-                "p.toml:2: proxy.upstream",
-            ),
-            (
-                "[server]\nportal_url = \"https://a/p\"\n[proxy]\nupstream = \"https://127.0.0.1:8443\"\n",
-                "p.toml:4: proxy.upstream",
-            ),
-            (
-                "[server]\nportal_url = \"https://a/p\"\n[proxy]\nupstream = \"http://127.0.0.1:8080/app\"\n",
-                "p.toml:4: proxy.upstream",
-            ),
-            (
-                "[server]\nportal_url = \"https://a/p?x=1\"\n",
-                "p.toml:2: server.portal_url",
-            ),
-        ] {
-            let err = Config::parse(text, p).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn tls_needs_both_the_certificate_and_the_key() {
-        let p = Path::new("p.toml");
-        let both = Config::parse("[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", p).unwrap();
-        assert_eq!(both.server.tls_key.as_deref(), Some(Path::new("k.pem")));
-        let err = Config::parse("[server]\n\ntls_key = \"k.pem\"\n", p)
+    fn gateway_sections_are_accepted_unread_and_misspelled_ones_refused() {
+        let text = "[server]\nlisten = 5\nanything = true\n[apache]\n[proxy]\nupstream = \"x\"\n";
+        assert!(Config::parse(text, Path::new("p.toml")).is_ok());
+        let e = Config::parse("[otp]\n\n[sever]\nlisten = \"x\"\n", Path::new("p.toml"))
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("p.toml:3: server.tls_key") && err.contains("tls_cert"),
-            "{err}"
+            e.starts_with("p.toml:3:2:") && e.contains("`sever`") && e.contains("`server`"),
+            "{e}"
         );
+        let e = Config::parse("window = 1\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:1:1:") && e.contains("`window`"), "{e}");
     }
 
     #[test]

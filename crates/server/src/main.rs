@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod gateway;
 mod qr;
+mod settings;
 
 use clap::Parser;
 use std::process::ExitCode;

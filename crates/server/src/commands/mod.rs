@@ -7,10 +7,11 @@ mod transfer;
 mod users;
 
 use crate::cli::{Cli, Command, ConfigCommand};
+use crate::settings::Settings;
 use anyhow::{Context, Result, bail};
 use portcullis_core::engine::Engine;
 use portcullis_core::gate::{Attempt, Outcome, VerifyPolicy};
-use portcullis_core::{Config, Directory, SystemClock};
+use portcullis_core::{Directory, SystemClock};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -21,7 +22,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
         Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
         Command::Serve { listen } => {
-            let config = Config::load(&cli.config)?;
+            let config = Settings::load(&cli.config)?;
             crate::gateway::serve(config, listen).map(|_| ExitCode::SUCCESS)
         }
         Command::User(cmd) => users::run(&cli.config, cmd),
@@ -56,7 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context_::load(&cli.config)?;
             transfer::export(&ctx, format, &file)
         }
-        Command::Check => crate::gateway::check::run(Config::load(&cli.config)?),
+        Command::Check => crate::gateway::check::run(Settings::load(&cli.config)?),
         Command::Config(ConfigCommand::Apache) => {
             snippets::print(&cli.config, snippets::Flavor::Apache).map(|()| ExitCode::SUCCESS)
         }
@@ -69,26 +70,45 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Traefik) => {
             snippets::print(&cli.config, snippets::Flavor::Traefik).map(|()| ExitCode::SUCCESS)
         }
-        Command::Config(ConfigCommand::Check) => {
-            let c = Config::load(&cli.config)?;
-            let store = portcullis_store::open(&c)
-                .with_context(|| format!("{}: [store] cannot be opened", cli.config.display()))?;
-            println!(
-                "{}: OK ({} store at {}, {} users)",
-                cli.config.display(),
-                store.backend(),
-                c.resolve(&c.store.path).display(),
-                store.users()?.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config(ConfigCommand::Check) => config_check(&cli.config),
     }
+}
+
+/// `config check`: every problem in the file on its own line (exit 2), or a summary of the
+/// store it names.
+fn config_check(path: &std::path::Path) -> Result<ExitCode> {
+    let c = match Settings::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors.errors() {
+                eprintln!("error: {e}");
+            }
+            let n = errors.errors().len();
+            eprintln!(
+                "{}: {n} problem{} found; fix {} and run `portcullis config check` again",
+                path.display(),
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it" } else { "them" }
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store =
+        portcullis_store::open(&c.core).with_context(|| format!("{}: [store] cannot be opened", path.display()))?;
+    println!(
+        "{}: OK ({} store at {}, {} users)",
+        path.display(),
+        store.backend(),
+        c.core.resolve(&c.core.store.path).display(),
+        store.users()?.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A loaded configuration with its open store.
 pub struct Context_ {
     /// The configuration.
-    pub config: Config,
+    pub config: Settings,
     /// The store it names.
     pub store: std::sync::Arc<dyn Directory>,
 }
@@ -96,8 +116,8 @@ pub struct Context_ {
 impl Context_ {
     /// Loads the configuration and opens the store.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let config = Config::load(path)?;
-        let store = std::sync::Arc::from(portcullis_store::open(&config)?);
+        let config = Settings::load(path)?;
+        let store = std::sync::Arc::from(portcullis_store::open(&config.core)?);
         Ok(Context_ { config, store })
     }
 
@@ -110,8 +130,9 @@ impl Context_ {
         };
         Ok(Engine::for_credentials(
             self.store.clone(),
-            VerifyPolicy::from_config(&self.config),
+            VerifyPolicy::from_config(&self.config.core),
             self.config
+                .core
                 .external_source()
                 .map(portcullis_core::password::ExternalSource::boxed),
             portcullis_core::Regulator::new(off),

@@ -148,7 +148,7 @@ pub fn init(dir: &Path, force: bool) -> Result<()> {
     println!(
         "wrote {} and {}",
         config.display(),
-        ctx.config.resolve(&ctx.config.store.path).display()
+        ctx.config.core.resolve(&ctx.config.core.store.path).display()
     );
     println!("next: portcullis --config {} user add NAME", config.display());
     Ok(())
@@ -184,7 +184,7 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
             u.display_name = Some("Demo User".into());
             u.groups = vec!["demo".into()];
             u.tokens
-                .push(super::users::new_token(&ctx.config, &Default::default())?);
+                .push(super::users::new_token(&ctx.config.core, &Default::default())?);
             ctx.store.create(&u)?;
             u
         }
@@ -196,7 +196,7 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
         );
     };
     let uri = token
-        .key_uri("demo", &ctx.config.otp.issuer)
+        .key_uri("demo", &ctx.config.core.otp.issuer)
         .context("the demo token has no otpauth URI")?
         .to_uri();
     println!("{}", crate::qr::terminal(&uri)?);
@@ -227,6 +227,6 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("\nOpen {portal}/ and sign in as demo / demo with the current code. Ctrl-C stops the demo.");
-    let c = portcullis_core::Config::load(&config)?;
+    let c = crate::settings::Settings::load(&config)?;
     crate::gateway::serve(c, None).map(|_| ExitCode::SUCCESS)
 }

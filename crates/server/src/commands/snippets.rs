@@ -1,8 +1,8 @@
 //! `portcullis config apache|nginx|caddy|traefik`: the shipped contrib/ snippets, with
 //! this configuration's addresses and paths put in (the same files the tests use).
 
+use crate::settings::Settings;
 use anyhow::Result;
-use portcullis_core::Config;
 use std::path::Path;
 
 /// Which web server to print snippets for.
@@ -101,7 +101,7 @@ const TRAEFIK: &[(&str, &str)] = &[(
 )];
 
 /// The snippets of `flavor` with the configured values substituted.
-pub fn render(config: &Config, config_path: &Path, flavor: Flavor) -> String {
+pub fn render(config: &Settings, config_path: &Path, flavor: Flavor) -> String {
     let files = match flavor {
         Flavor::Apache => APACHE,
         Flavor::Nginx => NGINX,
@@ -141,7 +141,7 @@ pub fn render(config: &Config, config_path: &Path, flavor: Flavor) -> String {
 
 /// Prints the snippets.
 pub fn print(config_path: &Path, flavor: Flavor) -> Result<()> {
-    let config = Config::load(config_path)?;
+    let config = Settings::load(config_path)?;
     print!("{}", render(&config, config_path, flavor));
     Ok(())
 }

@@ -71,7 +71,7 @@ fn from_google_auth(path: &Path, name: &str, notes: &mut Vec<String>) -> Result<
 
 /// Users from apache_2fa's `tokens.json` (30 s, 6-digit TOTP; passwords were htpasswd).
 fn from_apache_2fa(ctx: &Context_, path: &Path, notes: &mut Vec<String>) -> Result<Vec<User>> {
-    let external = ctx.config.external_source().is_some();
+    let external = ctx.config.core.external_source().is_some();
     if !external {
         notes.push(format!(
             "{}: apache_2fa checked passwords with htpasswd; set [first_factor] htpasswd so these users need one",

@@ -101,7 +101,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             let first_factor = if no_password {
                 FirstFactor::None
             } else if external_password {
-                if ctx.config.external_source().is_none() {
+                if ctx.config.core.external_source().is_none() {
                     bail!(
                         "--external-password needs [first_factor] htpasswd or htdigest in {}",
                         config_path.display()
@@ -120,18 +120,18 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 println!("added user {name} without a token; send them `portcullis user invite {name}`");
                 return Ok(ExitCode::SUCCESS);
             }
-            let t = new_token(&ctx.config, &token)?;
+            let t = new_token(&ctx.config.core, &token)?;
             user.tokens.push(t.clone());
             store.create(&user)?;
             println!("added user {name}: {}", t.describe());
-            show_enrollment(&ctx.config, &name, &t, &token)?;
+            show_enrollment(&ctx.config.core, &name, &t, &token)?;
         }
         UserCommand::List => {
             println!("{:<20} {:<34} {:>8}  STATE", "USER", "TOKENS", "FAILURES");
             for u in store.users()? {
                 let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
-                let locked =
-                    u.locked || (ctx.config.lockout.max_failures > 0 && u.failures >= ctx.config.lockout.max_failures);
+                let locked = u.locked
+                    || (ctx.config.core.lockout.max_failures > 0 && u.failures >= ctx.config.core.lockout.max_failures);
                 println!(
                     "{:<20} {:<34} {:>8}  {}",
                     u.name,
@@ -237,12 +237,12 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             if store.user(&name)?.is_none() {
                 return Err(StoreError::NotFound(name).into());
             }
-            let stores = portcullis_store::open_all(&ctx.config)?;
+            let stores = portcullis_store::open_all(&ctx.config.core)?;
             let Some(invites) = stores.invites else {
                 bail!("invitations need [store] backend = \"sqlite\"");
             };
             let now = portcullis_core::Clock::now(&portcullis_core::SystemClock);
-            let ttl = ctx.config.invite.ttl;
+            let ttl = ctx.config.core.invite.ttl;
             let token = invites.create(&name, now + ttl as i64)?;
             let portal = ctx.config.server.portal_url.trim_end_matches('/');
             println!("{portal}/enroll/{}", token.as_str());
@@ -253,7 +253,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::AppPassword(cmd) => app_password(store, cmd)?,
         UserCommand::Token(TokenCommand::Reset { name, token }) => {
-            let t = new_token(&ctx.config, &token)?;
+            let t = new_token(&ctx.config.core, &token)?;
             require(
                 store.update(&name, &mut |u| {
                     u.tokens = vec![t.clone()];
@@ -263,7 +263,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 &name,
             )?;
             println!("new token for {name}: {}", t.describe());
-            show_enrollment(&ctx.config, &name, &t, &token)?;
+            show_enrollment(&ctx.config.core, &name, &t, &token)?;
         }
     }
     Ok(ExitCode::SUCCESS)

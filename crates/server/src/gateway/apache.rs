@@ -148,7 +148,7 @@ fn ask(app: &App, req: &Request, role: Role, client_ip: IpAddr, method: &str, ho
         Some(_) => None,
         None => req
             .param("HTTP_COOKIE")
-            .and_then(|c| cookie(c, &app.config.session.cookie_name))
+            .and_then(|c| cookie(c, &app.config.core.session.cookie_name))
             .map(str::to_string),
     };
     Ask {

@@ -9,9 +9,10 @@
 
 use super::metrics::Kind;
 use super::{App, Ask};
+use crate::settings::{CheckFallback, LogFormat, Settings};
 use anyhow::{Context, Result};
 use portcullis_core::authz::{BasicCredentials, Decision};
-use portcullis_core::config::{Config, SessionStoreKind};
+use portcullis_core::config::SessionStoreKind;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -165,8 +166,8 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::UnixListener) {
 }
 
 /// `portcullis check`: exit 0 accepted, 1 refused, 2 error.
-pub fn run(config: Config) -> Result<ExitCode> {
-    super::audit::init(config.server.log_format == portcullis_core::config::LogFormat::Json);
+pub fn run(config: Settings) -> Result<ExitCode> {
+    super::audit::init(config.server.log_format == LogFormat::Json);
     let mut input = Zeroizing::new(Vec::new());
     std::io::stdin()
         .lock()
@@ -205,7 +206,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
     } else {
         match std::os::unix::net::UnixStream::connect(&socket) {
             Ok(c) => Some(c),
-            Err(e) if config.apache.check_fallback == portcullis_core::config::CheckFallback::Refuse => {
+            Err(e) if config.apache.check_fallback == CheckFallback::Refuse => {
                 anyhow::bail!(
                     "[apache] check_socket {socket}: the gateway does not answer ({e}); refusing (check_fallback = \"refuse\"): start `portcullis serve`, or set check_fallback = \"local\""
                 );
@@ -233,7 +234,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
     }
     // No gateway: decide here. Sessions are not needed (none is consulted).
     let mut config = config;
-    config.session.store = SessionStoreKind::Memory;
+    config.core.session.store = SessionStoreKind::Memory;
     let app = Arc::new(App::new(config)?);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(if runtime.block_on(decide(&app, check)) {

@@ -59,7 +59,7 @@ impl Original {
             path: self.uri.clone(),
             client_ip,
             session: app.session_cookie(headers).map(str::to_string),
-            basic: if app.config.basic.enabled {
+            basic: if app.config.core.basic.enabled {
                 basic_credentials(headers)
             } else {
                 None
@@ -297,7 +297,7 @@ pub(super) fn render(
     started: Instant,
 ) -> Response {
     let challenge = || {
-        let realm = app.config.basic.realm.replace('"', "");
+        let realm = app.config.core.basic.realm.replace('"', "");
         HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok()
     };
     let (kind, response) = match decision {
@@ -347,7 +347,7 @@ pub(super) fn render(
                 {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
-                if app.config.basic.enabled
+                if app.config.core.basic.enabled
                     && let Some(c) = challenge()
                 {
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, c);

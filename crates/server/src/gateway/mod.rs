@@ -19,12 +19,12 @@ mod router_tests;
 mod tls;
 mod web;
 
+use crate::settings::{LogFormat, Settings};
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::{get, post};
 use portcullis_core::authz::{AccessRequest, AuthEvent, Authorizer, Decision};
 use portcullis_core::client::TrustedProxies;
-use portcullis_core::config::Config;
 use portcullis_core::engine::{Engine, Parts};
 use portcullis_core::gate::GateError;
 use portcullis_core::invite::InviteStore;
@@ -37,7 +37,7 @@ use std::time::Duration;
 /// Everything a request handler needs, shared by all of them.
 pub struct App {
     /// The configuration in force.
-    pub config: Config,
+    pub config: Settings,
     /// The core's state: rules, sessions, regulation, the Basic cache, the directory.
     pub engine: Engine,
     /// Where people may be sent back to after login.
@@ -62,16 +62,16 @@ pub struct App {
 
 impl App {
     /// Builds the shared state from a configuration: opens its stores, with the system clock.
-    pub fn new(config: Config) -> Result<Self> {
-        let stores = portcullis_store::open_all(&config)?;
+    pub fn new(config: Settings) -> Result<Self> {
+        let stores = portcullis_store::open_all(&config.core)?;
         Self::from_parts(config, stores, Arc::new(SystemClock))
     }
 
     /// Builds the shared state from a configuration and stores and a clock already made, so a
     /// test can run the whole gateway in process on a clock it moves.
-    pub fn from_parts(config: Config, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn from_parts(config: Settings, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
         let engine = Engine::from_config(
-            &config,
+            &config.core,
             Parts {
                 directory: stores.directory,
                 sessions: stores.sessions,
@@ -79,10 +79,10 @@ impl App {
             },
             clock,
         )?;
-        let targets = ReturnTargets::new(&config.access.protected_domains)
-            .with_context(|| format!("{}: [access] protected_domains", config.path.display()))?;
+        let targets = ReturnTargets::new(&config.core.access.protected_domains)
+            .with_context(|| format!("{}: [access] protected_domains", config.core.path.display()))?;
         let proxies = TrustedProxies::new(&config.server.trusted_proxies)
-            .with_context(|| format!("{}: [server] trusted_proxies", config.path.display()))?;
+            .with_context(|| format!("{}: [server] trusted_proxies", config.core.path.display()))?;
         let mut csrf_key = [0u8; 32];
         csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
@@ -278,13 +278,13 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
-pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
-    audit::init(config.server.log_format == portcullis_core::config::LogFormat::Json);
+pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
+    audit::init(config.server.log_format == LogFormat::Json);
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen}: give an address such as 127.0.0.1:9091"))?;
-    if !config.session.secure {
+    if !config.core.session.secure {
         if !addr.ip().is_loopback() {
             bail!(
                 "[session] secure = false is allowed only when listening on loopback (a plain-HTTP demo); use HTTPS in front of portcullis"
@@ -295,7 +295,10 @@ pub fn serve(config: Config, listen: Option<String>) -> Result<()> {
         );
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(config.resolve(cert), config.resolve(key))?)),
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(
+            config.core.resolve(cert),
+            config.core.resolve(key),
+        )?)),
         _ => None,
     };
     let app = Arc::new(App::new(config)?);

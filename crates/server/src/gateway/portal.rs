@@ -115,7 +115,7 @@ pub async fn login_page(
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let note = headers.get("cookie").is_some_and(|c| {
         c.to_str()
-            .is_ok_and(|c| c.contains(&format!("{}=", app.config.session.cookie_name)))
+            .is_ok_and(|c| c.contains(&format!("{}=", app.config.core.session.cookie_name)))
     });
     let body = html::login(
         app.base(),
@@ -363,7 +363,7 @@ pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, head
 
 /// A new TOTP token with the configured defaults, for enrollment.
 fn fresh_token(app: &App) -> Token {
-    let o = &app.config.otp;
+    let o = &app.config.core.otp;
     Token::generate(Step::Time(o.period), o.algorithm, o.digits)
 }
 
@@ -472,7 +472,7 @@ async fn enroll_reveal(
     let mut shown = None;
     if first_view
         && let Some(t) = &invite.pending
-        && let Some(k) = t.key_uri(&invite.user, &app.config.otp.issuer)
+        && let Some(k) = t.key_uri(&invite.user, &app.config.core.otp.issuer)
     {
         let text = k.to_uri();
         let svg = crate::qr::svg_string(&text).unwrap_or_default();

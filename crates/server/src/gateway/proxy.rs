@@ -246,7 +246,7 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     if f.drop_authorization {
         h.remove(header::AUTHORIZATION);
     }
-    let cookies = app_cookies(h, &[&app.config.session.cookie_name, super::web::CSRF_COOKIE]);
+    let cookies = app_cookies(h, &[&app.config.core.session.cookie_name, super::web::CSRF_COOKIE]);
     h.remove(header::COOKIE);
     if let Some(c) = cookies {
         h.insert(header::COOKIE, c);
@@ -337,7 +337,7 @@ async fn splice(
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
     let mut stopping = app.stopping.subscribe();
-    let every = Duration::from_secs(app.config.session.refresh.clamp(5, 60));
+    let every = Duration::from_secs(app.config.core.session.refresh.clamp(5, 60));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {

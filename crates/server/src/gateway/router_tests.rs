@@ -3,13 +3,15 @@
 //! absolute expiry are checked at exact instants, with no sleeping.
 
 use super::{App, router};
+use crate::settings::Settings;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use portcullis_core::Clock;
+use portcullis_core::StoreError;
 use portcullis_core::clock::ManualClock;
 use portcullis_core::model::{FirstFactor, Step, Token, User};
 use portcullis_core::session::{Session, SessionBackend};
-use portcullis_core::{Clock, Config, StoreError};
 use portcullis_otp::{Hotp, totp_step};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,8 +103,8 @@ impl Gateway {
              [store]\nbackend = \"sqlite\"\npath = \"portcullis.db\"\n"
         );
         std::fs::write(&path, &text).unwrap();
-        let config = Config::parse(&text, &path).unwrap();
-        let mut stores = portcullis_store::open_all(&config).unwrap();
+        let config = Settings::parse(&text, &path).unwrap();
+        let mut stores = portcullis_store::open_all(&config.core).unwrap();
         stores.sessions = stores.sessions.map(wrap);
         let mut alice = User::new(
             "alice",

@@ -92,12 +92,12 @@ impl App {
 
     /// The session cookie's value, if sent.
     pub fn session_cookie<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        cookie(headers, &self.config.session.cookie_name)
+        cookie(headers, &self.config.core.session.cookie_name)
     }
 
     /// `Set-Cookie` for a new session id.
     pub fn session_set_cookie(&self, id: &str) -> HeaderValue {
-        let s = &self.config.session;
+        let s = &self.config.core.session;
         let mut v = format!(
             "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
             s.cookie_name, s.absolute
@@ -113,7 +113,7 @@ impl App {
 
     /// `Set-Cookie` that deletes the session cookie.
     pub fn session_clear_cookie(&self) -> HeaderValue {
-        let s = &self.config.session;
+        let s = &self.config.core.session;
         let mut v = format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0", s.cookie_name);
         if s.secure {
             v.push_str("; Secure");
@@ -187,7 +187,7 @@ pub fn csrf_nonce(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue
     }
     let nonce = data_encoding::BASE64URL_NOPAD.encode(&portcullis_core::random::bytes(24));
     let mut v = format!("{CSRF_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict");
-    if app.config.session.secure {
+    if app.config.core.session.secure {
         v.push_str("; Secure");
     }
     (nonce, HeaderValue::from_str(&v).ok())

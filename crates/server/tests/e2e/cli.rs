@@ -244,6 +244,28 @@ fn config_errors_name_file_and_line() {
 }
 
 #[test]
+fn config_check_reports_every_error_with_its_line() {
+    let env = Env::new("");
+    std::fs::write(
+        env.config(),
+        "[otp]\nwindow = 50\n\n[server]\nheader_timeout = 0\n\n[proxy]\nupstream = \"https://127.0.0.1:8443\"\n",
+    )
+    .unwrap();
+    let out = env.run(&["config", "check"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "portcullis.toml:2: otp.window = 50: use 0 to 10 steps",
+        "portcullis.toml:5: server.header_timeout = 0: use 1 to 300 seconds",
+        "portcullis.toml:8: proxy.upstream = \"https://127.0.0.1:8443\": give the app's plain-HTTP address",
+        "3 problems found",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(err.find(":2: otp") < err.find(":5: server") && err.find(":5: server") < err.find(":8: proxy"));
+}
+
+#[test]
 fn init_files_are_private_and_not_overwritten() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new("");
