@@ -52,7 +52,7 @@ pub enum ConfigError {
 /// Which backend keeps users and tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Backend {
+pub enum StoreKind {
     /// Embedded SQLite database (default).
     Sqlite,
     /// A live mod_authn_otp users file.
@@ -65,8 +65,8 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Backend kind.
-    pub backend: Backend,
+    /// Which engine keeps users and tokens.
+    pub backend: StoreKind,
     /// Database or users file, relative to the config file's directory.
     pub path: PathBuf,
 }
@@ -74,7 +74,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            backend: Backend::Sqlite,
+            backend: StoreKind::Sqlite,
             path: PathBuf::from("portcullis.db"),
         }
     }
@@ -513,7 +513,7 @@ move the users into one of them (or into portcullis with `portcullis user passwd
 /// A live pam_oath file with a lockout promised: its format has no failure count, so the
 /// lockout would never happen.
 fn lockout_problem(doc: &Document<'_>, store: &StoreConfig, lockout: &LockoutConfig) -> Option<ConfigError> {
-    (store.backend == Backend::PamOath && lockout.max_failures > 0).then(|| ConfigError::Invalid {
+    (store.backend == StoreKind::PamOath && lockout.max_failures > 0).then(|| ConfigError::Invalid {
         path: doc.path().to_path_buf(),
         line: doc
             .line_of("lockout", "max_failures")
@@ -691,7 +691,7 @@ mod tests {
         let c = Config::parse("", Path::new("/etc/p.toml")).unwrap();
         assert_eq!(c.otp.window, 1);
         assert_eq!(c.lockout.max_failures, 5);
-        assert_eq!(c.store.backend, Backend::Sqlite);
+        assert_eq!(c.store.backend, StoreKind::Sqlite);
         assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
     }
 

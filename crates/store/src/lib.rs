@@ -7,7 +7,7 @@ pub mod usersfile;
 pub use sqlite::SqliteStore;
 pub use usersfile::UsersFileStore;
 
-use portcullis_core::config::{Backend, Config};
+use portcullis_core::config::{Config, StoreKind};
 use portcullis_core::{Directory, StoreError, SystemClock};
 use portcullis_userfiles::otp_users::Dialect;
 
@@ -28,7 +28,7 @@ pub struct Stores {
 pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
     let path = config.resolve(&config.store.path);
     match config.store.backend {
-        Backend::Sqlite => {
+        StoreKind::Sqlite => {
             let db = std::sync::Arc::new(SqliteStore::open(&path)?);
             Ok(Stores {
                 directory: db.clone(),
@@ -50,13 +50,13 @@ pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
 pub fn open(config: &Config) -> Result<Box<dyn Directory>, StoreError> {
     let path = config.resolve(&config.store.path);
     match config.store.backend {
-        Backend::Sqlite => Ok(Box::new(SqliteStore::open(&path)?)),
-        Backend::ModAuthnOtp => Ok(Box::new(UsersFileStore::open(
+        StoreKind::Sqlite => Ok(Box::new(SqliteStore::open(&path)?)),
+        StoreKind::ModAuthnOtp => Ok(Box::new(UsersFileStore::open(
             &path,
             Dialect::ModAuthnOtp,
             Box::new(SystemClock),
         )?)),
-        Backend::PamOath => Ok(Box::new(UsersFileStore::open(
+        StoreKind::PamOath => Ok(Box::new(UsersFileStore::open(
             &path,
             Dialect::PamOath,
             Box::new(SystemClock),
