@@ -37,10 +37,13 @@ const timeoutMs = Number(process.env.TIMEOUT_MS || 90000);
 const timer = watchdog(timeoutMs, () => browser);
 
 const codeAt = (secret, unixSeconds) => codeFrom(bin, config, secret, unixSeconds);
-const codeNow = (secret) => codeAt(secret, nowSeconds());
-// The gateway refuses a code of a step already used (replay), and accepts one step of
-// clock skew either side ([otp] window = 1): the next step's code is new and valid now.
-const codeNextStep = (secret) => codeAt(secret, nowSeconds() + 30);
+// The gateway refuses a code of a step already used (replay), accepts one step of clock
+// skew either side ([otp] window = 1), and learns the device's drift from each code it
+// accepts. So the next login uses the step after the one whose code was accepted, counted
+// from when that code was made, not from now: a code made just before a step boundary and
+// checked just after teaches a drift of one step, and "now + 30 s" would then be two steps
+// ahead of what the gateway expects (seen once in CI).
+const codeStepAfter = (secret, usedAt) => codeAt(secret, usedAt + 30);
 
 /** A code that matches none of the steps the gateway would accept now. */
 function wrongCode(secret) {
@@ -128,7 +131,8 @@ async function main() {
   // 2. Password, then the current code: back on the protected page.
   await passwordStep(page, 'alice', alicePassword);
   await shot(page, 'code');
-  await codeStep(page, codeNow(aliceSecret));
+  const aliceCodeAt = nowSeconds();
+  await codeStep(page, codeAt(aliceSecret, aliceCodeAt));
   await expectPath(page, '/', 'after a correct code');
   await expectText(page, 'Hello, alice', 'demo page');
   const cookie = (await context.cookies()).find((c) => c.name === 'portcullis_session');
@@ -156,7 +160,7 @@ async function main() {
   );
   await shot(page, 'wrong-code');
   // Then a right one (the next step's: the first login's code may not be replayed).
-  await codeStep(page, codeNextStep(aliceSecret));
+  await codeStep(page, codeStepAfter(aliceSecret, aliceCodeAt));
   await expectPath(page, '/', 'after a correct code following a wrong one');
   await expectText(page, 'Hello, alice', 'demo page after the second login');
   await signOut(page, 'second sign out');
@@ -194,7 +198,8 @@ async function main() {
   log(`screenshot ${join(shots, `${String(shotNumber).padStart(2, '0')}-enroll-mobile.png`)}`);
   await bob.setViewportSize({ width: 1024, height: 768 });
 
-  await bob.getByLabel('One-time code').fill(codeNow(bobSecret));
+  const bobCodeAt = nowSeconds();
+  await bob.getByLabel('One-time code').fill(codeAt(bobSecret, bobCodeAt));
   await bob.getByRole('button', { name: 'Confirm' }).click();
   await expectText(bob, 'All set', 'after confirming enrollment');
   await shot(bob, 'enrolled');
@@ -207,7 +212,7 @@ async function main() {
   await bob.goto(`${portal}/`);
   await expectPath(bob, '/login', 'GET / as bob without a session');
   await passwordStep(bob, 'bob', bobPassword);
-  await codeStep(bob, codeNextStep(bobSecret));
+  await codeStep(bob, codeStepAfter(bobSecret, bobCodeAt));
   await expectPath(bob, '/', "after bob's first code");
   await expectText(bob, 'Hello, bob', "bob's demo page");
   await shot(bob, 'bob-demo');
