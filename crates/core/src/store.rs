@@ -32,11 +32,11 @@ pub enum StoreError {
     /// A users-file problem; the message names the file, line and field.
     #[error("{0}")]
     Format(String),
-    /// Database problem.
-    #[error("database {path}: {message}")]
+    /// Database problem (SQLite now; PostgreSQL and Redis next).
+    #[error("database {store}: {message}")]
     Database {
-        /// The database file.
-        path: PathBuf,
+        /// Which database: a file path, or a server's address (never with a password).
+        store: String,
         /// What went wrong.
         message: String,
     },

@@ -130,7 +130,7 @@ impl SqliteStore {
     /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db_err = |e: rusqlite::Error| StoreError::Database {
-            path: path.to_path_buf(),
+            store: path.display().to_string(),
             message: e.to_string(),
         };
         if !path.exists() {
@@ -162,7 +162,7 @@ impl SqliteStore {
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Database {
-            path: self.path.clone(),
+            store: self.path.display().to_string(),
             message: e.to_string(),
         }
     }
@@ -183,7 +183,7 @@ impl SqliteStore {
             .map_err(|e| self.err(e))?;
         if version as usize > MIGRATIONS.len() {
             return Err(StoreError::Database {
-                path: self.path.clone(),
+                store: self.path.display().to_string(),
                 message: format!(
                     "schema version {version} is newer than this portcullis knows ({}); upgrade portcullis",
                     MIGRATIONS.len()
