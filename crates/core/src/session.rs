@@ -352,9 +352,9 @@ impl Sessions {
     pub fn get_and_due(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<(Session, bool)> {
         let hash = token_hash(id)?;
         let cached = self.read().get(&hash).cloned();
-        let entry = match cached {
-            Some(e) if !e.expired(&self.policy, now) => e,
-            stale => self.read_through(&hash, stale.as_ref(), now)?,
+        let (entry, just_read) = match cached {
+            Some(e) if !e.expired(&self.policy, now) => (e, false),
+            stale => (self.read_through(&hash, stale.as_ref(), now)?, true),
         };
         if self.policy.bind_ip && entry.session.client_ip.is_some() && entry.session.client_ip != client_ip {
             // Not removed: the rightful owner may still be using it from the bound address.
@@ -378,7 +378,10 @@ impl Sessions {
         let due = now.saturating_sub(entry.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh);
         // When the user is due to be read again, the session is too: a revocation made by
         // another process or node takes effect within the refresh interval.
-        if due && let Some(b) = &self.backend {
+        if due
+            && !just_read
+            && let Some(b) = &self.backend
+        {
             match b.get(&hash) {
                 Ok(Some(_)) => {}
                 Ok(None) => {

@@ -191,7 +191,7 @@ impl Drop for LockGuard {
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a released pam_oath-style lock file stays: longer than pam_oath takes from
 /// reading users.oath to creating its lock file, even on a busy machine.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(30);
 /// What a lock file of ours says after its write, while it lingers.
 const RELEASED: &str = "released";
 /// How long to wait for a pam_oath-style lock file before giving up.

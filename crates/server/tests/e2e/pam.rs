@@ -645,7 +645,7 @@ fn pam_oath_and_portcullis_on_one_users_file_lose_no_counter_update() {
     };
     // Each side logs its user in `rounds` times, retrying a code that was refused, and gives
     // up once refused many times in a row (a lost update leaves a user stuck for good; a
-    // pam_oath that meets portcullis's lingering lock file is refused for ~100 ms at most).
+    // pam_oath that meets portcullis's lingering lock file is refused for ~30 ms at most).
     // Returns the logins that succeeded and the refusals.
     let (ann_codes, ben_codes) = (codes(ann_key), codes(ben_key));
     let run = |service: String, user: &'static str, codes: Vec<String>| {
