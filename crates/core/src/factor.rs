@@ -194,9 +194,8 @@ pub trait FactorDriver {
     fn lock(&self);
 }
 
-/// The conformance suite every [`SecondFactor`] passes. `user` is enrolled and has no
-/// failures; `other` exists and is not enrolled. The policy must lock after three failures
-/// or more.
+/// The conformance suite every [`SecondFactor`] passes. `enrolled` is enrolled and has no
+/// failures; `other` exists and is not enrolled; nobody is called `nobody`.
 #[allow(clippy::unwrap_used)] // a conformance check: a failed step is a failed test
 pub fn check_second_factor_contract(f: &dyn SecondFactor, d: &dyn FactorDriver, enrolled: &User, other: &User) {
     let ctx = Context {
