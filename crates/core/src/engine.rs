@@ -159,11 +159,7 @@ impl Engine {
             linger: 0,
             max_failures: 0,
         };
-        let off = crate::regulation::RegulationPolicy {
-            max_retries: 0,
-            ..crate::regulation::RegulationPolicy::default()
-        };
-        Self::for_credentials(directory, policy, None, Regulator::new(off), clock)
+        Self::for_credentials(directory, policy, None, Regulator::off(), clock)
     }
 
     /// The decision maker over this state.

@@ -234,6 +234,14 @@ impl Regulator {
         Self::with_capacity(policy, MAX_TRACKED)
     }
 
+    /// A regulator that bans nobody (pam_oath's drop-in, the CLI's `verify`).
+    pub fn off() -> Self {
+        Self::new(RegulationPolicy {
+            max_retries: 0,
+            ..RegulationPolicy::default()
+        })
+    }
+
     /// A regulator in memory tracking at most `capacity` keys (at least 1).
     pub fn with_capacity(policy: RegulationPolicy, capacity: usize) -> Self {
         Self::with_store(policy, Arc::new(MemoryRegulation::with_capacity(capacity)))

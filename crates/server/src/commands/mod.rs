@@ -124,10 +124,6 @@ impl Context_ {
     /// The core over this store, as a credential check sees it: the configured rules, the
     /// system clock, regulation in this process only (nothing is counted toward a ban).
     pub fn engine(&self) -> Result<Engine> {
-        let off = portcullis_core::RegulationPolicy {
-            max_retries: 0,
-            ..portcullis_core::RegulationPolicy::default()
-        };
         Ok(Engine::for_credentials(
             self.store.clone(),
             VerifyPolicy::from_config(&self.config.core),
@@ -135,7 +131,7 @@ impl Context_ {
                 .core
                 .external_source()
                 .map(portcullis_core::password::ExternalSource::boxed),
-            portcullis_core::Regulator::new(off),
+            portcullis_core::Regulator::off(),
             std::sync::Arc::new(SystemClock),
         )?)
     }
