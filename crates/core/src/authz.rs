@@ -172,6 +172,8 @@ pub struct BasicCache {
 struct CachedBasic {
     until: i64,
     user: Box<User>,
+    /// The first factor's fingerprint when accepted (an htpasswd line lives outside `user`).
+    factor: [u8; 16],
     checked: i64,
     app_password: bool,
 }
@@ -179,6 +181,7 @@ struct CachedBasic {
 /// A cache hit: the user as cached, and whether the directory must be read again first.
 struct Hit {
     user: Box<User>,
+    factor: [u8; 16],
     due: bool,
 }
 
@@ -251,6 +254,7 @@ impl BasicCache {
         let due = self.due(e, now);
         (!(due && e.app_password)).then(|| Hit {
             user: e.user.clone(),
+            factor: e.factor,
             due,
         })
     }
@@ -268,7 +272,7 @@ impl BasicCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
     }
 
-    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, now: i64, app_password: bool) {
+    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, factor: [u8; 16], now: i64, app_password: bool) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= BASIC_CACHE_MAX {
             map.retain(|_, e| now < e.until);
@@ -281,6 +285,7 @@ impl BasicCache {
             CachedBasic {
                 until,
                 user,
+                factor,
                 checked: now,
                 app_password,
             },
@@ -433,8 +438,16 @@ impl Authorizer<'_> {
             }
             // Past the refresh interval: the user is read again, so a lock, a new password or
             // a reset token stops this client now rather than when the linger time ends.
-            return Ok(match self.gate.directory.user(&creds.user)? {
-                Some(current) if still_stands(&current, &hit.user, &self.gate.policy) => {
+            let current = self.gate.directory.user(&creds.user)?;
+            let stands = match &current {
+                Some(c) => {
+                    still_stands(c, &hit.user, &self.gate.policy)
+                        && self.gate.first_factor_fingerprint(c)? == hit.factor
+                }
+                None => false,
+            };
+            return Ok(match current {
+                Some(current) if stands => {
                     let current = Box::new(current);
                     self.basic_cache.checked(&digest, now, current.clone());
                     (StepResult::Passed(current), None)
@@ -463,7 +476,8 @@ impl Authorizer<'_> {
         {
             let user = Box::new(user.clone());
             let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
-            self.basic_cache.put(digest, until, user.clone(), now, true);
+            let factor = self.gate.first_factor_fingerprint(&user)?;
+            self.basic_cache.put(digest, until, user.clone(), factor, now, true);
             self.regulator.record_success(&creds.user)?;
             let result = StepResult::Passed(user);
             let event = self.record_attempt(ip, &creds.user, "basic-app-password", (&result).into(), now)?;
@@ -496,7 +510,8 @@ impl Authorizer<'_> {
         })?;
         if let StepResult::Passed(user) = &result {
             let until = accepted_at.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
-            self.basic_cache.put(digest, until, user.clone(), now, false);
+            let factor = self.gate.first_factor_fingerprint(user)?;
+            self.basic_cache.put(digest, until, user.clone(), factor, now, false);
         }
         let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now)?;
         Ok((result, Some(event)))
@@ -1018,21 +1033,21 @@ mod tests {
         for i in 0..BASIC_CACHE_MAX - 1 {
             // Expired: one just now (an entry stands while now < until), the rest earlier.
             let until = if i == 0 { now } else { now - 1 };
-            cache.put(key(i), until, user.clone(), now - 10, false);
+            cache.put(key(i), until, user.clone(), [0; 16], now - 10, false);
         }
-        cache.put(key(BASIC_CACHE_MAX - 1), now + 100, user.clone(), now, false);
+        cache.put(key(BASIC_CACHE_MAX - 1), now + 100, user.clone(), [0; 16], now, false);
         // Full: the expired ones go, the live one stays, the new one is added.
-        cache.put(key(BASIC_CACHE_MAX), now + 100, user.clone(), now, false);
+        cache.put(key(BASIC_CACHE_MAX), now + 100, user.clone(), [0; 16], now, false);
         assert!(cache.get(&key(BASIC_CACHE_MAX - 1), now).is_some());
         assert!(cache.get(&key(BASIC_CACHE_MAX), now).is_some());
         assert_eq!(cache.entries.lock().unwrap().len(), 2);
         // Full of live entries: all go (a flood of logins cannot grow it without bound).
         let cache = BasicCache::default();
         for i in 0..BASIC_CACHE_MAX {
-            cache.put(key(i), now + 100, user.clone(), now, false);
+            cache.put(key(i), now + 100, user.clone(), [0; 16], now, false);
         }
         assert_eq!(cache.entries.lock().unwrap().len(), BASIC_CACHE_MAX);
-        cache.put(key(BASIC_CACHE_MAX + 1), now + 100, user.clone(), now, false);
+        cache.put(key(BASIC_CACHE_MAX + 1), now + 100, user.clone(), [0; 16], now, false);
         assert_eq!(cache.entries.lock().unwrap().len(), 1);
         assert!(cache.get(&key(BASIC_CACHE_MAX + 1), now).is_some());
     }
@@ -1046,7 +1061,14 @@ mod tests {
         };
         let ip = IpAddr::from([127, 0, 0, 1]);
         let digest = cache.digest(&creds, ip);
-        cache.put(digest, 2000, Box::new(User::new("u", FirstFactor::None)), 1000, false);
+        cache.put(
+            digest,
+            2000,
+            Box::new(User::new("u", FirstFactor::None)),
+            [0; 16],
+            1000,
+            false,
+        );
         assert!(cache.is_fresh(&creds, ip, 1001));
         assert!(
             !cache.is_fresh(&creds, IpAddr::from([127, 0, 0, 2]), 1001),
@@ -1095,6 +1117,58 @@ mod tests {
             panic!("a bypassed path still names the signed-in user");
         };
         assert_eq!(identity.user, "alice");
+    }
+
+    /// Issue 13.7: the Basic cache sees a new htpasswd line too (it lives outside the
+    /// directory record the cache compares), at the next refresh.
+    #[test]
+    fn a_new_htpasswd_line_ends_a_cached_basic_login() {
+        let mut w = World::new();
+        w.linger = 30;
+        w.cache = BasicCache::with_refresh(0);
+        let code = with_token(&w);
+        w.directory
+            .update("alice", &mut |u| {
+                u.first_factor = FirstFactor::External;
+                true
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("htpasswd");
+        let set = |pw: &str| std::fs::write(&file, format!("alice:{}\n", bcrypt::hash(pw, 4).unwrap())).unwrap();
+        set("pw");
+        let source = crate::password::ExternalSource::Htpasswd(file.clone());
+        let t0 = 1_700_000_010;
+        let secret = format!("pw{}", code(t0));
+        let decide = |w: &World| {
+            let mut a = w.authorizer();
+            a.gate.external = Some(&source);
+            a.decide(&AccessRequest {
+                method: "GET",
+                host: "app.example.com",
+                path: "/app/",
+                client_ip: IpAddr::from([127, 0, 0, 1]),
+                session: None,
+                basic: Some(BasicCredentials {
+                    user: "alice".into(),
+                    secret: Zeroizing::new(secret.clone()),
+                }),
+            })
+            .unwrap()
+        };
+        w.clock = FixedClock(t0);
+        assert!(matches!(decide(&w).0, Decision::Allow(Some(_))));
+        w.clock = FixedClock(t0 + 1);
+        let (d, event) = decide(&w);
+        assert!(
+            matches!(d, Decision::Allow(Some(_))) && event.is_none(),
+            "a cache hit, line unchanged"
+        );
+        set("new pw");
+        w.clock = FixedClock(t0 + 2);
+        let (d, event) = decide(&w);
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(event.and_then(|e| e.failure), Some("wrong_password"));
     }
 
     #[test]
