@@ -153,13 +153,8 @@ fn failure_page(e: &GatewayError) -> Response {
     )
 }
 
-/// The page when the login worker ended without an answer.
-fn server_error() -> Response {
-    failure_page(&GatewayError::Worker("portal").logged())
-}
-
-/// A login step's outcome, or why there is none (a failure, or a worker that died; logged).
-fn step_failed(step: Option<Result<LoginOutcome, GatewayError>>) -> Result<LoginOutcome, GatewayError> {
+/// What a blocking step answered, or why it did not (a failure, or a worker that died; logged).
+fn answered<T>(step: Option<Result<T, GatewayError>>) -> Result<T, GatewayError> {
     step.unwrap_or_else(|| Err(GatewayError::Worker("portal").logged()))
 }
 
@@ -217,7 +212,7 @@ pub async fn login_submit(
         settle(app, step)
     })
     .await;
-    let outcome = match step_failed(step) {
+    let outcome = match answered(step) {
         Ok(o) => o,
         Err(e) => return failure_page(&e),
     };
@@ -290,7 +285,7 @@ pub async fn code_submit(
         settle(app, app.authorizer().login_code(&current, code.trim(), ip))
     })
     .await;
-    let outcome = match step_failed(step) {
+    let outcome = match answered(step) {
         Ok(o) => o,
         Err(e) => return failure_page(&e),
     };
@@ -533,10 +528,9 @@ pub async fn enroll_submit(
         Ok(outcome)
     })
     .await;
-    let outcome = match checked {
-        Some(Ok(o)) => o,
-        Some(Err(e)) => return failure_page(&e),
-        None => return server_error(),
+    let outcome = match answered(checked) {
+        Ok(o) => o,
+        Err(e) => return failure_page(&e),
     };
     match outcome {
         Enrollment::Done => {}
