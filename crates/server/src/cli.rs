@@ -165,15 +165,38 @@ pub enum ConfigCommand {
     /// Validate the configuration file; errors name the line.
     #[command(after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml config check")]
     Check,
-    /// Print the Apache 2.4 snippets (contrib/apache) for this configuration.
-    #[command(after_help = "Example:\n  portcullis config apache > /etc/apache2/conf-available/portcullis.conf")]
-    Apache,
-    /// Print the nginx snippets (contrib/nginx) for this configuration.
-    Nginx,
-    /// Print the Caddy snippet (contrib/caddy) for this configuration.
-    Caddy,
+    /// Print one Apache 2.4 snippet (contrib/apache) for this configuration, or write them all.
+    #[command(
+        after_help = "Examples:\n  portcullis config apache --out /etc/apache2/portcullis\n  portcullis config apache portcullis-provider.conf > /etc/apache2/conf-available/portcullis.conf\n  portcullis config apache   # lists the snippets"
+    )]
+    Apache(SnippetArgs),
+    /// Print one nginx snippet (contrib/nginx) for this configuration, or write them all.
+    #[command(
+        after_help = "Examples:\n  portcullis config nginx --out /etc/nginx/portcullis\n  portcullis config nginx portcullis-upstream.conf > /etc/nginx/conf.d/portcullis.conf\n  portcullis config nginx   # lists the snippets"
+    )]
+    Nginx(SnippetArgs),
+    /// Print the Caddy snippet (contrib/caddy) for this configuration, or write it.
+    #[command(
+        after_help = "Examples:\n  portcullis config caddy portcullis.caddy > /etc/caddy/portcullis.caddy\n  portcullis config caddy --out /etc/caddy"
+    )]
+    Caddy(SnippetArgs),
     /// Print the Traefik dynamic configuration (contrib/traefik) for this configuration.
-    Traefik,
+    #[command(
+        after_help = "Examples:\n  portcullis config traefik portcullis.yml > /etc/traefik/dynamic/portcullis.yml\n  portcullis config traefik --out /etc/traefik/dynamic"
+    )]
+    Traefik(SnippetArgs),
+}
+
+/// Which snippet `config apache|nginx|caddy|traefik` prints, or where it writes them all.
+#[derive(Debug, Args)]
+pub struct SnippetArgs {
+    /// The snippet to print (file name, with or without `.conf`); none lists them.
+    #[arg(conflicts_with = "out")]
+    pub name: Option<String>,
+    /// Write every snippet into this directory (created if missing; files 0644, replaced
+    /// atomically), with the example site's includes pointing there.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Token options shared by `user add` and `user token reset`.

@@ -58,18 +58,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             transfer::export(&ctx, format, &file)
         }
         Command::Check => crate::gateway::check::run(Settings::load(&cli.config)?),
-        Command::Config(ConfigCommand::Apache) => {
-            snippets::print(&cli.config, snippets::Flavor::Apache).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Nginx) => {
-            snippets::print(&cli.config, snippets::Flavor::Nginx).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Caddy) => {
-            snippets::print(&cli.config, snippets::Flavor::Caddy).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Traefik) => {
-            snippets::print(&cli.config, snippets::Flavor::Traefik).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Config(ConfigCommand::Apache(a)) => snippets::run(&cli.config, snippets::Flavor::Apache, a),
+        Command::Config(ConfigCommand::Nginx(a)) => snippets::run(&cli.config, snippets::Flavor::Nginx, a),
+        Command::Config(ConfigCommand::Caddy(a)) => snippets::run(&cli.config, snippets::Flavor::Caddy, a),
+        Command::Config(ConfigCommand::Traefik(a)) => snippets::run(&cli.config, snippets::Flavor::Traefik, a),
         Command::Config(ConfigCommand::Check) => config_check(&cli.config),
     }
 }

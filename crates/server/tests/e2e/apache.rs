@@ -10,17 +10,15 @@ use std::time::Duration;
 
 const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/apache");
 
-/// Copies the shipped snippets, changing only ports and paths (what a user edits).
+/// The shipped snippets as `portcullis config apache --out` writes them for this
+/// configuration (the FastCGI address and the paths are the configuration's).
 fn snippets(dir: &Path, env: &Env, fcgi_port: u16) {
-    for entry in std::fs::read_dir(CONTRIB).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let text = text
-            .replace("127.0.0.1:9092", &format!("127.0.0.1:{fcgi_port}"))
-            .replace("/usr/local/bin/portcullis", bin().to_str().unwrap())
-            .replace("/etc/portcullis/portcullis.toml", env.config().to_str().unwrap());
-        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
-    }
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    assert!(
+        config.contains(&format!("127.0.0.1:{fcgi_port}")),
+        "set fastcgi_listen first"
+    );
+    env.ok(&["config", "apache", "--out", dir.to_str().unwrap()], None);
 }
 
 /// The application: prints the identity Apache hands a CGI program.
@@ -513,38 +511,77 @@ fn apache_malformed_fastcgi_input_is_refused_and_logged() {
 }
 
 #[test]
-fn config_apache_prints_the_contrib_snippets_with_this_configuration() {
+fn config_apache_prints_one_snippet_or_writes_them_all_never_a_stream_of_files() {
+    use std::os::unix::fs::PermissionsExt;
     let env = Env::new("");
     env.set("apache", "fastcgi_listen", "\"127.0.0.1:9555\"");
-    let out = env.ok(&["config", "apache"], None);
-    assert!(
-        out.contains("AuthnzFcgiDefineProvider authn portcullis fcgi://127.0.0.1:9555/"),
-        "{out}"
-    );
-    assert!(
-        out.contains("AuthnzFcgiDefineProvider authz portcullis-authz fcgi://127.0.0.1:9555/"),
-        "{out}"
-    );
-    assert!(out.contains(env.config().to_str().unwrap()), "{out}");
-    // Every shipped file, whole, with only the address and paths changed.
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(CONTRIB).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let text = std::fs::read_to_string(&path)
+    let expected = |name: &str, dir: &str| {
+        std::fs::read_to_string(Path::new(CONTRIB).join(name))
             .unwrap()
             .replace("127.0.0.1:9092", "127.0.0.1:9555")
             .replace("/usr/local/bin/portcullis", bin().to_str().unwrap())
-            .replace("/etc/portcullis/portcullis.toml", env.config().to_str().unwrap());
-        assert!(
-            out.contains(&format!("# ---- {name} ----\n{text}")),
-            "{name} missing or changed:\n{out}"
-        );
-        names.push(name);
+            .replace("/etc/portcullis/portcullis.toml", env.config().to_str().unwrap())
+            .replace("/etc/apache2/portcullis/", dir)
+    };
+    // `config apache > file` with no name writes nothing into the file (the bug: ten files
+    // in one stream, which Apache refused and went down), and lists the names on stderr.
+    let listed = env.run(&["config", "apache"], None);
+    assert_eq!(listed.status.code(), Some(2));
+    assert!(listed.stdout.is_empty());
+    let names: Vec<String> = std::fs::read_dir(CONTRIB)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    for name in &names {
+        assert!(stderr.contains(name.as_str()), "{name} not listed:\n{stderr}");
     }
-    assert_eq!(out.matches("# ---- ").count(), names.len(), "{out}");
-    let nginx = env.ok(&["config", "nginx"], None);
-    assert!(nginx.contains("auth_request"), "{nginx}");
-    assert!(env.ok(&["config", "caddy"], None).contains("forward_auth"));
-    assert!(env.ok(&["config", "traefik"], None).contains("forwardAuth"));
+    // One snippet, whole, with only the addresses and paths changed.
+    let provider = env.ok(&["config", "apache", "portcullis-provider.conf"], None);
+    assert_eq!(
+        provider,
+        expected("portcullis-provider.conf", "/etc/apache2/portcullis/")
+    );
+    assert!(provider.contains("AuthnzFcgiDefineProvider authn portcullis fcgi://127.0.0.1:9555/"));
+    assert_eq!(
+        env.ok(&["config", "apache", "authz"], None),
+        expected("portcullis-authz.conf", "/etc/apache2/portcullis/")
+    );
+    let missing = env.run(&["config", "apache", "nope.conf"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no apache snippet `nope.conf`"));
+    // --out: every file, each on its own, and the example site includes them from there.
+    let dir = env.path().join("apache-snippets");
+    let written = env.ok(&["config", "apache", "--out", dir.to_str().unwrap()], None);
+    let prefix = format!("{}/", dir.display());
+    for name in &names {
+        let path = dir.join(name);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            expected(name, &prefix),
+            "{name}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert!(written.contains(&format!("wrote {}", path.display())), "{written}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), names.len());
+    assert!(
+        std::fs::read_to_string(dir.join("example-site.conf"))
+            .unwrap()
+            .contains(&format!("Include {prefix}portcullis-provider.conf"))
+    );
+    assert!(written.contains("a2enconf portcullis"), "{written}");
+    for (flavor, name, needle) in [
+        ("nginx", "portcullis-protect.conf", "auth_request"),
+        ("caddy", "portcullis.caddy", "forward_auth"),
+        ("traefik", "portcullis.yml", "forwardAuth"),
+    ] {
+        assert!(env.ok(&["config", flavor, name], None).contains(needle), "{flavor}");
+        let dir = env.path().join(flavor);
+        env.ok(&["config", flavor, "--out", dir.to_str().unwrap()], None);
+        assert!(
+            std::fs::read_to_string(dir.join(name)).unwrap().contains(needle),
+            "{flavor}"
+        );
+    }
 }
