@@ -3,23 +3,25 @@
 //! read and validated by the `portcullis` crate from the same [`Document`].
 
 mod document;
+mod unreadable;
 
 pub use document::Document;
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
+pub use unreadable::explain as explain_unreadable;
 
 /// A configuration problem, with the file and line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// Could not read the file.
-    #[error("{path}: cannot read the configuration: {source}; give the path with --config or PORTCULLIS_CONFIG")]
+    #[error("{path}: cannot read the configuration: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
+        /// Why, and what to do (see [`explain_unreadable`]).
+        reason: String,
     },
     /// TOML syntax or an unknown/mistyped key.
     #[error("{path}:{line}:{column}: {message}")]
@@ -380,9 +382,9 @@ pub struct Config {
 
 /// Reads a configuration file's text, or says how to point at it.
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        reason: explain_unreadable(path, &e),
     })
 }
 

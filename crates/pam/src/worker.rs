@@ -70,7 +70,7 @@ impl StoreChecker {
     pub fn open_with_clock(source: &Source, clock: &dyn Fn() -> Box<dyn Clock>) -> Result<StoreChecker, String> {
         match source {
             Source::Config(path) => {
-                let config = Config::load(path).map_err(|e| format!("configuration: {e}"))?;
+                let config = Config::load(path).map_err(|e| format!("configuration (config= in the PAM line): {e}"))?;
                 let store_path = config.resolve(&config.store.path);
                 if !store_path.exists() {
                     return Err(format!(

@@ -3,6 +3,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// Where the configuration is unless --config or PORTCULLIS_CONFIG says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/portcullis/portcullis.toml";
+
 /// Two-factor authentication for web servers and SSH.
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]
@@ -13,7 +16,7 @@ pub struct Cli {
         short = 'c',
         global = true,
         env = "PORTCULLIS_CONFIG",
-        default_value = "/etc/portcullis/portcullis.toml"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
     /// What to do.
@@ -25,7 +28,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a configuration file and an empty embedded store in a directory.
-    #[command(after_help = "Example:\n  portcullis init --dir /etc/portcullis")]
+    #[command(
+        after_help = "Examples:\n  portcullis init --dir /etc/portcullis --portal-url https://auth.example.com --domain example.com\n  portcullis init --dir ./try-it"
+    )]
     Init {
         /// Directory to create (mode 0700).
         #[arg(long, default_value = ".")]
@@ -33,6 +38,15 @@ pub enum Command {
         /// Overwrite an existing portcullis.toml.
         #[arg(long)]
         force: bool,
+        /// The portal's address as people reach it ([server] portal_url; default_redirect
+        /// becomes its front page). An http:// URL on the loopback listener turns off
+        /// HTTPS-only cookies, which could never come back over it.
+        #[arg(long, value_name = "URL")]
+        portal_url: Option<String>,
+        /// The domain whose sites portcullis protects: [access] protected_domains becomes
+        /// it and its subdomains, [session] domain it (single sign-on across them).
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
     },
     /// Run a throw-away demo on 127.0.0.1:9091: a user `demo` (password `demo`), its QR
     /// code in the terminal, and a protected page behind the login portal.

@@ -31,12 +31,26 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(2)
         }
         Err(p) if is_closed_pipe(p.as_ref()) => ExitCode::SUCCESS,
         Err(p) => std::panic::resume_unwind(p),
     }
+}
+
+/// An error and its causes on one line, each cause once: a library error that already
+/// names its OS error is not followed by the same OS error again.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Whether a panic is std's "failed printing to stdout: Broken pipe (os error 32)".

@@ -19,7 +19,12 @@ use zeroize::Zeroizing;
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Init { dir, force } => setup::init(&dir, force).map(|_| ExitCode::SUCCESS),
+        Command::Init {
+            dir,
+            force,
+            portal_url,
+            domain,
+        } => setup::init(&dir, force, portal_url.as_deref(), domain.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
         Command::Serve { listen } => {
             let config = Settings::load(&cli.config)?;

@@ -127,8 +127,94 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// `text` with the value of the first `key = value` line replaced (its comment kept).
+fn with_value(text: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key} = ");
+    let mut done = false;
+    text.lines()
+        .map(|line| {
+            if done || !line.starts_with(&prefix) {
+                return line.to_string();
+            }
+            done = true;
+            match line.find(" #") {
+                Some(at) => {
+                    let width = at - prefix.len();
+                    format!("{prefix}{value:width$}{}", &line[at..])
+                }
+                None => format!("{prefix}{value}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A TOML string for a value given on the command line (refused if it needs escapes).
+fn toml_string(option: &str, value: &str) -> Result<String> {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\' || c.is_whitespace())
+    {
+        bail!("--{option} {value:?}: give it without spaces, quotes or backslashes");
+    }
+    Ok(format!("\"{value}\""))
+}
+
+/// The template with `--portal-url` and `--domain` filled in.
+fn init_config(portal_url: Option<&str>, domain: Option<&str>) -> Result<String> {
+    let mut text = TEMPLATE.to_string();
+    if let Some(url) = portal_url {
+        let url = url.trim_end_matches('/');
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .with_context(|| {
+                format!("--portal-url {url:?}: give an http:// or https:// URL such as https://auth.example.com")
+            })?
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        if host.is_empty() {
+            bail!("--portal-url {url:?}: the URL has no host");
+        }
+        text = with_value(&text, "portal_url", &toml_string("portal-url", url)?);
+        text = with_value(
+            &text,
+            "default_redirect",
+            &toml_string("portal-url", &format!("{url}/"))?,
+        );
+        if domain.is_none() {
+            text = with_value(
+                &text,
+                "protected_domains",
+                &format!("[{}]", toml_string("portal-url", host)?),
+            );
+        }
+        if url.starts_with("http://") {
+            text = text.replace(
+                "secure = true              # HTTPS-only cookie",
+                "secure = false             # portal_url is plain HTTP (loopback only); HTTPS-only cookie",
+            );
+        }
+    }
+    if let Some(domain) = domain {
+        let domain = domain.trim_start_matches("*.").trim_matches('.');
+        let quoted = toml_string("domain", domain)?;
+        text = with_value(
+            &text,
+            "protected_domains",
+            &format!("[{quoted}, {}]", toml_string("domain", &format!("*.{domain}"))?),
+        );
+        text = with_value(&text, "domain", &quoted);
+    }
+    Ok(text)
+}
+
 /// Creates `dir` (0700) with a portcullis.toml (0600) and an empty store.
-pub fn init(dir: &Path, force: bool) -> Result<()> {
+pub fn init(dir: &Path, force: bool, portal_url: Option<&str>, domain: Option<&str>) -> Result<()> {
+    let text = init_config(portal_url, domain)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -143,14 +229,30 @@ pub fn init(dir: &Path, force: bool) -> Result<()> {
         );
     }
     let config = dir.join("portcullis.toml");
-    write_new(&config, TEMPLATE, force)?;
-    let ctx = Context_::load(&config)?;
+    write_new(&config, &text, force)?;
+    let ctx = match Context_::load(&config) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            // A config `init` wrote must load; if the options made it invalid, take it back.
+            let _ = std::fs::remove_file(&config);
+            return Err(e);
+        }
+    };
     println!(
         "wrote {} and {}",
         config.display(),
         ctx.config.core.resolve(&ctx.config.core.store.path).display()
     );
-    println!("next: portcullis --config {} user add NAME", config.display());
+    let flag = if config == Path::new(crate::cli::DEFAULT_CONFIG) {
+        String::new()
+    } else {
+        format!("--config {} ", config.display())
+    };
+    println!(
+        "portal: {} (check the file with `portcullis {flag}config check`)",
+        ctx.config.server.portal_url
+    );
+    println!("next: portcullis {flag}user add NAME");
     Ok(())
 }
 
@@ -229,4 +331,31 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
     println!("\nOpen {portal}/ and sign in as demo / demo with the current code. Ctrl-C stops the demo.");
     let c = crate::settings::Settings::load(&config)?;
     crate::gateway::serve(c, None).map(|_| ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_options_fill_in_the_keys_a_site_must_change() {
+        let text = init_config(Some("https://auth.example.com/"), Some("example.com")).unwrap();
+        assert!(text.contains("portal_url = \"https://auth.example.com\" "), "{text}");
+        assert!(
+            text.contains("default_redirect = \"https://auth.example.com/\" "),
+            "{text}"
+        );
+        assert!(
+            text.contains("protected_domains = [\"example.com\", \"*.example.com\"] #"),
+            "{text}"
+        );
+        assert!(text.contains("\ndomain = \"example.com\" "), "{text}");
+        assert!(text.contains("secure = true "), "{text}");
+        let plain = init_config(Some("http://127.0.0.1:9091"), None).unwrap();
+        assert!(plain.contains("secure = false "), "{plain}");
+        assert!(plain.contains("protected_domains = [\"127.0.0.1\"]"), "{plain}");
+        assert!(init_config(Some("auth.example.com"), None).is_err());
+        assert!(init_config(None, Some("exa mple.com")).is_err());
+        assert_eq!(init_config(None, None).unwrap(), TEMPLATE);
+    }
 }

@@ -348,3 +348,45 @@ fn demo_command_prints_a_working_setup() {
     let code = code_now(&env, &secret_of(uri));
     assert_eq!(env.verify("demo", Some("demo"), &code).0, 0);
 }
+
+#[test]
+fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tool("runuser");
+    let env = Env::new("");
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Like `sudo portcullis init` followed by a plain `portcullis user list`.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(bin())
+        .arg("--config")
+        .arg(env.config())
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "permission denied: {} belongs to root (mode 0700) and this runs as nobody",
+            env.path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("`sudo -u root portcullis …`"), "{err}");
+    assert!(
+        !err.contains("--config or PORTCULLIS_CONFIG"),
+        "the path was given: {err}"
+    );
+    assert!(!err.contains("os error"), "the reason is said once, in words: {err}");
+    // No file at all: say so, and how to make one.
+    let missing = env.path().join("nowhere/portcullis.toml");
+    let out = env.run(&["--config", missing.to_str().unwrap(), "user", "list"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("there is no such file; make one with `portcullis init --dir DIR`"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
