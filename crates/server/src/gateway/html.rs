@@ -225,6 +225,29 @@ pub fn enroll(csrf: &str, user: &str, shown: Option<Shown<'_>>, error: Option<&s
     page("Enroll", &body)
 }
 
+/// The portal's front page: who is signed in, with how many factors, and sign-out.
+pub fn home(base: &str, csrf: &str, user: &str, groups: &[String], both_factors: bool) -> String {
+    let factors = if both_factors {
+        "with password and code".to_string()
+    } else {
+        format!(
+            "with one factor: pages that need two will ask for your <a href=\"{}/login/code\">code</a>",
+            escape(base)
+        )
+    };
+    let groups = if groups.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Groups: {}</p>", escape(&groups.join(", ")))
+    };
+    let body = format!(
+        "<h1>Signed in</h1><p class=\"note\">Signed in as <strong>{}</strong> {factors}.</p>{groups}{}",
+        escape(user),
+        logout_form(base, csrf, "", "Sign out")
+    );
+    page("Signed in", &body)
+}
+
 /// The demo's protected page.
 pub fn demo(base: &str, csrf: &str, user: &str, groups: &[String]) -> String {
     let body = format!(
@@ -258,6 +281,7 @@ mod tests {
             code("", evil, evil, evil, Some(evil)),
             message(evil, evil, Some((evil, evil))),
             enroll(evil, evil, None, Some(evil)),
+            home("", evil, evil, &[evil.to_string()], false),
             enroll_start(evil, evil),
             demo("", "t", evil, &[evil.to_string()]),
         ] {

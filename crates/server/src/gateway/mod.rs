@@ -239,9 +239,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", get(portal::logout_page).post(portal::logout))
         .route("/logout/", post(portal::logout))
         .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit));
-    if app.config.server.demo_page {
-        pages = pages.route("/", get(portal::demo_page));
-    }
+    // A login without a return address lands on `/`: it says who is signed in.
+    pages = if app.config.server.demo_page {
+        pages.route("/", get(portal::demo_page))
+    } else {
+        pages.route("/", get(portal::home_page))
+    };
     // Browser-facing headers on the people's pages only: the per-request check stays lean.
     let pages = pages.layer(axum::middleware::map_response_with_state(
         app.clone(),

@@ -356,6 +356,23 @@ pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, head
     }
 }
 
+/// `GET /`: who is signed in, and a sign-out button (where a login without a return
+/// address lands); nobody signed in goes to the login page.
+pub async fn home_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
+    match app.current_session(&headers, ip) {
+        Some(s) => {
+            let (nonce, cookie) = csrf_nonce(&app, &headers);
+            let both = s.level == Level::TwoFactor;
+            let body = html::home(app.base(), &app.csrf_token(&nonce), &s.user, &s.groups, both);
+            page(StatusCode::OK, body, cookie.into_iter().collect())
+        }
+        None => {
+            let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
+            to_login(&app, &here)
+        }
+    }
+}
+
 /// A new TOTP token with the configured defaults, for enrollment.
 fn fresh_token(app: &App) -> Token {
     let o = &app.config.core.otp;

@@ -232,6 +232,25 @@ fn one_page_login_scratch_codes_health_and_metrics() {
     ] {
         assert!(m.contains(needle), "{needle} missing from:\n{m}");
     }
+    // Where a login without a return address lands: who is signed in, and sign-out
+    // (it was an empty 404).
+    let home = b.get(&gw.url("/"), &[]);
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert!(
+        home.body
+            .contains("Signed in as <strong>fay</strong> with password and code"),
+        "{}",
+        home.body
+    );
+    let out = b.post(&gw.url("/logout"), &[("csrf", &home.csrf())]);
+    assert_eq!(out.status, 200, "{}", out.body);
+    let home = b.get(&gw.url("/"), &[]);
+    assert_eq!(home.status, 303, "signed out: / sends to the login page");
+    assert!(
+        home.header("location").unwrap().contains("/login?rd="),
+        "{:?}",
+        home.headers
+    );
 }
 
 #[test]
