@@ -284,7 +284,11 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
         Err(e) => return e.status().into_response(),
     };
     let browser = wants_html(&headers) && !has_basic;
-    render(&app, &original, decision, flavor, browser, started)
+    // The nginx snippets say which kind of location asks: 0 from one that redirects to the
+    // portal (a Basic challenge there would ride along on nginx's 302 and may open a
+    // password dialog), 1 from a Basic one; older snippets send nothing.
+    let basic_location = header_str(&headers, "x-portcullis-basic") != Some("0");
+    render(&app, &original, decision, flavor, browser, basic_location, started)
 }
 
 /// The answer for a decision, in the flavour the proxy expects; counts it in the metrics.
@@ -294,6 +298,7 @@ pub(super) fn render(
     decision: Decision,
     flavor: Flavor,
     browser: bool,
+    basic_location: bool,
     started: Instant,
 ) -> Response {
     let challenge = || {
@@ -348,6 +353,7 @@ pub(super) fn render(
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 if app.config.core.basic.enabled
+                    && (is_challenge || basic_location)
                     && let Some(c) = challenge()
                 {
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, c);

@@ -115,7 +115,7 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
         }
         other => {
             let browser = forward::wants_html(req.headers()) && !has_basic;
-            forward::render(&app, &original, other, Flavor::ForwardAuth, browser, started)
+            forward::render(&app, &original, other, Flavor::ForwardAuth, browser, true, started)
         }
     }
 }

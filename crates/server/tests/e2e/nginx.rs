@@ -190,6 +190,14 @@ fn nginx_auth_request_login_identity_replay_logout_redirects_and_lockout() {
     // No cookie: nginx sends the browser to the portal with the page it asked for.
     let r = curl(&[&page]);
     assert_eq!(r.status, 302, "{}", r.body);
+    // Issue 14.11: no Basic challenge rides along on the redirect (a password dialog).
+    assert_eq!(r.header("www-authenticate"), None, "{:?}", r.headers);
+    let dav = curl(&[&nginx.url("/dav/x")]);
+    assert!(
+        dav.header("www-authenticate").is_some_and(|c| c.starts_with("Basic ")),
+        "{:?}",
+        dav.headers
+    );
     let location = r.header("location").unwrap().to_string();
     assert_eq!(location, gw.url(&format!("/login?rd={}", urlencode(&page))));
     // Every protected location is closed, whatever it serves.
