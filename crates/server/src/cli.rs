@@ -47,6 +47,9 @@ pub enum Command {
         /// it and its subdomains, [session] domain it (single sign-on across them).
         #[arg(long, value_name = "DOMAIN")]
         domain: Option<String>,
+        /// The gateway's address and port ([server] listen; default 127.0.0.1:9091).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Run a throw-away demo on 127.0.0.1:9091: a user `demo` (password `demo`), its QR
     /// code in the terminal, and a protected page behind the login portal.

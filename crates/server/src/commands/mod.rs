@@ -24,7 +24,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             force,
             portal_url,
             domain,
-        } => setup::init(&dir, force, portal_url.as_deref(), domain.as_deref()).map(|_| ExitCode::SUCCESS),
+            listen,
+        } => setup::init(
+            &dir,
+            force,
+            &setup::Site {
+                portal_url: portal_url.as_deref(),
+                domain: domain.as_deref(),
+                listen: listen.as_deref(),
+            },
+        )
+        .map(|_| ExitCode::SUCCESS),
         Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
         Command::Serve { listen } => {
             let config = Settings::load(&cli.config)?;

@@ -162,9 +162,24 @@ fn toml_string(option: &str, value: &str) -> Result<String> {
     Ok(format!("\"{value}\""))
 }
 
-/// The template with `--portal-url` and `--domain` filled in.
-fn init_config(portal_url: Option<&str>, domain: Option<&str>) -> Result<String> {
+/// What `init` was told about the site.
+#[derive(Debug, Default)]
+pub struct Site<'a> {
+    /// `--portal-url`.
+    pub portal_url: Option<&'a str>,
+    /// `--domain`.
+    pub domain: Option<&'a str>,
+    /// `--listen`.
+    pub listen: Option<&'a str>,
+}
+
+/// The template with `--portal-url`, `--domain` and `--listen` filled in.
+fn init_config(site: &Site<'_>) -> Result<String> {
+    let (portal_url, domain) = (site.portal_url, site.domain);
     let mut text = TEMPLATE.to_string();
+    if let Some(listen) = site.listen {
+        text = with_value(&text, "listen", &toml_string("listen", listen)?);
+    }
     if let Some(url) = portal_url {
         let url = url.trim_end_matches('/');
         let host = url
@@ -213,8 +228,8 @@ fn init_config(portal_url: Option<&str>, domain: Option<&str>) -> Result<String>
 }
 
 /// Creates `dir` (0700) with a portcullis.toml (0600) and an empty store.
-pub fn init(dir: &Path, force: bool, portal_url: Option<&str>, domain: Option<&str>) -> Result<()> {
-    let text = init_config(portal_url, domain)?;
+pub fn init(dir: &Path, force: bool, site: &Site<'_>) -> Result<()> {
+    let text = init_config(site)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -339,7 +354,12 @@ mod tests {
 
     #[test]
     fn init_options_fill_in_the_keys_a_site_must_change() {
-        let text = init_config(Some("https://auth.example.com/"), Some("example.com")).unwrap();
+        let site = |portal_url, domain| Site {
+            portal_url,
+            domain,
+            listen: None,
+        };
+        let text = init_config(&site(Some("https://auth.example.com/"), Some("example.com"))).unwrap();
         assert!(text.contains("portal_url = \"https://auth.example.com\" "), "{text}");
         assert!(
             text.contains("default_redirect = \"https://auth.example.com/\" "),
@@ -351,11 +371,17 @@ mod tests {
         );
         assert!(text.contains("\ndomain = \"example.com\" "), "{text}");
         assert!(text.contains("secure = true "), "{text}");
-        let plain = init_config(Some("http://127.0.0.1:9091"), None).unwrap();
+        let plain = init_config(&site(Some("http://127.0.0.1:9091"), None)).unwrap();
         assert!(plain.contains("secure = false "), "{plain}");
         assert!(plain.contains("protected_domains = [\"127.0.0.1\"]"), "{plain}");
-        assert!(init_config(Some("auth.example.com"), None).is_err());
-        assert!(init_config(None, Some("exa mple.com")).is_err());
-        assert_eq!(init_config(None, None).unwrap(), TEMPLATE);
+        assert!(init_config(&site(Some("auth.example.com"), None)).is_err());
+        assert!(init_config(&site(None, Some("exa mple.com"))).is_err());
+        assert_eq!(init_config(&Site::default()).unwrap(), TEMPLATE);
+        let moved = init_config(&Site {
+            listen: Some("127.0.0.1:7000"),
+            ..Site::default()
+        })
+        .unwrap();
+        assert!(moved.contains("\nlisten = \"127.0.0.1:7000\"\n"), "{moved}");
     }
 }

@@ -363,6 +363,8 @@ pub struct Browser {
     pub interface: Option<&'static str>,
     /// The CA to trust for https:// URLs.
     pub ca: Option<PathBuf>,
+    /// curl `--resolve` entries (`host:port:127.0.0.1`): names for loopback servers.
+    pub resolve: Vec<String>,
 }
 
 impl Browser {
@@ -371,6 +373,7 @@ impl Browser {
             jar: env.path().join(format!("{name}.jar")),
             interface: None,
             ca: None,
+            resolve: Vec::new(),
         }
     }
 
@@ -383,6 +386,9 @@ impl Browser {
         let ca = self.ca.as_ref().map(|p| p.display().to_string());
         if let Some(ca) = &ca {
             args.extend(["--cacert", ca.as_str()]);
+        }
+        for r in &self.resolve {
+            args.extend(["--resolve", r.as_str()]);
         }
         args.extend_from_slice(extra);
         args.push(url);

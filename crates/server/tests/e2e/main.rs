@@ -14,5 +14,6 @@ mod nginx;
 mod pam;
 mod proxy;
 mod qr;
+mod readme;
 mod security;
 mod tls;
