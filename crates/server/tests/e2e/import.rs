@@ -237,3 +237,31 @@ fn one_code_is_accepted_once_across_processes_users_file() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.split_whitespace().nth(4), Some("20"), "{text}");
 }
+
+/// Regression (issue 14.6, item 3): importing a users file that does not exist left
+/// `FILE.lock` beside it, and the error did not say plainly that the file was missing.
+#[test]
+fn a_missing_file_is_named_and_nothing_is_created() {
+    let env = Env::new("");
+    let dir = env.path().join("old");
+    std::fs::create_dir(&dir).unwrap();
+    for (format, name) in [
+        ("mod_authn_otp", "otp-users.txt"),
+        ("pam_oath", "users.oath"),
+        ("apache_2fa", "tokens.json"),
+    ] {
+        let missing = dir.join(name);
+        let out = env.run(&["import", "--format", format, missing.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(2), "{format}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}: no such file", missing.display())),
+            "{format}: {err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{format}: created {left:?}");
+    }
+}
