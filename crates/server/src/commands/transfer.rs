@@ -1,7 +1,7 @@
 //! `import` and `export`: the users files of mod_authn_otp, pam_oath, google-authenticator
 //! and apache_2fa.
 
-use super::Context_;
+use super::{Context_, plural};
 use crate::cli::{ExportFormat, ImportFormat};
 use anyhow::{Context, Result, bail};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
@@ -136,8 +136,9 @@ pub fn import(
             // mOTP keys are 64 bits by that protocol's design; only OATH keys are checked.
             if t.kind == TokenKind::Oath && len < portcullis_core::model::MIN_SECRET_BYTES {
                 notes.push(format!(
-                    "warning: {}: the key is {len} bytes, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
+                    "warning: {}: the key is {}, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
                     u.name,
+                    plural(len, "byte", "bytes"),
                     portcullis_core::model::MIN_SECRET_BYTES
                 ));
             }
@@ -168,7 +169,7 @@ pub fn import(
             if u.scratch.is_empty() {
                 String::new()
             } else {
-                format!(", {} scratch codes", u.scratch.len())
+                format!(", {}", plural(u.scratch.len(), "scratch code", "scratch codes"))
             }
         );
     }
@@ -176,7 +177,8 @@ pub fn import(
         eprintln!("note: {n}");
     }
     println!(
-        "{added} users imported, {skipped} skipped, into the {} store",
+        "{} imported, {skipped} skipped, into the {} store",
+        plural(added, "user", "users"),
         ctx.store.backend()
     );
     Ok(ExitCode::SUCCESS)
@@ -206,9 +208,9 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
         }
         if !u.scratch.is_empty() {
             eprintln!(
-                "note: {}: {} scratch codes are not exported (the format has no place for them)",
+                "note: {}: not exported: {} (the format has no place for scratch codes)",
                 u.name,
-                u.scratch.len()
+                plural(u.scratch.len(), "scratch code", "scratch codes")
             );
         }
         if !u.app_passwords.is_empty() {
@@ -224,6 +226,6 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
             Err(e) => eprintln!("note: {}: not exported: {e}", u.name),
         }
     }
-    println!("{count} users written to {}", file.display());
+    println!("{} written to {}", plural(count, "user", "users"), file.display());
     Ok(ExitCode::SUCCESS)
 }

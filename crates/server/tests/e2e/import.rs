@@ -265,3 +265,46 @@ fn a_missing_file_is_named_and_nothing_is_created() {
         assert!(left.is_empty(), "{format}: created {left:?}");
     }
 }
+
+/// Regression (issue 14.6, item 6): a count of one read "1 users", "1 scratch codes".
+#[test]
+fn counts_read_right_for_one_and_for_many() {
+    let env = Env::new("");
+    let one = write(&env, "one.oath", &format!("HOTP/T30\tivy\t-\t{KEY_HEX}\n"));
+    let out = env.ok(&["import", "--format", "pam_oath", &one], None);
+    assert!(out.contains("1 user imported,"), "{out}");
+    let two = write(
+        &env,
+        "two.oath",
+        &format!("HOTP/T30\tjoe\t-\t{KEY_HEX}\nHOTP/T30\tkim\t-\t{KEY_HEX}\n"),
+    );
+    let out = env.ok(&["import", "--format", "pam_oath", &two], None);
+    assert!(out.contains("2 users imported,"), "{out}");
+    let ga = write(&env, "ga", &format!("{KEY_B32}\n\" TOTP_AUTH\n12345678\n"));
+    let out = env.ok(
+        &["import", "--format", "google-authenticator", "--user", "lee", &ga],
+        None,
+    );
+    assert!(out.contains(", 1 scratch code\n"), "{out}");
+    assert!(
+        env.ok(&["config", "check"], None).contains(", 4 users)"),
+        "config check counts too"
+    );
+
+    let exported = env.path().join("all.oath");
+    let out = env.run(&["export", "--format", "pam_oath", exported.to_str().unwrap()], None);
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("4 users written"), "{stdout}");
+    assert!(stderr.contains("lee: not exported: 1 scratch code "), "{stderr}");
+
+    let single = Env::new("");
+    single.ok(&["import", "--format", "pam_oath", &one], None);
+    assert!(single.ok(&["config", "check"], None).contains(", 1 user)"));
+    let exported = single.path().join("one.oath");
+    let out = single.ok(&["export", "--format", "pam_oath", exported.to_str().unwrap()], None);
+    assert!(out.contains("1 user written"), "{out}");
+}
