@@ -146,25 +146,32 @@ pub fn import(
     }
     let (mut added, mut skipped) = (0, 0);
     for u in &users {
-        match ctx.store.create(u) {
-            Ok(()) => added += 1,
+        let replaced = match ctx.store.create(u) {
+            Ok(()) => false,
             Err(StoreError::Exists(_)) if replace => {
                 ctx.store.remove(&u.name)?;
                 ctx.store.create(u)?;
-                added += 1;
+                true
             }
             Err(StoreError::Exists(name)) => {
-                notes.push(format!(
-                    "user {name:?} exists already: skipped (pass --replace to overwrite)"
-                ));
+                println!(
+                    "skipped {name}: a user of that name exists already; pass --replace to replace it with this one"
+                );
                 skipped += 1;
+                continue;
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        added += 1;
         let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
         println!(
-            "imported {}: {}{}",
+            "imported {}{}: {}{}",
             u.name,
+            if replaced {
+                " (replacing the user of that name)"
+            } else {
+                ""
+            },
             tokens.join("; "),
             if u.scratch.is_empty() {
                 String::new()

@@ -308,3 +308,44 @@ fn counts_read_right_for_one_and_for_many() {
     let out = single.ok(&["export", "--format", "pam_oath", exported.to_str().unwrap()], None);
     assert!(out.contains("1 user written"), "{out}");
 }
+
+/// Regression (issue 14.6, item 2): a re-import printed "imported jack" for a user it had
+/// skipped because one of that name existed; only the summary's count said otherwise.
+#[test]
+fn a_reimport_names_the_users_it_skips_and_why() {
+    let env = Env::new("");
+    const OTHER_HEX: &str = "00112233445566778899aabbccddeeff00112233";
+    let first = write(&env, "users.oath", &format!("HOTP\tjack\t-\t{KEY_HEX}\t0\n"));
+    env.ok(&["import", "--format", "pam_oath", &first], None);
+    let again = write(
+        &env,
+        "again.oath",
+        &format!("HOTP\tjack\t-\t{OTHER_HEX}\t0\nHOTP\tmia\t-\t{OTHER_HEX}\t0\n"),
+    );
+    let out = env.ok(&["import", "--format", "pam_oath", &again], None);
+    assert!(!out.contains("imported jack"), "{out}");
+    assert!(
+        out.contains("skipped jack: a user of that name exists already; pass --replace to replace it"),
+        "{out}"
+    );
+    assert!(out.contains("imported mia: "), "{out}");
+    assert!(out.contains("1 user imported, 1 skipped,"), "{out}");
+    assert_eq!(
+        env.verify("jack", None, &hotp_hex(&env, KEY_HEX, 0)).0,
+        0,
+        "the skipped user keeps its token"
+    );
+
+    let out = env.ok(&["import", "--format", "pam_oath", "--replace", &again], None);
+    assert!(
+        out.contains("imported jack (replacing the user of that name): "),
+        "{out}"
+    );
+    assert!(out.contains("2 users imported, 0 skipped,"), "{out}");
+    assert!(!out.contains("skipped jack"), "{out}");
+    assert_eq!(
+        env.verify("jack", None, &hotp_hex(&env, OTHER_HEX, 0)).0,
+        0,
+        "--replace wrote the file's token"
+    );
+}
