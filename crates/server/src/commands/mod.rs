@@ -115,6 +115,8 @@ pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many
 
 /// A loaded configuration with its open store.
 pub struct Context_ {
+    /// The configuration file's path, for messages that say what to change in it.
+    pub path: std::path::PathBuf,
     /// The configuration.
     pub config: Settings,
     /// The store it names.
@@ -126,7 +128,11 @@ impl Context_ {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let config = Settings::load(path)?;
         let store = std::sync::Arc::from(portcullis_store::open(&config.core)?);
-        Ok(Context_ { config, store })
+        Ok(Context_ {
+            path: path.to_path_buf(),
+            config,
+            store,
+        })
     }
 
     /// The core over this store, as a credential check sees it: the configured rules, the

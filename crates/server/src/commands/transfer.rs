@@ -97,6 +97,23 @@ fn from_apache_2fa(ctx: &Context_, path: &Path, notes: &mut Vec<String>) -> Resu
         .collect())
 }
 
+/// The warning for the users of a mod_authn_otp or pam_oath file whose PIN field is `+`
+/// ("checked by another provider") while the configuration at `config` names no external
+/// first factor: the gate has nothing to check their password against, so every login of
+/// theirs fails with "wrong password".
+fn plus_pin_warning(path: &Path, dialect: Dialect, names: &[&str], config: &Path) -> String {
+    let elsewhere = match dialect {
+        Dialect::ModAuthnOtp => "mod_authn_otp had OTPAuthPINAuthProvider check it",
+        Dialect::PamOath => "pam_oath left it to the PAM modules before it, e.g. pam_unix",
+    };
+    format!(
+        "{}: the PIN field of {} is \"+\" (the password is checked by another provider: {elsewhere}), but {} sets no [first_factor] htpasswd or htdigest, so their logins fail with \"wrong password\"; set [first_factor] htpasswd = \"PATH\" (or htdigest and htdigest_realm) there, to a file that holds their passwords",
+        path.display(),
+        names.join(", "),
+        config.display()
+    )
+}
+
 /// Imports users from `files` into the configured store.
 pub fn import(
     ctx: &Context_,
@@ -106,7 +123,11 @@ pub fn import(
     files: &[PathBuf],
 ) -> Result<ExitCode> {
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     let mut users = Vec::new();
+    let external = ctx.config.core.external_source().is_some();
+    // Per users file: its users whose PIN field is "+" while nothing can check it.
+    let mut unchecked: Vec<(&Path, Dialect, Vec<String>)> = Vec::new();
     for path in files {
         match format {
             ImportFormat::ModAuthnOtp | ImportFormat::PamOath => {
@@ -116,7 +137,16 @@ pub fn import(
                     Dialect::ModAuthnOtp
                 };
                 let source = UsersFileStore::open(path, dialect, Box::new(SystemClock))?;
-                users.extend(source.users()?);
+                let read = source.users()?;
+                if !external {
+                    let plus: Vec<String> = read
+                        .iter()
+                        .filter(|u| u.first_factor == FirstFactor::External)
+                        .map(|u| u.name.clone())
+                        .collect();
+                    unchecked.push((path, dialect, plus));
+                }
+                users.extend(read);
             }
             ImportFormat::GoogleAuthenticator => {
                 let name = ga_user_name(path, user)?;
@@ -135,8 +165,8 @@ pub fn import(
             let len = t.secret.as_bytes().len();
             // mOTP keys are 64 bits by that protocol's design; only OATH keys are checked.
             if t.kind == TokenKind::Oath && len < portcullis_core::model::MIN_SECRET_BYTES {
-                notes.push(format!(
-                    "warning: {}: the key is {}, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
+                warnings.push(format!(
+                    "{}: the key is {}, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
                     u.name,
                     plural(len, "byte", "bytes"),
                     portcullis_core::model::MIN_SECRET_BYTES
@@ -145,6 +175,7 @@ pub fn import(
         }
     }
     let (mut added, mut skipped) = (0, 0);
+    let mut written = std::collections::HashSet::new();
     for u in &users {
         let replaced = match ctx.store.create(u) {
             Ok(()) => false,
@@ -163,6 +194,7 @@ pub fn import(
             Err(e) => return Err(e.into()),
         };
         added += 1;
+        written.insert(u.name.as_str());
         let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
         println!(
             "imported {}{}: {}{}",
@@ -179,6 +211,20 @@ pub fn import(
                 format!(", {}", plural(u.scratch.len(), "scratch code", "scratch codes"))
             }
         );
+    }
+    // Only about users this import wrote: a skipped one keeps the first factor it had.
+    for (path, dialect, plus) in &unchecked {
+        let names: Vec<&str> = plus
+            .iter()
+            .map(String::as_str)
+            .filter(|n| written.contains(n))
+            .collect();
+        if !names.is_empty() {
+            warnings.push(plus_pin_warning(path, *dialect, &names, &ctx.path));
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     for n in &notes {
         eprintln!("note: {n}");

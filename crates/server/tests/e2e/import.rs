@@ -349,3 +349,60 @@ fn a_reimport_names_the_users_it_skips_and_why() {
         "--replace wrote the file's token"
     );
 }
+
+/// Regression (issue 14.6, item 1): users whose PIN field is "+" (checked by another
+/// provider) were imported without a word while no `[first_factor]` htpasswd/htdigest was
+/// set; their logins then failed with "wrong password".
+#[test]
+fn plus_pin_users_without_an_external_first_factor_are_warned_about() {
+    for (format, name, sep) in [
+        ("mod_authn_otp", "otp-users.txt", " "),
+        ("pam_oath", "users.oath", "\t"),
+    ] {
+        let env = Env::new("");
+        let text: String = [("nick", "+"), ("olga", "+"), ("pete", "-")]
+            .iter()
+            .map(|(user, pin)| ["HOTP/T30", user, pin, KEY_HEX].join(sep) + "\n")
+            .collect();
+        let file = write(&env, name, &text);
+        let out = env.run(&["import", "--format", format, &file], None);
+        assert!(out.status.success(), "{format}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let warning = err
+            .lines()
+            .find(|l| l.starts_with(&format!("warning: {file}: ")) && l.contains("\"+\""))
+            .unwrap_or_else(|| panic!("{format}: no warning naming the file: {err}"));
+        assert!(warning.contains("nick, olga is \"+\""), "{format}: {warning}");
+        assert!(!warning.contains("pete"), "{format}: {warning}");
+        assert!(
+            warning.contains(&env.config().display().to_string()) && warning.contains("[first_factor] htpasswd"),
+            "{format}: what to set, and where: {warning}"
+        );
+        settle(5);
+        let code = oathtool(&["--totp", KEY_HEX]);
+        let (status, said) = env.verify("nick", Some("pw"), &code);
+        assert_eq!(status, 1, "{format}: what the warning is about");
+        assert!(said.contains("password"), "{format}: {said}");
+
+        // With the htpasswd file set there is nothing to warn about, and the login works.
+        let configured = Env::new("");
+        let htpasswd = write(&configured, "htpasswd", "");
+        assert!(
+            Command::new("htpasswd")
+                .args(["-bB", &htpasswd, "nick", "pw"])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        );
+        configured.set("first_factor", "htpasswd", &format!("\"{htpasswd}\""));
+        let file = write(&configured, name, &text);
+        let out = configured.run(&["import", "--format", format, &file], None);
+        assert!(out.status.success(), "{format}: {out:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("\"+\""),
+            "{format}: {out:?}"
+        );
+        assert_eq!(configured.verify("nick", Some("pw"), &code).0, 0, "{format}");
+    }
+}
