@@ -99,8 +99,8 @@ pub enum Command {
         /// The file format.
         #[arg(long, value_enum)]
         format: ImportFormat,
-        /// User name for google-authenticator files (default: the name of the home
-        /// directory holding the file).
+        /// User name for google-authenticator files (default: the file's owner, when the
+        /// file is that owner's ~/.google_authenticator by /etc/passwd; otherwise required).
         #[arg(long)]
         user: Option<String>,
         /// Replace users that already exist instead of skipping them.

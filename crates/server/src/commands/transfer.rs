@@ -15,25 +15,85 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The user name for a google-authenticator file: `--user`, or the home directory's name.
-fn ga_user_name(path: &Path, given: Option<&str>) -> Result<String> {
-    if let Some(u) = given {
-        return Ok(u.to_string());
-    }
-    path.canonicalize()
-        .ok()
-        .and_then(|p| {
-            p.parent()
-                .and_then(|d| d.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
+/// The system's user list, read to tell whose `~/.google_authenticator` a file is.
+const PASSWD: &str = "/etc/passwd";
+
+/// The names in `passwd` (the text of /etc/passwd: `name:password:uid:gid:gecos:home:shell`)
+/// with uid `uid` whose home directory, as `canonical` resolves it, is `dir`. Comments,
+/// malformed lines and NIS `+`/`-` lines name nobody.
+fn names_at_home(passwd: &str, uid: u32, dir: &Path, canonical: impl Fn(&Path) -> PathBuf) -> Vec<String> {
+    let mut names: Vec<String> = passwd
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let [name, _, id, _, _, home, _] = f.as_slice() else {
+                return None;
+            };
+            let named = !name.is_empty() && !name.starts_with(['#', '+', '-']);
+            (named && id.parse() == Ok(uid) && !home.is_empty() && canonical(Path::new(home)) == dir)
+                .then(|| name.to_string())
         })
-        .with_context(|| format!("{}: cannot tell whose file this is; pass --user NAME", path.display()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
-/// A user from a `~/.google_authenticator` file.
-fn from_google_auth(path: &Path, name: &str, notes: &mut Vec<String>) -> Result<User> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let file = google_auth::parse(&text, path)?;
+/// Whose google-authenticator file `path` is: the user that owns it, when it is
+/// `<home>/.google_authenticator` and `<home>` is that user's home directory in
+/// /etc/passwd (google-authenticator-libpam, too, wants the file owned by its user).
+/// Anything else (a copy elsewhere, a user only a directory service knows) asks for `--user`.
+fn ga_owner(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let whose = |why: String| {
+        anyhow::anyhow!(
+            "{}: cannot tell whose file this is: {why}; pass --user NAME",
+            path.display()
+        )
+    };
+    if path.file_name() != Some(std::ffi::OsStr::new(".google_authenticator")) {
+        return Err(whose(
+            "only a file named .google_authenticator in its owner's home directory names its user".into(),
+        ));
+    }
+    let uid = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot look at it", path.display()))?
+        .uid();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve its directory", path.display()))?;
+    let passwd = std::fs::read_to_string(PASSWD).map_err(|e| whose(format!("{PASSWD}: {e}")))?;
+    let names = names_at_home(&passwd, uid, &dir, |home| {
+        home.canonicalize().unwrap_or_else(|_| home.to_path_buf())
+    });
+    match names.as_slice() {
+        [name] => Ok(name.clone()),
+        [] => Err(whose(format!(
+            "{} is not the home directory of its owner (uid {uid}) in {PASSWD}",
+            dir.display()
+        ))),
+        several => Err(whose(format!(
+            "{PASSWD} has several users with uid {uid} and that home directory ({})",
+            several.join(", ")
+        ))),
+    }
+}
+
+/// The text of a google-authenticator file; a missing one is named as missing.
+fn read_google_auth(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file; check the path", path.display()),
+        _ => anyhow::Error::new(e).context(format!("{}: cannot read", path.display())),
+    })
+}
+
+/// A user from the text of a `~/.google_authenticator` file at `path`.
+fn from_google_auth(path: &Path, text: &str, name: &str, notes: &mut Vec<String>) -> Result<User> {
+    let file = google_auth::parse(text, path)?;
     let secret = Secret::from_bytes(file.secret.to_vec());
     let step = if file.is_totp() {
         Step::Time(file.step_size())
@@ -122,6 +182,9 @@ pub fn import(
     replace: bool,
     files: &[PathBuf],
 ) -> Result<ExitCode> {
+    if user.is_some() && files.len() > 1 && matches!(format, ImportFormat::GoogleAuthenticator) {
+        bail!("--user names one user; import several google-authenticator files one at a time");
+    }
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
     let mut users = Vec::new();
@@ -149,14 +212,15 @@ pub fn import(
                 users.extend(read);
             }
             ImportFormat::GoogleAuthenticator => {
-                let name = ga_user_name(path, user)?;
-                users.push(from_google_auth(path, &name, &mut notes)?);
+                let text = read_google_auth(path)?;
+                let name = match user {
+                    Some(u) => u.to_string(),
+                    None => ga_owner(path)?,
+                };
+                users.push(from_google_auth(path, &text, &name, &mut notes)?);
             }
             ImportFormat::Apache2fa => users.extend(from_apache_2fa(ctx, path, &mut notes)?),
         }
-    }
-    if user.is_some() && files.len() > 1 && matches!(format, ImportFormat::GoogleAuthenticator) {
-        bail!("--user names one user; import several google-authenticator files one at a time");
     }
     // Check everything before writing anything, so a bad name does not leave half an import.
     for u in &users {
@@ -281,4 +345,73 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
     }
     println!("{} written to {}", plural(count, "user", "users"), file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD_TEXT: &str = "\
+root:x:0:0:root:/root:/bin/bash
+# a comment:x:1000:1000::/home/alice:/bin/sh
+alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash
+bob:x:1001:1001::/home/bob:/bin/bash
+broken:x:1002
++nis:x:1003:1003::/home/nis:/bin/sh
+toor:x:0:0::/root:/bin/sh
+";
+
+    fn names(uid: u32, dir: &str) -> Vec<String> {
+        names_at_home(PASSWD_TEXT, uid, Path::new(dir), Path::to_path_buf)
+    }
+
+    #[test]
+    fn the_owner_is_named_only_in_its_own_home_directory() {
+        assert_eq!(names(1000, "/home/alice"), ["alice"]);
+        assert_eq!(names(1001, "/home/bob"), ["bob"]);
+        // Someone else's home, a folder named like a user, a home of another uid.
+        assert!(names(1001, "/home/alice").is_empty());
+        assert!(names(0, "/tmp/x").is_empty());
+        assert!(names(1000, "/home/bob").is_empty());
+        // Comments, malformed and NIS lines name nobody.
+        assert!(names(1002, "/home/broken").is_empty());
+        assert!(names(1003, "/home/nis").is_empty());
+        // Two names for one uid and home: ga_owner asks for --user.
+        assert_eq!(names(0, "/root"), ["root", "toor"]);
+    }
+
+    #[test]
+    fn homes_are_compared_as_resolved() {
+        let resolve = |p: &Path| {
+            if p == Path::new("/home/alice") {
+                PathBuf::from("/srv/home/alice")
+            } else {
+                p.to_path_buf()
+            }
+        };
+        assert_eq!(
+            names_at_home(PASSWD_TEXT, 1000, Path::new("/srv/home/alice"), resolve),
+            ["alice"]
+        );
+    }
+
+    #[test]
+    fn a_file_outside_its_owners_home_asks_for_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = dir.path().join("x");
+        std::fs::create_dir(&holder).unwrap();
+        let file = holder.join(".google_authenticator");
+        std::fs::write(&file, "JBSWY3DPEHPK3PXP\n").unwrap();
+        let e = ga_owner(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot tell whose file this is") && e.contains("--user NAME"),
+            "{e}"
+        );
+        let other = holder.join("alice.google_authenticator");
+        std::fs::write(&other, "JBSWY3DPEHPK3PXP\n").unwrap();
+        let e = ga_owner(&other).unwrap_err().to_string();
+        assert!(e.contains("--user NAME"), "{e}");
+        let e = read_google_auth(&holder.join("gone")).unwrap_err().to_string();
+        assert!(e.ends_with("gone: no such file; check the path"), "{e}");
+    }
 }

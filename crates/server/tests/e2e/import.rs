@@ -76,14 +76,22 @@ fn google_authenticator_file_imports_secret_options_scratch_and_password() {
         format!("{KEY_B32}\n\" RATE_LIMIT 3 30 1700000000\n\" WINDOW_SIZE 17\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n\"PASSWORD=hunter2\n12345678\n87654321\n"),
     )
     .unwrap();
+    // Not erin's home as /etc/passwd has it, so the name is given (see the next test).
     let out = env.run(
-        &["import", "--format", "google-authenticator", ga.to_str().unwrap()],
+        &[
+            "import",
+            "--format",
+            "google-authenticator",
+            "--user",
+            "erin",
+            ga.to_str().unwrap(),
+        ],
         None,
     );
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("imported erin"),
-        "user name from the home directory"
+        "{out:?}"
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("WINDOW_SIZE"),
@@ -103,6 +111,45 @@ fn google_authenticator_file_imports_secret_options_scratch_and_password() {
         1,
         "scratch codes work once"
     );
+}
+
+/// Regression (issue 14.6, item 4): a missing file said "cannot tell whose file this is",
+/// and a file outside any home directory was imported as the user named like its folder
+/// (/tmp/x/.google_authenticator became user `x`).
+#[test]
+fn google_authenticator_names_a_user_only_from_its_owners_home() {
+    let env = Env::new("");
+    let folder = env.path().join("x");
+    std::fs::create_dir(&folder).unwrap();
+    let ga = folder.join(".google_authenticator");
+    let ga_arg = ga.to_str().unwrap();
+
+    let out = env.run(&["import", "--format", "google-authenticator", ga_arg], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{ga_arg}: no such file")), "{err}");
+    assert!(!err.contains("whose"), "{err}");
+
+    std::fs::write(&ga, format!("{KEY_B32}\n\" TOTP_AUTH\n")).unwrap();
+    let out = env.run(&["import", "--format", "google-authenticator", ga_arg], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{ga_arg}: cannot tell whose file this is"))
+            && err.contains("/etc/passwd")
+            && err.contains("pass --user NAME"),
+        "{err}"
+    );
+    assert!(
+        !env.ok(&["user", "list"], None).contains("\nx "),
+        "no user named after the folder"
+    );
+
+    let out = env.ok(
+        &["import", "--format", "google-authenticator", "--user", "xavier", ga_arg],
+        None,
+    );
+    assert!(out.contains("imported xavier: "), "{out}");
 }
 
 #[test]
@@ -249,6 +296,7 @@ fn a_missing_file_is_named_and_nothing_is_created() {
         ("mod_authn_otp", "otp-users.txt"),
         ("pam_oath", "users.oath"),
         ("apache_2fa", "tokens.json"),
+        ("google-authenticator", ".google_authenticator"),
     ] {
         let missing = dir.join(name);
         let out = env.run(&["import", "--format", format, missing.to_str().unwrap()], None);
