@@ -315,23 +315,25 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
         .with_context(|| format!("{}: cannot create (it must not exist yet)", file.display()))?;
     let target = UsersFileStore::open(file, dialect, Box::new(SystemClock))?;
     let mut count = 0;
+    // Exported users whose PIN field became "+": argon2 ones, and those checked in htpasswd/htdigest.
+    let (mut hashed, mut external) = (Vec::new(), Vec::new());
     for mut u in ctx.store.users()? {
-        if matches!(u.first_factor, FirstFactor::Hash(_)) {
-            eprintln!(
-                "note: {}: argon2 passwords cannot be exported; the PIN field is \"+\" (check it with an htpasswd provider)",
-                u.name
-            );
+        let mut notes = Vec::new();
+        let was_hashed = matches!(u.first_factor, FirstFactor::Hash(_));
+        if was_hashed {
             u.first_factor = FirstFactor::External;
         }
         if !u.scratch.is_empty() {
-            eprintln!(
-                "note: {}: not exported: {} (the format has no place for scratch codes)",
-                u.name,
+            notes.push(format!(
+                "not exported: {} (the format has no place for scratch codes)",
                 plural(u.scratch.len(), "scratch code", "scratch codes")
-            );
+            ));
         }
         if !u.app_passwords.is_empty() {
-            eprintln!("note: {}: app passwords are not exported", u.name);
+            notes.push(format!(
+                "not exported: {} (the format has no place for them)",
+                plural(u.app_passwords.len(), "app password", "app passwords")
+            ));
         }
         u.scratch.clear();
         u.app_passwords.clear();
@@ -340,11 +342,46 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
         u.email = None;
         match target.create(&u) {
             Ok(()) => count += 1,
-            Err(e) => eprintln!("note: {}: not exported: {e}", u.name),
+            Err(e) => {
+                eprintln!("note: {}: not exported: {e}", u.name);
+                continue;
+            }
+        }
+        for n in notes {
+            eprintln!("note: {}: {n}", u.name);
+        }
+        match (was_hashed, &u.first_factor) {
+            (true, _) => hashed.push(u.name),
+            (false, FirstFactor::External) => external.push(u.name),
+            _ => {}
+        }
+    }
+    for (names, why) in [
+        (hashed, "argon2 passwords cannot be exported"),
+        (external, "their first factor is external here too"),
+    ] {
+        if !names.is_empty() {
+            eprintln!(
+                "note: the PIN field of {} is \"+\" ({why}): {}",
+                names.join(", "),
+                plus_means(dialect)
+            );
         }
     }
     println!("{} written to {}", plural(count, "user", "users"), file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a `+` PIN field means to the tool that reads an exported file.
+fn plus_means(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::ModAuthnOtp => {
+            "mod_authn_otp then checks the password with the provider OTPAuthPINAuthProvider names (e.g. `file`, with an htpasswd AuthUserFile that holds their passwords)"
+        }
+        Dialect::PamOath => {
+            "pam_oath has no password provider of its own and checks only the code on such a line, so the first factor is whatever comes before it in the PAM stack (e.g. pam_unix and the system password)"
+        }
+    }
 }
 
 #[cfg(test)]

@@ -454,3 +454,40 @@ fn plus_pin_users_without_an_external_first_factor_are_warned_about() {
         assert_eq!(configured.verify("nick", Some("pw"), &code).0, 0, "{format}");
     }
 }
+
+/// Regression (issue 14.6, item 5): `export --format pam_oath` said to check the "+" PIN
+/// "with an htpasswd provider", which pam_oath does not have; and the help's example wrote
+/// straight over the live /etc/users.oath.
+#[test]
+fn export_notes_say_what_plus_means_to_each_tool() {
+    let env = Env::new("");
+    env.add_user("quinn", "pw", &[]);
+    let notes = |format: &str, name: &str| {
+        let out = env.run(
+            &["export", "--format", format, env.path().join(name).to_str().unwrap()],
+            None,
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let pam = notes("pam_oath", "users.oath");
+    assert!(
+        pam.contains("the PIN field of quinn is \"+\" (argon2 passwords cannot be exported)"),
+        "{pam}"
+    );
+    assert!(
+        pam.contains("pam_oath has no password provider of its own") && pam.contains("pam_unix"),
+        "{pam}"
+    );
+    assert!(!pam.contains("htpasswd provider") && !pam.contains("OTPAuth"), "{pam}");
+    let apache = notes("mod_authn_otp", "otp-users.txt");
+    assert!(apache.contains("OTPAuthPINAuthProvider"), "{apache}");
+    assert!(!apache.contains("pam_unix"), "{apache}");
+
+    let help = env.ok(&["export", "--help"], None);
+    assert!(
+        help.contains("portcullis export --format pam_oath /etc/users.oath.new"),
+        "{help}"
+    );
+    assert!(help.contains("mv /etc/users.oath.new /etc/users.oath"), "{help}");
+}
