@@ -116,8 +116,8 @@ pub enum Command {
         /// The file format.
         #[arg(long, value_enum)]
         format: ImportFormat,
-        /// User name for google-authenticator files (default: the name of the home
-        /// directory holding the file).
+        /// User name for google-authenticator files (default: the file's owner, when the
+        /// file is that owner's ~/.google_authenticator by /etc/passwd; otherwise required).
         #[arg(long)]
         user: Option<String>,
         /// Replace users that already exist instead of skipping them.
@@ -127,13 +127,16 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Write all OATH tokens to a mod_authn_otp or pam_oath users file (mode 0600).
-    #[command(after_help = "Example:\n  portcullis export --format pam_oath /etc/users.oath")]
+    /// Write all OATH tokens to a new mod_authn_otp or pam_oath users file (mode 0600).
+    #[command(
+        after_help = "Example (write a new file, check it, then move it into place):\n  portcullis export --format pam_oath /etc/users.oath.new\n  mv /etc/users.oath.new /etc/users.oath"
+    )]
     Export {
         /// The file format.
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// File to write (atomically).
+        /// The file to create; it must not exist yet, so a live users file is never
+        /// overwritten.
         file: PathBuf,
     },
     /// Configuration tools.

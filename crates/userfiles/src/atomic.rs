@@ -71,6 +71,11 @@ pub fn open_read_nofollow(path: &Path, role: &'static str) -> Result<File, Error
                     path: path.to_owned(),
                     role,
                 }
+            } else if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound {
+                    path: path.to_owned(),
+                    role,
+                }
             } else {
                 Error::io(path, "open for reading", e)
             }
@@ -617,16 +622,8 @@ mod tests {
         let err = open_read_nofollow(dir.path(), "users file").unwrap_err();
         assert!(matches!(err, Error::NotRegular { .. }), "{err}");
         let err = open_read_nofollow(&dir.path().join("missing"), "users file").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Io {
-                    op: "open for reading",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, Error::NotFound { role: "users file", .. }), "{err}");
+        assert!(err.to_string().contains("missing: no such file"), "{err}");
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub enum Error {
         /// Which file it is: "users file", "lock file", "temporary file".
         role: &'static str,
     },
+    /// A file we were asked to read does not exist.
+    #[error("{}: no such file; check the {role}'s path", path.display())]
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+        /// Which file it is: "users file", "tokens file".
+        role: &'static str,
+    },
     /// A path exists but is not a regular file.
     #[error("{}: the {role} is not a regular file; replace it with a regular file", path.display())]
     NotRegular {

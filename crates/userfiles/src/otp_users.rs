@@ -1044,8 +1044,15 @@ fn lock_like_the_tool(lock_path: &Path, dialect: Dialect, write: bool) -> Result
 /// Reads and parses `path` under a lock on `<path>.lock`; returns warnings such as loose
 /// permissions. mod_authn_otp's lock file stays, so readers share it; pam_oath's is removed
 /// after use, which only an exclusive holder may do safely, so its readers take it alone.
+///
+/// A missing file is [`Error::NotFound`] before any lock is taken, so reading a wrong path
+/// leaves no `<path>.lock` behind. (Should the file vanish between that check and the
+/// read, the read reports it the same way; mod_authn_otp's own lock file may then stay, as
+/// mod_authn_otp leaves it anyway.)
 pub fn read(path: &Path, format: impl Into<Format>) -> Result<(UsersFile, Vec<Warning>), Error> {
     let format = format.into();
+    // Also refuses a symlink or a directory before anything is created beside it.
+    drop(atomic::open_read_nofollow(path, "users file")?);
     let lock_path = atomic::lock_path_for(path);
     let mut warnings = Vec::new();
     let _guard = match lock_like_the_tool(&lock_path, format.dialect, false) {

@@ -92,9 +92,9 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode> {
             }
             let n = errors.errors().len();
             eprintln!(
-                "{}: {n} problem{} found; fix {} and run `portcullis config check` again",
+                "{}: {} found; fix {} and run `portcullis config check` again",
                 path.display(),
-                if n == 1 { "" } else { "s" },
+                plural(n, "problem", "problems"),
                 if n == 1 { "it" } else { "them" }
             );
             return Ok(ExitCode::from(2));
@@ -103,17 +103,27 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode> {
     let store =
         portcullis_store::open(&c.core).with_context(|| format!("{}: [store] cannot be opened", path.display()))?;
     println!(
-        "{}: OK ({} store at {}, {} users)",
+        "{}: OK ({} store at {}, {})",
         path.display(),
         store.backend(),
         c.core.resolve(&c.core.store.path).display(),
-        store.users()?.len()
+        plural(store.users()?.len(), "user", "users")
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// A count with its noun, singular for exactly one: `plural(1, "user", "users")` is
+/// `1 user`, `plural(0, "user", "users")` is `0 users`. Every count a command prints goes
+/// through this, so none reads "1 users".
+pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
+}
+
 /// A loaded configuration with its open store.
 pub struct Context_ {
+    /// The configuration file's path, for messages that say what to change in it.
+    pub path: std::path::PathBuf,
     /// The configuration.
     pub config: Settings,
     /// The store it names.
@@ -125,7 +135,11 @@ impl Context_ {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let config = Settings::load(path)?;
         let store = std::sync::Arc::from(portcullis_store::open(&config.core)?);
-        Ok(Context_ { config, store })
+        Ok(Context_ {
+            path: path.to_path_buf(),
+            config,
+            store,
+        })
     }
 
     /// The core over this store, as a credential check sees it: the configured rules, the

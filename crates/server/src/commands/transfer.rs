@@ -1,7 +1,7 @@
 //! `import` and `export`: the users files of mod_authn_otp, pam_oath, google-authenticator
 //! and apache_2fa.
 
-use super::Context_;
+use super::{Context_, plural};
 use crate::cli::{ExportFormat, ImportFormat};
 use anyhow::{Context, Result, bail};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
@@ -15,25 +15,85 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The user name for a google-authenticator file: `--user`, or the home directory's name.
-fn ga_user_name(path: &Path, given: Option<&str>) -> Result<String> {
-    if let Some(u) = given {
-        return Ok(u.to_string());
-    }
-    path.canonicalize()
-        .ok()
-        .and_then(|p| {
-            p.parent()
-                .and_then(|d| d.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
+/// The system's user list, read to tell whose `~/.google_authenticator` a file is.
+const PASSWD: &str = "/etc/passwd";
+
+/// The names in `passwd` (the text of /etc/passwd: `name:password:uid:gid:gecos:home:shell`)
+/// with uid `uid` whose home directory, as `canonical` resolves it, is `dir`. Comments,
+/// malformed lines and NIS `+`/`-` lines name nobody.
+fn names_at_home(passwd: &str, uid: u32, dir: &Path, canonical: impl Fn(&Path) -> PathBuf) -> Vec<String> {
+    let mut names: Vec<String> = passwd
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let [name, _, id, _, _, home, _] = f.as_slice() else {
+                return None;
+            };
+            let named = !name.is_empty() && !name.starts_with(['#', '+', '-']);
+            (named && id.parse() == Ok(uid) && !home.is_empty() && canonical(Path::new(home)) == dir)
+                .then(|| name.to_string())
         })
-        .with_context(|| format!("{}: cannot tell whose file this is; pass --user NAME", path.display()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
-/// A user from a `~/.google_authenticator` file.
-fn from_google_auth(path: &Path, name: &str, notes: &mut Vec<String>) -> Result<User> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let file = google_auth::parse(&text, path)?;
+/// Whose google-authenticator file `path` is: the user that owns it, when it is
+/// `<home>/.google_authenticator` and `<home>` is that user's home directory in
+/// /etc/passwd (google-authenticator-libpam, too, wants the file owned by its user).
+/// Anything else (a copy elsewhere, a user only a directory service knows) asks for `--user`.
+fn ga_owner(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let whose = |why: String| {
+        anyhow::anyhow!(
+            "{}: cannot tell whose file this is: {why}; pass --user NAME",
+            path.display()
+        )
+    };
+    if path.file_name() != Some(std::ffi::OsStr::new(".google_authenticator")) {
+        return Err(whose(
+            "only a file named .google_authenticator in its owner's home directory names its user".into(),
+        ));
+    }
+    let uid = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot look at it", path.display()))?
+        .uid();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve its directory", path.display()))?;
+    let passwd = std::fs::read_to_string(PASSWD).map_err(|e| whose(format!("{PASSWD}: {e}")))?;
+    let names = names_at_home(&passwd, uid, &dir, |home| {
+        home.canonicalize().unwrap_or_else(|_| home.to_path_buf())
+    });
+    match names.as_slice() {
+        [name] => Ok(name.clone()),
+        [] => Err(whose(format!(
+            "{} is not the home directory of its owner (uid {uid}) in {PASSWD}",
+            dir.display()
+        ))),
+        several => Err(whose(format!(
+            "{PASSWD} has several users with uid {uid} and that home directory ({})",
+            several.join(", ")
+        ))),
+    }
+}
+
+/// The text of a google-authenticator file; a missing one is named as missing.
+fn read_google_auth(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file; check the path", path.display()),
+        _ => anyhow::Error::new(e).context(format!("{}: cannot read", path.display())),
+    })
+}
+
+/// A user from the text of a `~/.google_authenticator` file at `path`.
+fn from_google_auth(path: &Path, text: &str, name: &str, notes: &mut Vec<String>) -> Result<User> {
+    let file = google_auth::parse(text, path)?;
     let secret = Secret::from_bytes(file.secret.to_vec());
     let step = if file.is_totp() {
         Step::Time(file.step_size())
@@ -97,6 +157,23 @@ fn from_apache_2fa(ctx: &Context_, path: &Path, notes: &mut Vec<String>) -> Resu
         .collect())
 }
 
+/// The warning for the users of a mod_authn_otp or pam_oath file whose PIN field is `+`
+/// ("checked by another provider") while the configuration at `config` names no external
+/// first factor: the gate has nothing to check their password against, so every login of
+/// theirs fails with "wrong password".
+fn plus_pin_warning(path: &Path, dialect: Dialect, names: &[&str], config: &Path) -> String {
+    let elsewhere = match dialect {
+        Dialect::ModAuthnOtp => "mod_authn_otp had OTPAuthPINAuthProvider check it",
+        Dialect::PamOath => "pam_oath left it to the PAM modules before it, e.g. pam_unix",
+    };
+    format!(
+        "{}: the PIN field of {} is \"+\" (the password is checked by another provider: {elsewhere}), but {} sets no [first_factor] htpasswd or htdigest, so their logins fail with \"wrong password\"; set [first_factor] htpasswd = \"PATH\" (or htdigest and htdigest_realm) there, to a file that holds their passwords",
+        path.display(),
+        names.join(", "),
+        config.display()
+    )
+}
+
 /// Imports users from `files` into the configured store.
 pub fn import(
     ctx: &Context_,
@@ -105,8 +182,15 @@ pub fn import(
     replace: bool,
     files: &[PathBuf],
 ) -> Result<ExitCode> {
+    if user.is_some() && files.len() > 1 && matches!(format, ImportFormat::GoogleAuthenticator) {
+        bail!("--user names one user; import several google-authenticator files one at a time");
+    }
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     let mut users = Vec::new();
+    let external = ctx.config.core.external_source().is_some();
+    // Per users file: its users whose PIN field is "+" while nothing can check it.
+    let mut unchecked: Vec<(&Path, Dialect, Vec<String>)> = Vec::new();
     for path in files {
         match format {
             ImportFormat::ModAuthnOtp | ImportFormat::PamOath => {
@@ -116,17 +200,27 @@ pub fn import(
                     Dialect::ModAuthnOtp
                 };
                 let source = UsersFileStore::open(path, dialect, Box::new(SystemClock))?;
-                users.extend(source.users()?);
+                let read = source.users()?;
+                if !external {
+                    let plus: Vec<String> = read
+                        .iter()
+                        .filter(|u| u.first_factor == FirstFactor::External)
+                        .map(|u| u.name.clone())
+                        .collect();
+                    unchecked.push((path, dialect, plus));
+                }
+                users.extend(read);
             }
             ImportFormat::GoogleAuthenticator => {
-                let name = ga_user_name(path, user)?;
-                users.push(from_google_auth(path, &name, &mut notes)?);
+                let text = read_google_auth(path)?;
+                let name = match user {
+                    Some(u) => u.to_string(),
+                    None => ga_owner(path)?,
+                };
+                users.push(from_google_auth(path, &text, &name, &mut notes)?);
             }
             ImportFormat::Apache2fa => users.extend(from_apache_2fa(ctx, path, &mut notes)?),
         }
-    }
-    if user.is_some() && files.len() > 1 && matches!(format, ImportFormat::GoogleAuthenticator) {
-        bail!("--user names one user; import several google-authenticator files one at a time");
     }
     // Check everything before writing anything, so a bad name does not leave half an import.
     for u in &users {
@@ -135,48 +229,73 @@ pub fn import(
             let len = t.secret.as_bytes().len();
             // mOTP keys are 64 bits by that protocol's design; only OATH keys are checked.
             if t.kind == TokenKind::Oath && len < portcullis_core::model::MIN_SECRET_BYTES {
-                notes.push(format!(
-                    "warning: {}: the key is {len} bytes, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
+                warnings.push(format!(
+                    "{}: the key is {}, under the {} (128 bits) RFC 4226 asks for; re-enroll with a longer key unless a hardware token forces it",
                     u.name,
+                    plural(len, "byte", "bytes"),
                     portcullis_core::model::MIN_SECRET_BYTES
                 ));
             }
         }
     }
     let (mut added, mut skipped) = (0, 0);
+    let mut written = std::collections::HashSet::new();
     for u in &users {
-        match ctx.store.create(u) {
-            Ok(()) => added += 1,
+        let replaced = match ctx.store.create(u) {
+            Ok(()) => false,
             Err(StoreError::Exists(_)) if replace => {
                 ctx.store.remove(&u.name)?;
                 ctx.store.create(u)?;
-                added += 1;
+                true
             }
             Err(StoreError::Exists(name)) => {
-                notes.push(format!(
-                    "user {name:?} exists already: skipped (pass --replace to overwrite)"
-                ));
+                println!(
+                    "skipped {name}: a user of that name exists already; pass --replace to replace it with this one"
+                );
                 skipped += 1;
+                continue;
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        added += 1;
+        written.insert(u.name.as_str());
         let tokens: Vec<String> = u.tokens.iter().map(Token::describe).collect();
         println!(
-            "imported {}: {}{}",
+            "imported {}{}: {}{}",
             u.name,
+            if replaced {
+                " (replacing the user of that name)"
+            } else {
+                ""
+            },
             tokens.join("; "),
             if u.scratch.is_empty() {
                 String::new()
             } else {
-                format!(", {} scratch codes", u.scratch.len())
+                format!(", {}", plural(u.scratch.len(), "scratch code", "scratch codes"))
             }
         );
+    }
+    // Only about users this import wrote: a skipped one keeps the first factor it had.
+    for (path, dialect, plus) in &unchecked {
+        let names: Vec<&str> = plus
+            .iter()
+            .map(String::as_str)
+            .filter(|n| written.contains(n))
+            .collect();
+        if !names.is_empty() {
+            warnings.push(plus_pin_warning(path, *dialect, &names, &ctx.path));
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     for n in &notes {
         eprintln!("note: {n}");
     }
     println!(
-        "{added} users imported, {skipped} skipped, into the {} store",
+        "{} imported, {skipped} skipped, into the {} store",
+        plural(added, "user", "users"),
         ctx.store.backend()
     );
     Ok(ExitCode::SUCCESS)
@@ -196,23 +315,25 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
         .with_context(|| format!("{}: cannot create (it must not exist yet)", file.display()))?;
     let target = UsersFileStore::open(file, dialect, Box::new(SystemClock))?;
     let mut count = 0;
+    // Exported users whose PIN field became "+": argon2 ones, and those checked in htpasswd/htdigest.
+    let (mut hashed, mut external) = (Vec::new(), Vec::new());
     for mut u in ctx.store.users()? {
-        if matches!(u.first_factor, FirstFactor::Hash(_)) {
-            eprintln!(
-                "note: {}: argon2 passwords cannot be exported; the PIN field is \"+\" (check it with an htpasswd provider)",
-                u.name
-            );
+        let mut notes = Vec::new();
+        let was_hashed = matches!(u.first_factor, FirstFactor::Hash(_));
+        if was_hashed {
             u.first_factor = FirstFactor::External;
         }
         if !u.scratch.is_empty() {
-            eprintln!(
-                "note: {}: {} scratch codes are not exported (the format has no place for them)",
-                u.name,
-                u.scratch.len()
-            );
+            notes.push(format!(
+                "not exported: {} (the format has no place for scratch codes)",
+                plural(u.scratch.len(), "scratch code", "scratch codes")
+            ));
         }
         if !u.app_passwords.is_empty() {
-            eprintln!("note: {}: app passwords are not exported", u.name);
+            notes.push(format!(
+                "not exported: {} (the format has no place for them)",
+                plural(u.app_passwords.len(), "app password", "app passwords")
+            ));
         }
         u.scratch.clear();
         u.app_passwords.clear();
@@ -221,9 +342,113 @@ pub fn export(ctx: &Context_, format: ExportFormat, file: &Path) -> Result<ExitC
         u.email = None;
         match target.create(&u) {
             Ok(()) => count += 1,
-            Err(e) => eprintln!("note: {}: not exported: {e}", u.name),
+            Err(e) => {
+                eprintln!("note: {}: not exported: {e}", u.name);
+                continue;
+            }
+        }
+        for n in notes {
+            eprintln!("note: {}: {n}", u.name);
+        }
+        match (was_hashed, &u.first_factor) {
+            (true, _) => hashed.push(u.name),
+            (false, FirstFactor::External) => external.push(u.name),
+            _ => {}
         }
     }
-    println!("{count} users written to {}", file.display());
+    for (names, why) in [
+        (hashed, "argon2 passwords cannot be exported"),
+        (external, "their first factor is external here too"),
+    ] {
+        if !names.is_empty() {
+            eprintln!(
+                "note: the PIN field of {} is \"+\" ({why}): {}",
+                names.join(", "),
+                plus_means(dialect)
+            );
+        }
+    }
+    println!("{} written to {}", plural(count, "user", "users"), file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a `+` PIN field means to the tool that reads an exported file.
+fn plus_means(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::ModAuthnOtp => {
+            "mod_authn_otp then checks the password with the provider OTPAuthPINAuthProvider names (e.g. `file`, with an htpasswd AuthUserFile that holds their passwords)"
+        }
+        Dialect::PamOath => {
+            "pam_oath has no password provider of its own and checks only the code on such a line, so the first factor is whatever comes before it in the PAM stack (e.g. pam_unix and the system password)"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD_TEXT: &str = "\
+root:x:0:0:root:/root:/bin/bash
+# a comment:x:1000:1000::/home/alice:/bin/sh
+alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash
+bob:x:1001:1001::/home/bob:/bin/bash
+broken:x:1002
++nis:x:1003:1003::/home/nis:/bin/sh
+toor:x:0:0::/root:/bin/sh
+";
+
+    fn names(uid: u32, dir: &str) -> Vec<String> {
+        names_at_home(PASSWD_TEXT, uid, Path::new(dir), Path::to_path_buf)
+    }
+
+    #[test]
+    fn the_owner_is_named_only_in_its_own_home_directory() {
+        assert_eq!(names(1000, "/home/alice"), ["alice"]);
+        assert_eq!(names(1001, "/home/bob"), ["bob"]);
+        // Someone else's home, a folder named like a user, a home of another uid.
+        assert!(names(1001, "/home/alice").is_empty());
+        assert!(names(0, "/tmp/x").is_empty());
+        assert!(names(1000, "/home/bob").is_empty());
+        // Comments, malformed and NIS lines name nobody.
+        assert!(names(1002, "/home/broken").is_empty());
+        assert!(names(1003, "/home/nis").is_empty());
+        // Two names for one uid and home: ga_owner asks for --user.
+        assert_eq!(names(0, "/root"), ["root", "toor"]);
+    }
+
+    #[test]
+    fn homes_are_compared_as_resolved() {
+        let resolve = |p: &Path| {
+            if p == Path::new("/home/alice") {
+                PathBuf::from("/srv/home/alice")
+            } else {
+                p.to_path_buf()
+            }
+        };
+        assert_eq!(
+            names_at_home(PASSWD_TEXT, 1000, Path::new("/srv/home/alice"), resolve),
+            ["alice"]
+        );
+    }
+
+    #[test]
+    fn a_file_outside_its_owners_home_asks_for_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = dir.path().join("x");
+        std::fs::create_dir(&holder).unwrap();
+        let file = holder.join(".google_authenticator");
+        std::fs::write(&file, "JBSWY3DPEHPK3PXP\n").unwrap();
+        let e = ga_owner(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot tell whose file this is") && e.contains("--user NAME"),
+            "{e}"
+        );
+        let other = holder.join("alice.google_authenticator");
+        std::fs::write(&other, "JBSWY3DPEHPK3PXP\n").unwrap();
+        let e = ga_owner(&other).unwrap_err().to_string();
+        assert!(e.contains("--user NAME"), "{e}");
+        let e = read_google_auth(&holder.join("gone")).unwrap_err().to_string();
+        assert!(e.ends_with("gone: no such file; check the path"), "{e}");
+    }
 }

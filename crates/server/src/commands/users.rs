@@ -1,6 +1,6 @@
 //! `user ...`: add, list, show, remove, lock, unlock, passwd, scratch, token reset.
 
-use super::{Context_, new_password};
+use super::{Context_, new_password, plural};
 use crate::cli::{AppPasswordCommand, TokenArgs, TokenCommand, UserCommand};
 use anyhow::{Context, Result, bail};
 use portcullis_core::config::{Config, DefaultKind};
@@ -34,7 +34,8 @@ pub fn new_token(config: &Config, args: &TokenArgs) -> Result<Token> {
             let len = secret.as_bytes().len();
             if len < portcullis_core::model::MIN_SECRET_BYTES && !args.short_secret {
                 bail!(
-                    "--secret is {len} bytes; RFC 4226 asks for at least {} (128 bits), and short keys are guessable offline from a few codes. Use the token's full key, or pass --short-secret if the hardware token really has a shorter one",
+                    "--secret is {}; RFC 4226 asks for at least {} (128 bits), and short keys are guessable offline from a few codes. Use the token's full key, or pass --short-secret if the hardware token really has a shorter one",
+                    plural(len, "byte", "bytes"),
                     portcullis_core::model::MIN_SECRET_BYTES
                 );
             }
@@ -64,6 +65,15 @@ fn show_enrollment(config: &Config, name: &str, token: &Token, args: &TokenArgs)
     }
     println!("Shown once: scan it now, then confirm with `portcullis verify {name} CODE`.");
     Ok(())
+}
+
+/// A number of seconds in whole hours, minutes or seconds: `24 hours`, `1 minute`, `90 seconds`.
+fn duration_words(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => plural(s / 3600, "hour", "hours"),
+        s if s >= 60 && s % 60 == 0 => plural(s / 60, "minute", "minutes"),
+        s => plural(s, "second", "seconds"),
+    }
 }
 
 fn require(found: bool, name: &str) -> Result<()> {
@@ -247,8 +257,8 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             let portal = ctx.config.server.portal_url.trim_end_matches('/');
             println!("{portal}/enroll/{}", token.as_str());
             println!(
-                "Valid for {} hours, once. Send it to {name} over a channel you trust.",
-                ttl / 3600
+                "Valid for {}, once. Send it to {name} over a channel you trust.",
+                duration_words(ttl)
             );
         }
         UserCommand::AppPassword(cmd) => app_password(store, cmd)?,

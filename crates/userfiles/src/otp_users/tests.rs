@@ -1020,3 +1020,24 @@ proptest! {
         prop_assert!(a.iter().zip(&b).filter(|(x, y)| x != y).count() <= 1);
     }
 }
+
+/// Regression (issue 14.6): reading a users file that does not exist left `<file>.lock`
+/// beside it, and the error was a bare "open for reading: No such file or directory".
+#[test]
+fn reading_a_missing_file_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.txt");
+    for d in [Dialect::ModAuthnOtp, Dialect::PamOath] {
+        let err = read(&path, d).unwrap_err();
+        assert!(
+            matches!(err, Error::NotFound { role: "users file", .. }),
+            "{d:?}: {err}"
+        );
+        assert!(err.to_string().contains("nope.txt: no such file"), "{d:?}: {err}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{d:?}: {left:?}");
+    }
+}
