@@ -134,7 +134,7 @@ fn from_apache_2fa(ctx: &Context_, path: &Path, notes: &mut Vec<String>) -> Resu
     let external = ctx.config.core.external_source().is_some();
     if !external {
         notes.push(format!(
-            "{}: apache_2fa checked passwords with htpasswd; set [first_factor] htpasswd so these users need one",
+            "{}: apache_2fa checked passwords with Digest authentication and an htdigest file; set [first_factor] htdigest (and htdigest_realm, its AuthName) so these users need one",
             path.display()
         ));
     }
