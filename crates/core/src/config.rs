@@ -445,6 +445,17 @@ impl SessionConfig {
                 errors.push(doc.invalid("session", key, "0".into(), "use a positive number of seconds"));
             }
         }
+        if self.idle > self.absolute {
+            errors.push(doc.invalid(
+                "session",
+                "idle",
+                self.idle.to_string(),
+                &format!(
+                    "longer than absolute ({}): every session would end at absolute first; make idle at most absolute",
+                    self.absolute
+                ),
+            ));
+        }
         if self.cookie_name.is_empty()
             || !self
                 .cookie_name
@@ -460,6 +471,54 @@ impl SessionConfig {
         }
         errors
     }
+}
+
+impl RegulationConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        if self.max_retries == 0 {
+            return Vec::new();
+        }
+        [("find_time", self.find_time), ("ban_time", self.ban_time)]
+            .into_iter()
+            .filter(|(_, v)| *v == 0)
+            .map(|(key, _)| {
+                doc.invalid(
+                    "regulation",
+                    key,
+                    "0".into(),
+                    "use a positive number of seconds, or max_retries = 0 to turn bans off",
+                )
+            })
+            .collect()
+    }
+}
+
+impl InviteConfig {
+    /// Longest lifetime of an enrollment link: a month.
+    const MAX_TTL: u64 = 30 * 24 * 3600;
+
+    fn problems(&self, doc: &Document<'_>) -> Option<ConfigError> {
+        (!(60..=Self::MAX_TTL).contains(&self.ttl)).then(|| {
+            doc.invalid(
+                "invite",
+                "ttl",
+                self.ttl.to_string(),
+                "use 60 seconds to 2592000 (30 days): a link is a credential until it is used",
+            )
+        })
+    }
+}
+
+/// `[session] store = "sqlite"` over a users-file store, which has no table for sessions.
+fn session_store_problem(doc: &Document<'_>, store: &StoreConfig, session: &SessionConfig) -> Option<ConfigError> {
+    (session.store == SessionStoreKind::Sqlite && store.backend != StoreKind::Sqlite).then(|| {
+        doc.invalid(
+            "session",
+            "store",
+            "\"sqlite\"".into(),
+            "a users-file store ([store] backend) keeps no sessions: set [session] store = \"memory\", or keep users in backend = \"sqlite\"",
+        )
+    })
 }
 
 impl AccessConfig {
@@ -560,9 +619,12 @@ impl Config {
         errors.extend(otp.iter().flat_map(|o| o.problems(doc)));
         errors.extend(session.iter().flat_map(|s| s.problems(doc)));
         errors.extend(access.iter().flat_map(|a| a.problems(doc)));
+        errors.extend(regulation.iter().flat_map(|r| r.problems(doc)));
+        errors.extend(invite.iter().flat_map(|i| i.problems(doc)));
         if let (Some(s), Some(l)) = (&store, &lockout) {
             errors.extend(lockout_problem(doc, s, l));
         }
+
         errors.extend(first_factor.iter().flat_map(|f| f.problems(doc)));
         Config {
             store: store.unwrap_or_default(),
@@ -576,6 +638,14 @@ impl Config {
             invite: invite.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
+    }
+
+    /// What only a running gateway cannot do with this configuration (commands and PAM
+    /// can): `serve` refuses it and `config check` reports it.
+    pub fn serve_problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        session_store_problem(doc, &self.store, &self.session)
+            .into_iter()
+            .collect()
     }
 
     /// Resolves a configured path against the configuration file's directory.

@@ -15,14 +15,14 @@ pub struct ReturnTargets {
 }
 
 impl ReturnTargets {
-    /// Compiles the patterns; the error names the first bad one as `return_domains[N]` (from 1).
+    /// Compiles the patterns; the error names the first bad one as `protected_domains[N]` (from 1).
     pub fn new(patterns: &[String]) -> Result<Self, RuleError> {
         let patterns = patterns
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 HostPattern::parse(p)
-                    .map_err(|reason| RuleError::invalid(format!("return_domains[{}]", i + 1), p, reason))
+                    .map_err(|reason| RuleError::invalid(format!("protected_domains[{}]", i + 1), p, reason))
             })
             .collect::<Result<_, _>>()?;
         Ok(ReturnTargets { patterns })
@@ -208,7 +208,7 @@ mod tests {
         let e = ReturnTargets::new(&["ok.example.com".into(), "*.*.example.com".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("return_domains[2]: \"*.*.example.com\":"), "{e}");
+        assert!(e.starts_with("protected_domains[2]: \"*.*.example.com\":"), "{e}");
     }
 
     /// URLs built from good and bad pieces, so that many are accepted and many nearly so.

@@ -18,6 +18,11 @@ pub struct Settings {
     pub apache: ApacheConfig,
     /// `[proxy]`.
     pub proxy: ProxyConfig,
+    /// What `serve` cannot run with (every other command can): `config check` reports
+    /// these as errors, `serve` refuses to start.
+    pub serve_problems: Vec<String>,
+    /// What is allowed but probably not meant: `config check` and `serve` print these.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -40,13 +45,132 @@ impl Settings {
             errors.extend(p.problems(&doc, s));
         }
         ConfigErrors::check(errors)?;
-        Ok(Settings {
+        let mut settings = Settings {
             core,
             server: server.unwrap_or_default(),
             apache: apache.unwrap_or_default(),
             proxy: proxy.unwrap_or_default(),
-        })
+            serve_problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        settings.serve_problems = settings.find_serve_problems(&doc);
+        settings.warnings = settings.find_warnings(&doc);
+        Ok(settings)
     }
+
+    /// See [`Settings::serve_problems`]: files and directories `serve` needs, and what it
+    /// refuses on a listener that is not loopback.
+    fn find_serve_problems(&self, doc: &Document<'_>) -> Vec<String> {
+        let mut out: Vec<String> = self.core.serve_problems(doc).iter().map(ToString::to_string).collect();
+        let loopback = self
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if !self.core.session.secure && !loopback {
+            out.push(
+                doc.invalid(
+                    "session",
+                    "secure",
+                    "false".into(),
+                    &format!(
+                        "plain-HTTP cookies are allowed only on a loopback listener, and [server] listen is {}: \
+                         keep secure = true and put HTTPS in front (or set tls_cert/tls_key)",
+                        self.server.listen
+                    ),
+                )
+                .to_string(),
+            );
+        }
+        for (key, file) in [("tls_cert", &self.server.tls_cert), ("tls_key", &self.server.tls_key)] {
+            if let Some(file) = file
+                && !self.core.resolve(file).exists()
+            {
+                out.push(
+                    doc.invalid(
+                        "server",
+                        key,
+                        format!("{:?}", file.display().to_string()),
+                        "there is no such file: give the PEM file's path",
+                    )
+                    .to_string(),
+                );
+            }
+        }
+        let socket = Path::new(&self.apache.check_socket);
+        if let Some(dir) = socket.parent().filter(|_| !self.apache.check_socket.is_empty())
+            && !self.core.resolve(dir).is_dir()
+        {
+            out.push(
+                doc.invalid(
+                    "apache",
+                    "check_socket",
+                    format!("{:?}", self.apache.check_socket),
+                    &format!(
+                        "its directory {} does not exist: create it for the gateway's user \
+                         (`install -d -o portcullis -m 0755 {}`; under systemd, RuntimeDirectory=portcullis)",
+                        dir.display(),
+                        dir.display()
+                    ),
+                )
+                .to_string(),
+            );
+        }
+        out
+    }
+
+    /// See [`Settings::warnings`].
+    fn find_warnings(&self, doc: &Document<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        let server = &self.server;
+        let portal_host = host_of(&server.portal_url);
+        let allowed = portcullis_core::redirect::ReturnTargets::new(&self.core.access.protected_domains)
+            .is_ok_and(|t| t.check(&server.default_redirect).is_some());
+        if !allowed && host_of(&server.default_redirect) != portal_host {
+            out.push(format!(
+                "{}:{}: server.default_redirect = {:?} is outside portal_url's host and [access] protected_domains: \
+                 people land there after a login without a return address; use {:?} (the portal's front page)",
+                doc.path().display(),
+                doc.line_of("server", "default_redirect"),
+                server.default_redirect,
+                format!("{}/", server.portal_url.trim_end_matches('/'))
+            ));
+        }
+        let local = matches!(portal_host, "127.0.0.1" | "localhost" | "[::1]");
+        if self.core.session.secure && server.portal_url.starts_with("http://") && !local && server.tls_cert.is_none() {
+            out.push(format!(
+                "{}:{}: server.portal_url = {:?} is plain HTTP but [session] secure = true: browsers keep HTTPS-only \
+                 cookies from HTTPS pages only, so no login would stick; give the portal's https:// address",
+                doc.path().display(),
+                doc.line_of("server", "portal_url"),
+                server.portal_url
+            ));
+        }
+        let f = &self.core.first_factor;
+        for (key, file) in [("htpasswd", &f.htpasswd), ("htdigest", &f.htdigest)] {
+            if let Some(file) = file
+                && !self.core.resolve(file).exists()
+            {
+                out.push(format!(
+                    "{}:{}: first_factor.{key} = {:?}: there is no such file, so every user whose password is checked there is refused",
+                    doc.path().display(),
+                    doc.line_of("first_factor", key),
+                    file.display().to_string()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The host of an `http(s)://host[:port]/...` URL ("" if there is none).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
 }
 
 /// How auth events are logged.

@@ -100,6 +100,21 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    for problem in &c.serve_problems {
+        eprintln!("error: {problem}");
+    }
+    for warning in &c.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !c.serve_problems.is_empty() {
+        let n = c.serve_problems.len();
+        eprintln!(
+            "{}: `portcullis serve` would refuse this ({}); other commands work with it",
+            path.display(),
+            plural(n, "problem", "problems")
+        );
+        return Ok(ExitCode::from(2));
+    }
     let store =
         portcullis_store::open(&c.core).with_context(|| format!("{}: [store] cannot be opened", path.display()))?;
     println!(

@@ -283,6 +283,15 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 /// Runs the gateway until Ctrl-C or SIGTERM.
 pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
     audit::init(config.server.log_format == LogFormat::Json);
+    if !config.serve_problems.is_empty() {
+        bail!(
+            "the gateway cannot start with this configuration (`portcullis config check` lists it):\n  {}",
+            config.serve_problems.join("\n  ")
+        );
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let addr: SocketAddr = listen
         .parse()

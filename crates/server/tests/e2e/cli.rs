@@ -390,3 +390,114 @@ fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn config_check_reports_what_serve_would_refuse_and_warns_about_what_misleads() {
+    let env = Env::new("");
+    let check = |env: &Env| {
+        let out = env.run(&["config", "check"], None);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Issue 14.8: each of these passed `config check` and then stopped `serve`.
+    env.set("server", "listen", "\"0.0.0.0:9999\"");
+    env.set("session", "secure", "false");
+    env.set("server", "tls_cert", "\"missing/cert.pem\"");
+    env.set("server", "tls_key", "\"missing/key.pem\"");
+    env.set("apache", "check_socket", "\"/run/portcullis-nowhere/check.sock\"");
+    let (code, err) = check(&env);
+    assert_eq!(code, Some(2), "{err}");
+    for want in [
+        "session.secure = false: plain-HTTP cookies are allowed only on a loopback listener, and [server] listen is 0.0.0.0:9999",
+        "server.tls_cert = \"missing/cert.pem\": there is no such file",
+        "server.tls_key = \"missing/key.pem\": there is no such file",
+        "apache.check_socket = \"/run/portcullis-nowhere/check.sock\": its directory /run/portcullis-nowhere does not exist",
+        "`portcullis serve` would refuse this (4 problems); other commands work with it",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+    // `serve` refuses the same, and says where the list is.
+    let out = env.run(&["serve"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`portcullis config check` lists it"));
+    // Other commands still work with it.
+    env.ok(&["user", "list"], None);
+
+    // A users-file store keeps no sessions.
+    let env = Env::new("");
+    std::fs::write(
+        env.path().join("users.oath"),
+        "HOTP/T30 dave - 3132333435363738393031323334353637383930\n",
+    )
+    .unwrap();
+    env.set("store", "backend", "\"pam_oath\"");
+    env.set("store", "path", "\"users.oath\"");
+    env.set("lockout", "max_failures", "0");
+    let (code, err) = check(&env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("session.store = \"sqlite\": a users-file store ([store] backend) keeps no sessions"),
+        "{err}"
+    );
+    env.set("session", "store", "\"memory\"");
+    let (code, err) = check(&env);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Warnings: allowed, but not what anyone means (exit 0, OK).
+    let env = Env::new("");
+    env.set("first_factor", "htpasswd", "\"/nonexistent/.htpasswd\"");
+    env.set("server", "default_redirect", "\"https://elsewhere.example.org/\"");
+    env.set("server", "portal_url", "\"http://auth.example.com\"");
+    env.set("access", "protected_domains", "[\"example.com\", \"*.example.com\"]");
+    let out = env.run(&["config", "check"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    for want in [
+        "warning: ",
+        "first_factor.htpasswd = \"/nonexistent/.htpasswd\": there is no such file",
+        "server.default_redirect = \"https://elsewhere.example.org/\" is outside portal_url's host and [access] protected_domains",
+        "use \"http://auth.example.com/\"",
+        "server.portal_url = \"http://auth.example.com\" is plain HTTP but [session] secure = true",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn config_ranges_that_made_no_sense_are_refused_with_the_key_named() {
+    for (section, key, value, want) in [
+        ("invite", "ttl", "0", "invite.ttl = 0: use 60 seconds to 2592000"),
+        (
+            "invite",
+            "ttl",
+            "99999999999",
+            "invite.ttl = 99999999999: use 60 seconds",
+        ),
+        (
+            "regulation",
+            "ban_time",
+            "0",
+            "regulation.ban_time = 0: use a positive number of seconds, or max_retries = 0",
+        ),
+        (
+            "session",
+            "idle",
+            "50000",
+            "session.idle = 50000: longer than absolute (43200)",
+        ),
+        (
+            "access",
+            "protected_domains",
+            "[\"example.com\", \"*.*.example.com\"]",
+            "protected_domains[2]",
+        ),
+    ] {
+        let env = Env::new("");
+        env.set(section, key, value);
+        let out = env.run(&["config", "check"], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{section}.{key} = {value}: {err}");
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+        assert!(!err.contains("return_domains"), "an internal name: {err}");
+    }
+}
