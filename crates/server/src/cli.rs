@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a configuration file and an empty embedded store in a directory.
     #[command(
-        after_help = "Examples:\n  portcullis init --dir /etc/portcullis --portal-url https://auth.example.com --domain example.com\n  portcullis init --dir ./try-it"
+        after_help = "Examples:\n  portcullis init --dir /etc/portcullis \\\n      --portal-url https://auth.example.com --domain example.com\n  portcullis init --dir ./try-it"
     )]
     Init {
         /// Directory to create (mode 0700).
@@ -55,16 +55,19 @@ pub enum Command {
     /// code in the terminal, and a protected page behind the login portal.
     #[command(after_help = "Example:\n  portcullis demo --dir ./demo")]
     Demo {
-        /// Directory for the demo's files.
+        /// Directory for the demo's files (its own portcullis.toml: --config does not apply).
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
+        /// Address and port to serve the demo on (its portal address follows).
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        listen: String,
         /// Set up the user and print the QR code, but do not start the gateway.
         #[arg(long)]
         no_serve: bool,
     },
     /// Run the gateway: login portal, forward-auth endpoints, HTTP Basic, metrics.
     #[command(
-        after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml serve --listen 127.0.0.1:9091"
+        after_help = "Example:\n  portcullis --config /etc/portcullis/portcullis.toml \\\n      serve --listen 127.0.0.1:9091"
     )]
     Serve {
         /// Address to listen on (default: [server] listen).
@@ -72,7 +75,10 @@ pub enum Command {
         listen: Option<String>,
     },
     /// Manage users.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  portcullis user list\n  portcullis user show alice"
+    )]
     User(UserCommand),
     /// Check a user's code (and password): exit 0 accepted, 1 refused, 2 error.
     #[command(
@@ -91,11 +97,11 @@ pub enum Command {
         client_ip: Option<String>,
     },
     /// One-time-password tools that need no store (like oathtool).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  portcullis otp code --secret JBSWY3DPEHPK3PXP")]
     Otp(OtpCommand),
     /// Show an otpauth:// URI as a QR code in the terminal, or write it as PNG/SVG.
     #[command(
-        after_help = "Examples:\n  portcullis qr - --png alice.png < alice.uri\n  portcullis qr 'otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME' --png alice.png"
+        after_help = "Examples:\n  portcullis qr - --png alice.png < alice.uri\n  portcullis qr --png alice.png \\\n      'otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME'"
     )]
     Qr {
         /// The otpauth:// URI (checked before it is drawn); `-` reads it from standard input,
@@ -110,7 +116,7 @@ pub enum Command {
     },
     /// Import users and tokens from the files of the tools portcullis replaces.
     #[command(
-        after_help = "Examples:\n  portcullis import --format mod_authn_otp /etc/apache2/otp-users.txt\n  portcullis import --format pam_oath /etc/users.oath\n  portcullis import --format google-authenticator /home/alice/.google_authenticator\n  portcullis import --format apache_2fa /var/www/2fa/tokens.json"
+        after_help = "Examples:\n  portcullis import --format mod_authn_otp /etc/apache2/otp-users.txt\n  portcullis import --format pam_oath /etc/users.oath\n  portcullis import --format google-authenticator --user alice \\\n      /home/alice/.google_authenticator\n  portcullis import --format apache_2fa /var/www/2fa/tokens.json"
     )]
     Import {
         /// The file format.
@@ -140,13 +146,16 @@ pub enum Command {
         file: PathBuf,
     },
     /// Configuration tools.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  portcullis config check\n  portcullis config nginx --out /etc/nginx/portcullis"
+    )]
     Config(ConfigCommand),
     /// For Apache mod_authnz_external (pipe): reads the user name and the password+code
     /// on two lines of stdin; exit 0 accepted, 1 refused, 2 error. Asks the running
     /// gateway over [apache] check_socket when it is there, else the store directly.
     #[command(
-        after_help = "Example (Apache):\n  DefineExternalAuth portcullis pipe \"/usr/local/bin/portcullis check --config /etc/portcullis/portcullis.toml\""
+        after_help = "Example (a line of Apache's configuration, not a shell command):\n  DefineExternalAuth portcullis pipe \"/usr/local/bin/portcullis check\""
     )]
     Check,
 }
@@ -187,12 +196,12 @@ pub enum ConfigCommand {
     Check,
     /// Print one Apache 2.4 snippet (contrib/apache) for this configuration, or write them all.
     #[command(
-        after_help = "Examples:\n  portcullis config apache --out /etc/apache2/portcullis\n  portcullis config apache portcullis-provider.conf > /etc/apache2/conf-available/portcullis.conf\n  portcullis config apache   # lists the snippets"
+        after_help = "Examples:\n  portcullis config apache --out /etc/apache2/portcullis\n  portcullis config apache portcullis-provider.conf \\\n      > /etc/apache2/conf-available/portcullis.conf"
     )]
     Apache(SnippetArgs),
     /// Print one nginx snippet (contrib/nginx) for this configuration, or write them all.
     #[command(
-        after_help = "Examples:\n  portcullis config nginx --out /etc/nginx/portcullis\n  portcullis config nginx portcullis-upstream.conf > /etc/nginx/conf.d/portcullis.conf\n  portcullis config nginx   # lists the snippets"
+        after_help = "Examples:\n  portcullis config nginx --out /etc/nginx/portcullis\n  portcullis config nginx portcullis-upstream.conf \\\n      > /etc/nginx/conf.d/portcullis.conf"
     )]
     Nginx(SnippetArgs),
     /// Print the Caddy snippet (contrib/caddy) for this configuration, or write it.
@@ -202,7 +211,7 @@ pub enum ConfigCommand {
     Caddy(SnippetArgs),
     /// Print the Traefik dynamic configuration (contrib/traefik) for this configuration.
     #[command(
-        after_help = "Examples:\n  portcullis config traefik portcullis.yml > /etc/traefik/dynamic/portcullis.yml\n  portcullis config traefik --out /etc/traefik/dynamic"
+        after_help = "Examples:\n  portcullis config traefik portcullis.yml \\\n      > /etc/traefik/dynamic/portcullis.yml\n  portcullis config traefik --out /etc/traefik/dynamic"
     )]
     Traefik(SnippetArgs),
 }
@@ -260,7 +269,7 @@ pub struct TokenArgs {
 pub enum UserCommand {
     /// Add a user with a new token; prints its otpauth:// URI and QR code once.
     #[command(
-        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32   # a hardware token's key"
+        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32"
     )]
     Add {
         /// User name.
@@ -340,10 +349,10 @@ pub enum UserCommand {
         name: String,
     },
     /// Token management.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  portcullis user token reset alice")]
     Token(TokenCommand),
     /// Per-device app passwords for HTTP Basic clients that cannot send a code.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  portcullis user app-password list alice")]
     AppPassword(AppPasswordCommand),
 }
 
@@ -430,7 +439,7 @@ pub enum OtpType {
 pub enum OtpCommand {
     /// Print the code for a secret at a time or counter.
     #[command(
-        after_help = "Examples:\n  portcullis otp code --secret-file alice.key\n  printf '%s\\n' \"$KEY\" | portcullis otp code --secret-stdin --hex --type hotp --counter 5 --digits 8\n  portcullis otp code --secret JBSWY3DPEHPK3PXP\n  portcullis otp code --secret-file token.hex --hex --type motp --pin-file token.pin"
+        after_help = "Examples:\n  portcullis otp code --secret-file alice.key\n  printf '%s\\n' \"$KEY\" | \\\n      portcullis otp code --secret-stdin --hex --type hotp \\\n      --counter 5 --digits 8\n  portcullis otp code --secret JBSWY3DPEHPK3PXP\n  portcullis otp code --secret-file token.hex --hex \\\n      --type motp --pin-file token.pin"
     )]
     Code {
         #[command(flatten)]

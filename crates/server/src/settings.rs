@@ -146,6 +146,16 @@ impl Settings {
                 server.portal_url
             ));
         }
+        let session = &self.core.session;
+        if session.idle > session.absolute {
+            out.push(format!(
+                "{}:{}: session.idle = {} is longer than absolute ({}): every session ends at absolute first, so idle does nothing; make idle at most absolute",
+                doc.path().display(),
+                doc.line_of("session", "idle").max(doc.line_of("session", "absolute")),
+                session.idle,
+                session.absolute
+            ));
+        }
         let f = &self.core.first_factor;
         for (key, file) in [("htpasswd", &f.htpasswd), ("htdigest", &f.htdigest)] {
             if let Some(file) = file

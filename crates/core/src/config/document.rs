@@ -62,7 +62,7 @@ impl<'t> Document<'t> {
         match T::deserialize(toml::de::ValueDeserializer::from(value)) {
             Ok(section) => Some(section),
             Err(e) => {
-                errors.push(self.syntax(&e));
+                errors.push(self.mistyped(name, &e));
                 None
             }
         }
@@ -107,10 +107,74 @@ impl<'t> Document<'t> {
         }
     }
 
+    /// A section that does not deserialize: the error at its line, naming `section.key`
+    /// (serde names only the type it wanted) and what to write instead.
+    fn mistyped(&self, section: &str, e: &toml::de::Error) -> ConfigError {
+        let mut error = self.syntax(e);
+        if let ConfigError::Syntax { line, message, .. } = &mut error {
+            let key = self
+                .text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && !k.starts_with('['));
+            if let Some(key) = key {
+                *message = format!("{section}.{key}: {}", humane(message));
+            }
+        }
+        error
+    }
+
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = self.text.get(..offset.min(self.text.len())).unwrap_or(self.text);
         let line = before.matches('\n').count() + 1;
         let column = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
         (line, column)
+    }
+}
+
+/// serde's type words as a person writes TOML, with what to do.
+fn humane(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected u64", "expected a whole number, 0 or more (no quotes)"),
+        ("expected u32", "expected a whole number, 0 or more (no quotes)"),
+        ("expected u16", "expected a whole number, 0 to 65535 (no quotes)"),
+        ("expected i64", "expected a whole number (no quotes)"),
+        ("expected a boolean", "expected true or false (no quotes)"),
+        ("expected a string", "expected text in double quotes"),
+        ("expected a sequence", "expected a list such as [\"a\", \"b\"]"),
+    ];
+    let mut out = message.to_string();
+    for (serde, person) in WORDS {
+        out = out.replace(serde, person);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        #[allow(dead_code)]
+        ttl: u64,
+    }
+
+    #[test]
+    fn a_mistyped_value_names_its_key_and_what_to_write() {
+        let text = "[invite]\n\nttl = -5\n";
+        let doc = Document::parse(text, Path::new("/etc/p.toml")).unwrap();
+        let mut errors = Vec::new();
+        assert!(doc.section::<Section>("invite", &mut errors).is_none());
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with(
+                "/etc/p.toml:3:7: invite.ttl: invalid value: integer `-5`, expected a whole number, 0 or more"
+            ),
+            "{e}"
+        );
     }
 }

@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
         )
         .map(|_| ExitCode::SUCCESS),
-        Command::Demo { dir, no_serve } => setup::demo(&dir, !no_serve),
+        Command::Demo { dir, listen, no_serve } => setup::demo(&dir, &listen, !no_serve),
         Command::Serve { listen } => {
             let config = Settings::load(&cli.config)?;
             crate::gateway::serve(config, listen).map(|_| ExitCode::SUCCESS)
@@ -133,6 +133,14 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode> {
 pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
     let noun = if n == N::from(1) { one } else { many };
     format!("{n} {noun}")
+}
+
+/// A Unix time as people read it (UTC), for `user show` and listings.
+pub fn when(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix).map_or_else(
+        |_| format!("at unix time {unix}"),
+        |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 /// A loaded configuration with its open store.
@@ -260,7 +268,12 @@ fn verify(ctx: &Context_, user: &str, password: Option<&str>, code: &str, client
     })?;
     match outcome {
         Outcome::Accepted { via, .. } => {
-            println!("accepted: {user} ({via:?})");
+            let how = match via {
+                portcullis_core::gate::Via::Token(i) => format!("a code of token {i}"),
+                portcullis_core::gate::Via::Scratch => "a recovery code, now used up".to_string(),
+                portcullis_core::gate::Via::Linger(i) => format!("token {i}'s code accepted moments ago"),
+            };
+            println!("accepted: {user} ({how})");
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Rejected(why) => {

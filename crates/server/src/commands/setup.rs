@@ -282,7 +282,21 @@ fn demo_config() -> String {
 
 /// Sets up (or reuses) a demo directory with user `demo` / password `demo`, shows its QR
 /// code and current code, then runs the gateway with a protected demo page.
-pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
+pub fn demo(dir: &Path, listen: &str, serve: bool) -> Result<ExitCode> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?}: give an address and port such as 127.0.0.1:9091"))?;
+    if !addr.ip().is_loopback() {
+        bail!("--listen {listen}: the demo serves plain HTTP, so only on loopback (127.0.0.1 or ::1)");
+    }
+    // Before anything is printed: a busy port must not follow an "Open http://..." line.
+    let held = if serve {
+        Some(std::net::TcpListener::bind(addr).with_context(|| {
+            format!("{listen} is in use (another demo or gateway?): stop it, or pass --listen 127.0.0.1:PORT")
+        })?)
+    } else {
+        None
+    };
     let config = dir.join("portcullis.toml");
     if !config.exists() {
         std::fs::DirBuilder::new()
@@ -291,6 +305,21 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
             .create(dir)
             .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
         write_new(&config, &demo_config(), false)?;
+    }
+    // The demo's address follows --listen, also in a directory made by an earlier run.
+    let url = format!("http://{addr}");
+    let text = std::fs::read_to_string(&config).with_context(|| format!("{}: cannot read", config.display()))?;
+    let moved = with_value(
+        &with_value(
+            &with_value(&text, "listen", &format!("\"{addr}\"")),
+            "portal_url",
+            &format!("\"{url}\""),
+        ),
+        "default_redirect",
+        &format!("\"{url}/\""),
+    );
+    if moved != text {
+        std::fs::write(&config, moved).with_context(|| format!("{}: cannot write", config.display()))?;
     }
     let ctx = Context_::load(&config)?;
     let existing = ctx.store.user("demo")?;
@@ -343,8 +372,9 @@ pub fn demo(dir: &Path, serve: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("\nOpen {portal}/ and sign in as demo / demo with the current code. Ctrl-C stops the demo.");
     let c = crate::settings::Settings::load(&config)?;
+    drop(held);
+    println!("\nOpen {portal}/ and sign in as demo / demo with the current code. Ctrl-C stops the demo.");
     crate::gateway::serve(c, None).map(|_| ExitCode::SUCCESS)
 }
 

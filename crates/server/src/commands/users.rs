@@ -179,7 +179,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                     "token {i}:      {}{}",
                     t.describe(),
                     t.last_used
-                        .map(|s| format!(", last used at unix {s}"))
+                        .map(|s| format!(", last used {}", super::when(s)))
                         .unwrap_or_default()
                 );
             }
@@ -321,7 +321,7 @@ fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand)
         AppPasswordCommand::List { name } => {
             let u = store.user(&name)?.ok_or_else(|| StoreError::NotFound(name.clone()))?;
             for a in &u.app_passwords {
-                println!("{:<24} created at unix {}", a.label, a.created);
+                println!("{:<24} created {}", a.label, super::when(a.created));
             }
         }
         AppPasswordCommand::Remove { name, label } => {

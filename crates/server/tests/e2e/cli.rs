@@ -287,40 +287,210 @@ fn init_files_are_private_and_not_overwritten() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
 
-#[test]
-fn every_subcommand_has_help_with_an_example() {
-    let env = Env::new("");
-    for sub in [
-        vec!["init"],
-        vec!["demo"],
-        vec!["serve"],
-        vec!["verify"],
-        vec!["qr"],
-        vec!["import"],
-        vec!["export"],
-        vec!["config", "check"],
-        vec!["user", "add"],
-        vec!["user", "invite"],
-        vec!["user", "list"],
-        vec!["user", "show"],
-        vec!["user", "remove"],
-        vec!["user", "lock"],
-        vec!["user", "unlock"],
-        vec!["user", "passwd"],
-        vec!["user", "scratch"],
-        vec!["user", "token", "reset"],
-        vec!["user", "app-password", "add"],
-        vec!["user", "app-password", "list"],
-        vec!["user", "app-password", "remove"],
-        vec!["otp", "code"],
-        vec!["otp", "uri"],
-        vec!["otp", "secret"],
-    ] {
-        let mut args = sub.clone();
-        args.push("--help");
-        let out = env.ok(&args, None);
-        assert!(out.contains("Example"), "{sub:?} --help has no example:\n{out}");
+/// Every command line under `args` (found from the help's "Commands:" lists), with its help.
+fn help_tree(env: &Env, args: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+    let mut with_help = args.clone();
+    with_help.push("--help".into());
+    let refs: Vec<&str> = with_help.iter().map(String::as_str).collect();
+    let help = env.ok(&refs, None);
+    let subcommands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   ")) // a wrapped description
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect();
+    out.push((args.clone(), help));
+    for sub in subcommands {
+        let mut next = args.clone();
+        next.push(sub);
+        help_tree(env, next, out);
     }
+}
+
+/// The example blocks of a help text, each line joined with its `\` continuations.
+fn examples(help: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut lines = help.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("Example") {
+            continue;
+        }
+        let mut block = Vec::new();
+        let mut current = String::new();
+        while let Some(l) = lines.next_if(|l| l.starts_with("  ")) {
+            assert!(
+                l.len() <= 80,
+                "an example line wider than a terminal wraps where it cannot be copied:\n{l}"
+            );
+            let part = l.trim();
+            match part.strip_suffix('\\') {
+                Some(head) => current.push_str(head),
+                None => {
+                    current.push_str(part);
+                    block.push(std::mem::take(&mut current));
+                }
+            }
+        }
+        blocks.push(block);
+    }
+    blocks
+}
+
+#[test]
+fn every_help_example_runs_as_printed() {
+    let env = Env::new("");
+    let root = env.path().join("root");
+    for dir in [
+        "etc/apache2/conf-available",
+        "etc/nginx/conf.d",
+        "etc/caddy",
+        "etc/traefik/dynamic",
+        "home/alice",
+        "var/www/2fa",
+        "work",
+        "bin",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::os::unix::fs::symlink(bin(), root.join("bin/portcullis")).unwrap();
+    let w = root.join("work");
+    let key_b32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    for (file, text) in [
+        ("work/alice.key", key_b32),
+        ("work/yubikey.b32", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+        ("work/token.hex", "0123456789abcdef"),
+        ("work/token.pin", "1234"),
+        (
+            "work/alice.uri",
+            "otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME",
+        ),
+        (
+            "etc/apache2/otp-users.txt",
+            "HOTP/T30 dave 1234 3132333435363738393031323334353637383930\n",
+        ),
+        (
+            "etc/users.oath",
+            "HOTP/T30/6 frank - 3132333435363738393031323334353637383930\n",
+        ),
+        (
+            "home/alice/.google_authenticator",
+            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n12345678\n",
+        ),
+        (
+            "var/www/2fa/tokens.json",
+            "{\"erin\": \"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXQ\"}\n",
+        ),
+    ] {
+        std::fs::write(root.join(file), format!("{text}\n")).unwrap();
+    }
+    let mut tree = Vec::new();
+    help_tree(&env, Vec::new(), &mut tree);
+    assert!(tree.len() > 30, "{} commands found", tree.len());
+    let r = root.display().to_string();
+    let config = format!("{r}/etc/portcullis/portcullis.toml");
+    let mut ran = 0;
+    for (args, help) in &tree {
+        let blocks = examples(help);
+        if !args.is_empty() {
+            assert!(
+                !blocks.is_empty(),
+                "`portcullis {}` --help has no example:\n{help}",
+                args.join(" ")
+            );
+        }
+        for block in blocks {
+            // Paths into the temp root, the demo and the gateway onto free ports; `sudo`
+            // is not needed as root.
+            let port = free_port();
+            let script: Vec<String> = block
+                .iter()
+                .filter(|l| ["portcullis ", "printf ", "mv "].iter().any(|p| l.starts_with(p)))
+                .map(|l| {
+                    let mut l = l.clone();
+                    for dir in ["/etc/", "/home/", "/var/www/"] {
+                        l = l.replace(&format!(" {dir}"), &format!(" {r}{dir}"));
+                        l = l.replace(&format!(">{dir}"), &format!(">{r}{dir}"));
+                    }
+                    l = l.replace("127.0.0.1:9091", &format!("127.0.0.1:{port}"));
+                    l.replace(
+                        " demo --dir ./demo",
+                        &format!(" demo --dir ./demo --listen 127.0.0.1:{port}"),
+                    )
+                })
+                .collect();
+            if script.is_empty() {
+                continue; // a line of another program's configuration (Apache's)
+            }
+            let text = script.join("\n");
+            if !text.contains(" init ") && !text.contains(" demo ") && std::path::Path::new(&config).exists() {
+                // The examples name alice: she exists unless the example creates her.
+                let adds_alice = text.contains("user add alice");
+                let has_alice = env
+                    .command(&["user", "show", "alice"])
+                    .env("PORTCULLIS_CONFIG", &config)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success();
+                if adds_alice && has_alice {
+                    env.command(&["user", "remove", "alice"])
+                        .env("PORTCULLIS_CONFIG", &config)
+                        .output()
+                        .unwrap();
+                }
+                if !adds_alice && !has_alice {
+                    let out = env
+                        .command(&["user", "add", "alice", "--password-stdin", "--no-terminal-qr"])
+                        .env("PORTCULLIS_CONFIG", &config)
+                        .stdin(std::process::Stdio::piped())
+                        .spawn()
+                        .and_then(|mut c| {
+                            use std::io::Write;
+                            c.stdin.take().unwrap().write_all(b"pw\n")?;
+                            c.wait_with_output()
+                        })
+                        .unwrap();
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            let long_running = text.contains(" serve") || text.contains(" demo ");
+            let out = std::process::Command::new("timeout")
+                .args([
+                    if long_running { "3" } else { "30" },
+                    "bash",
+                    "-euo",
+                    "pipefail",
+                    "-c",
+                    &text,
+                ])
+                .current_dir(&w)
+                .env("PATH", format!("{r}/bin:{}", std::env::var("PATH").unwrap_or_default()))
+                .env("PORTCULLIS_CONFIG", &config)
+                .env("PASS", "pw")
+                .env("KEY", "3132333435363738393031323334353637383930")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let code = out.status.code();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let ok = match () {
+                _ if long_running => code == Some(124) && !err.contains("error"),
+                _ if text.contains(" verify ") => matches!(code, Some(0 | 1)),
+                _ => code == Some(0),
+            };
+            assert!(
+                ok,
+                "`portcullis {}` example failed ({code:?}):\n{text}\n{err}",
+                args.join(" ")
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 30, "only {ran} example blocks ran");
 }
 
 #[test]
@@ -448,12 +618,14 @@ fn config_check_reports_what_serve_would_refuse_and_warns_about_what_misleads() 
     env.set("server", "default_redirect", "\"https://elsewhere.example.org/\"");
     env.set("server", "portal_url", "\"http://auth.example.com\"");
     env.set("access", "protected_domains", "[\"example.com\", \"*.example.com\"]");
+    env.set("session", "idle", "50000");
     let out = env.run(&["config", "check"], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     for want in [
         "warning: ",
+        "session.idle = 50000 is longer than absolute (43200)",
         "first_factor.htpasswd = \"/nonexistent/.htpasswd\": there is no such file",
         "server.default_redirect = \"https://elsewhere.example.org/\" is outside portal_url's host and [access] protected_domains",
         "use \"http://auth.example.com/\"",
@@ -478,12 +650,6 @@ fn config_ranges_that_made_no_sense_are_refused_with_the_key_named() {
             "ban_time",
             "0",
             "regulation.ban_time = 0: use a positive number of seconds, or max_retries = 0",
-        ),
-        (
-            "session",
-            "idle",
-            "50000",
-            "session.idle = 50000: longer than absolute (43200)",
         ),
         (
             "access",

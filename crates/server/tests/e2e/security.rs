@@ -315,7 +315,7 @@ fn short_secrets_are_refused_unless_the_token_needs_one() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--secret is 1 bytes") && err.contains("--short-secret"),
+        err.contains("--secret is 1 byte;") && err.contains("--short-secret"),
         "{err}"
     );
     assert!(!env.ok(&["user", "list"], None).contains("tiny"));
@@ -365,6 +365,8 @@ fn pam_oath_backend_refuses_lockout_it_cannot_keep() {
         "{err}"
     );
     env.set("lockout", "max_failures", "0");
+    // A users file keeps no sessions: the gateway keeps them in memory.
+    env.set("session", "store", "\"memory\"");
     env.ok(&["config", "check"], None);
     let before = std::fs::read_to_string(&path).unwrap();
     let out = env.run(&["user", "lock", "dave"], None);
