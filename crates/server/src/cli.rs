@@ -19,9 +19,23 @@ pub struct Cli {
         default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
+    /// Whether `--config` was on the command line (not the default or PORTCULLIS_CONFIG).
+    #[arg(skip)]
+    pub config_given: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exits with clap's message on an error).
+    pub fn from_env() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.config_given = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+        cli
+    }
 }
 
 /// Top-level subcommands.

@@ -6,11 +6,10 @@ mod gateway;
 mod qr;
 mod settings;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_env();
     // `portcullis user invite bob | head -1`: a reader that has gone is not an error. The
     // standard library makes a write to a closed pipe panic in println!; that panic is
     // neither printed nor an error here (SIGPIPE's default would need unsafe code).

@@ -144,8 +144,21 @@ impl SqliteStore {
                 .open(path)
                 .map_err(|e| StoreError::File {
                     path: path.to_path_buf(),
-                    message: format!("cannot create the database: {e}; check the directory exists and is writable"),
+                    message: format!(
+                        "cannot create the database: {}",
+                        portcullis_core::config::explain_unreadable(path, &e)
+                    ),
                 })?;
+        }
+        // SQLite would say only "unable to open database file": say whose file it is.
+        if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            return Err(StoreError::File {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot open the database: {}",
+                    portcullis_core::config::explain_unreadable(path, &e)
+                ),
+            });
         }
         let conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;

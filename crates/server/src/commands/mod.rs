@@ -35,6 +35,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
         )
         .map(|_| ExitCode::SUCCESS),
+        Command::Demo { .. } if cli.config_given => bail!(
+            "--config {}: the demo keeps its own configuration in --dir (default ./demo); drop --config, or use `portcullis serve` with that file",
+            cli.config.display()
+        ),
         Command::Demo { dir, listen, no_serve } => setup::demo(&dir, &listen, !no_serve),
         Command::Serve { listen } => {
             let config = Settings::load(&cli.config)?;

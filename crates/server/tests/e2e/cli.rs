@@ -520,6 +520,46 @@ fn demo_command_prints_a_working_setup() {
 }
 
 #[test]
+fn demo_says_a_busy_port_first_follows_listen_and_refuses_a_config_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let demo_arg = demo.to_str().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let run = |args: &[&str]| std::process::Command::new(bin()).args(args).output().unwrap();
+    let out = run(&["demo", "--dir", demo_arg, "--listen", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "printed before failing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("127.0.0.1:{port} is in use")));
+    drop(busy);
+    let free = free_port();
+    assert!(
+        run(&[
+            "demo",
+            "--dir",
+            demo_arg,
+            "--no-serve",
+            "--listen",
+            &format!("127.0.0.1:{free}")
+        ])
+        .status
+        .success()
+    );
+    let config = std::fs::read_to_string(demo.join("portcullis.toml")).unwrap();
+    assert!(
+        config.contains(&format!("portal_url = \"http://127.0.0.1:{free}\"")),
+        "{config}"
+    );
+    let out = run(&["--config", "/etc/other.toml", "demo", "--dir", demo_arg, "--no-serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the demo keeps its own configuration in --dir"));
+}
+
+#[test]
 fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
     use std::os::unix::fs::PermissionsExt;
     require_tool("runuser");
@@ -549,6 +589,28 @@ fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
         "the path was given: {err}"
     );
     assert!(!err.contains("os error"), "the reason is said once, in words: {err}");
+    // The configuration readable, the database not: SQLite's "unable to open database
+    // file" would not say why.
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(env.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(bin())
+        .arg("--config")
+        .arg(env.config())
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let db = env.path().join("portcullis.db");
+    assert!(
+        err.contains(&format!(
+            "cannot open the database: permission denied: {} belongs to root (mode 0600)",
+            db.display()
+        )),
+        "{err}"
+    );
     // No file at all: say so, and how to make one.
     let missing = env.path().join("nowhere/portcullis.toml");
     let out = env.run(&["--config", missing.to_str().unwrap(), "user", "list"], None);
