@@ -559,13 +559,8 @@ fn demo_says_a_busy_port_first_follows_listen_and_refuses_a_config_it_would_igno
     assert!(String::from_utf8_lossy(&out.stderr).contains("the demo keeps its own configuration in --dir"));
 }
 
-#[test]
-fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
-    use std::os::unix::fs::PermissionsExt;
-    require_tool("runuser");
-    let env = Env::new("");
-    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    // Like `sudo portcullis init` followed by a plain `portcullis user list`.
+/// `portcullis user list` on `env`'s configuration as user nobody: its error (exit 2).
+fn as_nobody(env: &Env) -> String {
     let out = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--"])
         .arg(bin())
@@ -574,8 +569,19 @@ fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
         .args(["user", "list"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
+#[test]
+fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tool("runuser");
+    let env = Env::new("");
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Like `sudo portcullis init` followed by a plain `portcullis user list`.
+    let err = as_nobody(&env);
     assert!(
         err.contains(&format!(
             "permission denied: {} belongs to root (mode 0700) and this runs as nobody",
@@ -593,16 +599,7 @@ fn a_config_another_user_owns_says_whose_it_is_and_what_to_run() {
     // file" would not say why.
     std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(env.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(bin())
-        .arg("--config")
-        .arg(env.config())
-        .args(["user", "list"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = as_nobody(&env);
     let db = env.path().join("portcullis.db");
     assert!(
         err.contains(&format!(
