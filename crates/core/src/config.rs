@@ -61,6 +61,18 @@ pub enum StoreKind {
     ModAuthnOtp,
     /// A live pam_oath `users.oath` file.
     PamOath,
+    /// A PostgreSQL database shared by many gateways.
+    Postgres,
+}
+
+/// How the PostgreSQL connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// TLS with the server's certificate checked against `ca_file` and its name (the default).
+    VerifyFull,
+    /// No TLS: only for a Unix socket or loopback.
+    Disable,
 }
 
 /// `[store]`.
@@ -71,6 +83,19 @@ pub struct StoreConfig {
     pub backend: StoreKind,
     /// Database or users file, relative to the config file's directory.
     pub path: PathBuf,
+    /// PostgreSQL: `postgres://user@host:port/database` (no password in it).
+    pub url: String,
+    /// PostgreSQL: a file holding the password (first line); else a .pgpass-less login.
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: `verify-full` (TLS, checked) or `disable`.
+    pub sslmode: SslMode,
+    /// PostgreSQL: PEM file of the CA(s) that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: connections each process keeps at most.
+    pub pool_size: usize,
+    /// PostgreSQL: seconds a query (with waiting for a connection) may take before the
+    /// request that needs it is refused (503).
+    pub timeout: u64,
 }
 
 impl Default for StoreConfig {
@@ -78,7 +103,67 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: StoreKind::Sqlite,
             path: PathBuf::from("portcullis.db"),
+            url: String::new(),
+            password_file: None,
+            sslmode: SslMode::VerifyFull,
+            ca_file: None,
+            pool_size: 8,
+            timeout: 5,
         }
+    }
+}
+
+impl StoreConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.backend != StoreKind::Postgres {
+            return errors;
+        }
+        let url = &self.url;
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"));
+        // user:password@ in the authority: the URL is printed in messages.
+        let authority = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+        let password_in_url = authority
+            .and_then(|a| a.rsplit_once('@'))
+            .is_some_and(|(user, _)| user.contains(':'));
+        if rest.is_none() {
+            errors.push(doc.invalid(
+                "store",
+                "url",
+                format!("{url:?}"),
+                "give the database as postgres://USER@HOST:PORT/DATABASE",
+            ));
+        } else if password_in_url {
+            errors.push(doc.invalid(
+                "store",
+                "url",
+                "(a URL with a password)".into(),
+                "keep the password out of the URL (messages show the URL): put it in a file named by password_file",
+            ));
+        }
+        if self.sslmode == SslMode::VerifyFull && self.ca_file.is_none() {
+            errors.push(doc.invalid(
+                "store",
+                "ca_file",
+                "(unset)".into(),
+                "sslmode = \"verify-full\" checks the server's certificate against ca_file: give the CA's PEM file \
+                 (Debian's bundle: /etc/ssl/certs/ca-certificates.crt), or sslmode = \"disable\" for a Unix socket or loopback",
+            ));
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            errors.push(doc.invalid(
+                "store",
+                "pool_size",
+                self.pool_size.to_string(),
+                "use 1 to 256 connections",
+            ));
+        }
+        if !(1..=60).contains(&self.timeout) {
+            errors.push(doc.invalid("store", "timeout", self.timeout.to_string(), "use 1 to 60 seconds"));
+        }
+        errors
     }
 }
 
@@ -505,7 +590,13 @@ fn session_store_problem(doc: &Document<'_>, store: &StoreConfig, session: &Sess
             "session",
             "store",
             "\"sqlite\"".into(),
-            "a users-file store ([store] backend) keeps no sessions: set [session] store = \"memory\", or keep users in backend = \"sqlite\"",
+            &format!(
+                "the {} store ([store] backend) keeps no sessions: set [session] store = \"memory\", or keep users in backend = \"sqlite\"",
+                match store.backend {
+                    StoreKind::Postgres => "PostgreSQL",
+                    _ => "users-file",
+                }
+            ),
         )
     })
 }
@@ -605,6 +696,7 @@ impl Config {
         let access = doc.section::<AccessConfig>("access", errors);
         let basic = doc.section::<BasicConfig>("basic", errors);
         let invite = doc.section::<InviteConfig>("invite", errors);
+        errors.extend(store.iter().flat_map(|s| s.problems(doc)));
         errors.extend(otp.iter().flat_map(|o| o.problems(doc)));
         errors.extend(session.iter().flat_map(|s| s.problems(doc)));
         errors.extend(access.iter().flat_map(|a| a.problems(doc)));
@@ -754,6 +846,39 @@ mod tests {
         assert_eq!(c.lockout.max_failures, 5);
         assert_eq!(c.store.backend, StoreKind::Sqlite);
         assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_url_without_a_password_and_a_ca_to_verify() {
+        let parse = |text: &str| Config::parse(text, Path::new("/etc/p.toml"));
+        let ok = "[store]\nbackend = \"postgres\"\nurl = \"postgres://portcullis@db.example.com/portcullis\"\nca_file = \"/etc/ssl/certs/ca-certificates.crt\"\n";
+        assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
+        let e = parse("[store]\nbackend = \"postgres\"\nca_file = \"ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.url = \"\": give the database as postgres://"), "{e}");
+        let e = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@db/p\"\nca_file = \"ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("keep the password out of the URL") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://u@db/p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.ca_file") && e.contains("verify-full"), "{e}");
+        let plain = "[store]\nbackend = \"postgres\"\nurl = \"postgres://u@127.0.0.1/p\"\nsslmode = \"disable\"\n";
+        assert!(parse(plain).is_ok());
+        let e = parse(&format!("{plain}timeout = 0\npool_size = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("store.timeout = 0") && e.contains("store.pool_size = 0"),
+            "{e}"
+        );
+        let e = parse("[store]\nsslmode = \"require\"\n").unwrap_err().to_string();
+        assert!(e.contains("store.sslmode") && e.contains("verify-full"), "{e}");
     }
 
     #[test]

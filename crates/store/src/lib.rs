@@ -1,6 +1,9 @@
 //! portcullis stores: the embedded SQLite directory (default) and, via
 //! `portcullis-userfiles`, live mod_authn_otp and pam_oath users files.
 
+mod columns;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 pub mod usersfile;
 
@@ -61,5 +64,15 @@ pub fn open(config: &Config) -> Result<Box<dyn Directory>, StoreError> {
             Dialect::PamOath,
             Box::new(SystemClock),
         )?)),
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => Ok(Box::new(postgres::PostgresStore::open(&config.store, &|p| {
+            config.resolve(p)
+        })?)),
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres => Err(StoreError::Database {
+            store: config.store.url.clone(),
+            message: "this program was built without PostgreSQL support (the `postgres` feature of portcullis-store)"
+                .into(),
+        }),
     }
 }

@@ -1,11 +1,12 @@
 //! The embedded SQLite directory: one file, WAL mode, every update in an IMMEDIATE
 //! transaction so concurrent processes verifying one code serialise and only one wins.
 
+use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
 use portcullis_core::invite::{Invite, InviteStore};
-use portcullis_core::model::{AppPassword, FirstFactor, ScratchHash, Step, Token, TokenKind, User};
+use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
 use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
 use portcullis_core::{Directory, StoreError};
-use portcullis_otp::{Algorithm, Secret};
+
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -102,27 +103,6 @@ pub struct SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SqliteStore({})", self.path.display())
-    }
-}
-
-fn first_factor_text(f: &FirstFactor) -> Zeroizing<String> {
-    Zeroizing::new(match f {
-        FirstFactor::None => "none".into(),
-        FirstFactor::Hash(h) => format!("hash:{h}"),
-        FirstFactor::Pin(p) => format!("pin:{}", p.as_str()),
-        FirstFactor::External => "external".into(),
-    })
-}
-
-fn first_factor_parse(s: &str) -> FirstFactor {
-    if let Some(h) = s.strip_prefix("hash:") {
-        FirstFactor::Hash(h.to_string())
-    } else if let Some(p) = s.strip_prefix("pin:") {
-        FirstFactor::Pin(Zeroizing::new(p.to_string()))
-    } else if s == "external" {
-        FirstFactor::External
-    } else {
-        FirstFactor::None
     }
 }
 
@@ -282,31 +262,6 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(user))
-}
-
-/// The `kind` and `period` columns of a token (period 0 = event based).
-fn token_kind_period(t: &Token) -> (&'static str, u32) {
-    let kind = match t.kind {
-        TokenKind::Oath => "oath",
-        TokenKind::Motp => "motp",
-    };
-    let period = match t.step {
-        Step::Event => 0,
-        Step::Time(p) => p,
-    };
-    (kind, period)
-}
-
-/// A token with no use recorded from its defining columns.
-fn token_from_columns(kind: &str, period: u32, secret: Vec<u8>, algorithm: &str, digits: u32) -> Token {
-    let kind = if kind == "motp" {
-        TokenKind::Motp
-    } else {
-        TokenKind::Oath
-    };
-    let step = if period == 0 { Step::Event } else { Step::Time(period) };
-    let algorithm = Algorithm::parse(algorithm).unwrap_or_default();
-    Token::new(kind, step, Secret::from_bytes(secret), algorithm, digits)
 }
 
 fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
@@ -661,7 +616,9 @@ impl InviteStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::model::{FirstFactor, Step, TokenKind};
     use portcullis_core::session::{SessionPolicy, Sessions};
+    use portcullis_otp::{Algorithm, Secret};
 
     #[test]
     fn the_sqlite_store_keeps_the_directory_contract() {

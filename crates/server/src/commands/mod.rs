@@ -121,11 +121,14 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode> {
     }
     let store =
         portcullis_store::open(&c.core).with_context(|| format!("{}: [store] cannot be opened", path.display()))?;
+    let at = match c.core.store.backend {
+        portcullis_core::config::StoreKind::Postgres => c.core.store.url.clone(),
+        _ => c.core.resolve(&c.core.store.path).display().to_string(),
+    };
     println!(
-        "{}: OK ({} store at {}, {})",
+        "{}: OK ({} store at {at}, {})",
         path.display(),
         store.backend(),
-        c.core.resolve(&c.core.store.path).display(),
         plural(store.users()?.len(), "user", "users")
     );
     Ok(ExitCode::SUCCESS)

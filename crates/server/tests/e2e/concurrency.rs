@@ -5,7 +5,20 @@ use crate::harness::*;
 
 #[test]
 fn one_code_is_accepted_once_across_processes_sqlite() {
+    one_code_once_across_processes(&Env::new(""), "sqlite");
+}
+
+/// Regression-style check for issue 15: processes sharing one PostgreSQL database (as
+/// gateways on several machines would) accept one code once.
+#[test]
+fn one_code_is_accepted_once_across_processes_postgres() {
+    let pg = crate::pg::Postgres::start_new();
     let env = Env::new("");
+    env.on_postgres(&pg.database("race"));
+    one_code_once_across_processes(&env, "postgres");
+}
+
+fn one_code_once_across_processes(env: &Env, what: &str) {
     let uri = env.add_user("race", "pw", &["--hotp"]);
     let s = secret_of(&uri);
     let rounds: u64 = std::env::var("PORTCULLIS_RACE_TRIALS")
@@ -29,7 +42,7 @@ fn one_code_is_accepted_once_across_processes_sqlite() {
         let runs: Vec<Vec<String>> = (0..6)
             .map(|_| vec!["verify".into(), "race".into(), code.trim().into()])
             .collect();
-        one_winner_rest_replays(&race(&env, &runs), &format!("sqlite, round {round}"));
+        one_winner_rest_replays(&race(env, &runs), &format!("{what}, round {round}"));
         env.ok(&["user", "unlock", "race"], None);
     }
 }

@@ -224,6 +224,15 @@ impl Env {
         std::fs::write(self.config(), lines.join("\n") + "\n").unwrap();
     }
 
+    /// Keeps users and tokens in the PostgreSQL database at `url` (no TLS: loopback), and
+    /// sessions in memory (a PostgreSQL directory keeps none).
+    pub fn on_postgres(&self, url: &str) {
+        self.set("store", "backend", "\"postgres\"");
+        self.set("store", "url", &format!("{url:?}"));
+        self.set("store", "sslmode", "\"disable\"");
+        self.set("session", "store", "\"memory\"");
+    }
+
     /// Makes the config serve a plain-HTTP loopback portal on `port`.
     pub fn loopback_portal(&self, port: u16) {
         let url = format!("\"http://127.0.0.1:{port}\"");

@@ -12,6 +12,9 @@ mod harness;
 mod import;
 mod nginx;
 mod pam;
+#[path = "../../../store/tests/pg/mod.rs"]
+mod pg;
+mod postgres;
 mod proxy;
 mod qr;
 mod readme;

@@ -1,0 +1,36 @@
+//! Gateways on one PostgreSQL database (issue 15): every node and the CLI see the same
+//! users, a code accepted on one node is spent on all, a lock from the CLI holds on all.
+
+use crate::harness::*;
+use crate::pg::Postgres;
+
+#[test]
+fn two_gateways_on_one_postgres_share_users_spent_codes_and_locks() {
+    let pg = Postgres::start_new();
+    let url = pg.database("gateways");
+    let (a, b) = (Env::new(""), Env::new(""));
+    for env in [&a, &b] {
+        env.on_postgres(&url);
+        env.loopback_portal(free_port());
+    }
+    let secret = secret_of(&a.add_user("alice", "pw", &[]));
+    let check = b.ok(&["config", "check"], None);
+    assert!(check.contains(&format!("postgres store at {url}, 1 user")), "{check}");
+    let (ga, gb) = (a.serve(), b.serve());
+    settle(5);
+    let code = code_now(&a, &secret);
+    let r = Browser::new(&a, "on-a").login(&ga, "alice", "pw", &code, &ga.url("/"));
+    assert_eq!(r.status, 303, "node A: {}", r.body);
+    // The same code on node B: spent.
+    let r = Browser::new(&b, "on-b").login(&gb, "alice", "pw", &code, &gb.url("/"));
+    assert_ne!(r.status, 303, "node B accepted a code node A had accepted");
+    // A lock from the CLI holds on both nodes.
+    a.ok(&["user", "lock", "alice"], None);
+    let next = code_next_step(&a, &secret);
+    for (env, gw) in [(&a, &ga), (&b, &gb)] {
+        let r = Browser::new(env, "locked").login(gw, "alice", "pw", &next, &gw.url("/"));
+        assert_ne!(r.status, 303, "a locked user signed in on {}", gw.url(""));
+    }
+    b.ok(&["user", "unlock", "alice"], None);
+    assert!(b.ok(&["user", "list"], None).contains("alice"));
+}

@@ -1,0 +1,535 @@
+//! The PostgreSQL directory: users and tokens shared by every gateway on one database.
+//! Every update is one transaction with the user's row locked (`SELECT … FOR UPDATE`), so
+//! two nodes verifying one code serialise and only one wins.
+//!
+//! The [`Directory`] trait is synchronous (the CLI, the PAM module and the gateway's
+//! blocking workers call it); the store keeps its own small tokio runtime for the pool's
+//! connections and waits on it, each call bounded by `[store] timeout`.
+
+use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use portcullis_core::config::{SslMode, StoreConfig};
+use portcullis_core::model::{AppPassword, ScratchHash, User};
+use portcullis_core::{Directory, StoreError};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Schema migrations, applied in order; `portcullis_schema.version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, tokens, scratch codes, app passwords (as in the SQLite store).
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        first_factor TEXT NOT NULL,
+        groups TEXT NOT NULL DEFAULT '',
+        display_name TEXT,
+        email TEXT,
+        failures BIGINT NOT NULL DEFAULT 0,
+        locked BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE TABLE tokens (
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        period BIGINT NOT NULL,
+        secret BYTEA NOT NULL,
+        algorithm TEXT NOT NULL,
+        digits BIGINT NOT NULL,
+        motp_pin TEXT,
+        counter BIGINT NOT NULL DEFAULT 0,
+        drift BIGINT NOT NULL DEFAULT 0,
+        last_step BIGINT,
+        last_code TEXT,
+        last_used BIGINT,
+        last_ip TEXT,
+        PRIMARY KEY (user_name, position)
+    );
+    CREATE TABLE scratch (
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (user_name, position)
+    );
+    CREATE TABLE app_passwords (
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (user_name, label)
+    );",
+];
+
+/// Any number (above 0) that no other program takes an advisory lock on: migrations by
+/// several nodes starting at once run one after the other.
+const MIGRATION_LOCK: i64 = 0x706f_7274_6375;
+
+/// Users and tokens in a PostgreSQL database.
+pub struct PostgresStore {
+    pool: Pool,
+    /// Drives the pool's connections; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The database as messages name it (the URL, which holds no password).
+    name: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresStore({})", self.name)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another runtime (the gateway).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A query's failure in words: the server's message when it sent one, else the chain.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What went wrong inside one call, before it is named for the store.
+enum Fault {
+    Query(tokio_postgres::Error),
+    Pool(deadpool_postgres::PoolError),
+    Exists(String),
+}
+
+impl From<tokio_postgres::Error> for Fault {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fault::Query(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Fault {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Fault::Pool(e)
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database `config` names (paths resolved with `resolve`), checks
+    /// the connection and brings the schema up to date.
+    pub fn open(config: &StoreConfig, resolve: &dyn Fn(&Path) -> std::path::PathBuf) -> Result<Self, StoreError> {
+        let name = config.url.clone();
+        let fail = |message: String| StoreError::Database {
+            store: name.clone(),
+            message,
+        };
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| fail(format!("[store] url: {}", describe(&e))))?;
+        if let Some(file) = &config.password_file {
+            let file = resolve(file);
+            let text = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| StoreError::File {
+                path: file.clone(),
+                message: format!(
+                    "[store] password_file: {}",
+                    portcullis_core::config::explain_unreadable(&file, &e)
+                ),
+            })?);
+            pg.password(text.lines().next().unwrap_or("").trim_end());
+        }
+        let timeout = Duration::from_secs(config.timeout);
+        pg.connect_timeout(timeout);
+        pg.application_name("portcullis");
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.sslmode {
+            SslMode::Disable => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            }
+            SslMode::VerifyFull => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let ca = config.ca_file.as_deref().map(resolve).ok_or_else(|| {
+                    fail(
+                        "[store] sslmode = \"verify-full\" needs ca_file, the CA that signed the server's certificate"
+                            .into(),
+                    )
+                })?;
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(&ca)?);
+                Manager::from_config(pg, tls, manager_config)
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| fail(format!("cannot start the database runtime: {e}")))?;
+        let pool = {
+            // The pool's connection tasks are spawned on the store's own runtime.
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(config.pool_size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(timeout))
+                .create_timeout(Some(timeout))
+                .recycle_timeout(Some(timeout))
+                .build()
+                .map_err(|e| fail(format!("cannot make the connection pool: {e}")))?
+        };
+        let store = PostgresStore {
+            pool,
+            runtime: Some(runtime),
+            name,
+            timeout,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Runs `work` on the store's runtime and waits for it, at most `timeout`. Works from
+    /// plain threads (CLI, PAM) and from a multi-threaded tokio runtime (the gateway).
+    fn run<T>(&self, work: impl Future<Output = Result<T, Fault>>) -> Result<T, StoreError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(self.fail("the store is shutting down".into()));
+        };
+        let timeout = self.timeout;
+        let bounded = async move { tokio::time::timeout(timeout, work).await };
+        let outcome = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+                return Err(
+                    self.fail("called on a single-threaded async runtime, which cannot wait for the database".into())
+                );
+            }
+            // Leaves the caller's runtime for the wait, so another one may run here.
+            Ok(_) => tokio::task::block_in_place(|| runtime.handle().block_on(bounded)),
+            Err(_) => runtime.handle().block_on(bounded),
+        };
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Fault::Exists(name))) => Err(StoreError::Exists(name)),
+            Ok(Err(Fault::Query(e))) => Err(self.fail(describe(&e))),
+            Ok(Err(Fault::Pool(e))) => {
+                let mut text = describe(&e);
+                if text.contains("invalid peer certificate") {
+                    text.push_str("; [store] ca_file must hold the CA that signed the server's certificate, for the host in [store] url");
+                }
+                Err(self.fail(text))
+            }
+            Err(_) => Err(self.fail(format!(
+                "no answer within {} s ([store] timeout); check that PostgreSQL is up and reachable",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    fn fail(&self, message: String) -> StoreError {
+        StoreError::Database {
+            store: self.name.clone(),
+            message,
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let newer = self.run(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS portcullis_schema (version INTEGER NOT NULL)")
+                .await?;
+            let version: i64 = match tx.query_opt("SELECT version FROM portcullis_schema", &[]).await? {
+                Some(row) => i64::from(row.get::<_, i32>(0)),
+                None => {
+                    tx.execute("INSERT INTO portcullis_schema (version) VALUES (0)", &[])
+                        .await?;
+                    0
+                }
+            };
+            if version > known {
+                return Ok(Some(version));
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.batch_execute(sql).await?;
+                let v = (i + 1) as i32;
+                tx.execute("UPDATE portcullis_schema SET version = $1", &[&v]).await?;
+            }
+            tx.commit().await?;
+            Ok(None)
+        })?;
+        match newer {
+            Some(version) => Err(self.fail(format!(
+                "schema version {version} is newer than this portcullis knows ({known}); upgrade portcullis"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The schema version in use.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.run(async {
+            let client = self.pool.get().await?;
+            let row = client.query_one("SELECT version FROM portcullis_schema", &[]).await?;
+            Ok(i64::from(row.get::<_, i32>(0)))
+        })
+    }
+}
+
+/// A rustls client that trusts only the CAs in `ca` (and checks the server's name).
+fn client_tls(ca: &Path) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |message: String| StoreError::File {
+        path: ca.to_path_buf(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(ca).map_err(|e| bad(format!("[store] ca_file: cannot read it as PEM: {e}")))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(format!("[store] ca_file: a certificate in it is broken: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("[store] ca_file: a certificate in it is not a usable CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("[store] ca_file: it holds no certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The user `name` with everything that belongs to it; `lock` holds its row until the
+/// transaction ends.
+async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<User>, tokio_postgres::Error> {
+    let sql = if lock {
+        "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1 FOR UPDATE"
+    } else {
+        "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1"
+    };
+    let Some(row) = c.query_opt(sql, &[&name]).await? else {
+        return Ok(None);
+    };
+    let ff: Zeroizing<String> = Zeroizing::new(row.get(0));
+    let mut user = User::new(name, first_factor_parse(&ff));
+    let groups: String = row.get(1);
+    user.groups = groups
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect();
+    user.display_name = row.get(2);
+    user.email = row.get(3);
+    user.failures = u32::try_from(row.get::<_, i64>(4)).unwrap_or(u32::MAX);
+    user.locked = row.get(5);
+    for r in c
+        .query(
+            "SELECT kind, period, secret, algorithm, digits, motp_pin, counter, drift, last_step, last_code, last_used, last_ip
+             FROM tokens WHERE user_name = $1 ORDER BY position",
+            &[&name],
+        )
+        .await?
+    {
+        let small = |i: usize| u32::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+        let mut t = token_from_columns(r.get(0), small(1), r.get(2), r.get(3), small(4));
+        t.motp_pin = r.get::<_, Option<String>>(5).map(Zeroizing::new);
+        t.counter = r.get::<_, i64>(6) as u64;
+        t.drift = r.get(7);
+        t.last_step = r.get::<_, Option<i64>>(8).map(|s| s as u64);
+        t.last_code = r.get::<_, Option<String>>(9).map(Zeroizing::new);
+        t.last_used = r.get(10);
+        t.last_ip = r.get(11);
+        user.tokens.push(t);
+    }
+    user.scratch = c
+        .query(
+            "SELECT hash FROM scratch WHERE user_name = $1 ORDER BY position",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|r| ScratchHash(r.get(0)))
+        .collect();
+    user.app_passwords = c
+        .query(
+            "SELECT label, hash, created FROM app_passwords WHERE user_name = $1 ORDER BY label",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|r| AppPassword {
+            label: r.get(0),
+            hash: r.get(1),
+            created: r.get(2),
+        })
+        .collect();
+    Ok(Some(user))
+}
+
+/// Writes `user` over its rows (the user row itself exists or is inserted).
+async fn save(c: &impl GenericClient, user: &User) -> Result<(), tokio_postgres::Error> {
+    let ff = first_factor_text(&user.first_factor);
+    let groups = user.groups.join(",");
+    let failures = i64::from(user.failures);
+    c.execute(
+        "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (name) DO UPDATE SET first_factor = $2, groups = $3, display_name = $4,
+         email = $5, failures = $6, locked = $7",
+        &[
+            &user.name,
+            &ff.as_str(),
+            &groups,
+            &user.display_name,
+            &user.email,
+            &failures,
+            &user.locked,
+        ],
+    )
+    .await?;
+    c.execute("DELETE FROM tokens WHERE user_name = $1", &[&user.name])
+        .await?;
+    for (i, t) in user.tokens.iter().enumerate() {
+        let (kind, period) = token_kind_period(t);
+        let position = i as i32;
+        c.execute(
+            "INSERT INTO tokens (user_name, position, kind, period, secret, algorithm, digits, motp_pin,
+             counter, drift, last_step, last_code, last_used, last_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &user.name,
+                &position,
+                &kind,
+                &i64::from(period),
+                &t.secret.as_bytes(),
+                &t.algorithm.name(),
+                &i64::from(t.digits),
+                &t.motp_pin.as_ref().map(|p| p.as_str()),
+                &(t.counter as i64),
+                &t.drift,
+                &t.last_step.map(|s| s as i64),
+                &t.last_code.as_ref().map(|c| c.as_str()),
+                &t.last_used,
+                &t.last_ip,
+            ],
+        )
+        .await?;
+    }
+    c.execute("DELETE FROM app_passwords WHERE user_name = $1", &[&user.name])
+        .await?;
+    for a in &user.app_passwords {
+        c.execute(
+            "INSERT INTO app_passwords (user_name, label, hash, created) VALUES ($1, $2, $3, $4)",
+            &[&user.name, &a.label, &a.hash, &a.created],
+        )
+        .await?;
+    }
+    c.execute("DELETE FROM scratch WHERE user_name = $1", &[&user.name])
+        .await?;
+    for (i, h) in user.scratch.iter().enumerate() {
+        let position = i as i32;
+        c.execute(
+            "INSERT INTO scratch (user_name, position, hash) VALUES ($1, $2, $3)",
+            &[&user.name, &position, &h.0],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl Directory for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.run(async {
+            let mut client = self.pool.get().await?;
+            // One snapshot for the user's rows across the tables.
+            let tx = client.build_transaction().read_only(true).start().await?;
+            let user = load(&tx, name, false).await?;
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.run(async {
+            let mut client = self.pool.get().await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let mut users = Vec::new();
+            for row in tx.query("SELECT name FROM users ORDER BY name", &[]).await? {
+                let name: String = row.get(0);
+                users.extend(load(&tx, &name, false).await?);
+            }
+            tx.commit().await?;
+            Ok(users)
+        })
+    }
+
+    fn create(&self, user: &User) -> Result<(), StoreError> {
+        self.run(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO users (name, first_factor) VALUES ($1, 'none') ON CONFLICT (name) DO NOTHING",
+                    &[&user.name],
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(Fault::Exists(user.name.clone()));
+            }
+            save(&tx, user).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        self.run(async {
+            let client = self.pool.get().await?;
+            Ok(client.execute("DELETE FROM users WHERE name = $1", &[&name]).await? > 0)
+        })
+    }
+
+    fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError> {
+        self.run(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            // The row lock makes a second node verifying the same code wait here, then read
+            // the first one's accepted step.
+            let Some(mut user) = load(&tx, name, true).await? else {
+                return Ok(false);
+            };
+            if change(&mut user) {
+                save(&tx, &user).await?;
+                tx.commit().await?;
+            }
+            Ok(true)
+        })
+    }
+}
