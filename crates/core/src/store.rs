@@ -58,6 +58,11 @@ pub trait Directory: Send + Sync {
     /// Atomically loads `name`, lets `change` modify it, and saves it if `change` returns
     /// true. Returns false if the user does not exist (then `change` is not called).
     fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError>;
+
+    /// Whether the store answers now (for `/api/health`); a local file always does.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The conformance suite every [`Directory`] passes (the tests' memory directory, SQLite,

@@ -509,6 +509,13 @@ impl Directory for PostgresStore {
         })
     }
 
+    fn ping(&self) -> Result<(), StoreError> {
+        self.run(async {
+            self.pool.get().await?.execute("SELECT 1", &[]).await?;
+            Ok(())
+        })
+    }
+
     fn remove(&self, name: &str) -> Result<bool, StoreError> {
         self.run(async {
             let client = self.pool.get().await?;

@@ -60,8 +60,19 @@ pub enum DuplicateOrBad {
 }
 
 /// `GET /api/health`.
-pub async fn health() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let app = app.clone();
+    let answer = tokio::task::spawn_blocking(move || app.engine.directory.ping()).await;
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    match answer {
+        Ok(Ok(())) => (StatusCode::OK, json, "{\"status\":\"ok\"}"),
+        // Who asks may be anyone: the detail goes to the log, not into the answer.
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "health: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, json, "{\"status\":\"unavailable\"}")
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, json, "{\"status\":\"unavailable\"}"),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
