@@ -167,6 +167,93 @@ impl StoreConfig {
     }
 }
 
+/// Where sessions, regulation and invitations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    /// With the store: SQLite tables, or this process's memory beside another store.
+    Local,
+    /// A Redis (or Valkey) server shared by every gateway.
+    Redis,
+}
+
+/// `[state]`: sessions, regulation counts and bans, and enrollment links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `local` (default) or `redis`.
+    pub backend: StateKind,
+    /// Redis: `redis://HOST:PORT/DB`, `rediss://…` (TLS) or `unix:///path` (no password in it).
+    pub url: String,
+    /// Redis 6+ ACL user; empty = the default user.
+    pub username: String,
+    /// Redis: a file holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// Redis over TLS: PEM file of the CA(s) that signed the server's certificate (default:
+    /// the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Redis: the start of every key, so several sites can share a server.
+    pub key_prefix: String,
+    /// Redis: seconds a command may take before the request that needs it is refused (503).
+    pub timeout: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: StateKind::Local,
+            url: String::new(),
+            username: String::new(),
+            password_file: None,
+            ca_file: None,
+            key_prefix: "portcullis:".into(),
+            timeout: 5,
+        }
+    }
+}
+
+impl StateConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.backend != StateKind::Redis {
+            return errors;
+        }
+        let url = &self.url;
+        let rest = ["redis://", "rediss://", "unix://"]
+            .iter()
+            .find_map(|s| url.strip_prefix(s));
+        let authority = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+        let credentials_in_url = authority.is_some_and(|a| a.contains('@'));
+        if rest.is_none() {
+            errors.push(doc.invalid(
+                "state",
+                "url",
+                format!("{url:?}"),
+                "give the server as redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix:///PATH",
+            ));
+        } else if credentials_in_url {
+            errors.push(doc.invalid(
+                "state",
+                "url",
+                "(a URL with credentials)".into(),
+                "keep the user and password out of the URL (messages show it): use username and password_file",
+            ));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errors.push(doc.invalid(
+                "state",
+                "key_prefix",
+                format!("{:?}", self.key_prefix),
+                "give a prefix without spaces, such as \"portcullis:\"",
+            ));
+        }
+        if !(1..=60).contains(&self.timeout) {
+            errors.push(doc.invalid("state", "timeout", self.timeout.to_string(), "use 1 to 60 seconds"));
+        }
+        errors
+    }
+}
+
 /// Default token type for `user add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -386,6 +473,7 @@ pub const CORE_SECTIONS: &[&str] = &[
     "access",
     "basic",
     "invite",
+    "state",
 ];
 
 /// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
@@ -461,6 +549,8 @@ pub struct Config {
     pub basic: BasicConfig,
     /// `[invite]`.
     pub invite: InviteConfig,
+    /// `[state]`.
+    pub state: StateConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     pub path: PathBuf,
 }
@@ -696,6 +786,8 @@ impl Config {
         let access = doc.section::<AccessConfig>("access", errors);
         let basic = doc.section::<BasicConfig>("basic", errors);
         let invite = doc.section::<InviteConfig>("invite", errors);
+        let state = doc.section::<StateConfig>("state", errors);
+        errors.extend(state.iter().flat_map(|s| s.problems(doc)));
         errors.extend(store.iter().flat_map(|s| s.problems(doc)));
         errors.extend(otp.iter().flat_map(|o| o.problems(doc)));
         errors.extend(session.iter().flat_map(|s| s.problems(doc)));
@@ -717,6 +809,7 @@ impl Config {
             access: access.unwrap_or_default(),
             basic: basic.unwrap_or_default(),
             invite: invite.unwrap_or_default(),
+            state: state.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
     }
@@ -724,6 +817,9 @@ impl Config {
     /// What only a running gateway cannot do with this configuration (commands and PAM
     /// can): `serve` refuses it and `config check` reports it.
     pub fn serve_problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        if self.state.backend == StateKind::Redis {
+            return Vec::new(); // sessions live in Redis
+        }
         session_store_problem(doc, &self.store, &self.session)
             .into_iter()
             .collect()

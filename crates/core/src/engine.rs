@@ -6,7 +6,7 @@
 use crate::access::{AccessControl, Policy as AccessPolicy, RuleError};
 use crate::authz::{Authorizer, BasicCache};
 use crate::clock::Clock;
-use crate::config::{Config, SessionStoreKind};
+use crate::config::{Config, SessionStoreKind, StateKind};
 use crate::factor::PasswordSource;
 use crate::gate::{Gate, VerifyPolicy};
 use crate::regulation::{RegulationStore, Regulator};
@@ -71,9 +71,11 @@ pub struct Engine {
 impl Engine {
     /// Everything the configuration asks for, over `parts`.
     pub fn from_config(config: &Config, parts: Parts, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
+        // A shared state server keeps the sessions, whatever [session] store says.
+        let shared = config.state.backend == StateKind::Redis;
         let backend = match config.session.store {
-            SessionStoreKind::Memory => None,
-            SessionStoreKind::Sqlite => match parts.sessions {
+            SessionStoreKind::Memory if !shared => None,
+            _ => match parts.sessions {
                 Some(b) => Some(b),
                 None => return Err(EngineError::NoSessionStore(config.path.clone())),
             },
@@ -186,6 +188,12 @@ impl Engine {
         let sessions = self.sessions.purge_expired(now).map(drop);
         let regulation = self.regulator.purge(now).map(drop);
         sessions.and(regulation)
+    }
+
+    /// Whether every store this process depends on answers now (for `/api/health`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.directory.ping()?;
+        self.sessions.ping()
     }
 
     /// For `/metrics`: live sessions and bans in force.

@@ -96,7 +96,7 @@ impl Authorizer<'_> {
     /// new password ends it).
     pub fn signed_in(&self, id: &str, ip: IpAddr) -> Result<Option<Session>, GateError> {
         let now = self.clock.now();
-        let Some((mut s, due)) = self.sessions.get_and_due(id, now, Some(ip)) else {
+        let Some((mut s, due)) = self.sessions.get_and_due(id, now, Some(ip))? else {
             return Ok(None);
         };
         Ok((!due || self.refresh_session(id, &mut s, now)?).then_some(s))

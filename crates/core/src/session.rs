@@ -161,6 +161,10 @@ pub trait SessionBackend: Send + Sync {
     fn delete_user(&self, user: &str) -> Result<(), StoreError>;
     /// Deletes sessions created at or before `now_minus_absolute` or last seen at or before `now_minus_idle`.
     fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError>;
+    /// Whether the store answers now (for `/api/health`); a local file always does.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
@@ -184,6 +188,9 @@ impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
     }
     fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError> {
         (**self).purge(now_minus_absolute, now_minus_idle)
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping()
     }
 }
 
@@ -228,6 +235,13 @@ pub struct Sessions {
     /// Set when `touch_error` holds something, so `get` checks a flag, not a mutex.
     failed: AtomicBool,
     touch_error: Mutex<Option<StoreError>>,
+}
+
+impl Sessions {
+    /// Whether the session store (if any) answers now.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.backend.as_ref().map_or(Ok(()), |b| b.ping())
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -340,25 +354,44 @@ impl Sessions {
     }
 
     /// The session for a cookie value if valid now (absolute and idle limits, IP binding when on); slides last_seen.
+    /// A store that cannot be read refuses the session here (the error is kept for
+    /// `take_background_error`); [`Sessions::get_and_due`] returns it instead.
     pub fn get(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<Session> {
-        self.get_and_due(id, now, client_ip).map(|(s, _)| s)
+        match self.get_and_due(id, now, client_ip) {
+            Ok(found) => found.map(|(s, _)| s),
+            Err(e) => {
+                self.record_error(e);
+                None
+            }
+        }
     }
 
     /// `get`, and whether the session's user is due to be read again from the directory
     /// (`SessionPolicy::refresh` seconds since the last read; see `refreshed`).
     /// A session this table does not hold (made elsewhere), or holds as expired (it may
-    /// have been used elsewhere since), is looked up in the backend; a failing backend
-    /// refuses the session (reported through `take_background_error`).
-    pub fn get_and_due(&self, id: &str, now: i64, client_ip: Option<IpAddr>) -> Option<(Session, bool)> {
-        let hash = token_hash(id)?;
+    /// have been used elsewhere since), is looked up in the backend; a backend that cannot
+    /// be read is an error (an outage is a refusal the caller reports as such, never "not
+    /// signed in", which would send everyone to the login page).
+    pub fn get_and_due(
+        &self,
+        id: &str,
+        now: i64,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Option<(Session, bool)>, StoreError> {
+        let Some(hash) = token_hash(id) else {
+            return Ok(None);
+        };
         let cached = self.read().get(&hash).cloned();
         let (entry, just_read) = match cached {
             Some(e) if !e.expired(&self.policy, now) => (e, false),
-            stale => (self.read_through(&hash, stale.as_ref(), now)?, true),
+            stale => match self.read_through(&hash, stale.as_ref(), now)? {
+                Some(e) => (e, true),
+                None => return Ok(None),
+            },
         };
         if self.policy.bind_ip && entry.session.client_ip.is_some() && entry.session.client_ip != client_ip {
             // Not removed: the rightful owner may still be using it from the bound address.
-            return None;
+            return Ok(None);
         }
         let last_seen = entry.last_seen.fetch_max(now, Ordering::Relaxed).max(now);
         let persisted = entry.persisted.load(Ordering::Relaxed);
@@ -381,43 +414,33 @@ impl Sessions {
         if due
             && !just_read
             && let Some(b) = &self.backend
+            && b.get(&hash)?.is_none()
         {
-            match b.get(&hash) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    self.forget_if_same(&hash, &entry);
-                    return None;
-                }
-                Err(e) => {
-                    self.record_error(e);
-                    return None;
-                }
-            }
+            self.forget_if_same(&hash, &entry);
+            return Ok(None);
         }
-        Some((s, due))
+        Ok(Some((s, due)))
     }
 
     /// Looks `hash` up in the backend in place of `stale` (absent or expired here): a live
     /// copy there replaces ours, with its user due to be read again; an expired one is deleted.
-    fn read_through(&self, hash: &[u8; 32], stale: Option<&Arc<Entry>>, now: i64) -> Option<Arc<Entry>> {
+    fn read_through(
+        &self,
+        hash: &[u8; 32],
+        stale: Option<&Arc<Entry>>,
+        now: i64,
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
         let Some(b) = &self.backend else {
             if let Some(stale) = stale {
                 self.remove_if_same(hash, stale);
             }
-            return None;
+            return Ok(None);
         };
-        let found = match b.get(hash) {
-            Ok(found) => found,
-            Err(e) => {
-                self.record_error(e);
-                return None;
-            }
-        };
-        let Some(session) = found else {
+        let Some(session) = b.get(hash)? else {
             if let Some(stale) = stale {
                 self.forget_if_same(hash, stale);
             }
-            return None;
+            return Ok(None);
         };
         let fresh = Arc::new(Entry::new(session, i64::MIN));
         if fresh.expired(&self.policy, now) {
@@ -429,7 +452,7 @@ impl Sessions {
                     }
                 }
             }
-            return None;
+            return Ok(None);
         }
         let mut t = self.write();
         // Only over what we read as stale (or nothing): a concurrent refresh or revoke wins.
@@ -440,9 +463,9 @@ impl Sessions {
         };
         if ours {
             t.insert(*hash, fresh.clone());
-            Some(fresh)
+            Ok(Some(fresh))
         } else {
-            t.get(hash).filter(|e| !e.expired(&self.policy, now)).cloned()
+            Ok(t.get(hash).filter(|e| !e.expired(&self.policy, now)).cloned())
         }
     }
 
@@ -667,7 +690,7 @@ pub fn check_session_backend_contract(open: &dyn Fn() -> Box<dyn SessionBackend>
     let a = Sessions::new(policy, Some(open()), T).unwrap();
     let other = Sessions::new(policy, Some(open()), T).unwrap();
     let id = a.create(session("ann", T)).unwrap();
-    let (found, due) = other.get_and_due(id.as_str(), T + 1, None).unwrap();
+    let (found, due) = other.get_and_due(id.as_str(), T + 1, None).unwrap().unwrap();
     assert_eq!(found.user, "ann", "a session made elsewhere is found");
     assert!(due, "and its user is read again before it is trusted");
     other.refreshed(id.as_str(), T + 1, &found.groups, None, None).unwrap();
@@ -729,6 +752,7 @@ mod tests {
         let due = |t| {
             s.get_and_due(id.as_str(), t, Some("192.0.2.1".parse().unwrap()))
                 .unwrap()
+                .unwrap()
                 .1
         };
         assert!(!due(T0 + 59));
@@ -740,7 +764,7 @@ mod tests {
         let now = s.get(id.as_str(), T0 + 61, Some("192.0.2.1".parse().unwrap())).unwrap();
         assert_eq!(now.groups, groups);
         assert_eq!(now.created, T0, "a refresh keeps the session's limits");
-        assert!(s.get_and_due("not a session id", T0 + 1000, None).is_none());
+        assert!(s.get_and_due("not a session id", T0 + 1000, None).unwrap().is_none());
     }
 
     #[test]
@@ -1002,7 +1026,7 @@ mod tests {
         );
         assert!(second.get(gone.as_str(), T0 + 1000, ip).is_none());
         assert!(
-            second.get_and_due(id.as_str(), T0 + 1000, ip).unwrap().1,
+            second.get_and_due(id.as_str(), T0 + 1000, ip).unwrap().unwrap().1,
             "a restored session's user is read again on first use"
         );
         drop(second);

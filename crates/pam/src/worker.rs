@@ -72,11 +72,13 @@ impl StoreChecker {
             Source::Config(path) => {
                 let config = Config::load(path).map_err(|e| format!("configuration (config= in the PAM line): {e}"))?;
                 let store_path = config.resolve(&config.store.path);
-                if config.store.backend == portcullis_core::config::StoreKind::Postgres {
+                let networked = config.store.backend == portcullis_core::config::StoreKind::Postgres
+                    || config.state.backend == portcullis_core::config::StateKind::Redis;
+                if networked {
                     // The PostgreSQL store runs its own async runtime, which has no place
                     // inside sshd; refusing is the safe answer until PAM asks the gateway.
                     return Err(format!(
-                        "{}: [store] backend = \"postgres\" is not supported by pam_portcullis yet; \
+                        "{}: a PostgreSQL store or Redis state is not supported by pam_portcullis yet; \
                          keep sshd's users in SQLite or a users file (usersfile=)",
                         path.display()
                     ));

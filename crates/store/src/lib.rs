@@ -1,16 +1,20 @@
 //! portcullis stores: the embedded SQLite directory (default) and, via
 //! `portcullis-userfiles`, live mod_authn_otp and pam_oath users files.
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod bridge;
 mod columns;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis_state;
 pub mod sqlite;
 pub mod usersfile;
 
 pub use sqlite::SqliteStore;
 pub use usersfile::UsersFileStore;
 
-use portcullis_core::config::{Config, StoreKind};
+use portcullis_core::config::{Config, StateKind, StoreKind};
 use portcullis_core::{Directory, StoreError, SystemClock};
 use portcullis_userfiles::otp_users::Dialect;
 
@@ -27,26 +31,42 @@ pub struct Stores {
     pub regulation: Option<std::sync::Arc<dyn portcullis_core::regulation::RegulationStore>>,
 }
 
-/// Opens the configured directory and, with SQLite, the session and invitation tables in it.
+/// Opens the configured directory and where the state lives: the SQLite store's own tables,
+/// a Redis server (`[state] backend = "redis"`), or none (each process's memory).
 pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
     let path = config.resolve(&config.store.path);
-    match config.store.backend {
+    let mut stores = match config.store.backend {
         StoreKind::Sqlite => {
             let db = std::sync::Arc::new(SqliteStore::open(&path)?);
-            Ok(Stores {
+            Stores {
                 directory: db.clone(),
                 sessions: Some(Box::new(db.clone())),
                 invites: Some(db.clone()),
                 regulation: Some(db),
-            })
+            }
         }
-        _ => Ok(Stores {
+        _ => Stores {
             directory: open(config)?.into(),
             sessions: None,
             invites: None,
             regulation: None,
-        }),
+        },
+    };
+    if config.state.backend == StateKind::Redis {
+        #[cfg(feature = "redis")]
+        {
+            let state = std::sync::Arc::new(redis_state::RedisState::open(&config.state, &|p| config.resolve(p))?);
+            stores.sessions = Some(Box::new(state.clone()));
+            stores.invites = Some(state.clone());
+            stores.regulation = Some(state);
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err(StoreError::Database {
+            store: config.state.url.clone(),
+            message: "this program was built without Redis support (the `redis` feature of portcullis-store)".into(),
+        });
     }
+    Ok(stores)
 }
 
 /// Opens the store the configuration names.

@@ -1,11 +1,9 @@
 //! The PostgreSQL directory: users and tokens shared by every gateway on one database.
 //! Every update is one transaction with the user's row locked (`SELECT … FOR UPDATE`), so
 //! two nodes verifying one code serialise and only one wins.
-//!
-//! The [`Directory`] trait is synchronous (the CLI, the PAM module and the gateway's
-//! blocking workers call it); the store keeps its own small tokio runtime for the pool's
-//! connections and waits on it, each call bounded by `[store] timeout`.
+//! Calls wait on the store's own runtime ([`crate::bridge`]), each bounded by `[store] timeout`.
 
+use crate::bridge::{Bridge, describe};
 use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -69,41 +67,14 @@ const MIGRATION_LOCK: i64 = 0x706f_7274_6375;
 /// Users and tokens in a PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
-    /// Drives the pool's connections; `None` only while dropping.
-    runtime: Option<tokio::runtime::Runtime>,
-    /// The database as messages name it (the URL, which holds no password).
-    name: String,
-    timeout: Duration,
+    /// The runtime the pool's connections live on (named by the URL, which holds no password).
+    bridge: Bridge,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PostgresStore({})", self.name)
+        write!(f, "PostgresStore({})", self.bridge.name)
     }
-}
-
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which tokio forbids inside another runtime (the gateway).
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// A query's failure in words: the server's message when it sent one, else the chain.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// What went wrong inside one call, before it is named for the store.
@@ -172,15 +143,10 @@ impl PostgresStore {
                 Manager::from_config(pg, tls, manager_config)
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("portcullis-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| fail(format!("cannot start the database runtime: {e}")))?;
+        let bridge = Bridge::new("PostgreSQL", name, timeout)?;
         let pool = {
             // The pool's connection tasks are spawned on the store's own runtime.
-            let _entered = runtime.enter();
+            let _entered = bridge.enter();
             Pool::builder(manager)
                 .max_size(config.pool_size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -188,59 +154,30 @@ impl PostgresStore {
                 .create_timeout(Some(timeout))
                 .recycle_timeout(Some(timeout))
                 .build()
-                .map_err(|e| fail(format!("cannot make the connection pool: {e}")))?
+                .map_err(|e| bridge.fail(format!("cannot make the connection pool: {e}")))?
         };
-        let store = PostgresStore {
-            pool,
-            runtime: Some(runtime),
-            name,
-            timeout,
-        };
+        let store = PostgresStore { pool, bridge };
         store.migrate()?;
         Ok(store)
     }
 
-    /// Runs `work` on the store's runtime and waits for it, at most `timeout`. Works from
-    /// plain threads (CLI, PAM) and from a multi-threaded tokio runtime (the gateway).
+    /// Runs `work` against the database, bounded by `[store] timeout`.
     fn run<T>(&self, work: impl Future<Output = Result<T, Fault>>) -> Result<T, StoreError> {
-        let Some(runtime) = &self.runtime else {
-            return Err(self.fail("the store is shutting down".into()));
-        };
-        let timeout = self.timeout;
-        let bounded = async move { tokio::time::timeout(timeout, work).await };
-        let outcome = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
-                return Err(
-                    self.fail("called on a single-threaded async runtime, which cannot wait for the database".into())
-                );
-            }
-            // Leaves the caller's runtime for the wait, so another one may run here.
-            Ok(_) => tokio::task::block_in_place(|| runtime.handle().block_on(bounded)),
-            Err(_) => runtime.handle().block_on(bounded),
-        };
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(Fault::Exists(name))) => Err(StoreError::Exists(name)),
-            Ok(Err(Fault::Query(e))) => Err(self.fail(describe(&e))),
-            Ok(Err(Fault::Pool(e))) => {
+        self.bridge.run(work, |fault| match fault {
+            Fault::Exists(name) => StoreError::Exists(name),
+            Fault::Query(e) => self.bridge.fail(describe(&e)),
+            Fault::Pool(e) => {
                 let mut text = describe(&e);
                 if text.contains("invalid peer certificate") {
                     text.push_str("; [store] ca_file must hold the CA that signed the server's certificate, for the host in [store] url");
                 }
-                Err(self.fail(text))
+                self.bridge.fail(text)
             }
-            Err(_) => Err(self.fail(format!(
-                "no answer within {} s ([store] timeout); check that PostgreSQL is up and reachable",
-                timeout.as_secs()
-            ))),
-        }
+        })
     }
 
     fn fail(&self, message: String) -> StoreError {
-        StoreError::Database {
-            store: self.name.clone(),
-            message,
-        }
+        self.bridge.fail(message)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

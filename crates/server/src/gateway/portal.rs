@@ -64,13 +64,15 @@ impl App {
     }
 
     /// The signed-in session, checked as every request checks it (a locked user or one with
-    /// a new password is signed out here too). A store failure reads as signed out.
-    fn current_session(&self, headers: &HeaderMap, ip: std::net::IpAddr) -> Option<Session> {
-        let id = self.session_cookie(headers)?;
-        self.authorizer().signed_in(id, ip).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read a session");
-            None
-        })
+    /// a new password is signed out here too). A store that cannot be read is the error
+    /// page (503), never "signed out", which would send everyone to the login page.
+    fn current_session(&self, headers: &HeaderMap, ip: std::net::IpAddr) -> Result<Option<Session>, GatewayError> {
+        let Some(id) = self.session_cookie(headers) else {
+            return Ok(None);
+        };
+        self.authorizer()
+            .signed_in(id, ip)
+            .map_err(|e| GatewayError::failed("reading the session", e).logged())
     }
 }
 
@@ -100,7 +102,11 @@ pub async fn login_page(
     headers: HeaderMap,
     Query(q): Query<ReturnTo>,
 ) -> Response {
-    if let Some(s) = app.current_session(&headers, ip) {
+    let current = match app.current_session(&headers, ip) {
+        Ok(current) => current,
+        Err(e) => return failure_page(&e),
+    };
+    if let Some(s) = current {
         match s.level {
             Level::TwoFactor => return see_other(&app.return_url(&q.rd), vec![]),
             Level::Named | Level::OneFactor if app.config.server.two_step => {
@@ -242,8 +248,10 @@ pub async fn code_page(
     headers: HeaderMap,
     Query(q): Query<ReturnTo>,
 ) -> Response {
-    let Some(s) = app.current_session(&headers, ip) else {
-        return to_login(&app, &q.rd);
+    let s = match app.current_session(&headers, ip) {
+        Ok(Some(s)) => s,
+        Ok(None) => return to_login(&app, &q.rd),
+        Err(e) => return failure_page(&e),
     };
     if s.level == Level::TwoFactor {
         return see_other(&app.return_url(&q.rd), vec![]);
@@ -263,8 +271,10 @@ pub async fn code_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let Some(s) = app.current_session(&headers, ip) else {
-        return to_login(&app, &form.rd);
+    let s = match app.current_session(&headers, ip) {
+        Ok(Some(s)) => s,
+        Ok(None) => return to_login(&app, &form.rd),
+        Err(e) => return failure_page(&e),
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str| {
@@ -344,12 +354,13 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, Form(form):
 /// `GET /` when `[server] demo_page = true`: a page protected by the gateway itself.
 pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
     match app.current_session(&headers, ip) {
-        Some(s) if s.level == Level::TwoFactor => {
+        Err(e) => failure_page(&e),
+        Ok(Some(s)) if s.level == Level::TwoFactor => {
             let (nonce, cookie) = csrf_nonce(&app, &headers);
             let body = html::demo(app.base(), &app.csrf_token(&nonce), &s.user, &s.groups);
             page(StatusCode::OK, body, cookie.into_iter().collect())
         }
-        _ => {
+        Ok(_) => {
             let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
             to_login(&app, &here)
         }
@@ -360,13 +371,14 @@ pub async fn demo_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, head
 /// address lands); nobody signed in goes to the login page.
 pub async fn home_page(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
     match app.current_session(&headers, ip) {
-        Some(s) => {
+        Err(e) => failure_page(&e),
+        Ok(Some(s)) => {
             let (nonce, cookie) = csrf_nonce(&app, &headers);
             let both = s.level == Level::TwoFactor;
             let body = html::home(app.base(), &app.csrf_token(&nonce), &s.user, &s.groups, both);
             page(StatusCode::OK, body, cookie.into_iter().collect())
         }
-        None => {
+        Ok(None) => {
             let here = format!("{}/", app.config.server.portal_url.trim_end_matches('/'));
             to_login(&app, &here)
         }

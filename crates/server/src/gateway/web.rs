@@ -62,7 +62,7 @@ pub enum DuplicateOrBad {
 /// `GET /api/health`.
 pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
     let app = app.clone();
-    let answer = tokio::task::spawn_blocking(move || app.engine.directory.ping()).await;
+    let answer = tokio::task::spawn_blocking(move || app.engine.ping()).await;
     let json = [(header::CONTENT_TYPE, "application/json")];
     match answer {
         Ok(Ok(())) => (StatusCode::OK, json, "{\"status\":\"ok\"}"),

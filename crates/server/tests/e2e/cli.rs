@@ -664,7 +664,7 @@ fn config_check_reports_what_serve_would_refuse_and_warns_about_what_misleads() 
     let (code, err) = check(&env);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("session.store = \"sqlite\": a users-file store ([store] backend) keeps no sessions"),
+        err.contains("session.store = \"sqlite\": the users-file store ([store] backend) keeps no sessions"),
         "{err}"
     );
     env.set("session", "store", "\"memory\"");

@@ -18,5 +18,7 @@ mod postgres;
 mod proxy;
 mod qr;
 mod readme;
+#[path = "../../../store/tests/redis_server/mod.rs"]
+mod redis_server;
 mod security;
 mod tls;

@@ -85,3 +85,144 @@ fn a_database_outage_refuses_logins_with_503_and_service_returns_by_itself() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// Waits up to `limit` for `ok`; how long it took.
+fn within(limit: std::time::Duration, ok: impl Fn() -> bool) -> Option<std::time::Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if ok() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn two_gateways_on_postgres_and_redis_share_sessions_logouts_locks_and_bans() {
+    let pg = Postgres::start_new();
+    let redis = crate::redis_server::Redis::start_new();
+    let url = pg.database("shared");
+    let (a, b) = (Env::new(""), Env::new(""));
+    for env in [&a, &b] {
+        env.on_postgres(&url);
+        env.set("state", "backend", "\"redis\"");
+        env.set("state", "url", &format!("{:?}", redis.url()));
+        // Revocations reach the other node within this (no pub/sub yet).
+        env.set("session", "refresh", "1");
+        env.loopback_portal(free_port());
+        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    }
+    let secret = secret_of(&a.add_user("ann", "pw", &[]));
+    let (ga, gb) = (a.serve(), b.serve());
+    let page = "http://127.0.0.1/app";
+    let ask = |gw: &Server, browser: &Browser| {
+        browser.get(
+            &gw.url("/api/authz/auth-request"),
+            &["-H", &format!("X-Original-URL: {page}")],
+        )
+    };
+    // Signed in through A, the session works on B at once.
+    settle(5);
+    let browser = Browser::new(&a, "ann");
+    let r = browser.login(&ga, "ann", "pw", &code_now(&a, &secret), page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let on_b = ask(&gb, &browser);
+    assert_eq!(
+        (on_b.status, on_b.header("remote-user")),
+        (200, Some("ann")),
+        "a session made on A, used on B"
+    );
+    // Signed out on A: B refuses within about a second.
+    assert_eq!(browser.logout_at(&ga.url("")).status, 200);
+    let took = within(std::time::Duration::from_secs(3), || ask(&gb, &browser).status == 401);
+    assert!(took.is_some(), "B still lets a signed-out session in");
+    // Locked by the CLI: both nodes refuse within about a second.
+    let browser = Browser::new(&a, "ann-again");
+    settle(5);
+    let r = browser.login(&ga, "ann", "pw", &code_next_step(&a, &secret), page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(ask(&gb, &browser).status, 200);
+    b.ok(&["user", "lock", "ann"], None);
+    for gw in [&ga, &gb] {
+        let took = within(std::time::Duration::from_secs(3), || ask(gw, &browser).status == 401);
+        assert!(took.is_some(), "{} still lets a locked user in", gw.url(""));
+    }
+    a.ok(&["user", "unlock", "ann"], None);
+    // Wrong codes on A ban the address on B too (shared regulation; the account lockout,
+    // which would refuse as well, is off here so that only the ban can).
+    for env in [&a, &b] {
+        env.set("lockout", "max_failures", "0");
+    }
+    drop((ga, gb));
+    let (ga, gb) = (a.serve(), b.serve());
+    let basic = |gw: &Server, code: &str| {
+        curl(&[
+            "-u",
+            &format!("ann:pw{code}"),
+            "-H",
+            &format!("X-Original-URL: {page}"),
+            &gw.url("/api/authz/auth-request"),
+        ])
+    };
+    for _ in 0..5 {
+        assert_eq!(basic(&ga, "000000").status, 401);
+    }
+    settle(3);
+    let good = basic(&gb, &code_now(&b, &secret));
+    assert_eq!(good.status, 401, "B let in an address A had banned");
+    assert!(
+        gb.log_text().contains("reason=\"banned\""),
+        "refused as banned: {}",
+        gb.log_text()
+    );
+}
+
+#[test]
+fn a_redis_outage_is_503_for_sessions_and_logins_never_401_or_200_and_heals() {
+    let pg = Postgres::start_new();
+    let mut redis = crate::redis_server::Redis::start_new();
+    let env = Env::new("");
+    env.on_postgres(&pg.database("redis_outage"));
+    env.set("state", "backend", "\"redis\"");
+    env.set("state", "url", &format!("{:?}", redis.url()));
+    env.set("state", "timeout", "2");
+    env.set("session", "refresh", "1");
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let secret = secret_of(&env.add_user("cy", "pw", &[]));
+    let gw = env.serve();
+    let page = "http://127.0.0.1/app";
+    settle(5);
+    let browser = Browser::new(&env, "cy");
+    assert_eq!(
+        browser.login(&gw, "cy", "pw", &code_now(&env, &secret), page).status,
+        303
+    );
+    let ask = || {
+        browser.get(
+            &gw.url("/api/authz/auth-request"),
+            &["-H", &format!("X-Original-URL: {page}")],
+        )
+    };
+    assert_eq!(ask().status, 200);
+    redis.kill();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the refresh interval
+    for _ in 0..3 {
+        assert_eq!(ask().status, 503, "a session check with Redis down");
+    }
+    assert_eq!(curl(&[&gw.url("/api/health")]).status, 503);
+    let home = browser.get(&gw.url("/"), &[]);
+    assert_eq!(
+        home.status, 503,
+        "the portal says try again, not 'sign in': {}",
+        home.body
+    );
+    let r = Browser::new(&env, "new").login(&gw, "cy", "pw", &code_next_step(&env, &secret), page);
+    assert_eq!(r.status, 503, "a login with Redis down: {}", r.body);
+    redis.start();
+    // Redis came back empty (nothing saved): the session is gone, and that is a 401 now.
+    let healed = within(std::time::Duration::from_secs(8), || ask().status == 401);
+    assert!(healed.is_some(), "no service after Redis came back");
+    assert_eq!(curl(&[&gw.url("/api/health")]).status, 200);
+}

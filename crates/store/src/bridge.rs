@@ -1,0 +1,113 @@
+//! Synchronous calls into an async database client. The core's store traits are
+//! synchronous (the CLI, the PAM module and the gateway's blocking workers call them); a
+//! network store keeps its own small tokio runtime for its connections and waits on it,
+//! every call bounded in time.
+
+use portcullis_core::StoreError;
+use std::future::Future;
+use std::time::Duration;
+
+/// A private runtime and the bound on each call, for one store.
+pub(crate) struct Bridge {
+    /// Drives the store's connections; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// How long a call may take.
+    pub(crate) timeout: Duration,
+    /// The store as messages name it (never with a password).
+    pub(crate) name: String,
+    /// The engine, for advice ("check that PostgreSQL is up").
+    engine: &'static str,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another runtime (the gateway).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Bridge {
+    /// A runtime with one worker thread named after the engine.
+    pub(crate) fn new(engine: &'static str, name: String, timeout: Duration) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("portcullis-{}", engine.to_ascii_lowercase()))
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database {
+                store: name.clone(),
+                message: format!("cannot start the {engine} runtime: {e}"),
+            })?;
+        Ok(Bridge {
+            runtime: Some(runtime),
+            timeout,
+            name,
+            engine,
+        })
+    }
+
+    /// The runtime's context, for building clients whose tasks must be spawned on it.
+    pub(crate) fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.runtime.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+
+    /// An error naming this store.
+    pub(crate) fn fail(&self, message: String) -> StoreError {
+        StoreError::Database {
+            store: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Runs `work` on the store's runtime and waits for it, at most `timeout`; `describe`
+    /// turns its error into words. Works from plain threads (CLI, PAM) and from a
+    /// multi-threaded tokio runtime (the gateway).
+    pub(crate) fn run<T, E>(
+        &self,
+        work: impl Future<Output = Result<T, E>>,
+        describe: impl FnOnce(E) -> StoreError,
+    ) -> Result<T, StoreError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(self.fail("the store is shutting down".into()));
+        };
+        let timeout = self.timeout;
+        let bounded = async move { tokio::time::timeout(timeout, work).await };
+        let outcome = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+                return Err(self.fail(format!(
+                    "called on a single-threaded async runtime, which cannot wait for {}",
+                    self.engine
+                )));
+            }
+            // Leaves the caller's runtime for the wait, so another one may run here.
+            Ok(_) => tokio::task::block_in_place(|| runtime.handle().block_on(bounded)),
+            Err(_) => runtime.handle().block_on(bounded),
+        };
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(describe(e)),
+            Err(_) => Err(self.fail(format!(
+                "no answer within {} s; check that {} is up and reachable",
+                timeout.as_secs(),
+                self.engine
+            ))),
+        }
+    }
+}
+
+/// An error and its causes in one line, each cause once.
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

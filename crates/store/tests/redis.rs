@@ -1,0 +1,254 @@
+//! The Redis state store against a real redis-server: the session, regulation and
+//! invitation conformance suites, failures counted by two nodes at once, an outage that is
+//! an error in bounded time and ends by itself, TLS with a CA and an ACL user.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
+
+mod redis_server;
+
+use portcullis_core::config::{StateConfig, StateKind};
+use portcullis_core::model::{Step, Token};
+use portcullis_core::regulation::{RegulationPolicy, RegulationStore};
+use portcullis_core::session::SessionBackend;
+use portcullis_otp::Algorithm;
+use portcullis_store::redis_state::RedisState;
+use redis_server::Redis;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn config(url: &str, prefix: &str) -> StateConfig {
+    StateConfig {
+        backend: StateKind::Redis,
+        url: url.to_string(),
+        key_prefix: prefix.to_string(),
+        timeout: 2,
+        ..StateConfig::default()
+    }
+}
+
+fn open(url: &str, prefix: &str) -> RedisState {
+    RedisState::open(&config(url, prefix), &|p: &Path| p.to_path_buf()).unwrap()
+}
+
+#[test]
+fn the_redis_state_keeps_the_session_regulation_and_invite_contracts() {
+    let r = Redis::start_new();
+    let url = r.url();
+    portcullis_core::session::check_session_backend_contract(&|| Box::new(open(&url, "t1:")));
+    portcullis_core::regulation::check_store_contract(&open(&url, "t2:"));
+    portcullis_core::invite::check_store_contract(&open(&url, "t3:"), &|| {
+        Token::generate(Step::Time(30), Algorithm::Sha1, 6)
+    });
+    // Prefixes keep sites apart on one server.
+    let (a, b) = (open(&url, "site-a:"), open(&url, "site-b:"));
+    let policy = RegulationPolicy {
+        max_retries: 1,
+        ..RegulationPolicy::default()
+    };
+    assert_eq!(a.fail(&["user:ann".into()], 100, &policy).unwrap(), [true]);
+    assert!(a.banned(&["user:ann".into()], 101).unwrap());
+    assert!(
+        !b.banned(&["user:ann".into()], 101).unwrap(),
+        "another prefix, another site"
+    );
+}
+
+#[test]
+fn two_nodes_counting_failures_at_once_lose_none() {
+    let r = Redis::start_new();
+    let (a, b) = (open(&r.url(), "race:"), open(&r.url(), "race:"));
+    let policy = RegulationPolicy {
+        max_retries: 1000,
+        find_time: 3600,
+        ban_time: 60,
+    };
+    std::thread::scope(|s| {
+        for node in [&a, &b, &a, &b] {
+            let policy = &policy;
+            s.spawn(move || {
+                for i in 0..50 {
+                    node.fail(&["addr:192.0.2.1".into()], 1000 + i, policy).unwrap();
+                }
+            });
+        }
+    });
+    // 200 failures counted, none lost: 800 more make the 1000th, which bans.
+    let mut banned = false;
+    for i in 0..800 {
+        banned = a.fail(&["addr:192.0.2.1".into()], 2000 + i, &policy).unwrap()[0];
+        assert!(!banned || i == 799, "banned early, at failure {}", 200 + i + 1);
+    }
+    assert!(banned, "the 1000th failure bans");
+    assert!(
+        b.banned(&["addr:192.0.2.1".into()], 2800).unwrap(),
+        "and the other node sees the ban"
+    );
+    assert_eq!(b.banned_count(2800).unwrap(), 1);
+}
+
+#[test]
+fn an_outage_is_an_error_in_bounded_time_and_ends_by_itself() {
+    let mut r = Redis::start_new();
+    let state = open(&r.url(), "outage:");
+    state.put(&[1; 32], &session()).unwrap();
+    r.kill();
+    let started = Instant::now();
+    let e = state.get(&[1; 32]).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(e.to_string().contains(&r.url()), "names the server: {e}");
+    assert!(state.ping().is_err());
+    r.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The server came back empty (nothing saved): the session is gone, and that is an
+        // answer, not an error.
+        match state.get(&[1; 32]) {
+            Ok(found) => {
+                assert!(found.is_none());
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("still failing 10 s after the restart: {e}"),
+        }
+    }
+}
+
+fn session() -> portcullis_core::Session {
+    portcullis_core::Session {
+        user: "ann".into(),
+        groups: vec![],
+        display_name: None,
+        email: None,
+        level: portcullis_core::Level::TwoFactor,
+        created: 100,
+        last_seen: 100,
+        client_ip: None,
+        factor: None,
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir` (openssl).
+fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_key, ca, key, csr, cert) = (
+        dir.join(format!("{name}-ca.key")),
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}-server.key")),
+        dir.join(format!("{name}-server.csr")),
+        dir.join(format!("{name}-server.pem")),
+    );
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+#[test]
+fn tls_with_a_ca_and_an_acl_user_works_and_a_wrong_ca_or_password_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path(), "right");
+    let (other_ca, _, _) = certificates(certs.path(), "wrong");
+    // Only the application's ACL user, limited to its key prefix.
+    let acl = certs.path().join("users.acl");
+    std::fs::write(
+        &acl,
+        "user default off\nuser portcullis on >cache-s3cret ~tls:* +@all\n",
+    )
+    .unwrap();
+    let r = Redis::start_with(&[
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+        "--aclfile",
+        acl.to_str().unwrap(),
+    ]);
+    let password = certs.path().join("redis.pass");
+    std::fs::write(&password, "cache-s3cret\n").unwrap();
+    let tls = StateConfig {
+        username: "portcullis".into(),
+        password_file: Some(password.clone()),
+        ca_file: Some(ca),
+        ..config(&format!("rediss://127.0.0.1:{}/0", r.port), "tls:")
+    };
+    let resolve = |p: &Path| p.to_path_buf();
+    let state = RedisState::open(&tls, &resolve).unwrap();
+    state.put(&[2; 32], &session()).unwrap();
+    assert_eq!(state.get(&[2; 32]).unwrap().unwrap().user, "ann");
+    // A CA that did not sign the server's certificate: a clear error at once, not a hang.
+    let started = Instant::now();
+    let wrong = StateConfig {
+        ca_file: Some(other_ca),
+        ..tls.clone()
+    };
+    let e = RedisState::open(&wrong, &resolve).unwrap_err().to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // A wrong password says so.
+    std::fs::write(&password, "not it\n").unwrap();
+    let e = RedisState::open(&tls, &resolve).unwrap_err().to_string();
+    assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("password"), "{e}");
+}
