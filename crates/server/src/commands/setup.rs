@@ -14,9 +14,27 @@ pub const TEMPLATE: &str = r#"# portcullis configuration. Every key is optional;
 # Relative paths are relative to this file's directory. Check it with `portcullis config check`.
 
 [store]
-# sqlite (embedded, default) | mod_authn_otp | pam_oath (a live users file of that tool)
+# sqlite (embedded, default) | postgres (many gateways) | mod_authn_otp | pam_oath (a live users file of that tool)
 backend = "sqlite"
 path = "portcullis.db"
+# PostgreSQL (backend = "postgres"): no password in the URL; TLS checked against ca_file.
+# url = "postgres://portcullis@db.example.com:5432/portcullis"
+# password_file = "/etc/portcullis/pg.pass"
+# sslmode = "verify-full"   # verify-full | disable (a Unix socket or loopback only)
+# ca_file = "/etc/ssl/certs/ca-certificates.crt"
+# pool_size = 8
+# timeout = 5               # seconds; past it the request is refused (503)
+
+[state]
+# Sessions, regulation counts and bans, enrollment links: local (the SQLite store's tables,
+# or this process's memory beside another store) | redis (shared by every gateway)
+backend = "local"
+# url = "rediss://cache.example.com:6380/0"   # redis://, rediss:// (TLS) or unix:///path
+# username = "portcullis"                     # Redis 6+ ACL user
+# password_file = "/etc/portcullis/redis.pass"
+# ca_file = "/etc/portcullis/redis-ca.pem"    # default: the system's roots
+# key_prefix = "portcullis:"
+# timeout = 5
 
 [otp]
 issuer = "portcullis"      # shown in authenticator apps

@@ -171,6 +171,16 @@ fn two_gateways_on_postgres_and_redis_share_sessions_logouts_locks_and_bans() {
     settle(3);
     let good = basic(&gb, &code_now(&b, &secret));
     assert_eq!(good.status, 401, "B let in an address A had banned");
+    // An enrollment link made by the CLI opens on either node.
+    let invite = a.ok(&["user", "invite", "ann"], None);
+    let token = invite
+        .split_whitespace()
+        .find_map(|w| w.split("/enroll/").nth(1))
+        .unwrap_or_else(|| panic!("no link in {invite}"))
+        .to_string();
+    let page_b = curl(&[&gb.url(&format!("/enroll/{token}"))]);
+    assert_eq!(page_b.status, 200, "{}", page_b.body);
+    assert!(page_b.body.contains("Show my key"), "{}", page_b.body);
     assert!(
         gb.log_text().contains("reason=\"banned\""),
         "refused as banned: {}",
