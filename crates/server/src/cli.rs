@@ -165,6 +165,12 @@ pub enum Command {
         after_help = "Examples:\n  portcullis config check\n  portcullis config nginx --out /etc/nginx/portcullis"
     )]
     Config(ConfigCommand),
+    /// Check the configured store and state server, or copy users to PostgreSQL.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  portcullis store check\n  portcullis store migrate --no-tls \\\n      --to postgres://portcullis@127.0.0.1/portcullis"
+    )]
+    Store(StoreCommand),
     /// For Apache mod_authnz_external (pipe): reads the user name and the password+code
     /// on two lines of stdin; exit 0 accepted, 1 refused, 2 error. Asks the running
     /// gateway over [apache] check_socket when it is there, else the store directly.
@@ -228,6 +234,35 @@ pub enum ConfigCommand {
         after_help = "Examples:\n  portcullis config traefik portcullis.yml \\\n      > /etc/traefik/dynamic/portcullis.yml\n  portcullis config traefik --out /etc/traefik/dynamic"
     )]
     Traefik(SnippetArgs),
+}
+
+/// `store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Connect to the configured store (and `[state]` server): how fast each answers, how
+    /// many users there are, or what is wrong in words (exit 2).
+    #[command(after_help = "Example:\n  portcullis store check")]
+    Check,
+    /// Copy every user (tokens, counters, scratch codes, app passwords) from the configured
+    /// store into a PostgreSQL database. Run again, it copies only what is missing and
+    /// refuses (exit 2) to overwrite a user that differs there (used since the copy?).
+    #[command(
+        after_help = "Example (a database on this machine; elsewhere give --password-file and --ca-file):\n  portcullis store migrate --no-tls \\\n      --to postgres://portcullis@127.0.0.1/portcullis"
+    )]
+    Migrate {
+        /// The PostgreSQL database: postgres://USER@HOST:PORT/DATABASE (no password in it).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file whose first line is the database password.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// The CA that signed the server's certificate (TLS, verify-full).
+        #[arg(long, value_name = "PATH", conflicts_with = "no_tls")]
+        ca_file: Option<PathBuf>,
+        /// No TLS: only for a Unix socket or loopback.
+        #[arg(long)]
+        no_tls: bool,
+    },
 }
 
 /// Which snippet `config apache|nginx|caddy|traefik` prints, or where it writes them all.

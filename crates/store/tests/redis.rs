@@ -3,6 +3,7 @@
 //! an error in bounded time and ends by itself, TLS with a CA and an ACL user.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 
+mod certs;
 mod redis_server;
 
 use portcullis_core::config::{StateConfig, StateKind};
@@ -12,7 +13,7 @@ use portcullis_core::session::SessionBackend;
 use portcullis_otp::Algorithm;
 use portcullis_store::redis_state::RedisState;
 use redis_server::Redis;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn config(url: &str, prefix: &str) -> StateConfig {
@@ -133,78 +134,11 @@ fn session() -> portcullis_core::Session {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir` (openssl).
-fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca_key, ca, key, csr, cert) = (
-        dir.join(format!("{name}-ca.key")),
-        dir.join(format!("{name}-ca.pem")),
-        dir.join(format!("{name}-server.key")),
-        dir.join(format!("{name}-server.csr")),
-        dir.join(format!("{name}-server.pem")),
-    );
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let p = |p: &Path| p.to_str().unwrap().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-keyout",
-        &p(&ca_key),
-        "-out",
-        &p(&ca),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(&ca),
-        "-CAkey",
-        &p(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p(&ext),
-        "-out",
-        &p(&cert),
-    ]);
-    (ca, cert, key)
-}
-
 #[test]
 fn tls_with_a_ca_and_an_acl_user_works_and_a_wrong_ca_or_password_is_refused() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(certs.path(), "right");
-    let (other_ca, _, _) = certificates(certs.path(), "wrong");
+    let (ca, cert, key) = certs::certificates(certs.path(), "right");
+    let (other_ca, _, _) = certs::certificates(certs.path(), "wrong");
     // Only the application's ACL user, limited to its key prefix.
     let acl = certs.path().join("users.acl");
     std::fs::write(

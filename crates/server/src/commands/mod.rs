@@ -3,10 +3,11 @@
 mod otp;
 mod setup;
 mod snippets;
+mod stores;
 mod transfer;
 mod users;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, StoreCommand};
 use crate::settings::Settings;
 use anyhow::{Context, Result, bail};
 use portcullis_core::engine::Engine;
@@ -82,6 +83,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Caddy(a)) => snippets::run(&cli.config, snippets::Flavor::Caddy, a),
         Command::Config(ConfigCommand::Traefik(a)) => snippets::run(&cli.config, snippets::Flavor::Traefik, a),
         Command::Config(ConfigCommand::Check) => config_check(&cli.config),
+        Command::Store(StoreCommand::Check) => stores::check(&cli.config),
+        Command::Store(StoreCommand::Migrate {
+            to,
+            password_file,
+            ca_file,
+            no_tls,
+        }) => stores::migrate(
+            &cli.config,
+            &stores::Target {
+                url: to,
+                password_file,
+                ca_file,
+                no_tls,
+            },
+        ),
     }
 }
 

@@ -387,6 +387,10 @@ fn every_help_example_runs_as_printed() {
     ] {
         std::fs::write(root.join(file), format!("{text}\n")).unwrap();
     }
+    // `store migrate` copies into a real PostgreSQL, at the address its example names.
+    let pg = crate::pg::Postgres::start_new();
+    pg.sql("CREATE ROLE portcullis LOGIN");
+    pg.sql("CREATE DATABASE portcullis OWNER portcullis");
     let mut tree = Vec::new();
     help_tree(&env, Vec::new(), &mut tree);
     assert!(tree.len() > 30, "{} commands found", tree.len());
@@ -416,6 +420,7 @@ fn every_help_example_runs_as_printed() {
                         l = l.replace(&format!(">{dir}"), &format!(">{r}{dir}"));
                     }
                     l = l.replace("127.0.0.1:9091", &format!("127.0.0.1:{port}"));
+                    l = l.replace("@127.0.0.1/", &format!("@127.0.0.1:{}/", pg.port));
                     l.replace(
                         " demo --dir ./demo",
                         &format!(" demo --dir ./demo --listen 127.0.0.1:{port}"),
@@ -447,6 +452,7 @@ fn every_help_example_runs_as_printed() {
                         .command(&["user", "add", "alice", "--password-stdin", "--no-terminal-qr"])
                         .env("PORTCULLIS_CONFIG", &config)
                         .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
                         .spawn()
                         .and_then(|mut c| {
                             use std::io::Write;
