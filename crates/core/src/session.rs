@@ -144,6 +144,11 @@ impl Default for SessionPolicy {
     }
 }
 
+/// What a backend calls when sessions end elsewhere (another node, the CLI): `Some(hash)`
+/// for one, `None` for "forget every cached copy" (after a lost connection, when messages
+/// may have been missed).
+pub type Revoked = Arc<dyn Fn(Option<&[u8; 32]>) + Send + Sync>;
+
 /// Persistence behind the in-memory table (SQLite by default; None = memory only).
 pub trait SessionBackend: Send + Sync {
     /// Sessions to restore at start-up; `Sessions` drops any its policy says have expired.
@@ -163,6 +168,13 @@ pub trait SessionBackend: Send + Sync {
     fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError>;
     /// Whether the store answers now (for `/api/health`); a local file always does.
     fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Calls `revoked` whenever sessions end elsewhere, so that cached copies go at once. A
+    /// backend without such messages does nothing: revocations then reach this process
+    /// within the refresh interval.
+    fn watch(&self, revoked: Revoked) -> Result<(), StoreError> {
+        let _ = revoked;
         Ok(())
     }
 }
@@ -191,6 +203,9 @@ impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
     }
     fn ping(&self) -> Result<(), StoreError> {
         (**self).ping()
+    }
+    fn watch(&self, revoked: Revoked) -> Result<(), StoreError> {
+        (**self).watch(revoked)
     }
 }
 
@@ -231,7 +246,8 @@ fn secs(s: u64) -> i64 {
 pub struct Sessions {
     policy: SessionPolicy,
     backend: Option<Box<dyn SessionBackend>>,
-    table: RwLock<HashMap<[u8; 32], Arc<Entry>>>,
+    /// Shared with the backend's revocation watcher.
+    table: Arc<RwLock<HashMap<[u8; 32], Arc<Entry>>>>,
     /// Set when `touch_error` holds something, so `get` checks a flag, not a mutex.
     failed: AtomicBool,
     touch_error: Mutex<Option<StoreError>>,
@@ -268,10 +284,26 @@ impl Sessions {
                 }
             }
         }
+        let table = Arc::new(RwLock::new(table));
+        if let Some(b) = &backend {
+            // Weak: the watcher must not keep a dropped table alive.
+            let watched = Arc::downgrade(&table);
+            b.watch(Arc::new(move |hash: Option<&[u8; 32]>| {
+                if let Some(table) = watched.upgrade() {
+                    let mut t = table.write().unwrap_or_else(|p| p.into_inner());
+                    match hash {
+                        Some(h) => {
+                            t.remove(h);
+                        }
+                        None => t.clear(),
+                    }
+                }
+            }))?;
+        }
         Ok(Sessions {
             policy,
             backend,
-            table: RwLock::new(table),
+            table,
             failed: AtomicBool::new(false),
             touch_error: Mutex::new(None),
         })
@@ -521,23 +553,24 @@ impl Sessions {
         let Some(hash) = token_hash(id) else {
             return Ok(false);
         };
+        let cached = self.read().contains_key(&hash);
         // The store first: were it kept there, another table (or ours, reading through)
-        // would find the session again.
+        // would find the session again. (A watching backend may drop our copy meanwhile.)
         if let Some(b) = &self.backend {
             b.delete(&hash)?;
         }
-        Ok(self.write().remove(&hash).is_some())
+        Ok(self.write().remove(&hash).is_some() || cached)
     }
 
     /// Ends every session of `user` (logout everywhere, user removed or locked); returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
+        // Counted first: a watching backend may drop our copies while it deletes.
+        let held = self.read().values().filter(|e| e.session.user == user).count();
         if let Some(b) = &self.backend {
             b.delete_user(user)?;
         }
-        let mut t = self.write();
-        let before = t.len();
-        t.retain(|_, e| e.session.user != user);
-        Ok(before - t.len())
+        self.write().retain(|_, e| e.session.user != user);
+        Ok(held)
     }
 
     /// Drops every expired session from memory and the backend; returns how many were in memory.

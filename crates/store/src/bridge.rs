@@ -53,6 +53,13 @@ impl Bridge {
         self.runtime.as_ref().map(tokio::runtime::Runtime::enter)
     }
 
+    /// Runs `task` on the store's runtime in the background (a subscription).
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.runtime {
+            rt.spawn(task);
+        }
+    }
+
     /// An error naming this store.
     pub(crate) fn fail(&self, message: String) -> StoreError {
         StoreError::Database {

@@ -67,6 +67,7 @@ for i = 2, #ARGV do
   redis.call('DEL', p .. 'session:' .. id)
   redis.call('ZREM', p .. 'sessions', id)
   redis.call('ZREM', p .. 'sessions:seen', id)
+  redis.call('PUBLISH', p .. 'revoked', id)
 end
 return n
 ";
@@ -118,6 +119,8 @@ return 1
 /// Sessions, regulation and invitations in one Redis database under one key prefix.
 pub struct RedisState {
     conn: ConnectionManager,
+    /// For the revocation subscription's own connection.
+    client: redis::Client,
     prefix: String,
     bridge: Bridge,
     cas: Script,
@@ -241,6 +244,7 @@ impl RedisState {
             None => redis::Client::open(info),
         }
         .map_err(|e| bridge.fail(format!("[state] url: {}", describe(&e))))?;
+        let subscriber = client.clone();
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -251,6 +255,7 @@ impl RedisState {
         )?;
         let state = RedisState {
             conn,
+            client: subscriber,
             prefix: config.key_prefix.clone(),
             bridge,
             cas: Script::new(CAS_RECORD),
@@ -391,6 +396,53 @@ impl RegulationStore for RedisState {
 impl SessionBackend for RedisState {
     fn ping(&self) -> Result<(), StoreError> {
         RedisState::ping(self)
+    }
+
+    fn watch(&self, revoked: portcullis_core::session::Revoked) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        let channel = self.key("revoked");
+        let subscribe = |client: redis::Client, channel: String| async move {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        // Subscribed before this returns, so nothing revoked from now on is missed.
+        let first = self.bridge.run(subscribe(client.clone(), channel.clone()), |e| {
+            self.bridge.fail(describe(&e))
+        })?;
+        self.bridge.spawn(async move {
+            let mut current = Some(first);
+            loop {
+                let pubsub = match current.take() {
+                    Some(p) => p,
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        match subscribe(client.clone(), channel.clone()).await {
+                            // What ended while no one listened is unknown: drop every copy.
+                            Ok(p) => {
+                                revoked(None);
+                                p
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                    let hash = message
+                        .get_payload::<String>()
+                        .ok()
+                        .and_then(|id| unhex(&id))
+                        .and_then(|h| <[u8; 32]>::try_from(h).ok());
+                    if let Some(hash) = hash {
+                        revoked(Some(&hash));
+                    }
+                }
+                // The connection is gone: copies may go stale until the next subscription.
+                revoked(None);
+            }
+        });
+        Ok(())
     }
 
     fn load(&self, _now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {

@@ -186,3 +186,24 @@ fn tls_with_a_ca_and_an_acl_user_works_and_a_wrong_ca_or_password_is_refused() {
     let e = RedisState::open(&tls, &resolve).unwrap_err().to_string();
     assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("password"), "{e}");
 }
+
+#[test]
+fn a_session_ended_through_one_node_is_announced_to_the_others_at_once() {
+    let r = Redis::start_new();
+    let (a, b) = (open(&r.url(), "watch:"), open(&r.url(), "watch:"));
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    a.watch(std::sync::Arc::new(move |h: Option<&[u8; 32]>| {
+        log.lock().unwrap().push(h.copied())
+    }))
+    .unwrap();
+    b.put(&[5; 32], &session()).unwrap();
+    b.delete(&[5; 32]).unwrap();
+    b.put(&[6; 32], &session()).unwrap();
+    b.delete_user("ann").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while heard.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(*heard.lock().unwrap(), [Some([5; 32]), Some([6; 32])]);
+}

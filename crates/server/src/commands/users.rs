@@ -192,6 +192,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Remove { name } => {
             require(store.remove(&name)?, &name)?;
+            end_sessions(&ctx, &name)?;
             println!("removed user {name}");
         }
         UserCommand::Lock { name } => {
@@ -202,6 +203,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
+            end_sessions(&ctx, &name)?;
             println!("locked user {name}");
         }
         UserCommand::Unlock { name } => {
@@ -227,6 +229,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
+            end_sessions(&ctx, &name)?;
             println!("password changed for {name}");
         }
         UserCommand::Scratch { name } => {
@@ -340,6 +343,20 @@ fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand)
             }
             println!("revoked app password {label} of {name}");
         }
+    }
+    Ok(())
+}
+
+/// With a shared state server, ends the user's sessions there at once: every gateway is
+/// told and drops its copies (without one, they end within `[session] refresh`, when the
+/// changed user is read again).
+fn end_sessions(ctx: &Context_, name: &str) -> Result<()> {
+    if ctx.config.core.state.backend != portcullis_core::config::StateKind::Redis {
+        return Ok(());
+    }
+    let stores = portcullis_store::open_all(&ctx.config.core)?;
+    if let Some(sessions) = stores.sessions {
+        sessions.delete_user(name)?;
     }
     Ok(())
 }
