@@ -124,10 +124,7 @@ impl StoreConfig {
             .strip_prefix("postgres://")
             .or_else(|| url.strip_prefix("postgresql://"));
         // user:password@ in the authority: the URL is printed in messages.
-        let authority = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
-        let password_in_url = authority
-            .and_then(|a| a.rsplit_once('@'))
-            .is_some_and(|(user, _)| user.contains(':'));
+        let password_in_url = rest.and_then(userinfo).is_some_and(|user| user.contains(':'));
         if rest.is_none() {
             errors.push(doc.invalid(
                 "store",
@@ -165,6 +162,20 @@ impl StoreConfig {
         }
         errors
     }
+}
+
+/// Whether a `scheme://user:password@host/…` URL carries a password (which messages and
+/// `ps` would show).
+pub fn url_has_password(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| userinfo(rest))
+        .is_some_and(|user| user.contains(':'))
+}
+
+/// The `user[:password]` before `@` in a URL's authority (`rest` follows `scheme://`).
+fn userinfo(rest: &str) -> Option<&str> {
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').map(|(user, _)| user)
 }
 
 /// Where sessions, regulation and invitations are kept.
@@ -222,8 +233,7 @@ impl StateConfig {
         let rest = ["redis://", "rediss://", "unix://"]
             .iter()
             .find_map(|s| url.strip_prefix(s));
-        let authority = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
-        let credentials_in_url = authority.is_some_and(|a| a.contains('@'));
+        let credentials_in_url = rest.and_then(userinfo).is_some();
         if rest.is_none() {
             errors.push(doc.invalid(
                 "state",
@@ -942,6 +952,15 @@ mod tests {
         assert_eq!(c.lockout.max_failures, 5);
         assert_eq!(c.store.backend, StoreKind::Sqlite);
         assert_eq!(c.resolve(&c.store.path), PathBuf::from("/etc/portcullis.db"));
+    }
+
+    #[test]
+    fn a_password_is_found_only_in_the_authority_of_a_url() {
+        assert!(url_has_password("postgres://u:p@db/portcullis"));
+        assert!(url_has_password("rediss://:p@cache:6380/0"));
+        assert!(!url_has_password("postgres://u@db/portcullis"));
+        assert!(!url_has_password("postgres://db/p?options=a:b@c"));
+        assert!(!url_has_password("not a url"));
     }
 
     #[test]

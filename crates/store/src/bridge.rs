@@ -118,3 +118,15 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The first line of a secret's file (`[store] password_file`, `[state] password_file`),
+/// kept zeroized; `key` names the setting in the error.
+pub(crate) fn secret_file(file: &std::path::Path, key: &str) -> Result<zeroize::Zeroizing<String>, StoreError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(file).map_err(|e| StoreError::File {
+        path: file.to_path_buf(),
+        message: format!("{key}: {}", portcullis_core::config::explain_unreadable(file, &e)),
+    })?);
+    Ok(zeroize::Zeroizing::new(
+        text.lines().next().unwrap_or("").trim_end().to_string(),
+    ))
+}

@@ -3,7 +3,7 @@
 //! two nodes verifying one code serialise and only one wins.
 //! Calls wait on the store's own runtime ([`crate::bridge`]), each bounded by `[store] timeout`.
 
-use crate::bridge::{Bridge, describe};
+use crate::bridge::{Bridge, describe, secret_file};
 use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -110,15 +110,7 @@ impl PostgresStore {
             .parse()
             .map_err(|e: tokio_postgres::Error| fail(format!("[store] url: {}", describe(&e))))?;
         if let Some(file) = &config.password_file {
-            let file = resolve(file);
-            let text = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| StoreError::File {
-                path: file.clone(),
-                message: format!(
-                    "[store] password_file: {}",
-                    portcullis_core::config::explain_unreadable(&file, &e)
-                ),
-            })?);
-            pg.password(text.lines().next().unwrap_or("").trim_end());
+            pg.password(secret_file(&resolve(file), "[store] password_file")?.as_str());
         }
         let timeout = Duration::from_secs(config.timeout);
         pg.connect_timeout(timeout);

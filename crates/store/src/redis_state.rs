@@ -7,7 +7,7 @@
 //! both count. What must happen once (a first view of an enrollment link, touching a
 //! session that may have been deleted) is one script, never a read followed by a write.
 
-use crate::bridge::{Bridge, describe};
+use crate::bridge::{Bridge, describe, secret_file};
 use crate::columns::{token_from_columns, token_kind_period};
 use portcullis_core::StoreError;
 use portcullis_core::config::StateConfig;
@@ -212,15 +212,8 @@ impl RedisState {
             redis_settings = redis_settings.set_username(config.username.clone());
         }
         if let Some(file) = &config.password_file {
-            let file = resolve(file);
-            let text = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| StoreError::File {
-                path: file.clone(),
-                message: format!(
-                    "[state] password_file: {}",
-                    portcullis_core::config::explain_unreadable(&file, &e)
-                ),
-            })?);
-            redis_settings = redis_settings.set_password(text.lines().next().unwrap_or("").trim_end());
+            let password = secret_file(&resolve(file), "[state] password_file")?;
+            redis_settings = redis_settings.set_password(password.as_str());
         }
         info = info.set_redis_settings(redis_settings);
         let client = match &config.ca_file {

@@ -80,13 +80,7 @@ pub struct Target {
 /// what is missing, leaves what is identical, refuses what differs (exit 2).
 pub fn migrate(path: &Path, target: &Target) -> Result<ExitCode> {
     let c = Settings::load(path)?;
-    if target.url.contains('@')
-        && target
-            .url
-            .split('@')
-            .next()
-            .is_some_and(|u| u.rsplit('/').next().unwrap_or("").contains(':'))
-    {
+    if portcullis_core::config::url_has_password(&target.url) {
         bail!("--to: keep the password out of the URL (it shows in `ps`): give it with --password-file");
     }
     if !target.no_tls && target.ca_file.is_none() {
