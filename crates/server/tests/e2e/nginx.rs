@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/nginx");
 
 /// A running nginx, stopped when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     port: u16,
     dir: std::path::PathBuf,
@@ -22,7 +22,7 @@ impl Drop for Nginx {
 }
 
 impl Nginx {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -80,13 +80,27 @@ fn start_nginx(env: &Env, gw: &Server) -> Nginx {
 /// nginx with the shipped snippets, the echoing backend on `{back}`, and `servers` (server
 /// blocks, with `{front}` and `{back}` standing for the ports).
 fn start_nginx_with(env: &Env, gw: &Server, servers: &str) -> Nginx {
+    start_nginx_over(env, &[gw.port], servers)
+}
+
+/// `start_nginx_with` with the `portcullis` upstream over several gateways (round robin).
+pub(crate) fn start_nginx_over(env: &Env, gateway_ports: &[u16], servers: &str) -> Nginx {
     require_tool("nginx");
     let dir = env.path().join("nginx");
     std::fs::create_dir_all(dir.join("site/public")).unwrap();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     std::fs::write(dir.join("site/index.html"), "<h1>static secret page</h1>\n").unwrap();
     std::fs::write(dir.join("site/public/hello.txt"), "public hello\n").unwrap();
-    snippets(&dir, gw.port);
+    snippets(&dir, gateway_ports[0]);
+    let upstream = dir.join("portcullis-upstream.conf");
+    let one = format!("    server 127.0.0.1:{};\n", gateway_ports[0]);
+    let all: String = gateway_ports
+        .iter()
+        .map(|p| format!("    server 127.0.0.1:{p};\n"))
+        .collect();
+    let text = std::fs::read_to_string(&upstream).unwrap();
+    assert!(text.contains(&one), "{text}");
+    std::fs::write(&upstream, text.replace(&one, &all)).unwrap();
     let (front, back) = (free_port(), free_port());
     let servers = servers
         .replace("{front}", &front.to_string())

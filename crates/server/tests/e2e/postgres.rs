@@ -316,3 +316,54 @@ fn store_migrate_copies_sqlite_and_users_file_users_once_and_oathtool_codes_work
             .contains("state: in the sqlite store")
     );
 }
+
+#[test]
+fn behind_one_nginx_upstream_over_two_gateways_a_session_survives_a_node_and_a_logout_reaches_all() {
+    let pg = Postgres::start_new();
+    let redis = crate::redis_server::Redis::start_new();
+    let url = pg.database("behind_nginx");
+    let (a, b) = (Env::new(""), Env::new(""));
+    for env in [&a, &b] {
+        env.on_postgres(&url);
+        env.set("state", "backend", "\"redis\"");
+        env.set("state", "url", &format!("{:?}", redis.url()));
+        env.loopback_portal(free_port());
+        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    }
+    let secret = secret_of(&a.add_user("ivy", "pw", &["--group", "staff"]));
+    let (ga, gb) = (a.serve(), b.serve());
+    let d = a.path().join("nginx").display().to_string();
+    let nginx = crate::nginx::start_nginx_over(
+        &a,
+        &[ga.port, gb.port],
+        &format!(
+            "    server {{\n        listen 127.0.0.1:{{front}};\n        include {d}/portcullis-authrequest.conf;\n        location /app/ {{\n            include {d}/portcullis-protect.conf;\n            proxy_pass http://127.0.0.1:{{back}};\n        }}\n    }}\n"
+        ),
+    );
+    let app = nginx.url("/app/page");
+    settle(5);
+    let browser = Browser::new(&a, "ivy");
+    let r = browser.login(&ga, "ivy", "pw", &code_now(&a, &secret), &app);
+    assert_eq!(r.status, 303, "{}", r.body);
+    // Round robin over both nodes: every request is let in with the identity.
+    for _ in 0..6 {
+        let r = browser.get(&app, &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.body.contains("user=[ivy]") && r.body.contains("groups=[staff]"),
+            "{}",
+            r.body
+        );
+    }
+    // The node that made the session goes away: the other one carries on.
+    drop(ga);
+    for _ in 0..4 {
+        assert_eq!(browser.get(&app, &[]).status, 200, "the session died with its node");
+    }
+    // Signed out through the remaining node: refused behind nginx within a second.
+    assert_eq!(browser.logout_at(&gb.url("")).status, 200);
+    let took = within(std::time::Duration::from_secs(1), || {
+        browser.get(&app, &[]).status == 302
+    });
+    assert!(took.is_some(), "still let in after signing out");
+}
