@@ -233,6 +233,12 @@ impl Env {
         self.set("session", "store", "\"memory\"");
     }
 
+    /// Keeps sessions, regulation and invitations in the Redis server at `url`.
+    pub fn on_redis(&self, url: &str) {
+        self.set("state", "backend", "\"redis\"");
+        self.set("state", "url", &format!("{url:?}"));
+    }
+
     /// Makes the config serve a plain-HTTP loopback portal on `port`.
     pub fn loopback_portal(&self, port: u16) {
         let url = format!("\"http://127.0.0.1:{port}\"");

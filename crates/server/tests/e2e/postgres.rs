@@ -86,6 +86,19 @@ fn a_database_outage_refuses_logins_with_503_and_service_returns_by_itself() {
     }
 }
 
+/// Two gateways' configurations on the database at `url` with their state in `redis`,
+/// each with its own loopback portal.
+fn two_nodes(url: &str, redis: &crate::redis_server::Redis) -> (Env, Env) {
+    let (a, b) = (Env::new(""), Env::new(""));
+    for env in [&a, &b] {
+        env.on_postgres(url);
+        env.on_redis(&redis.url());
+        env.loopback_portal(free_port());
+        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    }
+    (a, b)
+}
+
 /// Waits up to `limit` for `ok`; how long it took.
 fn within(limit: std::time::Duration, ok: impl Fn() -> bool) -> Option<std::time::Duration> {
     let started = std::time::Instant::now();
@@ -102,16 +115,8 @@ fn within(limit: std::time::Duration, ok: impl Fn() -> bool) -> Option<std::time
 fn two_gateways_on_postgres_and_redis_share_sessions_logouts_locks_and_bans() {
     let pg = Postgres::start_new();
     let redis = crate::redis_server::Redis::start_new();
-    let url = pg.database("shared");
-    let (a, b) = (Env::new(""), Env::new(""));
-    for env in [&a, &b] {
-        env.on_postgres(&url);
-        env.set("state", "backend", "\"redis\"");
-        env.set("state", "url", &format!("{:?}", redis.url()));
-        // The default refresh (60 s): revocations must come by Redis, not by re-reading.
-        env.loopback_portal(free_port());
-        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
-    }
+    // At the default refresh (60 s): revocations must come by Redis, not by re-reading.
+    let (a, b) = two_nodes(&pg.database("shared"), &redis);
     let secret = secret_of(&a.add_user("ann", "pw", &[]));
     let (ga, gb) = (a.serve(), b.serve());
     let page = "http://127.0.0.1/app";
@@ -195,8 +200,7 @@ fn a_redis_outage_is_503_for_sessions_and_logins_never_401_or_200_and_heals() {
     let mut redis = crate::redis_server::Redis::start_new();
     let env = Env::new("");
     env.on_postgres(&pg.database("redis_outage"));
-    env.set("state", "backend", "\"redis\"");
-    env.set("state", "url", &format!("{:?}", redis.url()));
+    env.on_redis(&redis.url());
     env.set("state", "timeout", "2");
     env.set("session", "refresh", "1");
     env.loopback_portal(free_port());
@@ -321,15 +325,7 @@ fn store_migrate_copies_sqlite_and_users_file_users_once_and_oathtool_codes_work
 fn behind_one_nginx_upstream_over_two_gateways_a_session_survives_a_node_and_a_logout_reaches_all() {
     let pg = Postgres::start_new();
     let redis = crate::redis_server::Redis::start_new();
-    let url = pg.database("behind_nginx");
-    let (a, b) = (Env::new(""), Env::new(""));
-    for env in [&a, &b] {
-        env.on_postgres(&url);
-        env.set("state", "backend", "\"redis\"");
-        env.set("state", "url", &format!("{:?}", redis.url()));
-        env.loopback_portal(free_port());
-        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
-    }
+    let (a, b) = two_nodes(&pg.database("behind_nginx"), &redis);
     let secret = secret_of(&a.add_user("ivy", "pw", &["--group", "staff"]));
     let (ga, gb) = (a.serve(), b.serve());
     let d = a.path().join("nginx").display().to_string();
