@@ -264,6 +264,29 @@ impl StateConfig {
     }
 }
 
+/// `[pam]`: how `pam_portcullis.so` reaches the users when it reads this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PamConfig {
+    /// A Unix socket the gateway answers the PAM module on (empty: the module opens the
+    /// store itself, which it can only do for SQLite and users files).
+    pub socket: String,
+}
+
+impl PamConfig {
+    fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        if self.socket.is_empty() || Path::new(&self.socket).is_absolute() {
+            return Vec::new();
+        }
+        vec![doc.invalid(
+            "pam",
+            "socket",
+            format!("{:?}", self.socket),
+            "give an absolute path, such as \"/run/portcullis/pam.sock\"",
+        )]
+    }
+}
+
 /// Default token type for `user add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -484,6 +507,7 @@ pub const CORE_SECTIONS: &[&str] = &[
     "basic",
     "invite",
     "state",
+    "pam",
 ];
 
 /// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
@@ -561,6 +585,8 @@ pub struct Config {
     pub invite: InviteConfig,
     /// `[state]`.
     pub state: StateConfig,
+    /// `[pam]`.
+    pub pam: PamConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     pub path: PathBuf,
 }
@@ -797,6 +823,8 @@ impl Config {
         let basic = doc.section::<BasicConfig>("basic", errors);
         let invite = doc.section::<InviteConfig>("invite", errors);
         let state = doc.section::<StateConfig>("state", errors);
+        let pam = doc.section::<PamConfig>("pam", errors);
+        errors.extend(pam.iter().flat_map(|p| p.problems(doc)));
         errors.extend(state.iter().flat_map(|s| s.problems(doc)));
         errors.extend(store.iter().flat_map(|s| s.problems(doc)));
         errors.extend(otp.iter().flat_map(|o| o.problems(doc)));
@@ -820,6 +848,7 @@ impl Config {
             basic: basic.unwrap_or_default(),
             invite: invite.unwrap_or_default(),
             state: state.unwrap_or_default(),
+            pam: pam.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
     }

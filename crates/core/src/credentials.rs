@@ -35,7 +35,8 @@ pub fn split_password_code(secret: &str, digits: usize) -> Option<(&str, &str)> 
 }
 
 /// What a client that prompts (PAM's conversation) is to ask a user for, known before it asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Prompt {
     /// Not in the directory.
     Unknown,

@@ -47,7 +47,8 @@ impl VerifyPolicy {
 }
 
 /// Why an attempt was refused. Show people one generic message; this is for logs and the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rejection {
     /// No such user (the caller spent the same time as for a real one).
     UnknownUser,

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod invite;
 pub mod login;
 pub mod model;
+pub mod pam_socket;
 pub mod password;
 pub mod random;
 pub mod redirect;

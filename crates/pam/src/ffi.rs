@@ -184,8 +184,8 @@ unsafe fn args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
 
 /// The production store opener: the options' source with the system clock.
 fn open_store(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Checker>, String> + Send> {
-    let source = options.source.clone();
-    Box::new(move || StoreChecker::open(&source).map(|b| Box::new(b) as Box<dyn Checker>))
+    let (source, timeout) = (options.source.clone(), options.timeout);
+    Box::new(move || StoreChecker::open(&source, timeout))
 }
 
 /// PAM authentication entry point: asks for the one-time code and checks it.

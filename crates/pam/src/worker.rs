@@ -3,13 +3,17 @@
 //! up after `timeout=` seconds and fails closed.
 
 use crate::options::Source;
-use portcullis_core::authz::{Authorizer, StepResult};
+use portcullis_core::authz::Authorizer;
 use portcullis_core::config::Config;
-use portcullis_core::credentials::{Credentials, Prompt};
+use portcullis_core::credentials::Prompt;
 use portcullis_core::engine::{Engine, Parts};
+use portcullis_core::pam_socket::{Answer as GatewayAnswer, MAX_MESSAGE, Question};
 use portcullis_core::{Clock, Rejection, SystemClock};
 use portcullis_store::UsersFileStore;
 use portcullis_userfiles::otp_users::Dialect;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -58,31 +62,39 @@ pub struct StoreChecker {
 }
 
 impl StoreChecker {
-    /// Opens the store a [`Source`] names, with the system clock. A missing configuration or
-    /// store is an error here: SQLite would otherwise create an empty database, every user
-    /// would be unknown, and `nullok` would let everyone in.
-    pub fn open(source: &Source) -> Result<StoreChecker, String> {
-        Self::open_with_clock(source, &|| Box::new(SystemClock))
+    /// Opens the store a [`Source`] names, with the system clock: the gateway's socket when
+    /// the configuration names one (`[pam] socket`), else the store itself. A missing
+    /// configuration or store is an error here: SQLite would otherwise create an empty
+    /// database, every user would be unknown, and `nullok` would let everyone in.
+    pub fn open(source: &Source, timeout: Duration) -> Result<Box<dyn Checker>, String> {
+        Self::open_with_clock(source, timeout, &|| Box::new(SystemClock))
     }
 
     /// [`StoreChecker::open`] with injected clocks (tests): one for the Gate, one for a
     /// users file (which needs the time to find the step of its last OTP).
-    pub fn open_with_clock(source: &Source, clock: &dyn Fn() -> Box<dyn Clock>) -> Result<StoreChecker, String> {
+    pub fn open_with_clock(
+        source: &Source,
+        timeout: Duration,
+        clock: &dyn Fn() -> Box<dyn Clock>,
+    ) -> Result<Box<dyn Checker>, String> {
         match source {
             Source::Config(path) => {
                 let config = Config::load(path).map_err(|e| format!("configuration (config= in the PAM line): {e}"))?;
-                let store_path = config.resolve(&config.store.path);
+                if !config.pam.socket.is_empty() {
+                    return Ok(Box::new(GatewayChecker::new(&config.pam.socket, timeout)));
+                }
                 let networked = config.store.backend == portcullis_core::config::StoreKind::Postgres
                     || config.state.backend == portcullis_core::config::StateKind::Redis;
                 if networked {
-                    // The PostgreSQL store runs its own async runtime, which has no place
-                    // inside sshd; refusing is the safe answer until PAM asks the gateway.
+                    // Database clients and their runtime have no place inside sshd: the
+                    // running gateway answers for them.
                     return Err(format!(
-                        "{}: a PostgreSQL store or Redis state is not supported by pam_portcullis yet; \
-                         keep sshd's users in SQLite or a users file (usersfile=)",
+                        "{}: with a PostgreSQL store or Redis state, pam_portcullis asks the gateway: \
+                         set [pam] socket (e.g. \"/run/portcullis/pam.sock\") and restart `portcullis serve`",
                         path.display()
                     ));
                 }
+                let store_path = config.resolve(&config.store.path);
                 if !store_path.exists() {
                     return Err(format!(
                         "store {} does not exist; run `portcullis init` or fix [store] path in {}",
@@ -98,7 +110,7 @@ impl StoreChecker {
                 };
                 let engine =
                     Engine::credentials_from_config(&config, parts, Arc::from(clock())).map_err(|e| e.to_string())?;
-                Ok(StoreChecker { engine, digits: None })
+                Ok(Box::new(StoreChecker { engine, digits: None }))
             }
             Source::UsersFile { path, window, digits } => {
                 if !path.exists() {
@@ -108,10 +120,10 @@ impl StoreChecker {
                     UsersFileStore::open(path, Dialect::PamOath, clock()).map_err(|e| format!("users file: {e}"))?;
                 let engine = Engine::pam_oath_dropin(Arc::new(directory), *window, Arc::from(clock()))
                     .map_err(|e| e.to_string())?;
-                Ok(StoreChecker {
+                Ok(Box::new(StoreChecker {
                     engine,
                     digits: *digits,
-                })
+                }))
             }
         }
     }
@@ -121,9 +133,20 @@ impl StoreChecker {
     }
 }
 
+impl StoreChecker {
+    /// Asks the core the question the gateway would be asked over its socket.
+    fn ask(&self, question: &Question) -> Result<GatewayAnswer, String> {
+        let (answer, _event) = self.authorizer().answer_pam(question).map_err(|e| e.to_string())?;
+        Ok(answer)
+    }
+}
+
 impl Checker for StoreChecker {
     fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
-        let prompt = self.authorizer().prompt_for(user).map_err(|e| e.to_string())?;
+        let prompt = match self.ask(&Question::Prompt { user: user.to_string() })? {
+            GatewayAnswer::Prompt(p) => p,
+            other => return Err(format!("the core answered {other:?} to a lookup")),
+        };
         Ok(match (prompt, self.digits) {
             (Prompt::Enrolled { first_factor, pin, .. }, Some(digits)) => Prompt::Enrolled {
                 digits,
@@ -135,22 +158,83 @@ impl Checker for StoreChecker {
     }
 
     fn check(&mut self, check: &Check) -> Result<Answer, String> {
-        let credentials = Credentials {
-            user: &check.user,
-            password: check.password.as_deref().map(String::as_str),
-            code: check.code.as_deref().map(String::as_str),
-            client_ip: check.client.as_deref().and_then(|h| h.parse().ok()),
-            method: "pam",
-        };
-        let (result, _event) = self
-            .authorizer()
-            .check_credentials(&credentials)
-            .map_err(|e| e.to_string())?;
-        Ok(match result {
-            StepResult::Passed(_) => Answer::Accepted,
-            StepResult::Refused(why) => Answer::Rejected(why),
-            StepResult::Banned => Answer::Banned,
-        })
+        verdict(self.ask(&check.question())?)
+    }
+}
+
+impl Check {
+    fn question(&self) -> Question {
+        Question::Check {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            code: self.code.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// A check's answer, whoever gave it.
+fn verdict(answer: GatewayAnswer) -> Result<Answer, String> {
+    match answer {
+        GatewayAnswer::Accepted => Ok(Answer::Accepted),
+        GatewayAnswer::Refused(why) => Ok(Answer::Rejected(why)),
+        GatewayAnswer::Banned => Ok(Answer::Banned),
+        other => Err(format!("{other:?} is no answer to a check")),
+    }
+}
+
+/// The running gateway, asked over its `[pam] socket` (one question per connection, each
+/// bounded by the module's `timeout=`).
+pub struct GatewayChecker {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl GatewayChecker {
+    /// A checker for the gateway listening on `socket`.
+    pub fn new(socket: &str, timeout: Duration) -> GatewayChecker {
+        GatewayChecker {
+            socket: PathBuf::from(socket),
+            timeout,
+        }
+    }
+
+    fn ask(&self, question: &Question) -> Result<GatewayAnswer, String> {
+        let place = self.socket.display();
+        let mut conn = UnixStream::connect(&self.socket).map_err(|e| {
+            format!("[pam] socket {place}: the gateway does not answer ({e}); is `portcullis serve` running?")
+        })?;
+        let sent = conn
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
+            .and_then(|()| conn.write_all(&question.encode()))
+            .and_then(|()| conn.shutdown(std::net::Shutdown::Write));
+        sent.map_err(|e| format!("[pam] socket {place}: cannot ask the gateway ({e})"))?;
+        let mut reply = Vec::new();
+        (&mut conn)
+            .take(MAX_MESSAGE as u64 + 1)
+            .read_to_end(&mut reply)
+            .map_err(|e| format!("[pam] socket {place}: no answer from the gateway ({e})"))?;
+        match GatewayAnswer::decode(&reply) {
+            Some(GatewayAnswer::Unavailable) => Err(format!(
+                "[pam] socket {place}: the gateway cannot reach its store now (its log says why)"
+            )),
+            Some(answer) => Ok(answer),
+            None => Err(format!("[pam] socket {place}: the answer is not portcullis's ({} bytes)", reply.len())),
+        }
+    }
+}
+
+impl Checker for GatewayChecker {
+    fn lookup(&mut self, user: &str) -> Result<Lookup, String> {
+        match self.ask(&Question::Prompt { user: user.to_string() })? {
+            GatewayAnswer::Prompt(p) => Ok(p),
+            other => Err(format!("the gateway answered {other:?} to a lookup")),
+        }
+    }
+
+    fn check(&mut self, check: &Check) -> Result<Answer, String> {
+        verdict(self.ask(&check.question())?)
     }
 }
 

@@ -35,6 +35,7 @@ pub struct Stores {
 /// a Redis server (`[state] backend = "redis"`), or none (each process's memory).
 pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
     let path = config.resolve(&config.store.path);
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut stores = match config.store.backend {
         StoreKind::Sqlite => {
             let db = std::sync::Arc::new(SqliteStore::open(&path)?);

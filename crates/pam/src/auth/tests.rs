@@ -98,9 +98,8 @@ fn code(at: i64) -> String {
 
 fn fixed_clock(options: &Options) -> Box<dyn FnOnce() -> Result<Box<dyn Checker>, String> + Send> {
     let source = options.source.clone();
-    Box::new(move || {
-        StoreChecker::open_with_clock(&source, &|| Box::new(FixedClock(NOW))).map(|b| Box::new(b) as Box<dyn Checker>)
-    })
+    let timeout = options.timeout;
+    Box::new(move || StoreChecker::open_with_clock(&source, timeout, &|| Box::new(FixedClock(NOW))))
 }
 
 fn run(world_args: &[String], pam: &mut FakePam) -> PamStatus {
@@ -260,6 +259,38 @@ fn missing_config_or_store_fails_closed_even_with_nullok() {
     assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("does not exist"), "{:?}", p.logs);
     assert!(!w.dir.path().join("portcullis.db").exists(), "no empty store created");
+}
+
+#[test]
+fn networked_stores_go_through_the_gateway_socket_and_fail_closed_without_it() {
+    let w = World::new();
+    let config = w.config();
+    std::fs::write(
+        &config,
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://db.invalid/p\"\nsslmode = \"disable\"\n[session]\nstore = \"memory\"\n",
+    )
+    .unwrap();
+    let mut p = pam("alice", &[&code(NOW)]);
+    assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
+    assert!(p.logs[0].contains("set [pam] socket"), "{:?}", p.logs);
+    // A socket nobody listens on, then one that answers what is not portcullis's.
+    let socket = w.dir.path().join("pam.sock");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[pam]\nsocket = {:?}\n", socket.display().to_string())).unwrap();
+    let mut p = pam("alice", &[&code(NOW)]);
+    assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
+    assert!(p.logs[0].contains("the gateway does not answer"), "{:?}", p.logs);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let liar = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.read_to_end(&mut Vec::new()).unwrap();
+        conn.write_all(b"ok\n").unwrap();
+    });
+    let mut p = pam("alice", &[&code(NOW)]);
+    assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
+    assert!(p.logs[0].contains("not portcullis's"), "{:?}", p.logs);
+    liar.join().unwrap();
 }
 
 #[test]

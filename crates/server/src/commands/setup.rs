@@ -36,6 +36,10 @@ backend = "local"
 # key_prefix = "portcullis:"
 # timeout = 5
 
+[pam]
+# pam_portcullis.so asks the gateway here (needed with a PostgreSQL store or Redis state):
+# socket = "/run/portcullis/pam.sock"
+
 [otp]
 issuer = "portcullis"      # shown in authenticator apps
 kind = "totp"              # totp | hotp, for new tokens

@@ -96,23 +96,25 @@ async fn decide(app: &Arc<App>, c: Check) -> bool {
     ok
 }
 
-/// Binds the check socket: a stale file is replaced, then the configured group and mode
-/// are applied at once, so every start gives Apache's group its access again.
-pub fn bind(path: &str, group: &str, mode: u32) -> Result<tokio::net::UnixListener> {
+/// Binds a local socket (`key` names its setting in messages): a stale file is replaced,
+/// then the configured group and mode are applied at once, so every start gives the
+/// client's group its access again.
+pub fn bind(key: &str, path: &str, group: &str, mode: u32) -> Result<tokio::net::UnixListener> {
     let gid = match group {
         "" => None,
         g => Some(group_id(g, std::path::Path::new("/etc/group"))?),
     };
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("[apache] check_socket: cannot listen on {path}"))?;
+    let listener = tokio::net::UnixListener::bind(path).with_context(|| {
+        format!("{key}: cannot listen on {path} (does its directory exist and belong to the gateway's user?)")
+    })?;
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
-            format!("[apache] check_socket_group = {group:?}: cannot give {path} to that group (the gateway must run as root or be a member of it)")
+            format!("{key}_group = {group:?}: cannot give {path} to that group (the gateway must run as root or be a member of it)")
         })?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("[apache] check_socket_mode: cannot set the mode of {path}"))?;
+        .with_context(|| format!("{key}: cannot set the mode of {path}"))?;
     Ok(listener)
 }
 

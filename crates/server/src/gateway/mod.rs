@@ -11,6 +11,7 @@ mod html;
 mod listener;
 mod metrics;
 mod pace;
+mod pam_socket;
 mod portal;
 mod proxy;
 #[cfg(test)]
@@ -160,6 +161,27 @@ impl App {
         .ok()
     }
 
+    /// [`App::with_login_slot`] for work that may hash a password: a banned attempt (which
+    /// hashes nothing) then waits as long as a hash takes, outside the slot, so a flood of
+    /// banned attempts costs time, not slots, and its answers come no faster than others.
+    pub async fn with_paced_login_slot<T, F>(&self, work: F, banned: impl Fn(&T) -> bool) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let timed = move || {
+            let t = std::time::Instant::now();
+            (work(), t.elapsed())
+        };
+        let (result, took) = self.with_login_slot(timed).await?;
+        if banned(&result) {
+            self.pace.wait(took).await;
+        } else {
+            self.pace.record(took);
+        }
+        Some(result)
+    }
+
     /// Decides an adapter's request: inline, or on a bounded blocking worker when Basic
     /// credentials must be hashed (a resent header inside its linger time is a cache hit).
     pub async fn decide(self: &Arc<Self>, ask: Ask, started: std::time::Instant) -> DecisionResult {
@@ -197,20 +219,12 @@ impl App {
                 }
             },
             Cost::Hash => {
-                let timed = move || {
-                    let t = std::time::Instant::now();
-                    (decide(), t.elapsed())
+                let banned = |r: &Result<(Decision, Option<AuthEvent>), GateError>| {
+                    matches!(r, Ok((_, Some(e))) if e.failure == Some("banned"))
                 };
-                let Some((result, took)) = self.with_login_slot(timed).await else {
+                let Some(result) = self.with_paced_login_slot(decide, banned).await else {
                     return Err(GatewayError::Busy.logged());
                 };
-                let banned = matches!(&result, Ok((_, Some(e))) if e.failure == Some("banned"));
-                if banned {
-                    // Outside the slot: a flood of banned attempts costs time, not slots.
-                    self.pace.wait(took).await;
-                } else {
-                    self.pace.record(took);
-                }
                 result
             }
         };
@@ -352,9 +366,16 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
             let a = &app.config.apache;
             tokio::spawn(check::serve(
                 app.clone(),
-                check::bind(&socket, &a.check_socket_group, a.check_socket_mode)?,
+                check::bind("[apache] check_socket", &socket, &a.check_socket_group, a.check_socket_mode)?,
             ));
             tracing::info!(path = %socket, "check socket for `portcullis check` listening");
+        }
+        let socket = app.config.core.pam.socket.clone();
+        if !socket.is_empty() {
+            // Owner only: root (sshd) may connect anyway, and nobody else is let in.
+            let listener = check::bind("[pam] socket", &socket, "", 0o600)?;
+            tokio::spawn(pam_socket::serve(app.clone(), listener, &socket)?);
+            tracing::info!(path = %socket, "socket for pam_portcullis.so listening");
         }
         let purge = app.clone();
         tokio::spawn(async move {

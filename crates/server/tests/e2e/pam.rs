@@ -766,3 +766,90 @@ fn an_ssh_brute_force_bans_the_user_on_the_web_and_the_other_way_round() {
         "the PAM module's own log lines"
     );
 }
+
+/// Issue 15: with users in PostgreSQL and state in Redis, the module asks the local gateway
+/// over `[pam] socket` (no database client inside sshd). A code is spent for both nodes, a
+/// ban made on the other node refuses SSH, and a gateway that is gone fails closed.
+#[test]
+fn on_postgres_and_redis_the_module_asks_the_gateway_and_honours_the_other_nodes_ban() {
+    require_root();
+    require_tool("pamtester");
+    let pg = crate::pg::Postgres::start_new();
+    let redis = crate::redis_server::Redis::start_new();
+    let url = pg.database("pam_nodes");
+    let (a, b) = (Env::new(""), Env::new(""));
+    for env in [&a, &b] {
+        env.on_postgres(&url);
+        env.on_redis(&redis.url());
+        env.loopback_portal(free_port());
+        env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+        env.set("regulation", "max_retries", "3");
+    }
+    let socket = b.path().join("pam.sock");
+    b.set("pam", "socket", &format!("{:?}", socket.display().to_string()));
+    let pia = secret_of(&a.add_user("pia", "pw", &[]));
+    let log = LogSocket::new(b.path());
+    let svc = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} config={} log_socket={}",
+            module().display(),
+            b.config().display(),
+            log.path.display()
+        )),
+    );
+    // Without its gateway the module refuses, whatever the code.
+    settle(5);
+    let code = code_now(&a, &pia);
+    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "no gateway, no login");
+    let (ga, gb) = (a.serve(), b.serve());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "only the gateway's user (and root) may ask");
+    assert!(pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "the right code over SSH");
+    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "the same code again");
+    // The code is spent on node A too.
+    let basic = |gw: &crate::harness::Server, secret: &str| {
+        crate::harness::curl(&[
+            "-u",
+            &format!("pia:pw{secret}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/app",
+            &gw.url("/api/authz/auth-request"),
+        ])
+    };
+    assert_eq!(basic(&ga, &code).status, 401, "node A took a code spent over SSH");
+    // Wrong codes on node A (the same user) ban pia; SSH through node B refuses her.
+    for _ in 0..3 {
+        assert_eq!(basic(&ga, "000000").status, 401);
+    }
+    settle(3);
+    let next = code_now(&a, &pia);
+    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &next), "banned on A, let in over SSH");
+    assert!(
+        gb.log_text().contains("reason=\"banned\""),
+        "the gateway logged the PAM attempt: {}",
+        gb.log_text()
+    );
+    drop(gb);
+    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &next), "gateway gone, no login");
+    drop(ga);
+    let reasons: Vec<String> = log
+        .drain()
+        .iter()
+        .filter_map(|l| {
+            l.split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["store_error", "code", "replayed", "banned", "store_error"],
+        "the module's own log lines"
+    );
+}
