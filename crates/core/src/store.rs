@@ -32,7 +32,7 @@ pub enum StoreError {
     /// A users-file problem; the message names the file, line and field.
     #[error("{0}")]
     Format(String),
-    /// Database problem (SQLite now; PostgreSQL and Redis next).
+    /// Database problem (SQLite, PostgreSQL, Redis).
     #[error("database {store}: {message}")]
     Database {
         /// Which database: a file path, or a server's address (never with a password).
@@ -40,6 +40,22 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// A database server that does not answer (not up yet, restarting, or out of reach):
+    /// worth waiting for, unlike a refusal (a wrong password, an untrusted certificate).
+    #[error("database {store}: {message}")]
+    Unreachable {
+        /// The server's address (never with a password).
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the store's server did not answer at all (as opposed to refusing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
 }
 
 /// Users, their tokens and their replay/failure state. Implementations make `update`

@@ -68,6 +68,24 @@ impl Bridge {
         }
     }
 
+    /// An error naming this store, for a server that did not answer.
+    pub(crate) fn unreachable(&self, message: String) -> StoreError {
+        StoreError::Unreachable {
+            store: self.name.clone(),
+            message,
+        }
+    }
+
+    /// An error naming this store from `e`: [`StoreError::Unreachable`] when a cause is a
+    /// connection that could not be made or was cut, else [`StoreError::Database`].
+    pub(crate) fn classify(&self, e: &(dyn std::error::Error + 'static)) -> StoreError {
+        if cut_off(e) {
+            self.unreachable(describe(e))
+        } else {
+            self.fail(describe(e))
+        }
+    }
+
     /// Runs `work` on the store's runtime and waits for it, at most `timeout`; `describe`
     /// turns its error into words. Works from plain threads (CLI, PAM) and from a
     /// multi-threaded tokio runtime (the gateway).
@@ -95,13 +113,42 @@ impl Bridge {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(describe(e)),
-            Err(_) => Err(self.fail(format!(
+            Err(_) => Err(self.unreachable(format!(
                 "no answer within {} s; check that {} is up and reachable",
                 timeout.as_secs(),
                 self.engine
             ))),
         }
     }
+}
+
+/// Whether `e` or one of its causes is a connection refused, reset, timed out or out of
+/// reach: the server is not there now (TLS and authentication failures are not this).
+pub(crate) fn cut_off(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+                    | UnexpectedEof
+                    | NotFound
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An error and its causes in one line, each cause once.

@@ -3,7 +3,7 @@
 //! two nodes verifying one code serialise and only one wins.
 //! Calls wait on the store's own runtime ([`crate::bridge`]), each bounded by `[store] timeout`.
 
-use crate::bridge::{Bridge, describe, secret_file};
+use crate::bridge::{Bridge, cut_off, describe, secret_file};
 use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -157,13 +157,21 @@ impl PostgresStore {
     fn run<T>(&self, work: impl Future<Output = Result<T, Fault>>) -> Result<T, StoreError> {
         self.bridge.run(work, |fault| match fault {
             Fault::Exists(name) => StoreError::Exists(name),
-            Fault::Query(e) => self.bridge.fail(describe(&e)),
+            Fault::Query(e) if e.is_closed() => self.bridge.unreachable(describe(&e)),
+            Fault::Query(e) => self.bridge.classify(&e),
+            Fault::Pool(deadpool_postgres::PoolError::Timeout(t)) => {
+                self.bridge.unreachable(format!("no connection within [store] timeout ({t:?})"))
+            }
             Fault::Pool(e) => {
                 let mut text = describe(&e);
                 if text.contains("invalid peer certificate") {
                     text.push_str("; [store] ca_file must hold the CA that signed the server's certificate, for the host in [store] url");
                 }
-                self.bridge.fail(text)
+                if cut_off(&e) {
+                    self.bridge.unreachable(text)
+                } else {
+                    self.bridge.fail(text)
+                }
             }
         })
     }

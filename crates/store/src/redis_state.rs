@@ -244,7 +244,7 @@ impl RedisState {
             .set_number_of_retries(1);
         let conn = bridge.run(
             async { ConnectionManager::new_with_config(client, manager_config).await },
-            |e| bridge.fail(describe(&e)),
+            |e| fault(&bridge, &e),
         )?;
         let state = RedisState {
             conn,
@@ -273,7 +273,7 @@ impl RedisState {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn.clone();
-        self.bridge.run(work(conn), |e| self.bridge.fail(describe(&e)))
+        self.bridge.run(work(conn), |e| fault(&self.bridge, &e))
     }
 
     fn key(&self, rest: &str) -> String {
@@ -400,9 +400,7 @@ impl SessionBackend for RedisState {
             Ok::<_, redis::RedisError>(pubsub)
         };
         // Subscribed before this returns, so nothing revoked from now on is missed.
-        let first = self.bridge.run(subscribe(client.clone(), channel.clone()), |e| {
-            self.bridge.fail(describe(&e))
-        })?;
+        let first = self.bridge.run(subscribe(client.clone(), channel.clone()), |e| fault(&self.bridge, &e))?;
         self.bridge.spawn(async move {
             let mut current = Some(first);
             loop {
@@ -644,6 +642,16 @@ impl InviteStore for RedisState {
             dropped += 1;
         }
         Ok(dropped)
+    }
+}
+
+/// A Redis error as a store error: a connection refused, dropped or timed out is the
+/// server not answering ([`StoreError::Unreachable`]); anything else it said is an error.
+fn fault(bridge: &Bridge, e: &redis::RedisError) -> StoreError {
+    if e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+        bridge.unreachable(describe(e))
+    } else {
+        bridge.classify(e)
     }
 }
 

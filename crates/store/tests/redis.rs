@@ -94,6 +94,7 @@ fn an_outage_is_an_error_in_bounded_time_and_ends_by_itself() {
     r.kill();
     let started = Instant::now();
     let e = state.get(&[1; 32]).unwrap_err();
+    assert!(e.is_unreachable(), "a server that is down is one to wait for: {e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "took {:?}",
@@ -178,12 +179,16 @@ fn tls_with_a_ca_and_an_acl_user_works_and_a_wrong_ca_or_password_is_refused() {
         ca_file: Some(other_ca),
         ..tls.clone()
     };
-    let e = RedisState::open(&wrong, &resolve).unwrap_err().to_string();
+    let e = RedisState::open(&wrong, &resolve).unwrap_err();
+    assert!(!e.is_unreachable(), "an untrusted server is refused, not waited for: {e:?}");
+    let e = e.to_string();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // A wrong password says so.
     std::fs::write(&password, "not it\n").unwrap();
-    let e = RedisState::open(&tls, &resolve).unwrap_err().to_string();
+    let e = RedisState::open(&tls, &resolve).unwrap_err();
+    assert!(!e.is_unreachable(), "a wrong password is refused, not waited for: {e:?}");
+    let e = e.to_string();
     assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("password"), "{e}");
 }
 

@@ -294,6 +294,33 @@ pub fn metrics_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// How often a gateway that starts before its database server tries again.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+
+/// Opens the configured stores. A PostgreSQL or Redis server that does not answer yet is
+/// waited for (a gateway started before its engines serves as soon as they are up, nothing
+/// before: clients meet a closed port, which fails closed); a refusal (a wrong password or
+/// CA, a newer schema) is an error at once.
+fn open_when_they_answer(core: &portcullis_core::config::Config) -> Result<portcullis_store::Stores> {
+    let mut waited = false;
+    loop {
+        match portcullis_store::open_all(core) {
+            Ok(stores) => {
+                if waited {
+                    tracing::info!("the store answers now; starting");
+                }
+                return Ok(stores);
+            }
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(error = %e, retry_s = STORE_RETRY.as_secs(), "the store does not answer; waiting for it before serving");
+                waited = true;
+                std::thread::sleep(STORE_RETRY);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Runs the gateway until Ctrl-C or SIGTERM.
 pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
     audit::init(config.server.log_format == LogFormat::Json);
@@ -327,7 +354,8 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
         )?)),
         _ => None,
     };
-    let app = Arc::new(App::new(config)?);
+    let stores = open_when_they_answer(&config.core)?;
+    let app = Arc::new(App::from_parts(config, stores, Arc::new(SystemClock))?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)

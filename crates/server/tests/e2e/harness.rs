@@ -250,6 +250,13 @@ impl Env {
 
     /// Starts `portcullis serve` and waits until `/api/health` answers.
     pub fn serve(&self) -> Server {
+        let mut server = self.start_serving();
+        server.wait_listening(std::time::Duration::from_secs(5));
+        server
+    }
+
+    /// Starts `portcullis serve` without waiting for it.
+    pub fn start_serving(&self) -> Server {
         let text = std::fs::read_to_string(self.config()).unwrap();
         let port: u16 = text
             .lines()
@@ -263,21 +270,7 @@ impl Env {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start portcullis serve");
-        let mut server = Server { child, port, log };
-        for _ in 0..200 {
-            // Whoever answers on the port, it must be this child, alive.
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("portcullis serve exited ({status}):\n{}", server.log_text());
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    panic!("portcullis serve exited ({status}):\n{}", server.log_text());
-                }
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("portcullis serve did not start:\n{}", server.log_text());
+        Server { child, port, log }
     }
 }
 
@@ -296,6 +289,37 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits up to `limit` until this gateway (alive) accepts connections on its port.
+    pub fn wait_listening(&mut self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            // Whoever answers on the port, it must be this child, alive.
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portcullis serve exited ({status}):\n{}", self.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("portcullis serve exited ({status}):\n{}", self.log_text());
+                }
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("portcullis serve did not start within {limit:?}:\n{}", self.log_text());
+    }
+
+    /// How the gateway ended, if it has (waits up to `limit`).
+    pub fn exited_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {

@@ -363,3 +363,47 @@ fn behind_one_nginx_upstream_over_two_gateways_a_session_survives_a_node_and_a_l
     });
     assert!(took.is_some(), "still let in after signing out");
 }
+
+#[test]
+fn a_gateway_started_before_its_engines_waits_for_them_and_a_refusal_is_an_error_at_once() {
+    let mut pg = Postgres::start_new();
+    let mut redis = crate::redis_server::Redis::start_new();
+    let env = Env::new("");
+    let url = pg.database("late");
+    env.on_postgres(&url);
+    env.on_redis(&redis.url());
+    env.loopback_portal(free_port());
+    env.set("store", "timeout", "1");
+    env.set("state", "timeout", "1");
+    let secret = secret_of(&env.add_user("lou", "pw", &[]));
+    pg.stop();
+    redis.kill();
+    let mut gw = env.start_serving();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(gw.exited_within(std::time::Duration::ZERO).is_none(), "it gave up: {}", gw.log_text());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err(),
+        "nothing is served before the store answers"
+    );
+    assert!(gw.log_text().contains("waiting for it"), "{}", gw.log_text());
+    pg.start();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err(),
+        "served with PostgreSQL up but Redis down"
+    );
+    redis.start();
+    let started = std::time::Instant::now();
+    gw.wait_listening(std::time::Duration::from_secs(8));
+    eprintln!("serving {:?} after Redis came up", started.elapsed());
+    settle(5);
+    let r = Browser::new(&env, "lou").login(&gw, "lou", "pw", &code_now(&env, &secret), &gw.url("/"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    drop(gw);
+    // A database that refuses (here: it does not exist) is no reason to wait.
+    env.set("store", "url", &format!("{:?}", url.replace("/late", "/no_such_database")));
+    let mut gw = env.start_serving();
+    let status = gw.exited_within(std::time::Duration::from_secs(10));
+    assert!(matches!(status, Some(s) if !s.success()), "{status:?}: {}", gw.log_text());
+    assert!(gw.log_text().contains("no_such_database"), "{}", gw.log_text());
+}
