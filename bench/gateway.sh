@@ -54,14 +54,6 @@ trap 'exit 130' INT TERM
 
 . "$repo/bench/lib.sh"
 
-wait_http() { # URL: wait until it answers at all (any status)
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  die "nothing answers at $1"
-}
-
 rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
 

@@ -1,4 +1,4 @@
-# Shared by the load scripts (gateway.sh, apache.sh): sourced after each defines log, die,
+# Shared by the load scripts (gateway.sh, apache.sh, state.sh, nodes.sh): sourced after each defines log, die,
 # $work, $DURATION, $CONNS, $SERVER_CPU and $CLIENT_CPU.
 
 free_port() {
@@ -71,3 +71,25 @@ pair() {
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 csrf_of() { sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1; }
 page() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+wait_http() { # URL: wait until it answers at all (any status)
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  die "nothing answers at $1"
+}
+
+# login URL USER: the portal's two steps with $password and a code of $secret (made by
+# $bin); prints the session cookie's value.
+login() {
+  local gw=$1 user=$2 jar; jar=$(mktemp -p "$work")
+  local csrf; csrf=$(curl -sf -c "$jar" "$gw/login" | csrf_of)
+  [ "$(page -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" --data-urlencode "username=$user" \
+    --data-urlencode "password=$password" --data-urlencode rd= "$gw/login")" = 303 ] || die "$gw: password step"
+  csrf=$(curl -sf -b "$jar" -c "$jar" "$gw/login/code" | csrf_of)
+  [ "$(page -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+    --data-urlencode "code=$("$bin" otp code --secret "$secret")" --data-urlencode rd= "$gw/login/code")" = 303 ] \
+    || die "$gw: code step"
+  awk '$6=="portcullis_session"{print $7}' "$jar" | tail -n1
+}

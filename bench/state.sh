@@ -42,14 +42,6 @@ trap 'exit 130' INT TERM
 
 . "$repo/bench/lib.sh"
 
-wait_http() {
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  die "nothing answers at $1"
-}
-
 redis_port=$(free_port)
 taskset -c $SERVER_CPU redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
   --dir "$work" >"$work/redis.log" 2>&1 &
@@ -81,19 +73,6 @@ start() {
   pids+=("$!")
   wait_http "http://127.0.0.1:$port/api/health"
   echo "http://127.0.0.1:$port"
-}
-
-# login URL USER: the portal's two steps; prints the session cookie's value.
-login() {
-  local gw=$1 user=$2 jar; jar=$(mktemp -p "$work")
-  local csrf; csrf=$(curl -sf -c "$jar" "$gw/login" | csrf_of)
-  [ "$(page -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" --data-urlencode "username=$user" \
-    --data-urlencode "password=$password" --data-urlencode rd= "$gw/login")" = 303 ] || die "$gw: password step"
-  csrf=$(curl -sf -b "$jar" -c "$jar" "$gw/login/code" | csrf_of)
-  [ "$(page -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
-    --data-urlencode "code=$("$bin" otp code --secret "$secret")" --data-urlencode rd= "$gw/login/code")" = 303 ] \
-    || die "$gw: code step"
-  awk '$6=="portcullis_session"{print $7}' "$jar" | tail -n1
 }
 
 local_gw=$(start local)

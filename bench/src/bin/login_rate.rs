@@ -4,7 +4,9 @@
 //! 2. a full successful password + TOTP check through `portcullis_core::gate::Gate` on a
 //!    SQLite store in a temporary directory (argon2id, the code search, and the fsync'd
 //!    transaction that records the used step), with a clock that moves one step per login
-//!    so every code is fresh.
+//!    so every code is fresh; then the code alone (a user without a password), where the
+//!    store's transaction is most of the cost;
+//! 3. the same two on PostgreSQL when `BENCH_PG_URL` names an empty database (no TLS).
 //!
 //! Usage: `login_rate [SECONDS=5]` (per measurement). Prints `key=value` lines.
 
@@ -13,7 +15,9 @@ use portcullis_core::gate::{Attempt, Gate, Outcome, VerifyPolicy};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_core::{Clock, Directory, password};
 use portcullis_otp::{Algorithm, Secret, totp};
+use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_store::SqliteStore;
+use portcullis_store::postgres::PostgresStore;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,22 +51,42 @@ fn main() -> Result<()> {
     }
     println!("verify_hash_per_s={:.2}", n as f64 / t.elapsed().as_secs_f64());
 
-    // 2. The whole check through the Gate on SQLite.
+    // 2. The whole check through the Gate on SQLite (and PostgreSQL when given), with and
+    //    without the password: without it, what the store's transaction costs shows.
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("portcullis.db"))?;
+    let sqlite = SqliteStore::open(&dir.path().join("portcullis.db"))?;
+    rates("", &sqlite, &hash, pw, limit)?;
+    if let Ok(url) = std::env::var("BENCH_PG_URL") {
+        let config = StoreConfig {
+            backend: StoreKind::Postgres,
+            url,
+            sslmode: SslMode::Disable,
+            ..StoreConfig::default()
+        };
+        let pg = PostgresStore::open(&config, &|p| p.to_path_buf())?;
+        rates("_postgres", &pg, &hash, pw, limit)?;
+    }
+    Ok(())
+}
+
+/// Prints `gate_login{suffix}_per_s` (password + TOTP) and `gate_code{suffix}_per_s` (TOTP
+/// alone) for `store`.
+fn rates(suffix: &str, store: &dyn Directory, hash: &str, pw: &str, limit: Duration) -> Result<()> {
     let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
-    let mut user = User::new("alice", FirstFactor::Hash(hash.clone()));
-    user.tokens.push(Token::new(
-        TokenKind::Oath,
-        Step::Time(30),
-        secret.clone(),
-        Algorithm::Sha1,
-        6,
-    ));
-    store.create(&user)?;
+    for (name, first_factor) in [("alice", FirstFactor::Hash(hash.to_string())), ("carl", FirstFactor::None)] {
+        let mut user = User::new(name, first_factor);
+        user.tokens.push(Token::new(
+            TokenKind::Oath,
+            Step::Time(30),
+            secret.clone(),
+            Algorithm::Sha1,
+            6,
+        ));
+        store.create(&user)?;
+    }
     let clock = SteppingClock(AtomicI64::new(1_700_000_000));
     let gate = Gate {
-        directory: &store,
+        directory: store,
         clock: &clock,
         policy: VerifyPolicy {
             totp_window: 1,
@@ -73,23 +97,25 @@ fn main() -> Result<()> {
         },
         external: None,
     };
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < limit {
-        let now = clock.0.fetch_add(30, Ordering::Relaxed) + 30;
-        let code = totp(&secret, now, 30, 6, Algorithm::Sha1);
-        let outcome = gate.verify(Attempt {
-            user: "alice",
-            password: Some(pw),
-            code: &code,
-            client_ip: Some("127.0.0.1"),
-            linger: false,
-        })?;
-        if !matches!(outcome, Outcome::Accepted { .. }) {
-            bail!("login {n} refused: {outcome:?}");
+    for (what, user, password) in [("login", "alice", Some(pw)), ("code", "carl", None)] {
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < limit {
+            let now = clock.0.fetch_add(30, Ordering::Relaxed) + 30;
+            let code = totp(&secret, now, 30, 6, Algorithm::Sha1);
+            let outcome = gate.verify(Attempt {
+                user,
+                password,
+                code: &code,
+                client_ip: Some("127.0.0.1"),
+                linger: false,
+            })?;
+            if !matches!(outcome, Outcome::Accepted { .. }) {
+                bail!("{what} {n} of {user} refused: {outcome:?}");
+            }
+            n += 1;
         }
-        n += 1;
+        println!("gate_{what}{suffix}_per_s={:.2}", n as f64 / t.elapsed().as_secs_f64());
     }
-    println!("gate_login_per_s={:.2}", n as f64 / t.elapsed().as_secs_f64());
     Ok(())
 }
