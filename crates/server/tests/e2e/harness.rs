@@ -373,7 +373,7 @@ pub fn curl(args: &[&str]) -> Reply {
 }
 
 /// A raw HTTP/1.1 answer as a `Reply` (interim 1xx answers skipped).
-fn parse_reply(text: &str) -> Reply {
+pub fn parse_reply(text: &str) -> Reply {
     let (mut head, mut body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
     // Interim answers (100 Continue) come first; the reply is the final one.
     while head.starts_with("HTTP/1.1 1") && body.starts_with("HTTP/") {

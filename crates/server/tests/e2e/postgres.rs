@@ -88,7 +88,7 @@ fn a_database_outage_refuses_logins_with_503_and_service_returns_by_itself() {
 
 /// Two gateways' configurations on the database at `url` with their state in `redis`,
 /// each with its own loopback portal.
-fn two_nodes(url: &str, redis: &crate::redis_server::Redis) -> (Env, Env) {
+pub fn two_nodes(url: &str, redis: &crate::redis_server::Redis) -> (Env, Env) {
     let (a, b) = (Env::new(""), Env::new(""));
     for env in [&a, &b] {
         env.on_postgres(url);
@@ -100,7 +100,7 @@ fn two_nodes(url: &str, redis: &crate::redis_server::Redis) -> (Env, Env) {
 }
 
 /// Waits up to `limit` for `ok`; how long it took.
-fn within(limit: std::time::Duration, ok: impl Fn() -> bool) -> Option<std::time::Duration> {
+pub fn within(limit: std::time::Duration, ok: impl Fn() -> bool) -> Option<std::time::Duration> {
     let started = std::time::Instant::now();
     while started.elapsed() < limit {
         if ok() {
