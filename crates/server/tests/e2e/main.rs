@@ -11,6 +11,7 @@ mod gateway;
 mod harness;
 mod import;
 mod nginx;
+mod nodes;
 mod pam;
 #[path = "../../../store/tests/pg/mod.rs"]
 mod pg;
