@@ -11,11 +11,11 @@
 //! Usage: `login_rate [SECONDS=5]` (per measurement). Prints `key=value` lines.
 
 use anyhow::{Context, Result, bail};
+use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_core::gate::{Attempt, Gate, Outcome, VerifyPolicy};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_core::{Clock, Directory, password};
 use portcullis_otp::{Algorithm, Secret, totp};
-use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_store::SqliteStore;
 use portcullis_store::postgres::PostgresStore;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -73,7 +73,10 @@ fn main() -> Result<()> {
 /// alone) for `store`.
 fn rates(suffix: &str, store: &dyn Directory, hash: &str, pw: &str, limit: Duration) -> Result<()> {
     let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
-    for (name, first_factor) in [("alice", FirstFactor::Hash(hash.to_string())), ("carl", FirstFactor::None)] {
+    for (name, first_factor) in [
+        ("alice", FirstFactor::Hash(hash.to_string())),
+        ("carl", FirstFactor::None),
+    ] {
         let mut user = User::new(name, first_factor);
         user.tokens.push(Token::new(
             TokenKind::Oath,

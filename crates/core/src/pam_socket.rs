@@ -123,11 +123,21 @@ mod tests {
             code: Some(Zeroizing::new("123456".into())),
             client: Some("192.0.2.7".into()),
         };
-        let Some(Question::Check { user, password, code, client }) = Question::decode(&q.encode()) else {
+        let Some(Question::Check {
+            user,
+            password,
+            code,
+            client,
+        }) = Question::decode(&q.encode())
+        else {
             panic!("a check did not survive")
         };
         assert_eq!(
-            (user.as_str(), password.as_deref().map(String::as_str), code.as_deref().map(String::as_str)),
+            (
+                user.as_str(),
+                password.as_deref().map(String::as_str),
+                code.as_deref().map(String::as_str)
+            ),
             ("ann", Some("pa\"ss\nword"), Some("123456"))
         );
         assert_eq!(client.as_deref(), Some("192.0.2.7"));
@@ -145,7 +155,10 @@ mod tests {
         ] {
             assert_eq!(Answer::decode(&a.encode()), Some(a));
         }
-        assert_eq!(Answer::encode(&Answer::Refused(Rejection::WrongCode)), br#"{"refused":"wrong_code"}"#);
+        assert_eq!(
+            Answer::encode(&Answer::Refused(Rejection::WrongCode)),
+            br#"{"refused":"wrong_code"}"#
+        );
         assert!(Question::decode(br#"{"prompt":{"user":"a","extra":1}}"#).is_none());
         assert!(Answer::decode(b"\"accepted\" trailing").is_none());
         assert!(Answer::decode(b"ok").is_none());

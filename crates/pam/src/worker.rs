@@ -220,7 +220,10 @@ impl GatewayChecker {
                 "[pam] socket {place}: the gateway cannot reach its store now (its log says why)"
             )),
             Some(answer) => Ok(answer),
-            None => Err(format!("[pam] socket {place}: the answer is not portcullis's ({} bytes)", reply.len())),
+            None => Err(format!(
+                "[pam] socket {place}: the answer is not portcullis's ({} bytes)",
+                reply.len()
+            )),
         }
     }
 }

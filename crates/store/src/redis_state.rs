@@ -400,7 +400,9 @@ impl SessionBackend for RedisState {
             Ok::<_, redis::RedisError>(pubsub)
         };
         // Subscribed before this returns, so nothing revoked from now on is missed.
-        let first = self.bridge.run(subscribe(client.clone(), channel.clone()), |e| fault(&self.bridge, &e))?;
+        let first = self
+            .bridge
+            .run(subscribe(client.clone(), channel.clone()), |e| fault(&self.bridge, &e))?;
         self.bridge.spawn(async move {
             let mut current = Some(first);
             loop {

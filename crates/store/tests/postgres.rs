@@ -7,9 +7,9 @@ mod certs;
 mod pg;
 
 use pg::Postgres;
+use portcullis_core::Directory;
 use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
-use portcullis_core::Directory;
 use portcullis_otp::{Algorithm, Secret};
 use portcullis_store::postgres::PostgresStore;
 use std::path::{Path, PathBuf};
@@ -259,14 +259,20 @@ fn tls_with_verify_full_and_a_password_file_works_and_a_wrong_ca_is_refused() {
         ..tls.clone()
     };
     let e = PostgresStore::open(&wrong, &resolve).unwrap_err();
-    assert!(!e.is_unreachable(), "an untrusted server is refused, not waited for: {e:?}");
+    assert!(
+        !e.is_unreachable(),
+        "an untrusted server is refused, not waited for: {e:?}"
+    );
     let e = e.to_string();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // A wrong password says so.
     std::fs::write(&password, "not it\n").unwrap();
     let e = PostgresStore::open(&tls, &resolve).unwrap_err();
-    assert!(!e.is_unreachable(), "a wrong password is refused, not waited for: {e:?}");
+    assert!(
+        !e.is_unreachable(),
+        "a wrong password is refused, not waited for: {e:?}"
+    );
     let e = e.to_string();
     assert!(e.contains("password authentication failed"), "{e}");
 }

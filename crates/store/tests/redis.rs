@@ -180,14 +180,20 @@ fn tls_with_a_ca_and_an_acl_user_works_and_a_wrong_ca_or_password_is_refused() {
         ..tls.clone()
     };
     let e = RedisState::open(&wrong, &resolve).unwrap_err();
-    assert!(!e.is_unreachable(), "an untrusted server is refused, not waited for: {e:?}");
+    assert!(
+        !e.is_unreachable(),
+        "an untrusted server is refused, not waited for: {e:?}"
+    );
     let e = e.to_string();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // A wrong password says so.
     std::fs::write(&password, "not it\n").unwrap();
     let e = RedisState::open(&tls, &resolve).unwrap_err();
-    assert!(!e.is_unreachable(), "a wrong password is refused, not waited for: {e:?}");
+    assert!(
+        !e.is_unreachable(),
+        "a wrong password is refused, not waited for: {e:?}"
+    );
     let e = e.to_string();
     assert!(e.contains("WRONGPASS") || e.to_lowercase().contains("password"), "{e}");
 }

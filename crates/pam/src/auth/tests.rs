@@ -276,7 +276,11 @@ fn networked_stores_go_through_the_gateway_socket_and_fail_closed_without_it() {
     // A socket nobody listens on, then one that answers what is not portcullis's.
     let socket = w.dir.path().join("pam.sock");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}[pam]\nsocket = {:?}\n", socket.display().to_string())).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}[pam]\nsocket = {:?}\n", socket.display().to_string()),
+    )
+    .unwrap();
     let mut p = pam("alice", &[&code(NOW)]);
     assert_eq!(run(&w.args(&["nullok"]), &mut p), PamStatus::Failure);
     assert!(p.logs[0].contains("the gateway does not answer"), "{:?}", p.logs);

@@ -219,9 +219,7 @@ impl App {
                 }
             },
             Cost::Hash => {
-                let banned = |r: &Result<(Decision, Option<AuthEvent>), GateError>| {
-                    matches!(r, Ok((_, Some(e))) if e.failure == Some("banned"))
-                };
+                let banned = |r: &Result<(Decision, Option<AuthEvent>), GateError>| matches!(r, Ok((_, Some(e))) if e.failure == Some("banned"));
                 let Some(result) = self.with_paced_login_slot(decide, banned).await else {
                     return Err(GatewayError::Busy.logged());
                 };
@@ -394,7 +392,12 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
             let a = &app.config.apache;
             tokio::spawn(check::serve(
                 app.clone(),
-                check::bind("[apache] check_socket", &socket, &a.check_socket_group, a.check_socket_mode)?,
+                check::bind(
+                    "[apache] check_socket",
+                    &socket,
+                    &a.check_socket_group,
+                    a.check_socket_mode,
+                )?,
             ));
             tracing::info!(path = %socket, "check socket for `portcullis check` listening");
         }

@@ -801,7 +801,10 @@ fn on_postgres_and_redis_the_module_asks_the_gateway_and_honours_the_other_nodes
     // Without its gateway the module refuses, whatever the code.
     settle(5);
     let code = code_now(&a, &pia);
-    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "no gateway, no login");
+    assert!(
+        !pamtester(&svc.name, "pia", Some("192.0.2.1"), &code),
+        "no gateway, no login"
+    );
     let (ga, gb) = (a.serve(), b.serve());
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket.exists() && Instant::now() < deadline {
@@ -809,8 +812,14 @@ fn on_postgres_and_redis_the_module_asks_the_gateway_and_honours_the_other_nodes
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "only the gateway's user (and root) may ask");
-    assert!(pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "the right code over SSH");
-    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &code), "the same code again");
+    assert!(
+        pamtester(&svc.name, "pia", Some("192.0.2.1"), &code),
+        "the right code over SSH"
+    );
+    assert!(
+        !pamtester(&svc.name, "pia", Some("192.0.2.1"), &code),
+        "the same code again"
+    );
     // The code is spent on node A too.
     let basic = |gw: &crate::harness::Server, secret: &str| {
         crate::harness::curl(&[
@@ -828,14 +837,20 @@ fn on_postgres_and_redis_the_module_asks_the_gateway_and_honours_the_other_nodes
     }
     settle(3);
     let next = code_now(&a, &pia);
-    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &next), "banned on A, let in over SSH");
+    assert!(
+        !pamtester(&svc.name, "pia", Some("192.0.2.1"), &next),
+        "banned on A, let in over SSH"
+    );
     assert!(
         gb.log_text().contains("reason=\"banned\""),
         "the gateway logged the PAM attempt: {}",
         gb.log_text()
     );
     drop(gb);
-    assert!(!pamtester(&svc.name, "pia", Some("192.0.2.1"), &next), "gateway gone, no login");
+    assert!(
+        !pamtester(&svc.name, "pia", Some("192.0.2.1"), &next),
+        "gateway gone, no login"
+    );
     drop(ga);
     let reasons: Vec<String> = log
         .drain()

@@ -380,7 +380,11 @@ fn a_gateway_started_before_its_engines_waits_for_them_and_a_refusal_is_an_error
     redis.kill();
     let mut gw = env.start_serving();
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(gw.exited_within(std::time::Duration::ZERO).is_none(), "it gave up: {}", gw.log_text());
+    assert!(
+        gw.exited_within(std::time::Duration::ZERO).is_none(),
+        "it gave up: {}",
+        gw.log_text()
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err(),
         "nothing is served before the store answers"
@@ -401,9 +405,17 @@ fn a_gateway_started_before_its_engines_waits_for_them_and_a_refusal_is_an_error
     assert_eq!(r.status, 303, "{}", r.body);
     drop(gw);
     // A database that refuses (here: it does not exist) is no reason to wait.
-    env.set("store", "url", &format!("{:?}", url.replace("/late", "/no_such_database")));
+    env.set(
+        "store",
+        "url",
+        &format!("{:?}", url.replace("/late", "/no_such_database")),
+    );
     let mut gw = env.start_serving();
     let status = gw.exited_within(std::time::Duration::from_secs(10));
-    assert!(matches!(status, Some(s) if !s.success()), "{status:?}: {}", gw.log_text());
+    assert!(
+        matches!(status, Some(s) if !s.success()),
+        "{status:?}: {}",
+        gw.log_text()
+    );
     assert!(gw.log_text().contains("no_such_database"), "{}", gw.log_text());
 }
