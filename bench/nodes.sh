@@ -36,7 +36,8 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 cores: one per gateway"
 
 log "building (release)"
-cargo build --release -q -p portcullis -p portcullis-bench --bin login_rate >&2
+cargo build --release -q -p portcullis >&2
+cargo build --release -q -p portcullis-bench --bin login_rate >&2
 target=${CARGO_TARGET_DIR:-$repo/target}
 bin=$target/release/portcullis
 
@@ -44,6 +45,8 @@ work=$(mktemp -d)
 chmod 755 "$work" # the postgres user and nginx's worker enter it
 pids=()
 cleanup() {
+  # Servers started inside $(…) cannot add to pids: they leave their pid in a file.
+  for f in "$work"/*.pid; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # runuser waits for postgres: stop the server itself.
   [ -f "$work/pg/data/postmaster.pid" ] && kill "$(head -n1 "$work/pg/data/postmaster.pid")" 2>/dev/null || true
@@ -110,7 +113,7 @@ node() {
   sed -e "s|127.0.0.1:9091|127.0.0.1:$port|g" "$base" >"$cfgdir/$name.toml"
   "$bin" -c "$cfgdir/$name.toml" config check >/dev/null || die "$name: config check failed"
   RUST_LOG=warn taskset -c "$cpu" "$bin" -c "$cfgdir/$name.toml" serve >"$work/$name.log" 2>&1 &
-  pids+=("$!")
+  echo "$!" >"$work/$name.pid"
   wait_http "http://127.0.0.1:$port/api/health"
   echo "http://127.0.0.1:$port"
 }
@@ -183,15 +186,22 @@ done
 
 # wrk floats (two threads) like nginx: neither core is free for it.
 CLIENT_CPU=0,1
-run_two_threads() { # NAME URL: as run_wrk, with two wrk threads
+# CPU time (clock ticks) the two gateways have used.
+gateways_ticks() { cat "$work/a.pid" "$work/b.pid" | while read -r p; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+run_two_threads() { # NAME URL: as run_wrk, with two wrk threads; adds the gateways' CPU µs/request
   local name=$1 url=$2
   taskset -c "$CLIENT_CPU" wrk -t2 -c"$CONNS" -d2s -H "Cookie: portcullis_session=$sid" "$url" >/dev/null
+  local t0 t1; t0=$(gateways_ticks)
   taskset -c "$CLIENT_CPU" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "Cookie: portcullis_session=$sid" "$url" >"$work/$name.wrk"
+  t1=$(gateways_ticks)
   local r; r=$(wrk_parse "$work/$name.wrk")
   set -- $r
   [ "$4" = 0 ] || die "$name: $4 responses were not 2xx/3xx"
-  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms"
-  echo "$r" >"$work/$name.res"
+  local requests cpu_us
+  requests=$(awk '/requests in/{print $1}' "$work/$name.wrk")
+  cpu_us=$(python3 -c "print(f'{($t1-$t0)*1e6/$ticks_per_s/$requests:.0f}')")
+  log "$name: $1 req/s, p50 $2 ms, p99 $3 ms; the gateways used $cpu_us CPU µs/request"
+  echo "$r $cpu_us" >"$work/$name.res"
 }
 for i in 1 2; do
   run_two_threads "two-$i" "http://127.0.0.1:$ngx_two/"
@@ -199,16 +209,15 @@ for i in 1 2; do
 done
 best two
 best one
-read -r t_rps _ t_p99 _ <"$work/two.res"
-read -r o_rps _ o_p99 _ <"$work/one.res"
-# Both nodes must have answered (round robin), not A alone.
+read -r t_rps _ t_p99 _ _ t_cpu <"$work/two.res"
+read -r o_rps _ o_p99 _ _ o_cpu <"$work/one.res"
 for n in a b; do
-  [ -s "$work/$n.log" ] && grep -q "ERROR" "$work/$n.log" && log "node $n logged errors: $(grep -m3 ERROR "$work/$n.log")"
+  if grep -q "ERROR" "$work/$n.log"; then log "node $n logged errors: $(grep -m3 ERROR "$work/$n.log")"; fi
 done
 
 rows="| full login through Gate (argon2id + TOTP + write), 1 core: per s, PostgreSQL ÷ SQLite | $(val gate_login_postgres_per_s) | SQLite: $(val gate_login_per_s) | $(ratio "$(val gate_login_postgres_per_s)" "$(val gate_login_per_s)") |
 | code alone through Gate (TOTP + the store's transaction), 1 core: per s, PostgreSQL ÷ SQLite | $(val gate_code_postgres_per_s) | SQLite: $(val gate_code_per_s) | $(ratio "$(val gate_code_postgres_per_s)" "$(val gate_code_per_s)") |
-| nginx auth_request, valid session, PostgreSQL + Redis: two gateways (1 core each) in one upstream ÷ one: req/s (p99 ms) | $t_rps ($t_p99) | one gateway: $o_rps ($o_p99) | $(ratio "$t_rps" "$o_rps") |"
+| nginx auth_request, valid session, PostgreSQL + Redis: two gateways (1 core each) in one upstream ÷ one: req/s (p99 ms; gateways' CPU µs/request) | $t_rps ($t_p99; $t_cpu) | one gateway: $o_rps ($o_p99; $o_cpu) | $(ratio "$t_rps" "$o_rps") |"
 if $rows_only; then echo "$rows"; else
   echo "| measurement | portcullis | reference (same run) | ratio |"
   echo "|---|---|---|---|"

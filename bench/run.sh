@@ -5,14 +5,16 @@
 # second and memory under a login flood (bench/gateway.sh), Apache with mod_authnz_fcgi and
 # mod_authnz_external against a trivial FastCGI authorizer (bench/apache.sh), and a PAM login
 # against pam_oath (bench/pam.sh, needs root), and the gateway with its state in Redis against
-# the same gateway with its state in SQLite (bench/state.sh). Installs the Debian packages it needs when
+# the same gateway with its state in SQLite (bench/state.sh), and logins on PostgreSQL against
+# SQLite and two gateways behind one nginx upstream against one (bench/nodes.sh, needs root).
+# Installs the Debian packages it needs when
 # they are missing (liboath-dev, wrk, nginx, apache2, libapache2-mod-authnz-external,
-# pamtester, libpam-oath). Needs 2 cores; takes about 6 minutes once built.
+# pamtester, libpam-oath, postgresql). Needs 2 cores; takes about 8 minutes once built.
 # Usage: bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server)
+packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +48,7 @@ gateway_rows=$(bash bench/gateway.sh --rows)
 apache_rows=$(bash bench/apache.sh --rows)
 pam_rows=$(bash bench/pam.sh)
 state_rows=$(bash bench/state.sh --rows)
+nodes_rows=$(bash bench/nodes.sh --rows)
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -sr)."
@@ -58,3 +61,4 @@ echo "$gateway_rows"
 echo "$apache_rows"
 echo "$pam_rows"
 echo "$state_rows"
+echo "$nodes_rows"

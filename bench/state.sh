@@ -33,6 +33,8 @@ bin=${CARGO_TARGET_DIR:-$repo/target}/release/portcullis
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  # Servers started inside $(…) cannot add to pids: they leave their pid in a file.
+  for f in "$work"/*.pid; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
@@ -70,7 +72,7 @@ start() {
   [ -z "$state" ] || sed -i "s|^backend = \"local\"|$state|" "$cfg"
   "$bin" -c "$cfg" config check >/dev/null || die "$name: config check failed"
   RUST_LOG=warn taskset -c $SERVER_CPU "$bin" -c "$cfg" serve >"$work/$name.log" 2>&1 &
-  pids+=("$!")
+  echo "$!" >"$work/$name.pid"
   wait_http "http://127.0.0.1:$port/api/health"
   echo "http://127.0.0.1:$port"
 }

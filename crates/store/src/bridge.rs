@@ -54,6 +54,7 @@ impl Bridge {
     }
 
     /// Runs `task` on the store's runtime in the background (a subscription).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Some(rt) = &self.runtime {
             rt.spawn(task);

@@ -8,7 +8,7 @@ use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use portcullis_core::config::{SslMode, StoreConfig};
-use portcullis_core::model::{AppPassword, ScratchHash, User};
+use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
 use portcullis_core::{Directory, StoreError};
 use std::future::Future;
 use std::path::Path;
@@ -255,14 +255,33 @@ fn client_tls(ca: &Path) -> Result<rustls::ClientConfig, StoreError> {
 }
 
 /// The user `name` with everything that belongs to it; `lock` holds its row until the
-/// transaction ends.
+/// transaction ends. The four queries go out at once (one connection runs them in order,
+/// so the lock is held before the rest is read): one round trip, with statements prepared
+/// once per connection.
 async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<User>, tokio_postgres::Error> {
     let sql = if lock {
         "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1 FOR UPDATE"
     } else {
         "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1"
     };
-    let Some(row) = c.query_opt(sql, &[&name]).await? else {
+    let (user_q, tokens_q, scratch_q, apps_q) = futures_util::future::try_join4(
+        c.prepare_cached(sql),
+        c.prepare_cached(
+            "SELECT kind, period, secret, algorithm, digits, motp_pin, counter, drift, last_step, last_code, last_used, last_ip
+             FROM tokens WHERE user_name = $1 ORDER BY position",
+        ),
+        c.prepare_cached("SELECT hash FROM scratch WHERE user_name = $1 ORDER BY position"),
+        c.prepare_cached("SELECT label, hash, created FROM app_passwords WHERE user_name = $1 ORDER BY label"),
+    )
+    .await?;
+    let (row, tokens, scratch, apps) = futures_util::future::try_join4(
+        c.query_opt(&user_q, &[&name]),
+        c.query(&tokens_q, &[&name]),
+        c.query(&scratch_q, &[&name]),
+        c.query(&apps_q, &[&name]),
+    )
+    .await?;
+    let Some(row) = row else {
         return Ok(None);
     };
     let ff: Zeroizing<String> = Zeroizing::new(row.get(0));
@@ -277,14 +296,7 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
     user.email = row.get(3);
     user.failures = u32::try_from(row.get::<_, i64>(4)).unwrap_or(u32::MAX);
     user.locked = row.get(5);
-    for r in c
-        .query(
-            "SELECT kind, period, secret, algorithm, digits, motp_pin, counter, drift, last_step, last_code, last_used, last_ip
-             FROM tokens WHERE user_name = $1 ORDER BY position",
-            &[&name],
-        )
-        .await?
-    {
+    for r in tokens {
         let small = |i: usize| u32::try_from(r.get::<_, i64>(i)).unwrap_or(0);
         let mut t = token_from_columns(r.get(0), small(1), r.get(2), r.get(3), small(4));
         t.motp_pin = r.get::<_, Option<String>>(5).map(Zeroizing::new);
@@ -296,21 +308,8 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
         t.last_ip = r.get(11);
         user.tokens.push(t);
     }
-    user.scratch = c
-        .query(
-            "SELECT hash FROM scratch WHERE user_name = $1 ORDER BY position",
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| ScratchHash(r.get(0)))
-        .collect();
-    user.app_passwords = c
-        .query(
-            "SELECT label, hash, created FROM app_passwords WHERE user_name = $1 ORDER BY label",
-            &[&name],
-        )
-        .await?
+    user.scratch = scratch.iter().map(|r| ScratchHash(r.get(0))).collect();
+    user.app_passwords = apps
         .iter()
         .map(|r| AppPassword {
             label: r.get(0),
@@ -321,36 +320,97 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
     Ok(Some(user))
 }
 
-/// Writes `user` over its rows (the user row itself exists or is inserted).
-async fn save(c: &impl GenericClient, user: &User) -> Result<(), tokio_postgres::Error> {
-    let ff = first_factor_text(&user.first_factor);
-    let groups = user.groups.join(",");
-    let failures = i64::from(user.failures);
-    c.execute(
-        "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (name) DO UPDATE SET first_factor = $2, groups = $3, display_name = $4,
-         email = $5, failures = $6, locked = $7",
-        &[
-            &user.name,
-            &ff.as_str(),
-            &groups,
-            &user.display_name,
-            &user.email,
-            &failures,
-            &user.locked,
-        ],
-    )
-    .await?;
-    c.execute("DELETE FROM tokens WHERE user_name = $1", &[&user.name])
+/// Writes `user` over its rows (the user row itself exists or is inserted). With `before`,
+/// the user as read in this transaction, only what changed is written: a verification
+/// rewrites one token's row, not the user's every row.
+async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Result<(), tokio_postgres::Error> {
+    let same_row = before.is_some_and(|b| {
+        (&b.first_factor, &b.groups, &b.display_name, &b.email, b.failures, b.locked)
+            == (&user.first_factor, &user.groups, &user.display_name, &user.email, user.failures, user.locked)
+    });
+    if !same_row {
+        let ff = first_factor_text(&user.first_factor);
+        let groups = user.groups.join(",");
+        let failures = i64::from(user.failures);
+        let upsert = c
+            .prepare_cached(
+                "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name) DO UPDATE SET first_factor = $2, groups = $3, display_name = $4,
+                 email = $5, failures = $6, locked = $7",
+            )
+            .await?;
+        c.execute(
+            &upsert,
+            &[
+                &user.name,
+                &ff.as_str(),
+                &groups,
+                &user.display_name,
+                &user.email,
+                &failures,
+                &user.locked,
+            ],
+        )
         .await?;
-    for (i, t) in user.tokens.iter().enumerate() {
+    }
+    save_tokens(c, user, before.map(|b| b.tokens.as_slice())).await?;
+    if before.is_none_or(|b| b.app_passwords != user.app_passwords) {
+        c.execute("DELETE FROM app_passwords WHERE user_name = $1", &[&user.name])
+            .await?;
+        for a in &user.app_passwords {
+            c.execute(
+                "INSERT INTO app_passwords (user_name, label, hash, created) VALUES ($1, $2, $3, $4)",
+                &[&user.name, &a.label, &a.hash, &a.created],
+            )
+            .await?;
+        }
+    }
+    if before.is_none_or(|b| b.scratch != user.scratch) {
+        c.execute("DELETE FROM scratch WHERE user_name = $1", &[&user.name])
+            .await?;
+        for (i, h) in user.scratch.iter().enumerate() {
+            let position = i as i32;
+            c.execute(
+                "INSERT INTO scratch (user_name, position, hash) VALUES ($1, $2, $3)",
+                &[&user.name, &position, &h.0],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The token rows: those that changed are replaced by position; a different number of
+/// tokens rewrites them all.
+async fn save_tokens(c: &impl GenericClient, user: &User, before: Option<&[Token]>) -> Result<(), tokio_postgres::Error> {
+    let changed: Vec<usize> = match before {
+        Some(b) if b.len() == user.tokens.len() => (0..b.len()).filter(|&i| b[i] != user.tokens[i]).collect(),
+        _ => {
+            c.execute("DELETE FROM tokens WHERE user_name = $1", &[&user.name])
+                .await?;
+            (0..user.tokens.len()).collect()
+        }
+    };
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let write = c
+        .prepare_cached(
+            "INSERT INTO tokens (user_name, position, kind, period, secret, algorithm, digits, motp_pin,
+             counter, drift, last_step, last_code, last_used, last_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (user_name, position) DO UPDATE SET kind = $3, period = $4, secret = $5,
+             algorithm = $6, digits = $7, motp_pin = $8, counter = $9, drift = $10, last_step = $11,
+             last_code = $12, last_used = $13, last_ip = $14",
+        )
+        .await?;
+    for i in changed {
+        let t = &user.tokens[i];
         let (kind, period) = token_kind_period(t);
         let position = i as i32;
         c.execute(
-            "INSERT INTO tokens (user_name, position, kind, period, secret, algorithm, digits, motp_pin,
-             counter, drift, last_step, last_code, last_used, last_ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &write,
             &[
                 &user.name,
                 &position,
@@ -367,25 +427,6 @@ async fn save(c: &impl GenericClient, user: &User) -> Result<(), tokio_postgres:
                 &t.last_used,
                 &t.last_ip,
             ],
-        )
-        .await?;
-    }
-    c.execute("DELETE FROM app_passwords WHERE user_name = $1", &[&user.name])
-        .await?;
-    for a in &user.app_passwords {
-        c.execute(
-            "INSERT INTO app_passwords (user_name, label, hash, created) VALUES ($1, $2, $3, $4)",
-            &[&user.name, &a.label, &a.hash, &a.created],
-        )
-        .await?;
-    }
-    c.execute("DELETE FROM scratch WHERE user_name = $1", &[&user.name])
-        .await?;
-    for (i, h) in user.scratch.iter().enumerate() {
-        let position = i as i32;
-        c.execute(
-            "INSERT INTO scratch (user_name, position, hash) VALUES ($1, $2, $3)",
-            &[&user.name, &position, &h.0],
         )
         .await?;
     }
@@ -440,7 +481,7 @@ impl Directory for PostgresStore {
             if inserted == 0 {
                 return Err(Fault::Exists(user.name.clone()));
             }
-            save(&tx, user).await?;
+            save(&tx, user, None).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -469,8 +510,9 @@ impl Directory for PostgresStore {
             let Some(mut user) = load(&tx, name, true).await? else {
                 return Ok(false);
             };
+            let before = user.clone();
             if change(&mut user) {
-                save(&tx, &user).await?;
+                save(&tx, &user, Some(&before)).await?;
                 tx.commit().await?;
             }
             Ok(true)
