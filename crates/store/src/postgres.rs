@@ -325,8 +325,21 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
 /// rewrites one token's row, not the user's every row.
 async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Result<(), tokio_postgres::Error> {
     let same_row = before.is_some_and(|b| {
-        (&b.first_factor, &b.groups, &b.display_name, &b.email, b.failures, b.locked)
-            == (&user.first_factor, &user.groups, &user.display_name, &user.email, user.failures, user.locked)
+        (
+            &b.first_factor,
+            &b.groups,
+            &b.display_name,
+            &b.email,
+            b.failures,
+            b.locked,
+        ) == (
+            &user.first_factor,
+            &user.groups,
+            &user.display_name,
+            &user.email,
+            user.failures,
+            user.locked,
+        )
     });
     if !same_row {
         let ff = first_factor_text(&user.first_factor);
@@ -383,7 +396,11 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
 
 /// The token rows: those that changed are replaced by position; a different number of
 /// tokens rewrites them all.
-async fn save_tokens(c: &impl GenericClient, user: &User, before: Option<&[Token]>) -> Result<(), tokio_postgres::Error> {
+async fn save_tokens(
+    c: &impl GenericClient,
+    user: &User,
+    before: Option<&[Token]>,
+) -> Result<(), tokio_postgres::Error> {
     let changed: Vec<usize> = match before {
         Some(b) if b.len() == user.tokens.len() => (0..b.len()).filter(|&i| b[i] != user.tokens[i]).collect(),
         _ => {
