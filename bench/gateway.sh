@@ -134,38 +134,11 @@ sed "s|http://portcullis/|http://portcullis_bare/|" contrib/nginx/portcullis-aut
 grep -q "127.0.0.1:$gw_port;" "$ngx/upstream-portcullis.conf" || die "could not set the upstream port in the snippet"
 grep -q "portcullis_bare/" "$ngx/authrequest-bare.conf" || die "could not point the reference site at the bare server"
 ngx_a=$(free_port); ngx_b=$(free_port); ngx_c=$(free_port)
-site() { # PORT SNIPPET
-  cat <<EOF
-    server {
-        listen 127.0.0.1:$1;
-        server_name _;
-        set \$portcullis_portal $gw;
-        include $ngx/$2;
-        location / {
-            include $repo/contrib/nginx/portcullis-protect.conf;
-            root $work/www;
-            index index.html;
-        }
-    }
-EOF
-}
-cat >"$ngx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $ngx/nginx.pid;
-error_log $ngx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $ngx/tmp/body;
-    proxy_temp_path $ngx/tmp/proxy;
-    fastcgi_temp_path $ngx/tmp/fastcgi;
-    uwsgi_temp_path $ngx/tmp/uwsgi;
-    scgi_temp_path $ngx/tmp/scgi;
+{ nginx_head 1; cat <<EOF; } >"$ngx/nginx.conf"
     include $ngx/upstream-portcullis.conf;
     include $ngx/upstream-bare.conf;
-$(site "$ngx_a" authrequest-portcullis.conf)
-$(site "$ngx_b" authrequest-bare.conf)
+$(nginx_site "$ngx_a" authrequest-portcullis.conf "$gw")
+$(nginx_site "$ngx_b" authrequest-bare.conf "$gw")
     server {
         listen 127.0.0.1:$ngx_c;
         location / {

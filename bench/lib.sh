@@ -93,3 +93,39 @@ login() {
     || die "$gw: code step"
   awk '$6=="portcullis_session"{print $7}' "$jar" | tail -n1
 }
+
+# nginx_site PORT SNIPPET PORTAL: a server block protecting $work/www with the shipped
+# snippets ($ngx/SNIPPET is the auth_request snippet, PORTAL the portal's URL).
+nginx_site() {
+  cat <<EOF
+    server {
+        listen 127.0.0.1:$1;
+        server_name _;
+        set \$portcullis_portal $3;
+        include $ngx/$2;
+        location / {
+            include $repo/contrib/nginx/portcullis-protect.conf;
+            root $work/www;
+            index index.html;
+        }
+    }
+EOF
+}
+
+# nginx_head WORKERS: the start of an nginx.conf in $ngx, up to inside `http {`.
+nginx_head() {
+  cat <<EOF
+worker_processes $1;
+daemon off;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $ngx/tmp/body;
+    proxy_temp_path $ngx/tmp/proxy;
+    fastcgi_temp_path $ngx/tmp/fastcgi;
+    uwsgi_temp_path $ngx/tmp/uwsgi;
+    scgi_temp_path $ngx/tmp/scgi;
+EOF
+}

@@ -140,38 +140,11 @@ sed "s|http://portcullis/|http://portcullis_one/|" contrib/nginx/portcullis-auth
 grep -q "${gw_b#http://}" "$ngx/upstream-two.conf" || die "could not put both gateways in the upstream"
 grep -q "portcullis_one/" "$ngx/authrequest-one.conf" || die "could not point the one-node site at its upstream"
 ngx_two=$(free_port); ngx_one=$(free_port)
-site() { # PORT SNIPPET
-  cat <<EOF
-    server {
-        listen 127.0.0.1:$1;
-        server_name _;
-        set \$portcullis_portal $gw_a;
-        include $ngx/$2;
-        location / {
-            include $repo/contrib/nginx/portcullis-protect.conf;
-            root $work/www;
-            index index.html;
-        }
-    }
-EOF
-}
-cat >"$ngx/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $ngx/nginx.pid;
-error_log $ngx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $ngx/tmp/body;
-    proxy_temp_path $ngx/tmp/proxy;
-    fastcgi_temp_path $ngx/tmp/fastcgi;
-    uwsgi_temp_path $ngx/tmp/uwsgi;
-    scgi_temp_path $ngx/tmp/scgi;
+{ nginx_head 2; cat <<EOF; } >"$ngx/nginx.conf"
     include $ngx/upstream-two.conf;
     include $ngx/upstream-one.conf;
-$(site "$ngx_two" authrequest-two.conf)
-$(site "$ngx_one" authrequest-one.conf)
+$(nginx_site "$ngx_two" authrequest-two.conf "$gw_a")
+$(nginx_site "$ngx_one" authrequest-one.conf "$gw_a")
 }
 EOF
 "$nginx_bin" -t -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" 2>"$work/nginx-t.log" \

@@ -97,6 +97,11 @@ impl LogSocket {
         LogSocket { path, socket }
     }
 
+    /// The `reason` of each line received so far.
+    fn reasons(&self) -> Vec<String> {
+        reasons_of(&self.drain())
+    }
+
     /// The datagrams received so far.
     fn drain(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -106,6 +111,20 @@ impl LogSocket {
         }
         lines
     }
+}
+
+/// The `reason="…"` of each log line (`?` where a line has none).
+fn reasons_of(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l.split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect()
 }
 
 /// pamtester SERVICE USER authenticate with `answer` on stdin (pamtester's conversation
@@ -176,15 +195,7 @@ fn pamtester_accepts_right_codes_and_rejects_wrong_replayed_and_locked() {
     assert!(!pamtester(&svc.name, hostile, Some("203.0.113.8"), "1"));
 
     let lines = log.drain();
-    let reasons: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.split("reason=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("?")
-        })
-        .collect();
+    let reasons = reasons_of(&lines);
     assert_eq!(
         reasons,
         [
@@ -504,15 +515,7 @@ fn sshd_keyboard_interactive_password_then_code_and_sftp_share_replay_state_with
     assert_eq!(status, 1, "the CLI sees the code sshd accepted as used: {out}");
     assert!(out.contains("replay"), "{out}");
     let lines = log.drain();
-    let reasons: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.split("reason=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("?")
-        })
-        .collect();
+    let reasons = reasons_of(&lines);
     // The wrong password stops at common-auth's `requisite pam_deny.so`, before the module.
     assert_eq!(reasons, ["code", "replayed", "wrong_code", "code"], "{lines:#?}");
     assert!(
@@ -750,16 +753,7 @@ fn an_ssh_brute_force_bans_the_user_on_the_web_and_the_other_way_round() {
         !pamtester(&svc.name, "erin", Some("198.51.100.9"), &code_now(&env, &erin)),
         "banned over SSH after failures on the web"
     );
-    let reasons: Vec<String> = log
-        .drain()
-        .iter()
-        .filter_map(|l| {
-            l.split("reason=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .map(str::to_string)
-        })
-        .collect();
+    let reasons = log.reasons();
     assert_eq!(
         reasons,
         ["wrong_code", "wrong_code", "wrong_code", "banned", "banned"],
@@ -852,16 +846,7 @@ fn on_postgres_and_redis_the_module_asks_the_gateway_and_honours_the_other_nodes
         "gateway gone, no login"
     );
     drop(ga);
-    let reasons: Vec<String> = log
-        .drain()
-        .iter()
-        .filter_map(|l| {
-            l.split("reason=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .map(str::to_string)
-        })
-        .collect();
+    let reasons = log.reasons();
     assert_eq!(
         reasons,
         ["store_error", "code", "replayed", "banned", "store_error"],
