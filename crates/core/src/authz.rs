@@ -221,6 +221,18 @@ impl BasicCache {
         }
     }
 
+    /// Applies a change reported from elsewhere: a changed user's entries go (the next
+    /// request is checked in full), and all of them when messages may have been missed.
+    pub fn revoked(&self, what: crate::session::Revocation<'_>) {
+        use crate::session::Revocation;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match what {
+            Revocation::Session(_) => {}
+            Revocation::User(name) => entries.retain(|_, e| e.user.name != name),
+            Revocation::All => entries.clear(),
+        }
+    }
+
     /// The entry under `digest` while its linger time lasts.
     fn live<'m>(map: &'m HashMap<[u8; 32], CachedBasic>, digest: &[u8; 32], now: i64) -> Option<&'m CachedBasic> {
         map.get(digest).filter(|e| now < e.until)

@@ -57,7 +57,7 @@ pub struct Engine {
     /// Brute-force regulation.
     pub regulator: Regulator,
     /// Basic credentials accepted within their linger time.
-    pub basic_cache: BasicCache,
+    pub basic_cache: Arc<BasicCache>,
     /// Users and tokens.
     pub directory: Arc<dyn Directory>,
     /// Where `External` first factors are checked.
@@ -81,7 +81,16 @@ impl Engine {
             },
         };
         let s = &config.session;
-        let sessions = Sessions::new(
+        let basic_cache = Arc::new(BasicCache::with_refresh(s.refresh));
+        // A user changed elsewhere is checked in full again before a cached Basic credential
+        // of theirs is trusted (weak: the watcher must not keep the cache alive).
+        let watched = Arc::downgrade(&basic_cache);
+        let also: crate::session::Revoked = Arc::new(move |what| {
+            if let Some(cache) = watched.upgrade() {
+                cache.revoked(what);
+            }
+        });
+        let sessions = Sessions::watching(
             SessionPolicy {
                 absolute: s.absolute,
                 idle: s.idle,
@@ -90,6 +99,7 @@ impl Engine {
             },
             backend,
             clock.now(),
+            Some(also),
         )?;
         let access = AccessControl::new(&config.access.rules, config.access.default_policy).map_err(|source| {
             EngineError::Rules {
@@ -101,7 +111,7 @@ impl Engine {
             access,
             sessions,
             regulator: Regulator::from_config(config, parts.regulation),
-            basic_cache: BasicCache::with_refresh(config.session.refresh),
+            basic_cache,
             directory: parts.directory,
             external: config.external_source().map(crate::password::ExternalSource::boxed),
             policy: VerifyPolicy::from_config(config),
@@ -125,7 +135,7 @@ impl Engine {
             })?,
             sessions: Sessions::new(SessionPolicy::default(), None, clock.now())?,
             regulator,
-            basic_cache: BasicCache::default(),
+            basic_cache: Arc::new(BasicCache::default()),
             directory,
             external,
             policy,

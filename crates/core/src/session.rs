@@ -144,10 +144,40 @@ impl Default for SessionPolicy {
     }
 }
 
-/// What a backend calls when sessions end elsewhere (another node, the CLI): `Some(hash)`
-/// for one, `None` for "forget every cached copy" (after a lost connection, when messages
-/// may have been missed).
-pub type Revoked = Arc<dyn Fn(Option<&[u8; 32]>) + Send + Sync>;
+/// What changed elsewhere (another node, the CLI), as a backend with messages reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation<'a> {
+    /// The session under this hash ended.
+    Session(&'a [u8; 32]),
+    /// This user changed (locked, removed, a new password, token or group): read it again
+    /// before trusting a copy of it, in a session or in the Basic cache.
+    User(&'a str),
+    /// Messages may have been missed (a lost connection): forget every cached copy.
+    All,
+}
+
+/// What an administrator's change to a user means for that user's live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    /// Locked, removed or given a new password: every session of theirs ends, everywhere.
+    Ends,
+    /// Anything else (tokens, scratch codes, app passwords, an unlock): every process reads
+    /// the user again before it trusts a cached copy (a session, a Basic credential).
+    Reread,
+}
+
+impl UserChange {
+    /// Records the change in the session store, which tells every process watching it.
+    pub fn announce(self, sessions: &dyn SessionBackend, user: &str) -> Result<(), StoreError> {
+        match self {
+            UserChange::Ends => sessions.delete_user(user),
+            UserChange::Reread => sessions.announce_user(user),
+        }
+    }
+}
+
+/// What a backend calls when something changed elsewhere.
+pub type Revoked = Arc<dyn Fn(Revocation<'_>) + Send + Sync>;
 
 /// Persistence behind the in-memory table (SQLite by default; None = memory only).
 pub trait SessionBackend: Send + Sync {
@@ -170,9 +200,16 @@ pub trait SessionBackend: Send + Sync {
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Calls `revoked` whenever sessions end elsewhere, so that cached copies go at once. A
-    /// backend without such messages does nothing: revocations then reach this process
-    /// within the refresh interval.
+    /// Tells every process watching this store that `user` changed, so that each reads it
+    /// again at once. A backend without messages does nothing: the change then reaches
+    /// each process within the refresh interval.
+    fn announce_user(&self, user: &str) -> Result<(), StoreError> {
+        let _ = user;
+        Ok(())
+    }
+    /// Calls `revoked` whenever sessions end or users change elsewhere, so that cached
+    /// copies go at once. A backend without such messages does nothing: revocations then
+    /// reach this process within the refresh interval.
     fn watch(&self, revoked: Revoked) -> Result<(), StoreError> {
         let _ = revoked;
         Ok(())
@@ -203,6 +240,9 @@ impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
     }
     fn ping(&self) -> Result<(), StoreError> {
         (**self).ping()
+    }
+    fn announce_user(&self, user: &str) -> Result<(), StoreError> {
+        (**self).announce_user(user)
     }
     fn watch(&self, revoked: Revoked) -> Result<(), StoreError> {
         (**self).watch(revoked)
@@ -272,6 +312,17 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// A session table under `policy`, restoring the unexpired sessions `backend` holds.
     pub fn new(policy: SessionPolicy, backend: Option<Box<dyn SessionBackend>>, now: i64) -> Result<Self, StoreError> {
+        Self::watching(policy, backend, now, None)
+    }
+
+    /// [`Sessions::new`], passing every revocation the backend reports on to `also` after
+    /// the table has applied it (the Engine's Basic cache listens there).
+    pub fn watching(
+        policy: SessionPolicy,
+        backend: Option<Box<dyn SessionBackend>>,
+        now: i64,
+        also: Option<Revoked>,
+    ) -> Result<Self, StoreError> {
         let mut table = HashMap::new();
         if let Some(b) = &backend {
             let (abs, idle) = Self::purge_bounds(&policy, now);
@@ -288,15 +339,24 @@ impl Sessions {
         if let Some(b) = &backend {
             // Weak: the watcher must not keep a dropped table alive.
             let watched = Arc::downgrade(&table);
-            b.watch(Arc::new(move |hash: Option<&[u8; 32]>| {
+            b.watch(Arc::new(move |what: Revocation<'_>| {
                 if let Some(table) = watched.upgrade() {
-                    let mut t = table.write().unwrap_or_else(|p| p.into_inner());
-                    match hash {
-                        Some(h) => {
-                            t.remove(h);
+                    match what {
+                        Revocation::Session(h) => {
+                            table.write().unwrap_or_else(|p| p.into_inner()).remove(h);
                         }
-                        None => t.clear(),
+                        // Due at once: the next request reads the user again.
+                        Revocation::User(name) => {
+                            let t = table.read().unwrap_or_else(|p| p.into_inner());
+                            for e in t.values().filter(|e| e.session.user == name) {
+                                e.verified.store(i64::MIN, Ordering::Relaxed);
+                            }
+                        }
+                        Revocation::All => table.write().unwrap_or_else(|p| p.into_inner()).clear(),
                     }
+                }
+                if let Some(also) = &also {
+                    also(what);
                 }
             }))?;
         }
@@ -937,6 +997,77 @@ mod tests {
         assert!(s.get(a2.as_str(), T0 + 3, None).is_none());
         assert!(s.get(b.as_str(), T0 + 3, None).is_some());
         assert_eq!(s.revoke_user("alice").unwrap(), 0);
+    }
+
+    /// A backend that hands its watcher to the test, to play another node's messages.
+    #[derive(Default)]
+    struct Announcing {
+        rows: MemoryBackend,
+        hook: Mutex<Option<Revoked>>,
+    }
+
+    impl SessionBackend for Arc<Announcing> {
+        fn load(&self, now: i64) -> Result<Vec<([u8; 32], Session)>, StoreError> {
+            self.rows.load(now)
+        }
+        fn get(&self, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+            self.rows.get(hash)
+        }
+        fn put(&self, hash: &[u8; 32], s: &Session) -> Result<(), StoreError> {
+            self.rows.put(hash, s)
+        }
+        fn touch(&self, hash: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+            self.rows.touch(hash, last_seen)
+        }
+        fn delete(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+            self.rows.delete(hash)
+        }
+        fn delete_user(&self, user: &str) -> Result<(), StoreError> {
+            self.rows.delete_user(user)
+        }
+        fn purge(&self, a: i64, i: i64) -> Result<(), StoreError> {
+            self.rows.purge(a, i)
+        }
+        fn watch(&self, revoked: Revoked) -> Result<(), StoreError> {
+            *self.hook.lock().unwrap() = Some(revoked);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn announcements_end_sessions_make_a_changed_user_due_and_reach_the_listener() {
+        let backend = Arc::new(Announcing::default());
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        let also: Revoked = Arc::new(move |what: Revocation<'_>| log.lock().unwrap().push(format!("{what:?}")));
+        let s = Sessions::watching(
+            SessionPolicy::default(),
+            Some(Box::new(backend.clone())),
+            T0,
+            Some(also),
+        )
+        .unwrap();
+        let alice = s.create(session("alice", T0)).unwrap();
+        let bob = s.create(session("bob", T0)).unwrap();
+        let due = |id: &SessionId| s.get_and_due(id.as_str(), T0 + 1, None).unwrap().map(|(_, due)| due);
+        assert_eq!((due(&alice), due(&bob)), (Some(false), Some(false)));
+        let hook = backend.hook.lock().unwrap().clone().unwrap();
+        hook(Revocation::User("alice"));
+        assert_eq!(
+            (due(&alice), due(&bob)),
+            (Some(true), Some(false)),
+            "only alice is read again"
+        );
+        // Another node ended bob's session: gone here, though the backend (shared) still
+        // had it when the message came.
+        backend.rows.delete(&token_hash(bob.as_str()).unwrap()).unwrap();
+        hook(Revocation::Session(&token_hash(bob.as_str()).unwrap()));
+        assert_eq!(due(&bob), None);
+        hook(Revocation::All);
+        assert_eq!(s.len(), 0, "every copy forgotten");
+        assert_eq!(due(&alice), Some(true), "read through again from the backend");
+        assert_eq!(heard.lock().unwrap().len(), 3, "{:?}", heard.lock().unwrap());
+        assert_eq!(heard.lock().unwrap()[0], "User(\"alice\")");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use portcullis_core::config::StateConfig;
 use portcullis_core::invite::{Invite, InviteStore};
 use portcullis_core::model::Token;
 use portcullis_core::regulation::{Record, RegulationPolicy, RegulationStore};
-use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
+use portcullis_core::session::{Level, Revocation, Session, SessionBackend, new_token, token_hash};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
@@ -51,6 +51,10 @@ if tonumber(ARGV[1]) > tonumber(cur) then
 end
 return 1
 ";
+
+/// The start of a message on the revocation channel that names a changed user (the
+/// others are the hex ids of ended sessions).
+const USER_MESSAGE: &str = "user:";
 
 /// Deletes the sessions named in ARGV[2..] (hex ids) and their index entries; ARGV[1] the
 /// key prefix. Returns how many existed.
@@ -413,7 +417,7 @@ impl SessionBackend for RedisState {
                         match subscribe(client.clone(), channel.clone()).await {
                             // What ended while no one listened is unknown: drop every copy.
                             Ok(p) => {
-                                revoked(None);
+                                revoked(Revocation::All);
                                 p
                             }
                             Err(_) => continue,
@@ -422,17 +426,17 @@ impl SessionBackend for RedisState {
                 };
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
-                    let hash = message
-                        .get_payload::<String>()
-                        .ok()
-                        .and_then(|id| unhex(&id))
-                        .and_then(|h| <[u8; 32]>::try_from(h).ok());
-                    if let Some(hash) = hash {
-                        revoked(Some(&hash));
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some(user) = payload.strip_prefix(USER_MESSAGE) {
+                        revoked(Revocation::User(user));
+                    } else if let Some(hash) = unhex(&payload).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+                        revoked(Revocation::Session(&hash));
                     }
                 }
                 // The connection is gone: copies may go stale until the next subscription.
-                revoked(None);
+                revoked(Revocation::All);
             }
         });
         Ok(())
@@ -505,7 +509,14 @@ impl SessionBackend for RedisState {
     fn delete_user(&self, user: &str) -> Result<(), StoreError> {
         let set = self.key(&format!("user-sessions:{user}"));
         let ids: Vec<String> = self.run(|mut c| async move { c.smembers(set).await })?;
-        self.delete_ids(ids)
+        self.delete_ids(ids)?;
+        // Basic credentials cached by the nodes hold no session: they are told as well.
+        self.announce_user(user)
+    }
+
+    fn announce_user(&self, user: &str) -> Result<(), StoreError> {
+        let (channel, message) = (self.key("revoked"), format!("{USER_MESSAGE}{user}"));
+        self.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await })
     }
 
     fn purge(&self, now_minus_absolute: i64, now_minus_idle: i64) -> Result<(), StoreError> {

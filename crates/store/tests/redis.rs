@@ -9,7 +9,7 @@ mod redis_server;
 use portcullis_core::config::{StateConfig, StateKind};
 use portcullis_core::model::{Step, Token};
 use portcullis_core::regulation::{RegulationPolicy, RegulationStore};
-use portcullis_core::session::SessionBackend;
+use portcullis_core::session::{Revocation, SessionBackend};
 use portcullis_otp::Algorithm;
 use portcullis_store::redis_state::RedisState;
 use redis_server::Redis;
@@ -204,17 +204,25 @@ fn a_session_ended_through_one_node_is_announced_to_the_others_at_once() {
     let (a, b) = (open(&r.url(), "watch:"), open(&r.url(), "watch:"));
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = heard.clone();
-    a.watch(std::sync::Arc::new(move |h: Option<&[u8; 32]>| {
-        log.lock().unwrap().push(h.copied())
+    a.watch(std::sync::Arc::new(move |what: Revocation<'_>| {
+        log.lock().unwrap().push(format!("{what:?}"))
     }))
     .unwrap();
     b.put(&[5; 32], &session()).unwrap();
     b.delete(&[5; 32]).unwrap();
     b.put(&[6; 32], &session()).unwrap();
     b.delete_user("ann").unwrap();
+    b.announce_user("bo").unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
-    while heard.lock().unwrap().len() < 2 && Instant::now() < deadline {
+    while heard.lock().unwrap().len() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(*heard.lock().unwrap(), [Some([5; 32]), Some([6; 32])]);
+    let expected = [
+        Revocation::Session(&[5; 32]),
+        Revocation::Session(&[6; 32]),
+        Revocation::User("ann"),
+        Revocation::User("bo"),
+    ]
+    .map(|r| format!("{r:?}"));
+    assert_eq!(*heard.lock().unwrap(), expected);
 }

@@ -5,6 +5,7 @@ use crate::cli::{AppPasswordCommand, TokenArgs, TokenCommand, UserCommand};
 use anyhow::{Context, Result, bail};
 use portcullis_core::config::{Config, DefaultKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
+use portcullis_core::session::UserChange;
 use portcullis_core::{StoreError, password, random, scratch};
 use portcullis_otp::{Algorithm, Secret};
 use std::path::Path;
@@ -192,7 +193,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Remove { name } => {
             require(store.remove(&name)?, &name)?;
-            end_sessions(&ctx, &name)?;
+            after_change(&ctx, &name, UserChange::Ends)?;
             println!("removed user {name}");
         }
         UserCommand::Lock { name } => {
@@ -203,7 +204,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
-            end_sessions(&ctx, &name)?;
+            after_change(&ctx, &name, UserChange::Ends)?;
             println!("locked user {name}");
         }
         UserCommand::Unlock { name } => {
@@ -215,6 +216,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
+            after_change(&ctx, &name, UserChange::Reread)?;
             println!("unlocked user {name}; failure count cleared");
         }
         UserCommand::Passwd { name, password_stdin } => {
@@ -229,7 +231,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
-            end_sessions(&ctx, &name)?;
+            after_change(&ctx, &name, UserChange::Ends)?;
             println!("password changed for {name}");
         }
         UserCommand::Scratch { name } => {
@@ -241,6 +243,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
+            after_change(&ctx, &name, UserChange::Reread)?;
             println!("Recovery codes for {name} (each works once; shown only now; older ones no longer work):");
             for c in &codes {
                 println!("  {}", c.as_str());
@@ -264,7 +267,11 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 duration_words(ttl)
             );
         }
-        UserCommand::AppPassword(cmd) => app_password(store, cmd)?,
+        UserCommand::AppPassword(cmd) => {
+            if let Some(name) = app_password(store, cmd)? {
+                after_change(&ctx, &name, UserChange::Reread)?;
+            }
+        }
         UserCommand::Token(TokenCommand::Reset { name, token }) => {
             let t = new_token(&ctx.config.core, &token)?;
             require(
@@ -275,6 +282,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 })?,
                 &name,
             )?;
+            after_change(&ctx, &name, UserChange::Reread)?;
             println!("new token for {name}: {}", t.describe());
             show_enrollment(&ctx.config.core, &name, &t, &token)?;
         }
@@ -282,10 +290,10 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `user app-password add|list|remove`.
-fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand) -> Result<()> {
+/// `user app-password add|list|remove`; the user it changed, if any.
+fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand) -> Result<Option<String>> {
     use portcullis_core::model::AppPassword;
-    match cmd {
+    let changed = match cmd {
         AppPasswordCommand::Add { name, label } => {
             if label.is_empty()
                 || label.len() > 64
@@ -320,12 +328,14 @@ fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand)
             }
             println!("App password for {name} ({label}), shown once; use it as the whole Basic password:");
             println!("  {secret}");
+            Some(name)
         }
         AppPasswordCommand::List { name } => {
             let u = store.user(&name)?.ok_or_else(|| StoreError::NotFound(name.clone()))?;
             for a in &u.app_passwords {
                 println!("{:<24} created {}", a.label, super::when(a.created));
             }
+            None
         }
         AppPasswordCommand::Remove { name, label } => {
             let mut found = false;
@@ -342,21 +352,19 @@ fn app_password(store: &dyn portcullis_core::Directory, cmd: AppPasswordCommand)
                 bail!("{name} has no app password labelled {label:?}; see `user app-password list {name}`");
             }
             println!("revoked app password {label} of {name}");
+            Some(name)
         }
-    }
-    Ok(())
+    };
+    Ok(changed)
 }
 
-/// With a shared state server, ends the user's sessions there at once: every gateway is
-/// told and drops its copies (without one, they end within `[session] refresh`, when the
-/// changed user is read again).
-fn end_sessions(ctx: &Context_, name: &str) -> Result<()> {
-    if ctx.config.core.state.backend != portcullis_core::config::StateKind::Redis {
-        return Ok(());
-    }
+/// Tells the session store what a change to `name` means ([`UserChange`]): with Redis
+/// every gateway hears it at once; the SQLite store drops the sessions it keeps, and the
+/// gateways on it notice within `[session] refresh`, when they read the user again.
+fn after_change(ctx: &Context_, name: &str, change: UserChange) -> Result<()> {
     let stores = portcullis_store::open_all(&ctx.config.core)?;
     if let Some(sessions) = stores.sessions {
-        sessions.delete_user(name)?;
+        change.announce(sessions.as_ref(), name)?;
     }
     Ok(())
 }

@@ -214,7 +214,7 @@ pub fn run(config: Settings) -> Result<ExitCode> {
                 );
             }
             Err(e) => {
-                tracing::warn!(socket = %socket, error = %e, "the gateway does not answer on the check socket; deciding locally, without its linger cache (bans are shared only with the SQLite store)");
+                tracing::warn!(socket = %socket, error = %e, "the gateway does not answer on the check socket; deciding locally, without its linger cache (bans are shared with the SQLite store or Redis state)");
                 None
             }
         }

@@ -419,3 +419,50 @@ fn a_gateway_started_before_its_engines_waits_for_them_and_a_refusal_is_an_error
     );
     assert!(gw.log_text().contains("no_such_database"), "{}", gw.log_text());
 }
+
+#[test]
+fn a_lock_or_a_revoked_app_password_stops_cached_basic_credentials_on_every_node_at_once() {
+    let pg = Postgres::start_new();
+    let redis = crate::redis_server::Redis::start_new();
+    // At the default refresh (60 s): what stops the cached credentials is the announcement.
+    let (a, b) = two_nodes(&pg.database("basic_nodes"), &redis);
+    let secret = secret_of(&a.add_user("bea", "pw", &[]));
+    let (ga, gb) = (a.serve(), b.serve());
+    let basic = |gw: &Server, password: &str| {
+        curl(&[
+            "-u",
+            &format!("bea:{password}"),
+            "-H",
+            "X-Original-URL: http://127.0.0.1/app",
+            &gw.url("/api/authz/auth-request"),
+        ])
+        .status
+    };
+    settle(5);
+    let code = code_now(&a, &secret);
+    let credentials = format!("pw{code}");
+    assert_eq!(basic(&gb, &credentials), 200);
+    assert_eq!(basic(&gb, &credentials), 200, "resent within its linger time");
+    a.ok(&["user", "lock", "bea"], None);
+    let took = within(std::time::Duration::from_secs(1), || basic(&gb, &credentials) == 401);
+    assert!(
+        took.is_some(),
+        "node B still takes a locked user's cached Basic credentials after 1 s"
+    );
+    eprintln!("a lock from the CLI stopped cached Basic credentials on B after {took:?}");
+    a.ok(&["user", "unlock", "bea"], None);
+    let added = a.ok(&["user", "app-password", "add", "bea", "webdav"], None);
+    let app = added
+        .lines()
+        .skip_while(|l| !l.contains("shown once"))
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no app password in {added}"))
+        .to_string();
+    assert_eq!(basic(&ga, &app), 200);
+    assert_eq!(basic(&ga, &app), 200);
+    b.ok(&["user", "app-password", "remove", "bea", "webdav"], None);
+    let took = within(std::time::Duration::from_secs(1), || basic(&ga, &app) == 401);
+    assert!(took.is_some(), "node A still takes a revoked app password after 1 s");
+    eprintln!("a revoked app password was refused on A after {took:?}");
+}
