@@ -238,7 +238,12 @@ pub fn run(config: Settings) -> Result<ExitCode> {
     let mut config = config;
     config.core.session.store = SessionStoreKind::Memory;
     let app = Arc::new(App::new(config)?);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Multi-threaded (one worker): the PostgreSQL store waits on its own runtime, which a
+    // single-threaded runtime cannot leave for the wait.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     Ok(if runtime.block_on(decide(&app, check)) {
         ExitCode::SUCCESS
     } else {

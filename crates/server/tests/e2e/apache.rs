@@ -585,3 +585,79 @@ fn config_apache_prints_one_snippet_or_writes_them_all_never_a_stream_of_files()
         );
     }
 }
+
+/// Issue 15: every way in through Apache works on PostgreSQL + Redis. The gateway (cookie
+/// and Basic mode over FastCGI) and `portcullis check` (a separate process, run by Apache as
+/// www-data, opening the engines itself or asking the gateway) share spent codes and bans.
+#[test]
+fn apache_on_postgres_and_redis_fastcgi_and_external_check_share_spent_codes_sessions_and_bans() {
+    let pg = crate::pg::Postgres::start_new();
+    let redis = crate::redis_server::Redis::start_new();
+    let env = Env::new("");
+    env.on_postgres(&pg.database("apache_nodes"));
+    env.on_redis(&redis.url());
+    // Only the address ban can refuse below, not the account lockout.
+    env.set("lockout", "max_failures", "0");
+    let alice = secret_of(&env.add_user("alice", "correct horse", &[]));
+    let eve = secret_of(&env.add_user("eve", "pin5", &[]));
+    let frank = secret_of(&env.add_user("frank", "pin6", &[]));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let (dav, ext) = (apache.url("/dav/who.cgi"), apache.url("/ext/who.cgi"));
+    settle(8);
+
+    // Cookie mode: a session the gateway keeps in Redis lets Apache serve the page.
+    let page = apache.url("/who.cgi");
+    let browser = Browser::new(&env, "alice");
+    let r = browser.login(&gw, "alice", "correct horse", &code_now(&env, &alice), &page);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = browser.get(&page, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[alice]"), "{}", r.body);
+
+    // A code spent through the FastCGI authorizer is spent for `portcullis check` (which
+    // opened PostgreSQL itself), and the other way round.
+    let code = code_now(&env, &eve);
+    let r = basic("eve", &format!("pin5{code}"), &dav, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    let other = ["--interface", "127.0.0.2"];
+    assert_eq!(basic("eve", &format!("pin5{code}"), &ext, &other).status, 401);
+    assert!(apache.error_log().contains("replayed"), "{}", apache.error_log());
+    let code = code_now(&env, &frank);
+    let r = basic("frank", &format!("pin6{code}"), &ext, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(r.body.contains("user=[frank]"), "{}", r.body);
+    assert!(
+        !gw.log_text().contains("user=\"frank\""),
+        "the check process decided alone: {}",
+        gw.log_text()
+    );
+    assert_eq!(basic("frank", &format!("pin6{code}"), &dav, &other).status, 401);
+    assert!(gw.log_text().contains("replayed"), "{}", gw.log_text());
+
+    // Wrong codes through `portcullis check` ban the address in Redis; the gateway honours it.
+    let banned = ["--interface", "127.0.0.3"];
+    for _ in 0..5 {
+        assert_eq!(basic("frank", "pin6000000", &ext, &banned).status, 401);
+    }
+    // A code of the next step: not spent, so only the ban can refuse it.
+    let r = basic("frank", &format!("pin6{}", code_next_step(&env, &frank)), &dav, &banned);
+    assert_eq!(
+        r.status, 401,
+        "the gateway let in an address the check process had banned"
+    );
+    assert!(gw.log_text().contains("reason=\"banned\""), "{}", gw.log_text());
+
+    // With the check socket the gateway decides for Apache's check too, on the same engines.
+    drop(gw);
+    let socket = env.path().join("check.sock");
+    env.set("apache", "check_socket", &format!("\"{}\"", socket.display()));
+    env.set("apache", "check_socket_group", "\"www-data\"");
+    env.set("apache", "check_fallback", "\"refuse\"");
+    let gw = env.serve();
+    let code = code_next_step(&env, &eve);
+    let r = basic("eve", &format!("pin5{code}"), &ext, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(gw.log_text().contains("user=\"eve\""), "{}", gw.log_text());
+    assert_eq!(basic("eve", &format!("pin5{code}"), &dav, &other).status, 401);
+}
