@@ -416,7 +416,7 @@ impl Authorizer<'_> {
         if user.is_empty() {
             return Ok(Decision::Deny);
         }
-        let Some(stored) = self.gate.directory.user(user)? else {
+        let Some(stored) = self.gate.directory.user(&self.gate.canonical(user)?)? else {
             return Ok(Decision::Deny);
         };
         if self.gate.policy.is_locked(&stored) {
@@ -450,7 +450,7 @@ impl Authorizer<'_> {
             }
             // Past the refresh interval: the user is read again, so a lock, a new password or
             // a reset token stops this client now rather than when the linger time ends.
-            let current = self.gate.directory.user(&creds.user)?;
+            let current = self.gate.directory.user(&hit.user.name)?;
             let stands = match &current {
                 Some(c) => {
                     still_stands(c, &hit.user, &self.gate.policy)
@@ -472,15 +472,16 @@ impl Authorizer<'_> {
                         Some(_) => Rejection::WrongPassword,
                     };
                     let result = StepResult::Refused(why);
-                    let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now)?;
+                    let event = self.record_attempt(ip, &hit.user.name, "basic", (&result).into(), now)?;
                     (result, Some(event))
                 }
             });
         }
         let ip_text = ip.to_string();
-        let stored = self.gate.directory.user(&creds.user)?;
+        let name = self.gate.canonical(&creds.user)?;
+        let stored = self.gate.directory.user(&name)?;
         if let Some(user) = stored.as_ref().filter(|u| !u.app_passwords.is_empty() && !u.locked)
-            && !self.regulator.is_banned(Some(&creds.user), ip, now)?
+            && !self.regulator.is_banned(Some(&name), ip, now)?
             && user
                 .app_passwords
                 .iter()
@@ -490,9 +491,9 @@ impl Authorizer<'_> {
             let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
             let factor = self.gate.first_factor_fingerprint(&user)?;
             self.basic_cache.put(digest, until, user.clone(), factor, now, true);
-            self.regulator.record_success(&creds.user)?;
+            self.regulator.record_success(&name)?;
             let result = StepResult::Passed(user);
-            let event = self.record_attempt(ip, &creds.user, "basic-app-password", (&result).into(), now)?;
+            let event = self.record_attempt(ip, &name, "basic-app-password", (&result).into(), now)?;
             return Ok((result, Some(event)));
         }
         let digits = stored
@@ -503,9 +504,9 @@ impl Authorizer<'_> {
         // A secret too short for a code yields an empty code, which is wrong.
         let (password, code) = crate::credentials::split_password_code(secret, digits).unwrap_or((secret, ""));
         let mut accepted_at = now;
-        let result = self.guarded(&creds.user, ip, now, || {
+        let result = self.guarded(&name, ip, now, || {
             let outcome = self.verify(Attempt {
-                user: &creds.user,
+                user: &name,
                 password: Some(password),
                 code,
                 client_ip: Some(&ip_text),
@@ -525,7 +526,7 @@ impl Authorizer<'_> {
             let factor = self.gate.first_factor_fingerprint(user)?;
             self.basic_cache.put(digest, until, user.clone(), factor, now, false);
         }
-        let event = self.record_attempt(ip, &creds.user, "basic", (&result).into(), now)?;
+        let event = self.record_attempt(ip, &name, "basic", (&result).into(), now)?;
         Ok((result, Some(event)))
     }
 
@@ -593,6 +594,7 @@ impl Authorizer<'_> {
     /// Portal step one: the password (or PIN). Does not touch token state.
     pub fn password_step(&self, user: &str, password: &str, ip: IpAddr) -> Result<(StepResult, AuthEvent), GateError> {
         let now = self.clock.now();
+        let user = &self.gate.canonical(user)?;
         let result = if self.regulator.is_banned(Some(user), ip, now)? {
             StepResult::Banned
         } else {

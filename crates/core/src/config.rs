@@ -3,9 +3,11 @@
 //! read and validated by the `portcullis` crate from the same [`Document`].
 
 mod document;
+mod ldap;
 mod unreadable;
 
 pub use document::Document;
+pub use ldap::{Implementation as LdapImplementation, LdapConfig};
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -508,6 +510,7 @@ pub const CORE_SECTIONS: &[&str] = &[
     "invite",
     "state",
     "pam",
+    "ldap",
 ];
 
 /// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
@@ -587,6 +590,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[pam]`.
     pub pam: PamConfig,
+    /// `[ldap]`.
+    pub ldap: LdapConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     pub path: PathBuf,
 }
@@ -824,6 +829,19 @@ impl Config {
         let invite = doc.section::<InviteConfig>("invite", errors);
         let state = doc.section::<StateConfig>("state", errors);
         let pam = doc.section::<PamConfig>("pam", errors);
+        let ldap = doc.section::<LdapConfig>("ldap", errors);
+        errors.extend(ldap.iter().flat_map(|l| l.problems(doc)));
+        if let (Some(l), Some(f)) = (&ldap, &first_factor)
+            && l.is_set()
+            && (f.htpasswd.is_some() || f.htdigest.is_some())
+        {
+            errors.push(doc.invalid(
+                "first_factor",
+                if f.htpasswd.is_some() { "htpasswd" } else { "htdigest" },
+                "(set)".into(),
+                "[ldap] is set too: passwords are checked against one source; remove one of them",
+            ));
+        }
         errors.extend(pam.iter().flat_map(|p| p.problems(doc)));
         errors.extend(state.iter().flat_map(|s| s.problems(doc)));
         errors.extend(store.iter().flat_map(|s| s.problems(doc)));
@@ -849,6 +867,7 @@ impl Config {
             invite: invite.unwrap_or_default(),
             state: state.unwrap_or_default(),
             pam: pam.unwrap_or_default(),
+            ldap: ldap.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
     }

@@ -58,7 +58,7 @@ pub enum Prompt {
 impl Authorizer<'_> {
     /// What to ask `user` for; checks nothing and counts nothing.
     pub fn prompt_for(&self, user: &str) -> Result<Prompt, GateError> {
-        let Some(u) = self.gate.directory.user(user)? else {
+        let Some(u) = self.gate.directory.user(&self.gate.canonical(user)?)? else {
             return Ok(Prompt::Unknown);
         };
         if u.tokens.is_empty() && u.scratch.is_empty() {
@@ -77,14 +77,15 @@ impl Authorizer<'_> {
     pub fn check_credentials(&self, c: &Credentials<'_>) -> Result<(StepResult, AuthEvent), GateError> {
         let now = self.clock.now();
         let ip_text = c.client_ip.map(|ip| ip.to_string());
-        let result = if self.regulator.is_banned_from(Some(c.user), c.client_ip, now)? {
+        let name = self.gate.canonical(c.user)?;
+        let result = if self.regulator.is_banned_from(Some(&name), c.client_ip, now)? {
             StepResult::Banned
         } else {
             match c.code {
                 None => {
                     let password = c.password.unwrap_or("");
-                    let stored = self.gate.directory.user(c.user)?;
-                    let ok = self.gate.check_password_only(c.user, stored.as_ref(), password)?;
+                    let stored = self.gate.directory.user(&name)?;
+                    let ok = self.gate.check_password_only(&name, stored.as_ref(), password)?;
                     match stored {
                         None => StepResult::Refused(Rejection::UnknownUser),
                         Some(_) if !ok => StepResult::Refused(Rejection::WrongPassword),
@@ -94,7 +95,7 @@ impl Authorizer<'_> {
                 }
                 Some(code) => {
                     let attempt = Attempt {
-                        user: c.user,
+                        user: &name,
                         password: c.password,
                         code,
                         client_ip: ip_text.as_deref(),
@@ -109,9 +110,9 @@ impl Authorizer<'_> {
             }
         };
         if matches!(result, StepResult::Passed(_)) {
-            self.regulator.record_success(c.user)?;
+            self.regulator.record_success(&name)?;
         }
-        let event = self.record_attempt_from(c.client_ip, c.user, c.method, (&result).into(), now)?;
+        let event = self.record_attempt_from(c.client_ip, &name, c.method, (&result).into(), now)?;
         Ok((result, event))
     }
 }

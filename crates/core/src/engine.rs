@@ -46,6 +46,16 @@ pub struct Parts {
     pub sessions: Option<Box<dyn SessionBackend>>,
     /// Shared regulation counts and bans, if the store has them.
     pub regulation: Option<Arc<dyn RegulationStore>>,
+    /// Where `External` first factors are checked (an htpasswd/htdigest file, LDAP).
+    pub external: Option<Arc<dyn PasswordSource>>,
+}
+
+/// `directory` with `external`'s profiles (groups, name, mail) laid over its users.
+fn with_profiles(directory: Arc<dyn Directory>, external: Option<&Arc<dyn PasswordSource>>) -> Arc<dyn Directory> {
+    match external {
+        Some(source) => Arc::new(crate::external::WithProfiles::new(directory, source.clone())),
+        None => directory,
+    }
 }
 
 /// The core's state for one process.
@@ -61,7 +71,7 @@ pub struct Engine {
     /// Users and tokens.
     pub directory: Arc<dyn Directory>,
     /// Where `External` first factors are checked.
-    pub external: Option<Box<dyn PasswordSource>>,
+    pub external: Option<Arc<dyn PasswordSource>>,
     /// The verification rules.
     pub policy: VerifyPolicy,
     /// Time.
@@ -112,8 +122,8 @@ impl Engine {
             sessions,
             regulator: Regulator::from_config(config, parts.regulation),
             basic_cache,
-            directory: parts.directory,
-            external: config.external_source().map(crate::password::ExternalSource::boxed),
+            directory: with_profiles(parts.directory, parts.external.as_ref()),
+            external: parts.external,
             policy: VerifyPolicy::from_config(config),
             clock,
         })
@@ -124,7 +134,7 @@ impl Engine {
     pub fn for_credentials(
         directory: Arc<dyn Directory>,
         policy: VerifyPolicy,
-        external: Option<Box<dyn PasswordSource>>,
+        external: Option<Arc<dyn PasswordSource>>,
         regulator: Regulator,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, EngineError> {
@@ -136,7 +146,7 @@ impl Engine {
             sessions: Sessions::new(SessionPolicy::default(), None, clock.now())?,
             regulator,
             basic_cache: Arc::new(BasicCache::default()),
-            directory,
+            directory: with_profiles(directory, external.as_ref()),
             external,
             policy,
             clock,
@@ -150,7 +160,7 @@ impl Engine {
         Self::for_credentials(
             parts.directory,
             VerifyPolicy::from_config(config),
-            config.external_source().map(crate::password::ExternalSource::boxed),
+            parts.external,
             Regulator::from_config(config, parts.regulation),
             clock,
         )

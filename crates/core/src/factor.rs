@@ -18,6 +18,30 @@ pub trait PasswordSource: Send + Sync {
     /// here), kept in each session so a change made in the source ends the sessions made
     /// with the old password. It must not reveal the password (a keyed or salted digest).
     fn fingerprint(&self, user: &str) -> Result<Option<[u8; 16]>, PasswordError>;
+    /// The one name this source knows the person by, for what they typed (an e-mail
+    /// address, another case); `None` when it knows nobody by it. Lockout, replay,
+    /// regulation and sessions are all keyed on that name. Files: names are as typed.
+    fn canonical(&self, typed: &str) -> Result<Option<String>, PasswordError> {
+        let _ = typed;
+        Ok(None)
+    }
+    /// What this source says about `user` (a directory server's groups, name and mail),
+    /// read at login and at every session refresh; `None`: nothing beyond the password.
+    fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {
+        let _ = user;
+        Ok(None)
+    }
+}
+
+/// What a password source knows about a person besides the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Group names (and, for a directory server, their full DNs) for access rules.
+    pub groups: Vec<String>,
+    /// The name to show.
+    pub display_name: Option<String>,
+    /// The e-mail address.
+    pub email: Option<String>,
 }
 
 /// The conformance suite every [`PasswordSource`] passes (htpasswd, htdigest; LDAP next).

@@ -236,6 +236,19 @@ fn check_token(token: &Token, code: &str, now: i64, policy: &VerifyPolicy) -> To
 }
 
 impl Gate<'_> {
+    /// The one name `typed` stands for, on which lockout, replay, regulation and sessions
+    /// are keyed: the name the first-factor source knows the person by (an LDAP login by
+    /// e-mail or in another case), unless the directory holds `typed` itself; else `typed`.
+    pub fn canonical(&self, typed: &str) -> Result<String, GateError> {
+        let Some(src) = self.external else {
+            return Ok(typed.to_string());
+        };
+        Ok(match src.canonical(typed)? {
+            Some(name) if name != typed && self.directory.user(typed)?.is_none() => name,
+            _ => typed.to_string(),
+        })
+    }
+
     /// Checks the first factor of `user` (None = unknown, spends the same time).
     pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
         let Some(user) = user else {

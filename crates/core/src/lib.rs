@@ -10,6 +10,7 @@ pub mod config;
 pub mod cookie;
 pub mod credentials;
 pub mod engine;
+pub mod external;
 pub mod factor;
 pub mod gate;
 pub mod invite;

@@ -133,7 +133,7 @@ impl Authorizer<'_> {
                 events,
             });
         };
-        let (second, e2) = self.code_step(a.user, code, a.client_ip)?;
+        let (second, e2) = self.code_step(&u.name, code, a.client_ip)?;
         events.push(e2);
         let outcome = match second {
             StepResult::Passed(u) => LoginOutcome::SignedIn {

@@ -40,6 +40,15 @@ pub enum PasswordError {
     /// Hashing failed (bad parameters).
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    /// A directory server (LDAP) did not answer, refused the service account or its TLS,
+    /// or gave an answer that decides nothing (a name matched twice).
+    #[error("{server}: {detail}")]
+    Server {
+        /// The server's URL (or URLs, tried in turn).
+        server: String,
+        /// What went wrong, and what to do.
+        detail: String,
+    },
 }
 
 /// Hashes a new password with argon2id and a random salt (PHC string).
@@ -220,8 +229,8 @@ impl ExternalSource {
     }
 
     /// This source behind the first-factor seam.
-    pub fn boxed(self) -> Box<dyn crate::factor::PasswordSource> {
-        Box::new(self)
+    pub fn shared(self) -> std::sync::Arc<dyn crate::factor::PasswordSource> {
+        std::sync::Arc::new(self)
     }
 
     /// The file this source reads.

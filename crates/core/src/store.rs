@@ -29,6 +29,9 @@ pub enum StoreError {
         /// What went wrong and what to do.
         message: String,
     },
+    /// The first-factor source (an LDAP server) could not give a user's groups.
+    #[error("first-factor source {0}")]
+    Source(String),
     /// A users-file problem; the message names the file, line and field.
     #[error("{0}")]
     Format(String),

@@ -84,12 +84,13 @@ impl StoreChecker {
                     return Ok(Box::new(GatewayChecker::new(&config.pam.socket, timeout)));
                 }
                 let networked = config.store.backend == portcullis_core::config::StoreKind::Postgres
-                    || config.state.backend == portcullis_core::config::StateKind::Redis;
+                    || config.state.backend == portcullis_core::config::StateKind::Redis
+                    || config.ldap.is_set();
                 if networked {
                     // Database clients and their runtime have no place inside sshd: the
                     // running gateway answers for them.
                     return Err(format!(
-                        "{}: with a PostgreSQL store or Redis state, pam_portcullis asks the gateway: \
+                        "{}: with a PostgreSQL store, Redis state or [ldap], pam_portcullis asks the gateway: \
                          set [pam] socket (e.g. \"/run/portcullis/pam.sock\") and restart `portcullis serve`",
                         path.display()
                     ));
@@ -107,6 +108,7 @@ impl StoreChecker {
                     directory: stores.directory,
                     sessions: None,
                     regulation: stores.regulation,
+                    external: stores.external,
                 };
                 let engine =
                     Engine::credentials_from_config(&config, parts, Arc::from(clock())).map_err(|e| e.to_string())?;

@@ -318,7 +318,7 @@ pub struct TokenArgs {
 pub enum UserCommand {
     /// Add a user with a new token; prints its otpauth:// URI and QR code once.
     #[command(
-        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32"
+        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32\n  portcullis user add dave@example.com --ldap --qr dave.png"
     )]
     Add {
         /// User name.
@@ -333,6 +333,10 @@ pub enum UserCommand {
         /// Check the password in the configured htpasswd/htdigest file instead.
         #[arg(long, conflicts_with_all = ["password_stdin", "no_password"])]
         external_password: bool,
+        /// Check the password against the [ldap] server, where the person must exist (the
+        /// name given may be their uid or e-mail; the server's name for them is stored).
+        #[arg(long, conflicts_with_all = ["password_stdin", "no_password", "external_password"])]
+        ldap: bool,
         /// Group membership (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,

@@ -3,6 +3,9 @@
 //! network store keeps its own small tokio runtime for its connections and waits on it,
 //! every call bounded in time.
 
+// Built for LDAP alone, the database helpers go unused.
+#![cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+
 use portcullis_core::StoreError;
 use std::future::Future;
 use std::time::Duration;

@@ -1,20 +1,25 @@
 //! portcullis stores: the embedded SQLite directory (default) and, via
 //! `portcullis-userfiles`, live mod_authn_otp and pam_oath users files.
 
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "postgres", feature = "redis", feature = "ldap"))]
 mod bridge;
 mod columns;
+#[cfg(feature = "ldap")]
+pub mod ldap;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis_state;
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "ldap"))]
+mod tls;
 pub mod usersfile;
 
 pub use sqlite::SqliteStore;
 pub use usersfile::UsersFileStore;
 
 use portcullis_core::config::{Config, StateKind, StoreKind};
+use portcullis_core::factor::PasswordSource;
 use portcullis_core::{Directory, StoreError, SystemClock};
 use portcullis_userfiles::otp_users::Dialect;
 
@@ -29,6 +34,27 @@ pub struct Stores {
     /// Regulation counts and bans shared by every process on the store (SQLite only;
     /// `None`: each process counts in its own memory).
     pub regulation: Option<std::sync::Arc<dyn portcullis_core::regulation::RegulationStore>>,
+    /// Where `External` first factors are checked: `[ldap]`, or an htpasswd/htdigest file.
+    pub external: Option<std::sync::Arc<dyn PasswordSource>>,
+}
+
+/// The first-factor source the configuration names: `[ldap]`, or `[first_factor]`'s
+/// htpasswd/htdigest file, or none.
+pub fn first_factor_source(config: &Config) -> Result<Option<std::sync::Arc<dyn PasswordSource>>, StoreError> {
+    if config.ldap.is_set() {
+        #[cfg(feature = "ldap")]
+        return Ok(Some(std::sync::Arc::new(ldap::LdapSource::open(&config.ldap, &|p| {
+            config.resolve(p)
+        })?)));
+        #[cfg(not(feature = "ldap"))]
+        return Err(StoreError::Source(format!(
+            "{}: [ldap] is set, but this program was built without LDAP support (pam_portcullis asks the gateway instead: set [pam] socket)",
+            config.path.display()
+        )));
+    }
+    Ok(config
+        .external_source()
+        .map(portcullis_core::password::ExternalSource::shared))
 }
 
 /// Opens the configured directory and where the state lives: the SQLite store's own tables,
@@ -44,6 +70,7 @@ pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
                 sessions: Some(Box::new(db.clone())),
                 invites: Some(db.clone()),
                 regulation: Some(db),
+                external: first_factor_source(config)?,
             }
         }
         _ => Stores {
@@ -51,6 +78,7 @@ pub fn open_all(config: &Config) -> Result<Stores, StoreError> {
             sessions: None,
             invites: None,
             regulation: None,
+            external: first_factor_source(config)?,
         },
     };
     if config.state.backend == StateKind::Redis {

@@ -12,7 +12,6 @@ use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
 use portcullis_core::{Directory, StoreError};
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -131,7 +130,7 @@ impl PostgresStore {
                             .into(),
                     )
                 })?;
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(&ca)?);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::trusting(&ca, "[store] ca_file")?);
                 Manager::from_config(pg, tls, manager_config)
             }
         };
@@ -224,34 +223,6 @@ impl PostgresStore {
             Ok(i64::from(row.get::<_, i32>(0)))
         })
     }
-}
-
-/// A rustls client that trusts only the CAs in `ca` (and checks the server's name).
-fn client_tls(ca: &Path) -> Result<rustls::ClientConfig, StoreError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bad = |message: String| StoreError::File {
-        path: ca.to_path_buf(),
-        message,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(ca).map_err(|e| bad(format!("[store] ca_file: cannot read it as PEM: {e}")))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| bad(format!("[store] ca_file: a certificate in it is broken: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("[store] ca_file: a certificate in it is not a usable CA: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("[store] ca_file: it holds no certificate".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The user `name` with everything that belongs to it; `lock` holds its row until the

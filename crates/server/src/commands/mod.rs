@@ -194,10 +194,7 @@ impl Context_ {
         Ok(Engine::for_credentials(
             self.store.clone(),
             VerifyPolicy::from_config(&self.config.core),
-            self.config
-                .core
-                .external_source()
-                .map(portcullis_core::password::ExternalSource::boxed),
+            portcullis_store::first_factor_source(&self.config.core)?,
             portcullis_core::Regulator::off(),
             std::sync::Arc::new(SystemClock),
         )?)

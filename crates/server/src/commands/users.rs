@@ -77,6 +77,24 @@ fn duration_words(secs: u64) -> String {
     }
 }
 
+/// The [ldap] server's name for the person `typed` names (uid, e-mail, another case).
+fn ldap_name(ctx: &Context_, config_path: &Path, typed: &str) -> Result<String> {
+    if !ctx.config.core.ldap.is_set() {
+        bail!(
+            "--ldap needs an [ldap] section with url and base_dn in {}",
+            config_path.display()
+        );
+    }
+    let source = portcullis_store::first_factor_source(&ctx.config.core)?
+        .context("[ldap] is set but no LDAP source was opened")?;
+    match source.canonical(typed)? {
+        Some(name) => Ok(name),
+        None => bail!(
+            "no one (or more than one) in LDAP is found as {typed:?} by [ldap] user_filter under base_dn; check the name, or the filter with ldapsearch"
+        ),
+    }
+}
+
 fn require(found: bool, name: &str) -> Result<()> {
     if !found {
         return Err(StoreError::NotFound(name.to_string()).into());
@@ -94,12 +112,18 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             password_stdin,
             no_password,
             external_password,
+            ldap,
             groups,
             display_name,
             email,
             no_token,
             token,
         } => {
+            let name = if ldap {
+                ldap_name(&ctx, config_path, &name)?
+            } else {
+                name
+            };
             valid_user_name(&name).map_err(|e| anyhow::anyhow!("user name {name:?}: {e}"))?;
             if password_stdin && token.secret.secret_stdin {
                 bail!(
@@ -111,10 +135,12 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             }
             let first_factor = if no_password {
                 FirstFactor::None
+            } else if ldap {
+                FirstFactor::External
             } else if external_password {
                 if ctx.config.core.external_source().is_none() {
                     bail!(
-                        "--external-password needs [first_factor] htpasswd or htdigest in {}",
+                        "--external-password needs [first_factor] htpasswd or htdigest in {} (for an LDAP server: --ldap)",
                         config_path.display()
                     );
                 }

@@ -77,6 +77,7 @@ impl App {
                 directory: stores.directory,
                 sessions: stores.sessions,
                 regulation: stores.regulation,
+                external: stores.external,
             },
             clock,
         )?;

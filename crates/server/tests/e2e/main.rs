@@ -10,6 +10,9 @@ mod concurrency;
 mod gateway;
 mod harness;
 mod import;
+mod ldap;
+#[path = "../../../store/tests/ldap_server/mod.rs"]
+mod ldap_server;
 mod nginx;
 mod nodes;
 mod pam;

@@ -1,0 +1,152 @@
+//! Issue 16: the LDAP first factor end to end, against a real slapd (tests/ldap_server):
+//! `user add --ldap`, portal and Basic logins with the LDAP password and a code, one
+//! identity for uid, e-mail and case, group rules from LDAP groups that follow a change on
+//! the server, and an LDAP outage that is a 503, never an open door, healed by itself.
+
+use crate::harness::*;
+use crate::ldap_server::Slapd;
+use crate::postgres::within;
+use std::time::Duration;
+
+/// `/admin/` for the LDAP group `admins` only.
+const RULES: &str = "
+[[access.rules]]
+path = \"^/admin/\"
+groups = \"admins\"
+policy = \"two_factor\"
+
+[[access.rules]]
+path = \"^/admin/\"
+policy = \"deny\"
+";
+
+/// A configuration on `s` (ldaps://, its CA, the service account) with the rules above.
+fn ldap_env(s: &Slapd) -> Env {
+    let env = Env::new(RULES);
+    let pw = env.path().join("ldap.pass");
+    std::fs::write(&pw, format!("{}\n", s.service_password())).unwrap();
+    for (key, value) in [
+        ("url", format!("{:?}", s.ldaps_url())),
+        ("ca_file", format!("{:?}", s.ca_file())),
+        ("bind_dn", format!("{:?}", s.service_dn())),
+        ("bind_password_file", format!("{pw:?}")),
+        ("base_dn", "\"ou=people,dc=example,dc=com\"".into()),
+        ("group_base_dn", "\"ou=groups,dc=example,dc=com\"".into()),
+        ("timeout", "2".into()),
+    ] {
+        env.set("ldap", key, &value);
+    }
+    env.set("session", "refresh", "2");
+    env
+}
+
+fn ask(gw: &Server, path: &str, extra: &[&str]) -> Reply {
+    let mut args = vec!["-H".to_string(), format!("X-Original-URL: http://127.0.0.1{path}")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(gw.url("/api/authz/auth-request"));
+    curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn ldap_passwords_one_identity_group_rules_that_follow_the_server_and_outages_that_refuse() {
+    let mut s = Slapd::start_new();
+    let env = ldap_env(&s);
+    // Added by e-mail, stored under the server's name for her.
+    let out = env.ok(
+        &["user", "add", "alice@example.com", "--ldap", "--no-terminal-qr"],
+        None,
+    );
+    let alice = secret_of(&uri_in(&out));
+    let bob = secret_of(&uri_in(
+        &env.ok(&["user", "add", "bob", "--ldap", "--no-terminal-qr"], None),
+    ));
+    let list = env.ok(&["user", "list"], None);
+    assert!(list.contains("alice") && !list.contains("alice@example.com"), "{list}");
+    let missing = env.run(&["user", "add", "nobody-here", "--ldap", "--no-terminal-qr"], None);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("in LDAP"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let gw = env.serve();
+    settle(8);
+
+    // The portal, signed in by e-mail: the session is alice's, in the LDAP group admins.
+    let browser = Browser::new(&env, "alice");
+    let page = "http://127.0.0.1/admin/x";
+    let code = code_now(&env, &alice);
+    let r = browser.login(&gw, "alice@example.com", "alice pw", &code, page);
+    assert_eq!(r.status, 303, "{}\n{}", r.body, gw.log_text());
+    let cookie = format!(
+        "Cookie: portcullis_session={}",
+        browser.cookie("portcullis_session").unwrap()
+    );
+    let r = ask(&gw, "/admin/x", &["-H", &cookie]);
+    assert_eq!(
+        (r.status, r.header("remote-user")),
+        (200, Some("alice")),
+        "{}",
+        gw.log_text()
+    );
+    // The same code under another spelling of her name is the same user's spent code.
+    let thief = Browser::new(&env, "thief");
+    let r = thief.login(&gw, "ALICE", "alice pw", &code, page);
+    assert_ne!(r.status, 303, "a code replayed under another spelling was accepted");
+    assert!(gw.log_text().contains("replayed"), "{}", gw.log_text());
+    // A wrong LDAP password is refused like any other.
+    let r = Browser::new(&env, "guess").login(&gw, "alice", "not it", &code_next_step(&env, &alice), page);
+    assert_ne!(r.status, 303);
+    assert!(
+        gw.log_text().contains("wrong_password") || gw.log_text().contains("wrong password"),
+        "{}",
+        gw.log_text()
+    );
+
+    // Basic: the LDAP password and the code in one; bob is not in admins.
+    let bob_code = code_now(&env, &bob);
+    let basic = ["-u", &format!("bob:bob pw{bob_code}")];
+    let r = ask(&gw, "/app", &basic);
+    assert_eq!(
+        (r.status, r.header("remote-user")),
+        (200, Some("bob")),
+        "{}",
+        gw.log_text()
+    );
+    assert_ne!(ask(&gw, "/admin/x", &basic).status, 200, "bob is not in admins");
+    assert_eq!(
+        ask(&gw, "/app", &["-u", &format!("bob:alice pw{bob_code}")]).status,
+        401
+    );
+
+    // Taken out of admins on the server: her session loses /admin/ within the refresh.
+    s.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: member\nmember: {}\n",
+        s.group_dn("admins"),
+        s.user_dn("bob")
+    ));
+    let took = within(Duration::from_secs(8), || {
+        ask(&gw, "/admin/x", &["-H", &cookie]).status != 200
+    });
+    assert!(took.is_some(), "alice kept /admin/ after leaving the group");
+    eprintln!("group removal in LDAP took effect after {took:?}");
+    assert_eq!(ask(&gw, "/app", &["-H", &cookie]).status, 200, "the rest is still hers");
+
+    // slapd stopped: a password that must be checked is a 503, never a 401 or a 200.
+    s.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    let wrong = ["-u", "bob:guess123456"];
+    let r = ask(&gw, "/app", &wrong);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        gw.log_text().contains(&s.ldaps_url()),
+        "the log names the server: {}",
+        gw.log_text()
+    );
+    s.start();
+    let healed = within(Duration::from_secs(5), || ask(&gw, "/app", &wrong).status == 401);
+    assert!(healed.is_some(), "no recovery after slapd came back");
+    assert!(!gw.log_text().contains("bob pw") && !gw.log_text().contains("alice pw"));
+}

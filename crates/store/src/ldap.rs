@@ -1,0 +1,441 @@
+//! The LDAP first factor: a person is found with the service account (`user_filter`, the
+//! typed name escaped per RFC 4515), their password is checked by binding as the entry
+//! found, and their groups, name and mail are read from the server. Every operation is
+//! bounded by `[ldap] timeout`; the servers of `url` are tried in turn.
+
+use crate::bridge::Bridge;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+use portcullis_core::StoreError;
+use portcullis_core::config::LdapConfig;
+use portcullis_core::factor::{PasswordSource, Profile};
+use portcullis_core::password::PasswordError;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use zeroize::Zeroizing;
+
+/// How long a search result is reused: one login reads a person several times (name,
+/// password, groups, fingerprint); a change on the server shows after this at most.
+const REUSE: Duration = Duration::from_secs(1);
+
+/// LDAP result codes that mean "not this password" (invalid credentials, and the
+/// server-side refusals of a locked or expired account), answered like a wrong password.
+const REFUSED: &[u32] = &[49, 50, 53, 19];
+
+/// One person as the server holds them.
+#[derive(Debug, Clone)]
+struct Person {
+    dn: String,
+    name: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    member_of: Vec<String>,
+    changed: String,
+}
+
+/// What a search for a typed name found.
+#[derive(Debug, Clone)]
+enum Found {
+    Nobody,
+    One(Person),
+    Several,
+}
+
+/// The `[ldap]` first-factor source.
+pub struct LdapSource {
+    config: LdapConfig,
+    password_file: Option<PathBuf>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bridge: Bridge,
+    /// Idle connections bound as the service account.
+    idle: Mutex<Vec<Ldap>>,
+    /// The service account's password and the file's modification time it was read at.
+    password: Mutex<(Option<SystemTime>, Zeroizing<String>)>,
+    recent: Mutex<HashMap<String, (Instant, Found)>>,
+}
+
+impl std::fmt::Debug for LdapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapSource")
+            .field("url", &self.bridge.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_error(e: StoreError) -> PasswordError {
+    match e {
+        StoreError::Database { store, message } | StoreError::Unreachable { store, message } => PasswordError::Server {
+            server: store,
+            detail: message,
+        },
+        other => PasswordError::Server {
+            server: "[ldap]".into(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl LdapSource {
+    /// Checks `config` can be used (CA and password files readable) and keeps it; connects
+    /// only when first asked, so a server down at start is an outage, not a crash.
+    pub fn open(config: &LdapConfig, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Self, StoreError> {
+        let name = config.urls().join(" ");
+        let tls = match &config.ca_file {
+            Some(ca) => Some(Arc::new(crate::tls::trusting(&resolve(ca), "[ldap] ca_file")?)),
+            None => None,
+        };
+        let source = LdapSource {
+            password_file: config.bind_password_file.as_deref().map(resolve),
+            config: config.clone(),
+            tls,
+            bridge: Bridge::new("LDAP", name, Duration::from_secs(config.timeout))?,
+            idle: Mutex::new(Vec::new()),
+            password: Mutex::new((None, Zeroizing::new(String::new()))),
+            recent: Mutex::new(HashMap::new()),
+        };
+        source.service_password()?;
+        Ok(source)
+    }
+
+    /// The service account's password, read again whenever its file changes.
+    fn service_password(&self) -> Result<Zeroizing<String>, StoreError> {
+        let Some(path) = &self.password_file else {
+            return Ok(Zeroizing::new(String::new()));
+        };
+        let bad = |message: String| StoreError::File {
+            path: path.clone(),
+            message,
+        };
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| bad(format!("[ldap] bind_password_file: cannot read it: {e}")))?;
+        let mut kept = self.password.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.0 != Some(modified) {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| bad(format!("[ldap] bind_password_file: cannot read it: {e}")))?,
+            );
+            let line = text.lines().next().unwrap_or("");
+            if line.is_empty() {
+                return Err(bad(
+                    "[ldap] bind_password_file: its first line is empty; write the service account's password there"
+                        .into(),
+                ));
+            }
+            *kept = (Some(modified), Zeroizing::new(line.to_string()));
+        }
+        Ok(kept.1.clone())
+    }
+
+    fn settings(&self) -> LdapConnSettings {
+        let mut s = LdapConnSettings::new()
+            .set_conn_timeout(self.bridge.timeout)
+            .set_starttls(self.config.start_tls);
+        if let Some(tls) = &self.tls {
+            s = s.set_config(tls.clone());
+        }
+        s
+    }
+
+    /// A new connection to the first server that takes it, not bound yet.
+    async fn connect(&self) -> Result<Ldap, String> {
+        let mut failures = Vec::new();
+        for url in self.config.urls() {
+            match LdapConnAsync::with_settings(self.settings(), url).await {
+                Ok((conn, ldap)) => {
+                    ldap3::drive!(conn);
+                    return Ok(ldap);
+                }
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+        }
+        Err(format!(
+            "no server answered ({}); check that it is up, and its certificate against [ldap] ca_file",
+            failures.join("; ")
+        ))
+    }
+
+    /// Binds `ldap` as the service account (anonymous when `bind_dn` is empty).
+    async fn bind_service(&self, ldap: &mut Ldap, password: &str) -> Result<(), String> {
+        let r = ldap
+            .with_timeout(self.bridge.timeout)
+            .simple_bind(&self.config.bind_dn, password)
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.rc != 0 {
+            return Err(format!(
+                "the service account {:?} was refused (result {}: {}); check [ldap] bind_dn and bind_password_file",
+                self.config.bind_dn, r.rc, r.text
+            ));
+        }
+        Ok(())
+    }
+
+    /// An idle service connection, or a new one.
+    async fn service(&self, password: &str) -> Result<Ldap, String> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(mut ldap) = idle
+            && !ldap.is_closed()
+        {
+            return Ok(ldap);
+        }
+        let mut ldap = self.connect().await?;
+        self.bind_service(&mut ldap, password).await?;
+        Ok(ldap)
+    }
+
+    fn give_back(&self, ldap: Ldap) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.config.pool_size {
+            idle.push(ldap);
+        }
+    }
+
+    /// Runs `op` on a service connection; a pooled connection that broke (the server
+    /// restarted) is replaced once.
+    fn with_service<T>(
+        &self,
+        op: impl for<'a> Fn(&'a mut Ldap) -> futures_util::future::BoxFuture<'a, Result<T, ldap3::LdapError>>,
+    ) -> Result<T, PasswordError> {
+        let password = self.service_password().map_err(server_error)?;
+        self.bridge
+            .run(
+                async {
+                    let mut last = String::new();
+                    for _ in 0..2 {
+                        let mut ldap = self.service(&password).await?;
+                        match op(&mut ldap).await {
+                            Ok(v) => {
+                                self.give_back(ldap);
+                                return Ok(v);
+                            }
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
+                    Err(last)
+                },
+                |e: String| self.bridge.fail(e),
+            )
+            .map_err(server_error)
+    }
+
+    /// The person `typed` finds, read at most [`REUSE`] ago.
+    fn find(&self, typed: &str) -> Result<Found, PasswordError> {
+        if let Some((at, found)) = self.recent.lock().unwrap_or_else(|p| p.into_inner()).get(typed)
+            && at.elapsed() < REUSE
+        {
+            return Ok(found.clone());
+        }
+        let filter = self.config.user_filter().replace("{input}", &ldap_escape(typed));
+        let c = &self.config;
+        let attrs: Vec<String> = [
+            c.username_attribute(),
+            c.display_name_attribute(),
+            c.mail_attribute(),
+            c.member_of_attribute(),
+            "modifyTimestamp",
+        ]
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+        let base = c.base_dn.clone();
+        let timeout = self.bridge.timeout;
+        let entries = self.with_service(|ldap| {
+            let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+            Box::pin(async move {
+                let (entries, _) = ldap
+                    .with_timeout(timeout)
+                    .search(&base, Scope::Subtree, &filter, attrs)
+                    .await?
+                    .success()?;
+                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+            })
+        })?;
+        let first = |e: &SearchEntry, a: &str| e.attrs.get(a).and_then(|v| v.first()).cloned();
+        let found = match entries.as_slice() {
+            [] => Found::Nobody,
+            [e] => match first(e, c.username_attribute()) {
+                Some(name) => Found::One(Person {
+                    dn: e.dn.clone(),
+                    name,
+                    display_name: first(e, c.display_name_attribute()),
+                    email: first(e, c.mail_attribute()),
+                    member_of: e.attrs.get(c.member_of_attribute()).cloned().unwrap_or_default(),
+                    changed: first(e, "modifyTimestamp").unwrap_or_default(),
+                }),
+                None => {
+                    tracing::warn!(dn = %e.dn, attribute = c.username_attribute(), "an LDAP entry without [ldap] username_attribute cannot sign in");
+                    Found::Nobody
+                }
+            },
+            many => {
+                tracing::warn!(
+                    count = many.len(),
+                    "[ldap] user_filter matched several entries for one typed name; refused: make it match one entry per person"
+                );
+                Found::Several
+            }
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() > 10_000 {
+            recent.clear();
+        }
+        recent.insert(typed.to_string(), (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    /// The one person `user` (a canonical name) is, if the server's name for them is `user`.
+    fn person(&self, user: &str) -> Result<Option<Person>, PasswordError> {
+        Ok(match self.find(user)? {
+            Found::One(p) if p.name.eq_ignore_ascii_case(user) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Binds as `dn` with `password` on a connection of its own: `Some(accepted)`.
+    fn bind_as(&self, dn: &str, password: &str) -> Result<bool, PasswordError> {
+        let service = self.service_password().map_err(server_error)?;
+        self.bridge
+            .run(
+                async {
+                    let mut ldap = self.service(&service).await?;
+                    let r = ldap
+                        .with_timeout(self.bridge.timeout)
+                        .simple_bind(dn, password)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // The connection is bound as the person now: back to the service
+                    // account before anyone else uses it (or dropped).
+                    if self.bind_service(&mut ldap, &service).await.is_ok() {
+                        self.give_back(ldap);
+                    }
+                    match r.rc {
+                        0 => Ok(true),
+                        rc if REFUSED.contains(&rc) => Ok(false),
+                        rc => Err(format!("binding as the person failed (result {rc}: {})", r.text)),
+                    }
+                },
+                |e: String| self.bridge.fail(e),
+            )
+            .map_err(server_error)
+    }
+
+    /// The names (and DNs) of `person`'s groups.
+    fn groups(&self, person: &Person) -> Result<Vec<String>, PasswordError> {
+        let mut names = Vec::new();
+        for dn in &person.member_of {
+            if let Some(cn) = first_rdn_value(dn) {
+                names.push(cn);
+            }
+            names.push(dn.clone());
+        }
+        let filter = self.config.group_filter();
+        if filter.is_empty() {
+            return Ok(names);
+        }
+        let filter = filter
+            .replace("{dn}", &ldap_escape(person.dn.as_str()))
+            .replace("{username}", &ldap_escape(person.name.as_str()));
+        let base = self.config.group_base_dn().to_string();
+        let attr = self.config.group_name_attribute().to_string();
+        let timeout = self.bridge.timeout;
+        let groups = self.with_service(|ldap| {
+            let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
+            Box::pin(async move {
+                let (entries, _) = ldap
+                    .with_timeout(timeout)
+                    .search(&base, Scope::Subtree, &filter, vec![attr])
+                    .await?
+                    .success()?;
+                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+            })
+        })?;
+        for g in groups {
+            if let Some(name) = g.attrs.get(self.config.group_name_attribute()).and_then(|v| v.first()) {
+                names.push(name.clone());
+            }
+            names.push(g.dn);
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        Ok(names)
+    }
+}
+
+/// `admins` of `cn=admins,ou=groups,dc=example,dc=com`.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let rdn = dn.split(',').next()?;
+    let (_, value) = rdn.split_once('=')?;
+    Some(value.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+impl PasswordSource for LdapSource {
+    fn name(&self) -> &'static str {
+        "ldap"
+    }
+
+    fn check(&self, user: &str, password: &str) -> Result<Option<bool>, PasswordError> {
+        let Some(person) = self.person(user)? else {
+            return Ok(None);
+        };
+        // An empty password would be an "unauthenticated bind", which servers accept.
+        if password.is_empty() {
+            return Ok(Some(false));
+        }
+        self.bind_as(&person.dn, password).map(Some)
+    }
+
+    fn fingerprint(&self, user: &str) -> Result<Option<[u8; 16]>, PasswordError> {
+        // The server keeps the password from the service account; any change to the entry
+        // (a new password among them) moves its modifyTimestamp. The same on every node.
+        Ok(self.person(user)?.map(|p| {
+            let mut h = Sha256::new();
+            h.update(b"portcullis ldap entry\0");
+            h.update(p.dn.as_bytes());
+            h.update(b"\0");
+            h.update(p.changed.as_bytes());
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&h.finalize()[..16]);
+            out
+        }))
+    }
+
+    fn canonical(&self, typed: &str) -> Result<Option<String>, PasswordError> {
+        Ok(match self.find(typed)? {
+            Found::One(p) => Some(p.name),
+            _ => None,
+        })
+    }
+
+    fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {
+        let Some(person) = self.person(user)? else {
+            return Ok(None);
+        };
+        Ok(Some(Profile {
+            groups: self.groups(&person)?,
+            display_name: person.display_name,
+            email: person.email,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_rdn_value;
+
+    #[test]
+    fn a_groups_name_is_its_first_rdn_value() {
+        assert_eq!(
+            first_rdn_value("cn=admins,ou=groups,dc=example,dc=com").as_deref(),
+            Some("admins")
+        );
+        assert_eq!(
+            first_rdn_value("CN=Domain Admins,CN=Users,DC=ad").as_deref(),
+            Some("Domain Admins")
+        );
+        assert_eq!(first_rdn_value("garbage"), None);
+    }
+}
