@@ -18,6 +18,12 @@ pub trait PasswordSource: Send + Sync {
     /// here), kept in each session so a change made in the source ends the sessions made
     /// with the old password. It must not reveal the password (a keyed or salted digest).
     fn fingerprint(&self, user: &str) -> Result<Option<[u8; 16]>, PasswordError>;
+    /// Spends, for a name nobody has, the time a refused `check` of a known name takes, so
+    /// the answer does not tell who exists. Files: one password verification.
+    fn spend(&self, typed: &str, password: &str) -> Result<(), PasswordError> {
+        let _ = (typed, crate::password::verify_dummy(password));
+        Ok(())
+    }
     /// The one name this source knows the person by, for what they typed (an e-mail
     /// address, another case); `None` when it knows nobody by it. Lockout, replay,
     /// regulation and sessions are all keyed on that name. Files: names are as typed.

@@ -251,8 +251,18 @@ impl Gate<'_> {
 
     /// Checks the first factor of `user` (None = unknown, spends the same time).
     pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
+        // Unknown here or to the source: the time a refusal there takes, then no.
+        let spent = |src: Option<&dyn PasswordSource>| -> Result<bool, GateError> {
+            match src {
+                Some(src) => src.spend(name, password)?,
+                None => {
+                    let _ = password::verify_dummy(password);
+                }
+            }
+            Ok(false)
+        };
         let Some(user) = user else {
-            return Ok(password::verify_dummy(password));
+            return spent(self.external);
         };
         Ok(match &user.first_factor {
             FirstFactor::None => password.is_empty(),
@@ -261,9 +271,9 @@ impl Gate<'_> {
             FirstFactor::External => match self.external {
                 Some(src) => match src.check(name, password)? {
                     Some(ok) => ok,
-                    None => password::verify_dummy(password),
+                    None => spent(Some(src))?,
                 },
-                None => password::verify_dummy(password),
+                None => spent(None)?,
             },
         })
     }

@@ -53,7 +53,32 @@ pub struct LdapSource {
     idle: Mutex<Vec<Ldap>>,
     /// The service account's password and the file's modification time it was read at.
     password: Mutex<(Option<SystemTime>, Zeroizing<String>)>,
-    recent: Mutex<HashMap<String, (Instant, Found)>>,
+    found: Recent<Found>,
+    profiles: Recent<Option<Profile>>,
+}
+
+/// Answers kept for [`REUSE`], by the name they answer for.
+struct Recent<T>(Mutex<HashMap<String, (Instant, T)>>);
+
+impl<T: Clone> Recent<T> {
+    fn new() -> Self {
+        Recent(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, key: &str) -> Option<T> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.get(key)
+            .filter(|(at, _)| at.elapsed() < REUSE)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: &str, value: T) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() > 10_000 {
+            kept.clear();
+        }
+        kept.insert(key.to_string(), (Instant::now(), value));
+    }
 }
 
 impl std::fmt::Debug for LdapSource {
@@ -93,7 +118,8 @@ impl LdapSource {
             bridge: Bridge::new("LDAP", name, Duration::from_secs(config.timeout))?,
             idle: Mutex::new(Vec::new()),
             password: Mutex::new((None, Zeroizing::new(String::new()))),
-            recent: Mutex::new(HashMap::new()),
+            found: Recent::new(),
+            profiles: Recent::new(),
         };
         source.service_password()?;
         Ok(source)
@@ -223,10 +249,8 @@ impl LdapSource {
 
     /// The person `typed` finds, read at most [`REUSE`] ago.
     fn find(&self, typed: &str) -> Result<Found, PasswordError> {
-        if let Some((at, found)) = self.recent.lock().unwrap_or_else(|p| p.into_inner()).get(typed)
-            && at.elapsed() < REUSE
-        {
-            return Ok(found.clone());
+        if let Some(found) = self.found.get(typed) {
+            return Ok(found);
         }
         let filter = self.config.user_filter().replace("{input}", &ldap_escape(typed));
         let c = &self.config;
@@ -279,11 +303,7 @@ impl LdapSource {
                 Found::Several
             }
         };
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() > 10_000 {
-            recent.clear();
-        }
-        recent.insert(typed.to_string(), (Instant::now(), found.clone()));
+        self.found.put(typed, found.clone());
         Ok(found)
     }
 
@@ -295,8 +315,21 @@ impl LdapSource {
         })
     }
 
-    /// Binds as `dn` with `password` on a connection of its own: `Some(accepted)`.
+    /// Binds as `dn` with `password`: whether the server accepted it.
     fn bind_as(&self, dn: &str, password: &str) -> Result<bool, PasswordError> {
+        let (rc, text) = self.bind_result(dn, password)?;
+        match rc {
+            0 => Ok(true),
+            rc if REFUSED.contains(&rc) => Ok(false),
+            rc => Err(PasswordError::Server {
+                server: self.bridge.name.clone(),
+                detail: format!("binding as the person failed (result {rc}: {text})"),
+            }),
+        }
+    }
+
+    /// Binds as `dn` with `password` on a pooled connection: the server's result code and text.
+    fn bind_result(&self, dn: &str, password: &str) -> Result<(u32, String), PasswordError> {
         let service = self.service_password().map_err(server_error)?;
         self.bridge
             .run(
@@ -312,11 +345,7 @@ impl LdapSource {
                     if self.bind_service(&mut ldap, &service).await.is_ok() {
                         self.give_back(ldap);
                     }
-                    match r.rc {
-                        0 => Ok(true),
-                        rc if REFUSED.contains(&rc) => Ok(false),
-                        rc => Err(format!("binding as the person failed (result {rc}: {})", r.text)),
-                    }
+                    Ok((r.rc, r.text))
                 },
                 |e: String| self.bridge.fail(e),
             )
@@ -388,6 +417,30 @@ impl PasswordSource for LdapSource {
         self.bind_as(&person.dn, password).map(Some)
     }
 
+    fn spend(&self, typed: &str, password: &str) -> Result<(), PasswordError> {
+        // What a refused login costs here: the search, the groups, then a bind the server
+        // refuses.
+        let _ = self.find(typed)?;
+        let nobody = format!(
+            "{}=portcullis-nobody,{}",
+            self.config.username_attribute(),
+            self.config.base_dn
+        );
+        let _ = self.groups(&Person {
+            dn: nobody.clone(),
+            name: "portcullis-nobody".into(),
+            display_name: None,
+            email: None,
+            member_of: Vec::new(),
+            changed: String::new(),
+        })?;
+        if !password.is_empty() {
+            // Whatever the server answers for a name it lacks, only the time matters.
+            self.bind_result(&nobody, password)?;
+        }
+        Ok(())
+    }
+
     fn fingerprint(&self, user: &str) -> Result<Option<[u8; 16]>, PasswordError> {
         // The server keeps the password from the service account; any change to the entry
         // (a new password among them) moves its modifyTimestamp. The same on every node.
@@ -411,14 +464,19 @@ impl PasswordSource for LdapSource {
     }
 
     fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {
-        let Some(person) = self.person(user)? else {
-            return Ok(None);
+        if let Some(profile) = self.profiles.get(user) {
+            return Ok(profile);
+        }
+        let profile = match self.person(user)? {
+            Some(person) => Some(Profile {
+                groups: self.groups(&person)?,
+                display_name: person.display_name,
+                email: person.email,
+            }),
+            None => None,
         };
-        Ok(Some(Profile {
-            groups: self.groups(&person)?,
-            display_name: person.display_name,
-            email: person.email,
-        }))
+        self.profiles.put(user, profile.clone());
+        Ok(profile)
     }
 }
 

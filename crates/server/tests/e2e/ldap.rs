@@ -40,6 +40,47 @@ fn ldap_env(s: &Slapd) -> Env {
     env
 }
 
+/// Issue 16: an unknown name and a wrong password take the same time (the unknown one
+/// searches and binds as the known one does), so timing does not tell who exists.
+#[test]
+fn an_unknown_name_and_a_wrong_ldap_password_take_the_same_time() {
+    let s = Slapd::start_new();
+    let env = ldap_env(&s);
+    // Every try is refused; none may be answered by a ban instead.
+    env.set("regulation", "max_retries", "0");
+    env.ok(&["user", "add", "bob", "--ldap", "--no-terminal-qr"], None);
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let gw = env.serve();
+    let try_once = |user: &str| {
+        let token = data_encoding::BASE64.encode(format!("{user}:guess123456").as_bytes());
+        let request = format!(
+            "GET /api/authz/auth-request HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Original-URL: http://127.0.0.1/app\r\nAuthorization: Basic {token}\r\nConnection: close\r\n\r\n"
+        );
+        let started = std::time::Instant::now();
+        let r = raw_http(gw.port, request.as_bytes());
+        assert_eq!(r.status, 401, "{user}: {}", r.body);
+        started.elapsed()
+    };
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    // Interleaved, each after the same pause (a first request after a pause is slower),
+    // bob's 1.1 s apart: past the reuse of his last search.
+    for i in 0..21 {
+        std::thread::sleep(Duration::from_millis(550));
+        wrong.push(try_once("bob"));
+        std::thread::sleep(Duration::from_millis(550));
+        unknown.push(try_once(&format!("nobody{i}")));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (u, w) = (median(&mut unknown), median(&mut wrong));
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    eprintln!("median refusal: unknown name {u:?}, wrong LDAP password {w:?}, ratio {ratio:.2}");
+    assert!((0.8..=1.25).contains(&ratio), "unknown {u:?} vs wrong password {w:?}");
+}
+
 fn ask(gw: &Server, path: &str, extra: &[&str]) -> Reply {
     let mut args = vec!["-H".to_string(), format!("X-Original-URL: http://127.0.0.1{path}")];
     args.extend(extra.iter().map(|s| s.to_string()));
