@@ -1,7 +1,8 @@
 //! A directory whose users with an `External` first factor also carry what their password
 //! source says about them (an LDAP server's groups, name and mail), read afresh at every
-//! load, so a group removed there ends access at the next session refresh. What the source
-//! gives is never written into the portcullis store.
+//! load, so a group removed there ends access at the next session refresh. Groups, name
+//! and mail from the source are never written into the portcullis store; a token from the
+//! source is, with its replay state, so that a code is accepted once.
 
 use crate::factor::{PasswordSource, Profile};
 use crate::model::{FirstFactor, User};
@@ -36,7 +37,17 @@ fn unavailable(e: PasswordError) -> StoreError {
 }
 
 /// `user` with `profile` laid over it; the groups added, to take away again before a save.
+/// A token from the source replaces the user's tokens, keeping the replay state of the
+/// stored copy of the same key (a new key at the source starts afresh; the old one goes).
 fn lay_over(user: &mut User, profile: Profile) -> Vec<String> {
+    if let Some(token) = profile.token {
+        let kept = user
+            .tokens
+            .iter()
+            .find(|t| t.secret == token.secret && t.step == token.step)
+            .cloned();
+        user.tokens = vec![kept.unwrap_or(token)];
+    }
     let added: Vec<String> = profile
         .groups
         .into_iter()
@@ -129,6 +140,7 @@ mod tests {
                     groups: groups.clone(),
                     display_name: Some("Alice L.".into()),
                     email: None,
+                    token: None,
                 })),
                 Err(()) => Err(PasswordError::Server {
                     server: "ldap://x".into(),
@@ -170,5 +182,73 @@ mod tests {
         assert!(matches!(d.user("alice"), Err(StoreError::Source(m)) if m.contains("ldap://x: down")));
         // Users with their own first factor never ask the source.
         assert!(d.user("bob").unwrap().is_some());
+    }
+
+    struct Keyed(Mutex<Vec<u8>>);
+
+    impl PasswordSource for Keyed {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn check(&self, _: &str, _: &str) -> Result<Option<bool>, PasswordError> {
+            Ok(None)
+        }
+        fn fingerprint(&self, _: &str) -> Result<Option<[u8; 16]>, PasswordError> {
+            Ok(None)
+        }
+        fn profile(&self, _: &str) -> Result<Option<Profile>, PasswordError> {
+            use crate::model::{Step, Token, TokenKind};
+            let key = self.0.lock().unwrap().clone();
+            let token = Token::new(
+                TokenKind::Oath,
+                Step::Time(30),
+                portcullis_otp::Secret::from_bytes(key),
+                portcullis_otp::Algorithm::Sha1,
+                6,
+            );
+            Ok(Some(Profile {
+                token: Some(token),
+                ..Profile::default()
+            }))
+        }
+    }
+
+    #[test]
+    fn a_token_from_the_source_replaces_the_users_and_keeps_its_replay_state_in_the_store() {
+        use crate::model::{Step, Token, TokenKind};
+        let inner = Arc::new(Memory::default());
+        let mut carol = User::new("carol", FirstFactor::External);
+        carol.tokens = vec![Token::new(
+            TokenKind::Oath,
+            Step::Event,
+            portcullis_otp::Secret::from_bytes(vec![9; 20]),
+            portcullis_otp::Algorithm::Sha1,
+            8,
+        )];
+        inner.create(&carol).unwrap();
+        let source = Arc::new(Keyed(Mutex::new(vec![1; 20])));
+        let d = WithProfiles::new(inner.clone(), source.clone());
+        let seen = d.user("carol").unwrap().unwrap();
+        assert_eq!(seen.tokens.len(), 1);
+        assert_eq!(seen.tokens[0].secret, portcullis_otp::Secret::from_bytes(vec![1; 20]));
+        // A code accepted: the step is kept in the store with the source's key.
+        d.update("carol", &mut |u| {
+            u.tokens[0].last_step = Some(77);
+            true
+        })
+        .unwrap();
+        let stored = inner.user("carol").unwrap().unwrap();
+        assert_eq!(stored.tokens.len(), 1, "the portcullis token gave way");
+        assert_eq!(stored.tokens[0].last_step, Some(77));
+        assert_eq!(
+            d.user("carol").unwrap().unwrap().tokens[0].last_step,
+            Some(77),
+            "the replay state stands"
+        );
+        // A new key at the source starts afresh, and the old key is not accepted any more.
+        *source.0.lock().unwrap() = vec![2; 20];
+        let seen = d.user("carol").unwrap().unwrap();
+        assert_eq!(seen.tokens.len(), 1);
+        assert_eq!(seen.tokens[0].last_step, None);
     }
 }

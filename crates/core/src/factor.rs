@@ -48,6 +48,9 @@ pub struct Profile {
     pub display_name: Option<String>,
     /// The e-mail address.
     pub email: Option<String>,
+    /// A token kept at the source (an LDAP attribute): it replaces the user's tokens, with
+    /// the replay state the portcullis store keeps for it.
+    pub token: Option<crate::model::Token>,
 }
 
 /// The conformance suite every [`PasswordSource`] passes (htpasswd, htdigest; LDAP next).

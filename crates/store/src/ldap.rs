@@ -8,7 +8,9 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_esca
 use portcullis_core::StoreError;
 use portcullis_core::config::LdapConfig;
 use portcullis_core::factor::{PasswordSource, Profile};
+use portcullis_core::model::{Step, Token, TokenKind};
 use portcullis_core::password::PasswordError;
+use portcullis_otp::{Algorithm, KeyUri, Secret};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ struct Person {
     email: Option<String>,
     member_of: Vec<String>,
     changed: String,
+    /// The value of `[ldap] token_attribute`, if set and present.
+    token: Option<Zeroizing<String>>,
 }
 
 /// What a search for a typed name found.
@@ -259,6 +263,7 @@ impl LdapSource {
             c.display_name_attribute(),
             c.mail_attribute(),
             c.member_of_attribute(),
+            c.token_attribute.as_deref().unwrap_or(""),
             "modifyTimestamp",
         ]
         .into_iter()
@@ -289,6 +294,11 @@ impl LdapSource {
                     email: first(e, c.mail_attribute()),
                     member_of: e.attrs.get(c.member_of_attribute()).cloned().unwrap_or_default(),
                     changed: first(e, "modifyTimestamp").unwrap_or_default(),
+                    token: c
+                        .token_attribute
+                        .as_deref()
+                        .and_then(|a| first(e, a))
+                        .map(Zeroizing::new),
                 }),
                 None => {
                     tracing::warn!(dn = %e.dn, attribute = c.username_attribute(), "an LDAP entry without [ldap] username_attribute cannot sign in");
@@ -394,6 +404,25 @@ impl LdapSource {
     }
 }
 
+/// The token an entry's token attribute holds: an otpauth:// URI, or a base32 TOTP key
+/// (30 s, 6 digits, SHA-1, as authenticator apps assume).
+fn token_of(value: &str, dn: &str) -> Result<Token, PasswordError> {
+    let bad = |why: String| PasswordError::Server {
+        server: dn.to_string(),
+        detail: format!("[ldap] token_attribute: {why}; store an otpauth:// URI or a base32 key there"),
+    };
+    if value
+        .trim_start()
+        .get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case("otpauth://"))
+    {
+        let uri = KeyUri::parse(value).map_err(|e| bad(e.to_string()))?;
+        return Ok(Token::from_key_uri(&uri));
+    }
+    let secret = Secret::from_base32(value).map_err(|e| bad(e.to_string()))?;
+    Ok(Token::new(TokenKind::Oath, Step::Time(30), secret, Algorithm::Sha1, 6))
+}
+
 /// `admins` of `cn=admins,ou=groups,dc=example,dc=com`.
 fn first_rdn_value(dn: &str) -> Option<String> {
     let rdn = dn.split(',').next()?;
@@ -433,6 +462,7 @@ impl PasswordSource for LdapSource {
             email: None,
             member_of: Vec::new(),
             changed: String::new(),
+            token: None,
         })?;
         if !password.is_empty() {
             // Whatever the server answers for a name it lacks, only the time matters.
@@ -470,6 +500,7 @@ impl PasswordSource for LdapSource {
         let profile = match self.person(user)? {
             Some(person) => Some(Profile {
                 groups: self.groups(&person)?,
+                token: person.token.as_deref().map(|t| token_of(t, &person.dn)).transpose()?,
                 display_name: person.display_name,
                 email: person.email,
             }),
@@ -482,7 +513,25 @@ impl PasswordSource for LdapSource {
 
 #[cfg(test)]
 mod tests {
-    use super::first_rdn_value;
+    use super::{first_rdn_value, token_of};
+
+    #[test]
+    fn a_token_attribute_holds_a_uri_or_a_base32_key_and_anything_else_is_an_error() {
+        let t = token_of(
+            "otpauth://hotp/x:carol?secret=JBSWY3DPEHPK3PXP&digits=8&counter=5",
+            "uid=carol",
+        )
+        .unwrap();
+        assert_eq!(
+            (t.step, t.digits, t.counter),
+            (portcullis_core::model::Step::Event, 8, 5)
+        );
+        let t = token_of("jbsw y3dp ehpk 3pxp", "uid=carol").unwrap();
+        assert_eq!((t.step, t.digits), (portcullis_core::model::Step::Time(30), 6));
+        let e = token_of("not a key!", "uid=carol").unwrap_err().to_string();
+        assert!(e.contains("uid=carol") && e.contains("token_attribute"), "{e}");
+        assert!(!e.contains("not a key"), "the value stays out of messages: {e}");
+    }
 
     #[test]
     fn a_groups_name_is_its_first_rdn_value() {

@@ -172,3 +172,15 @@ fn a_stopped_or_hung_server_is_an_error_within_the_timeout_and_service_returns()
         assert!(took < Duration::from_secs(5), "{url}: {took:?}");
     }
 }
+
+#[test]
+fn a_token_kept_in_an_attribute_is_read_and_others_have_none() {
+    let s = Slapd::start_new();
+    let src = source(&s, &s.ldaps_url(), "token_attribute = \"portcullisOTP\"\n").unwrap();
+    let carol = src.profile("carol").unwrap().unwrap().token.expect("carol's token");
+    assert_eq!(
+        carol.secret,
+        portcullis_otp::Secret::from_base32("JBSWY3DPEHPK3PXP").unwrap()
+    );
+    assert_eq!(src.profile("bob").unwrap().unwrap().token, None);
+}

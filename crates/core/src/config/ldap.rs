@@ -68,6 +68,9 @@ pub struct LdapConfig {
     display_name_attribute: Option<String>,
     /// The attribute with the e-mail address.
     mail_attribute: Option<String>,
+    /// An attribute of the user's entry holding their token (an otpauth:// URI, or a base32
+    /// TOTP key); read only, the replay state stays in the portcullis store.
+    pub token_attribute: Option<String>,
     /// Seconds any one operation may take (connect, bind, search) before it is refused.
     pub timeout: u64,
     /// Connections kept open to the server.
@@ -92,6 +95,7 @@ impl Default for LdapConfig {
             group_name_attribute: None,
             display_name_attribute: None,
             mail_attribute: None,
+            token_attribute: None,
             timeout: 5,
             pool_size: 4,
         }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 const KEY_HEX: &str = "3132333435363738393031323334353637383930";
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
-fn oathtool(args: &[&str]) -> String {
+pub(crate) fn oathtool(args: &[&str]) -> String {
     require_tool("oathtool");
     let out = Command::new("oathtool").args(args).output().unwrap();
     assert!(out.status.success(), "oathtool {args:?}");

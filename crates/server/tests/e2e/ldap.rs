@@ -81,6 +81,48 @@ fn an_unknown_name_and_a_wrong_ldap_password_take_the_same_time() {
     assert!((0.8..=1.25).contains(&ratio), "unknown {u:?} vs wrong password {w:?}");
 }
 
+/// Issue 16: a token kept in LDAP (`token_attribute`) verifies an oathtool code, once: the
+/// replay state is in the portcullis store and outlives a restart.
+#[test]
+fn a_token_kept_in_ldap_verifies_an_oathtool_code_once_even_after_a_restart() {
+    let s = Slapd::start_new();
+    let env = ldap_env(&s);
+    env.set("ldap", "token_attribute", "\"portcullisOTP\"");
+    env.ok(&["user", "add", "carol", "--ldap", "--no-token"], None);
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let gw = env.serve();
+    settle(8);
+    let code = crate::import::oathtool(&["--totp", "-b", "JBSWY3DPEHPK3PXP"]);
+    let creds = format!("carol:carol pw{code}");
+    let r = ask(&gw, "/app", &["-u", &creds]);
+    assert_eq!(
+        (r.status, r.header("remote-user")),
+        (200, Some("carol")),
+        "{}",
+        gw.log_text()
+    );
+    // From another client (told by the trusted proxy on loopback): the code is spent.
+    assert_eq!(
+        ask(&gw, "/app", &["-u", &creds, "-H", "X-Real-IP: 127.0.0.2"]).status,
+        401
+    );
+    assert!(gw.log_text().contains("replayed"), "{}", gw.log_text());
+    drop(gw);
+    let gw = env.serve();
+    assert_eq!(
+        ask(&gw, "/app", &["-u", &creds, "-H", "X-Real-IP: 127.0.0.2"]).status,
+        401,
+        "replayed after a restart"
+    );
+    assert!(gw.log_text().contains("replayed"), "{}", gw.log_text());
+    // Nothing was written to LDAP.
+    assert!(
+        s.search("(uid=carol)", &["portcullisOTP"])
+            .contains("secret=JBSWY3DPEHPK3PXP")
+    );
+}
+
 fn ask(gw: &Server, path: &str, extra: &[&str]) -> Reply {
     let mut args = vec!["-H".to_string(), format!("X-Original-URL: http://127.0.0.1{path}")];
     args.extend(extra.iter().map(|s| s.to_string()));
