@@ -318,7 +318,7 @@ pub struct TokenArgs {
 pub enum UserCommand {
     /// Add a user with a new token; prints its otpauth:// URI and QR code once.
     #[command(
-        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32\n  portcullis user add dave@example.com --ldap --qr dave.png"
+        after_help = "Examples:\n  printf '%s\\n' \"$PASS\" | portcullis user add alice --password-stdin\n  portcullis user add bob --hotp --digits 8 --qr bob.png --no-password\n  portcullis user add carol --no-password --secret-file yubikey.b32"
     )]
     Add {
         /// User name.
