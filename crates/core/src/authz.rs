@@ -598,7 +598,10 @@ impl Authorizer<'_> {
         let result = if self.regulator.is_banned(Some(user), ip, now)? {
             StepResult::Banned
         } else {
-            let stored = self.gate.directory.user(user)?;
+            let stored = match self.gate.directory.user(user)? {
+                Some(u) => Some(u),
+                None => self.gate.self_enrolling(user, password)?,
+            };
             let ok = self.gate.check_first_factor(user, stored.as_ref(), password)?;
             match stored {
                 None => StepResult::Refused(Rejection::UnknownUser),

@@ -31,6 +31,12 @@ pub trait PasswordSource: Send + Sync {
         let _ = typed;
         Ok(None)
     }
+    /// Whether `user`, known here, may enroll a token themselves at their first login
+    /// (`[ldap] auto_enroll`, for members of `auto_enroll_groups`).
+    fn may_enroll(&self, user: &str) -> Result<bool, PasswordError> {
+        let _ = user;
+        Ok(false)
+    }
     /// What this source says about `user` (a directory server's groups, name and mail),
     /// read at login and at every session refresh; `None`: nothing beyond the password.
     fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {

@@ -249,6 +249,34 @@ impl Gate<'_> {
         })
     }
 
+    /// A person the directory lacks whom the first-factor source lets enroll themselves
+    /// (`[ldap] auto_enroll`): with the right password there, added now, without a token
+    /// (the login goes on to enrollment); else `None`.
+    pub fn self_enrolling(&self, name: &str, password: &str) -> Result<Option<User>, GateError> {
+        let Some(src) = self.external else {
+            return Ok(None);
+        };
+        if password.is_empty() || !src.may_enroll(name)? || src.check(name, password)? != Some(true) {
+            return Ok(None);
+        }
+        match self.directory.create(&User::new(name, FirstFactor::External)) {
+            Ok(()) | Err(crate::StoreError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self.directory.user(name)?)
+    }
+
+    /// Whether `user` has no second factor yet and may enroll one themselves.
+    pub fn enrolls_now(&self, user: &User) -> Result<bool, GateError> {
+        let Some(src) = self.external else {
+            return Ok(false);
+        };
+        Ok(user.tokens.is_empty()
+            && user.scratch.is_empty()
+            && user.first_factor == FirstFactor::External
+            && src.may_enroll(&user.name)?)
+    }
+
     /// Checks the first factor of `user` (None = unknown, spends the same time).
     pub fn check_first_factor(&self, name: &str, user: Option<&User>, password: &str) -> Result<bool, GateError> {
         // Unknown here or to the source: the time a refusal there takes, then no.

@@ -63,6 +63,12 @@ pub enum LoginOutcome {
     },
     /// Refused.
     Refused(Refusal),
+    /// The password is right and the person has no second factor yet, which they may
+    /// enroll themselves now (`[ldap] auto_enroll`): send them to an enrollment link.
+    Enroll {
+        /// Whose token it will be.
+        user: String,
+    },
 }
 
 /// A login step's outcome and the attempts it made, for the adapter to log and count.
@@ -118,6 +124,12 @@ impl Authorizer<'_> {
                 events,
             });
         };
+        if self.gate.enrolls_now(&u)? {
+            return Ok(LoginStep {
+                outcome: LoginOutcome::Enroll { user: u.name.clone() },
+                events,
+            });
+        }
         // Without a first factor nothing is proven yet: never a one-factor login.
         let has_first = u.first_factor.exists();
         let enough = has_first && a.target.as_ref().is_some_and(|t| self.one_factor_enough(t, &u));

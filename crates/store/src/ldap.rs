@@ -493,6 +493,16 @@ impl PasswordSource for LdapSource {
         })
     }
 
+    fn may_enroll(&self, user: &str) -> Result<bool, PasswordError> {
+        if !self.config.auto_enroll {
+            return Ok(false);
+        }
+        let allowed = &self.config.auto_enroll_groups;
+        Ok(self
+            .profile(user)?
+            .is_some_and(|p| p.groups.iter().any(|g| allowed.contains(g))))
+    }
+
     fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {
         if let Some(profile) = self.profiles.get(user) {
             return Ok(profile);

@@ -71,6 +71,11 @@ pub struct LdapConfig {
     /// An attribute of the user's entry holding their token (an otpauth:// URI, or a base32
     /// TOTP key); read only, the replay state stays in the portcullis store.
     pub token_attribute: Option<String>,
+    /// A person found here who is not in portcullis yet, or has no token, enrolls one at
+    /// their first login (password, the QR code once, a confirming code).
+    pub auto_enroll: bool,
+    /// The groups whose members may do so (required with `auto_enroll`).
+    pub auto_enroll_groups: Vec<String>,
     /// Seconds any one operation may take (connect, bind, search) before it is refused.
     pub timeout: u64,
     /// Connections kept open to the server.
@@ -96,6 +101,8 @@ impl Default for LdapConfig {
             display_name_attribute: None,
             mail_attribute: None,
             token_attribute: None,
+            auto_enroll: false,
+            auto_enroll_groups: Vec::new(),
             timeout: 5,
             pool_size: 4,
         }
@@ -284,6 +291,13 @@ impl LdapConfig {
                 "set group_filter or member_of_attribute, not both",
             );
         }
+        if self.auto_enroll && self.auto_enroll_groups.is_empty() {
+            bad(
+                "auto_enroll_groups",
+                "[]".into(),
+                "name the LDAP groups whose members may enroll themselves, such as [\"staff\"]",
+            );
+        }
         if !(1..=60).contains(&self.timeout) {
             bad("timeout", self.timeout.to_string(), "use 1 to 60 seconds");
         }
@@ -377,6 +391,8 @@ mod tests {
             "{base}url = \"ldaps://x\"\nuser_filter = \"(uid={{input}}\"\n"
         ));
         assert!(e.contains("parentheses"), "{e}");
+        let e = errors(&format!("{base}url = \"ldaps://x\"\nauto_enroll = true\n"));
+        assert!(e.contains("ldap.auto_enroll_groups"), "{e}");
         let e = errors(&format!("{base}url = \"ldaps://x\"\ntimeout = 0\n"));
         assert!(e.contains("ldap.timeout"), "{e}");
         let e = errors(&format!("{base}url = \"ldaps://x\"\nimplementation = \"novell\"\n"));

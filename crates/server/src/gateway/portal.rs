@@ -231,6 +231,7 @@ pub async fn login_submit(
             };
             see_other(&next, vec![app.session_set_cookie(session.as_str())])
         }
+        LoginOutcome::Enroll { user } => self_enrollment(&app, &user).await,
         LoginOutcome::Refused(r) => {
             if r == Refusal::Banned {
                 // Answered as slowly as a checked password (issue 9.6), outside the login slot.
@@ -238,6 +239,28 @@ pub async fn login_submit(
             }
             retry(&app, message_for(r), &form.username)
         }
+    }
+}
+
+/// A person who just gave the right password and may enroll themselves: an enrollment
+/// link of their own, followed at once (the key is shown there once, then confirmed).
+async fn self_enrollment(app: &Arc<App>, user: &str) -> Response {
+    let Some(invites) = app.invites.clone() else {
+        return enrollment_unavailable();
+    };
+    let (user, expires) = (
+        user.to_string(),
+        app.clock_now().saturating_add_unsigned(app.config.core.invite.ttl),
+    );
+    let made = blocking(app, move |_| {
+        invites
+            .create(&user, expires)
+            .map_err(|e| GatewayError::failed("making an enrollment link", e).logged())
+    })
+    .await;
+    match answered(made) {
+        Ok(token) => see_other(&format!("{}/enroll/{}", app.base(), token.as_str()), vec![]),
+        Err(e) => failure_page(&e),
     }
 }
 
@@ -304,7 +327,7 @@ pub async fn code_submit(
             &app.return_url(&form.rd),
             vec![app.session_set_cookie(session.as_str())],
         ),
-        LoginOutcome::Refused(Refusal::NotSignedIn) => to_login(&app, &form.rd),
+        LoginOutcome::Refused(Refusal::NotSignedIn) | LoginOutcome::Enroll { .. } => to_login(&app, &form.rd),
         LoginOutcome::Refused(r) => retry(&app, message_for(r)),
     }
 }

@@ -123,6 +123,82 @@ fn a_token_kept_in_ldap_verifies_an_oathtool_code_once_even_after_a_restart() {
     );
 }
 
+/// The password step alone: the portal's answer to `user` and `password`.
+fn password_step(b: &Browser, gw: &Server, user: &str, password: &str) -> Reply {
+    let page = b.get(&gw.url("/login?rd=http%3A%2F%2F127.0.0.1%2Fapp"), &[]);
+    b.post(
+        &gw.url("/login"),
+        &[
+            ("csrf", &page.csrf()),
+            ("rd", "http://127.0.0.1/app"),
+            ("username", user),
+            ("password", password),
+        ],
+    )
+}
+
+/// Issue 16: `[ldap] auto_enroll`: a member of an allowed group who is not in portcullis
+/// yet enrolls at their first login (password, the key once, a confirming code); others
+/// and wrong passwords get nothing, and nobody is added for them.
+#[test]
+fn auto_enroll_walks_an_allowed_member_through_enrollment_at_first_login_and_no_one_else() {
+    let s = Slapd::start_new();
+    let env = ldap_env(&s);
+    env.set("ldap", "auto_enroll", "true");
+    env.set("ldap", "auto_enroll_groups", "[\"staff\"]");
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let gw = env.serve();
+    // twin1 is in no allowed group; alice is, but the password is wrong.
+    for (user, password) in [("twin1", "twin1 pw"), ("alice", "bob pw"), ("nobody", "x")] {
+        let r = password_step(&Browser::new(&env, user), &gw, user, password);
+        assert_ne!(r.status, 303, "{user}: {}", r.body);
+    }
+    let list = env.ok(&["user", "list"], None);
+    assert!(!list.contains("twin1") && !list.contains("alice"), "{list}");
+
+    // bob, by e-mail: straight from the password to his own enrollment link.
+    let b = Browser::new(&env, "bob");
+    let r = password_step(&b, &gw, "bob@example.com", "bob pw");
+    assert_eq!(r.status, 303, "{}\n{}", r.body, gw.log_text());
+    let link = gw.url(r.header("location").unwrap_or_default());
+    assert!(link.contains("/enroll/"), "{link}");
+    assert!(
+        b.cookie("portcullis_session").is_none(),
+        "no session before a second factor"
+    );
+    let start = b.get(&link, &[]);
+    assert!(start.body.contains("Show my key"), "{}", start.body);
+    let shown = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
+    let secret = shown
+        .body
+        .split("secret=")
+        .nth(1)
+        .and_then(|r| r.split(['&', '"']).next())
+        .unwrap_or_else(|| panic!("no key shown: {}", shown.body))
+        .to_string();
+    settle(8);
+    let r = b.post(&link, &[("csrf", &shown.csrf()), ("code", &code_now(&env, &secret))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(env.ok(&["user", "list"], None).contains("bob"));
+    // Enrolled: a normal two-factor login now, as "bob" the server's name for him.
+    let r = Browser::new(&env, "bob2").login(
+        &gw,
+        "bob",
+        "bob pw",
+        &code_next_step(&env, &secret),
+        "http://127.0.0.1/app",
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    // With a token, the password alone no longer leads to a new key.
+    let r = password_step(&Browser::new(&env, "bob3"), &gw, "bob", "bob pw");
+    assert!(
+        !r.header("location").unwrap_or_default().contains("/enroll/"),
+        "{:?}",
+        r.header("location")
+    );
+}
+
 fn ask(gw: &Server, path: &str, extra: &[&str]) -> Reply {
     let mut args = vec!["-H".to_string(), format!("X-Original-URL: http://127.0.0.1{path}")];
     args.extend(extra.iter().map(|s| s.to_string()));
