@@ -302,6 +302,7 @@ mod tests {
                 complete,
             } => (session, level, complete),
             LoginOutcome::Refused(r) => panic!("refused: {r:?}"),
+            LoginOutcome::Enroll { user } => panic!("sent to enroll {user}"),
         }
     }
 
@@ -309,6 +310,7 @@ mod tests {
         match step.outcome {
             LoginOutcome::Refused(r) => r,
             LoginOutcome::SignedIn { level, .. } => panic!("signed in at {level:?}"),
+            LoginOutcome::Enroll { user } => panic!("sent to enroll {user}"),
         }
     }
 
