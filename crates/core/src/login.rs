@@ -544,4 +544,52 @@ mod tests {
         let step = w.authorizer().login(&attempt("alice", "1234", Some(&right))).unwrap();
         assert_eq!(refused(step), Refusal::Rejected(Rejection::Replayed));
     }
+
+    /// A directory server that knows `newbie` (password `pw`) and lets only them enroll.
+    struct Enrolling;
+
+    impl crate::factor::PasswordSource for Enrolling {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn check(&self, user: &str, password: &str) -> Result<Option<bool>, crate::password::PasswordError> {
+            Ok((user == "newbie" || user == "outsider").then_some(password == "pw"))
+        }
+        fn fingerprint(&self, _: &str) -> Result<Option<[u8; 16]>, crate::password::PasswordError> {
+            Ok(None)
+        }
+        fn may_enroll(&self, user: &str) -> Result<bool, crate::password::PasswordError> {
+            Ok(user == "newbie")
+        }
+    }
+
+    #[test]
+    fn a_person_the_source_lets_enroll_is_added_at_the_right_password_and_sent_to_enroll() {
+        let (w, _) = world();
+        let source = Enrolling;
+        let mut a = w.authorizer();
+        a.gate.external = Some(&source);
+        for (user, pw) in [("newbie", "wrong"), ("newbie", ""), ("outsider", "pw")] {
+            let step = a.login(&attempt(user, pw, None)).unwrap();
+            assert!(
+                matches!(step.outcome, LoginOutcome::Refused(_)),
+                "{user}/{pw}: {:?}",
+                step.outcome
+            );
+            assert!(w.directory.user(user).unwrap().is_none(), "{user} was added");
+        }
+        let step = a.login(&attempt("newbie", "pw", None)).unwrap();
+        match step.outcome {
+            LoginOutcome::Enroll { user } => assert_eq!(user, "newbie"),
+            other => panic!("{other:?}"),
+        }
+        let added = w.directory.user("newbie").unwrap().unwrap();
+        assert_eq!(added.first_factor, FirstFactor::External);
+        assert!(added.tokens.is_empty());
+        // Until a token is enrolled the password leads there again; never to a session.
+        assert!(matches!(
+            a.login(&attempt("newbie", "pw", Some("123456"))).unwrap().outcome,
+            LoginOutcome::Enroll { .. }
+        ));
+    }
 }

@@ -184,3 +184,29 @@ fn a_token_kept_in_an_attribute_is_read_and_others_have_none() {
     );
     assert_eq!(src.profile("bob").unwrap().unwrap().token, None);
 }
+
+#[test]
+fn the_service_password_file_is_read_again_when_it_changes() {
+    let mut s = Slapd::start_new();
+    let pw = s.dir().join("rotating.pass");
+    std::fs::write(&pw, format!("{}\n", s.service_password())).unwrap();
+    let text = format!(
+        "[ldap]\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {pw:?}\nbase_dn = \"ou=people,dc=example,dc=com\"\ntimeout = 2\n",
+        s.ldaps_url(),
+        s.ca_file(),
+        s.service_dn()
+    );
+    let config = Config::parse(&text, Path::new("/t.toml")).unwrap();
+    let src = LdapSource::open(&config.ldap, &|p| p.to_path_buf()).unwrap();
+    assert_eq!(src.check("bob", "bob pw").unwrap(), Some(true));
+    // A new password in the file is used for the next connection (a restart drops the
+    // pooled ones): here a wrong one, so the search fails, naming the account.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&pw, "rotated wrongly\n").unwrap();
+    s.stop();
+    s.start();
+    let e = src.check("bob", "bob pw").unwrap_err().to_string();
+    assert!(e.contains("service account"), "{e}");
+    std::fs::write(&pw, format!("{}\n", s.service_password())).unwrap();
+    assert_eq!(src.check("bob", "bob pw").unwrap(), Some(true));
+}
