@@ -169,6 +169,20 @@ impl Settings {
                 ));
             }
         }
+        let l = &self.core.ldap;
+        for (key, file) in [("ca_file", &l.ca_file), ("bind_password_file", &l.bind_password_file)] {
+            if let Some(file) = file
+                && l.is_set()
+                && !self.core.resolve(file).exists()
+            {
+                out.push(format!(
+                    "{}:{}: ldap.{key} = {:?}: there is no such file, so `serve` cannot reach the LDAP server",
+                    doc.path().display(),
+                    doc.line_of("ldap", key),
+                    file.display().to_string()
+                ));
+            }
+        }
         out
     }
 }

@@ -134,3 +134,16 @@ fn tls_needs_both_the_certificate_and_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn missing_ldap_files_are_warned_about_by_line() {
+    let text = "[ldap]\nurl = \"ldaps://ldap.example.com\"\nbase_dn = \"dc=x\"\nca_file = \"/nonexistent/ca.pem\"\n";
+    let s = Settings::parse(text, Path::new("p.toml")).unwrap();
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.starts_with("p.toml:4: ldap.ca_file") && w.contains("no such file")),
+        "{:?}",
+        s.warnings
+    );
+}
