@@ -209,6 +209,10 @@ pub struct StateConfig {
     pub key_prefix: String,
     /// Redis: seconds a command may take before the request that needs it is refused (503).
     pub timeout: u64,
+    /// Redis Sentinel: the monitored primary's name (with `sentinels`, in place of `url`).
+    pub master_name: String,
+    /// Redis Sentinel: `HOST:PORT` of each sentinel, asked in turn where the primary is.
+    pub sentinels: Vec<String>,
 }
 
 impl Default for StateConfig {
@@ -221,11 +225,53 @@ impl Default for StateConfig {
             ca_file: None,
             key_prefix: "portcullis:".into(),
             timeout: 5,
+            master_name: String::new(),
+            sentinels: Vec::new(),
         }
     }
 }
 
 impl StateConfig {
+    /// `master_name` and `sentinels` go together, and replace `url`.
+    fn sentinel_problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.master_name.is_empty() || self.sentinels.is_empty() {
+            errors.push(doc.invalid(
+                "state",
+                if self.master_name.is_empty() { "master_name" } else { "sentinels" },
+                "(not set)".into(),
+                "set master_name (the primary's name in the sentinels' configuration) and sentinels = [\"HOST:PORT\", …] together",
+            ));
+        }
+        if !self.url.is_empty() {
+            errors.push(doc.invalid(
+                "state",
+                "url",
+                format!("{:?}", self.url),
+                "with sentinels, the primary is asked of them: remove url",
+            ));
+        }
+        for s in &self.sentinels {
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                errors.push(doc.invalid(
+                    "state",
+                    "sentinels",
+                    format!("{s:?}"),
+                    "give each sentinel as HOST:PORT, such as \"10.0.0.1:26379\"",
+                ));
+            }
+        }
+        errors
+    }
+
+    /// Whether the primary is found through Redis Sentinel.
+    pub fn uses_sentinel(&self) -> bool {
+        !self.sentinels.is_empty()
+    }
+
     fn problems(&self, doc: &Document<'_>) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if self.backend != StateKind::Redis {
@@ -236,7 +282,9 @@ impl StateConfig {
             .iter()
             .find_map(|s| url.strip_prefix(s));
         let credentials_in_url = rest.and_then(userinfo).is_some();
-        if rest.is_none() {
+        if !self.sentinels.is_empty() || !self.master_name.is_empty() {
+            errors.extend(self.sentinel_problems(doc));
+        } else if rest.is_none() {
             errors.push(doc.invalid(
                 "state",
                 "url",
@@ -912,6 +960,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinels_replace_the_url_and_need_the_primarys_name() {
+        let p = Path::new("/x.toml");
+        let ok = Config::parse(
+            "[state]\nbackend = \"redis\"\nmaster_name = \"mymaster\"\nsentinels = [\"10.0.0.1:26379\"]\n",
+            p,
+        )
+        .unwrap();
+        assert!(ok.state.uses_sentinel());
+        for (text, key) in [
+            ("sentinels = [\"10.0.0.1:26379\"]\n", "state.master_name"),
+            ("master_name = \"m\"\n", "state.sentinels"),
+            ("master_name = \"m\"\nsentinels = [\"10.0.0.1\"]\n", "state.sentinels"),
+            (
+                "master_name = \"m\"\nsentinels = [\"h:1\"]\nurl = \"redis://h:6379/0\"\n",
+                "state.url",
+            ),
+        ] {
+            let e = Config::parse(&format!("[state]\nbackend = \"redis\"\n{text}"), p)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn every_bound_admits_its_limit_and_refuses_one_past_it() {

@@ -52,6 +52,7 @@ impl Bridge {
     }
 
     /// The runtime's context, for building clients whose tasks must be spawned on it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
         self.runtime.as_ref().map(tokio::runtime::Runtime::enter)
     }

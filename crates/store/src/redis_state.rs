@@ -16,9 +16,12 @@ use portcullis_core::model::Token;
 use portcullis_core::regulation::{Record, RegulationPolicy, RegulationStore};
 use portcullis_core::session::{Level, Revocation, Session, SessionBackend, new_token, token_hash};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -120,11 +123,64 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
+/// The primary server: its client (for the revocation subscription's own connection) and
+/// the shared connection. With Sentinel both are replaced when the primary moves.
+struct Primary {
+    current: std::sync::RwLock<(redis::Client, ConnectionManager)>,
+    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    config: ConnectionManagerConfig,
+    /// A relocation is under way: failures meanwhile do not start another.
+    moving: AtomicBool,
+}
+
+impl Primary {
+    fn connection(&self) -> ConnectionManager {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    fn client(&self) -> redis::Client {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// Asks the sentinels where the primary is and connects there.
+    async fn locate(
+        sentinel: &tokio::sync::Mutex<SentinelClient>,
+        config: &ConnectionManagerConfig,
+    ) -> redis::RedisResult<(redis::Client, ConnectionManager)> {
+        let client = sentinel.lock().await.async_get_client().await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        Ok((client, conn))
+    }
+
+    /// After `e`, asks the sentinels again in the background when the primary may have
+    /// moved (unreachable, or demoted: READONLY). The failed request stays refused.
+    fn after(self: &Arc<Self>, e: &redis::RedisError, bridge: &Bridge) {
+        let moved =
+            e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || e.code() == Some("READONLY");
+        if self.sentinel.is_none() || !moved || self.moving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        bridge.spawn(async move {
+            me.relocate().await;
+            me.moving.store(false, Ordering::Release);
+        });
+    }
+
+    /// Asks the sentinels (if any) where the primary is now, and connects there.
+    async fn relocate(&self) {
+        if let Some(sentinel) = &self.sentinel
+            && let Ok(found) = Primary::locate(sentinel, &self.config).await
+        {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = found;
+        }
+    }
+}
+
 /// Sessions, regulation and invitations in one Redis database under one key prefix.
 pub struct RedisState {
-    conn: ConnectionManager,
-    /// For the revocation subscription's own connection.
-    client: redis::Client,
+    /// Where the primary is now, and the connection to it.
+    primary: Arc<Primary>,
     prefix: String,
     bridge: Bridge,
     cas: Script,
@@ -209,50 +265,51 @@ impl RedisState {
     pub fn open(config: &StateConfig, resolve: &dyn Fn(&Path) -> std::path::PathBuf) -> Result<Self, StoreError> {
         let timeout = Duration::from_secs(config.timeout);
         let bridge = Bridge::new("Redis", config.url.clone(), timeout)?;
-        let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| bridge.fail(format!("[state] url: {}", describe(&e))))?;
-        let mut redis_settings = info.redis_settings().clone();
-        if !config.username.is_empty() {
-            redis_settings = redis_settings.set_username(config.username.clone());
-        }
-        if let Some(file) = &config.password_file {
-            let password = secret_file(&resolve(file), "[state] password_file")?;
-            redis_settings = redis_settings.set_password(password.as_str());
-        }
-        info = info.set_redis_settings(redis_settings);
-        let client = match &config.ca_file {
+        let password = match &config.password_file {
+            Some(file) => Some(secret_file(&resolve(file), "[state] password_file")?),
+            None => None,
+        };
+        let ca = match &config.ca_file {
             Some(ca) => {
                 let ca = resolve(ca);
-                let pem = std::fs::read(&ca).map_err(|e| StoreError::File {
+                Some(std::fs::read(&ca).map_err(|e| StoreError::File {
                     path: ca.clone(),
                     message: format!(
                         "[state] ca_file: {}",
                         portcullis_core::config::explain_unreadable(&ca, &e)
                     ),
-                })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
+                })?)
             }
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| bridge.fail(format!("[state] url: {}", describe(&e))))?;
-        let subscriber = client.clone();
+            None => None,
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let conn = bridge.run(
-            async { ConnectionManager::new_with_config(client, manager_config).await },
-            |e| fault(&bridge, &e),
-        )?;
+        let (sentinel, found) = if config.uses_sentinel() {
+            let sentinel = tokio::sync::Mutex::new(
+                sentinel_client(config, password.as_deref().map(|p| p.as_str()), ca)
+                    .map_err(|e| bridge.fail(format!("[state] sentinels: {}", describe(&e))))?,
+            );
+            let found = bridge.run(Primary::locate(&sentinel, &manager_config), |e| fault(&bridge, &e))?;
+            (Some(sentinel), found)
+        } else {
+            let client = plain_client(config, password.as_deref().map(|p| p.as_str()), ca)
+                .map_err(|e| bridge.fail(format!("[state] url: {}", describe(&e))))?;
+            let conn = bridge.run(
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone()),
+                |e| fault(&bridge, &e),
+            )?;
+            (None, (client, conn))
+        };
+        let primary = Arc::new(Primary {
+            current: std::sync::RwLock::new(found),
+            sentinel,
+            config: manager_config,
+            moving: AtomicBool::new(false),
+        });
         let state = RedisState {
-            conn,
-            client: subscriber,
+            primary,
             prefix: config.key_prefix.clone(),
             bridge,
             cas: Script::new(CAS_RECORD),
@@ -276,8 +333,11 @@ impl RedisState {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn.clone();
-        self.bridge.run(work(conn), |e| fault(&self.bridge, &e))
+        let conn = self.primary.connection();
+        self.bridge.run(work(conn), |e| {
+            self.primary.after(&e, &self.bridge);
+            fault(&self.bridge, &e)
+        })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -396,7 +456,7 @@ impl SessionBackend for RedisState {
     }
 
     fn watch(&self, revoked: portcullis_core::session::Revoked) -> Result<(), StoreError> {
-        let client = self.client.clone();
+        let primary = self.primary.clone();
         let channel = self.key("revoked");
         let subscribe = |client: redis::Client, channel: String| async move {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -404,9 +464,9 @@ impl SessionBackend for RedisState {
             Ok::<_, redis::RedisError>(pubsub)
         };
         // Subscribed before this returns, so nothing revoked from now on is missed.
-        let first = self
-            .bridge
-            .run(subscribe(client.clone(), channel.clone()), |e| fault(&self.bridge, &e))?;
+        let first = self.bridge.run(subscribe(primary.client(), channel.clone()), |e| {
+            fault(&self.bridge, &e)
+        })?;
         self.bridge.spawn(async move {
             let mut current = Some(first);
             loop {
@@ -414,13 +474,17 @@ impl SessionBackend for RedisState {
                     Some(p) => p,
                     None => {
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        match subscribe(client.clone(), channel.clone()).await {
+                        match subscribe(primary.client(), channel.clone()).await {
                             // What ended while no one listened is unknown: drop every copy.
                             Ok(p) => {
                                 revoked(Revocation::All);
                                 p
                             }
-                            Err(_) => continue,
+                            // The primary may have moved (Sentinel): ask before the next try.
+                            Err(_) => {
+                                primary.relocate().await;
+                                continue;
+                            }
                         }
                     }
                 };
@@ -656,6 +720,78 @@ impl InviteStore for RedisState {
         }
         Ok(dropped)
     }
+}
+
+/// A client for the one server `[state] url` names.
+fn plain_client(
+    config: &StateConfig,
+    password: Option<&str>,
+    ca: Option<Vec<u8>>,
+) -> redis::RedisResult<redis::Client> {
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?;
+    let mut settings = info.redis_settings().clone();
+    if !config.username.is_empty() {
+        settings = settings.set_username(config.username.clone());
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    match ca {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+}
+
+/// A client of the sentinels that finds the primary `[state] master_name`; the primary's
+/// credentials (and TLS, with `ca_file`, to sentinels and primary alike) are the state's.
+fn sentinel_client(
+    config: &StateConfig,
+    password: Option<&str>,
+    ca: Option<Vec<u8>>,
+) -> redis::RedisResult<SentinelClient> {
+    let addrs = config.sentinels.iter().map(|s| {
+        let (host, port) = s.rsplit_once(':').unwrap_or((s.as_str(), "26379"));
+        let port = port.parse().unwrap_or(26379);
+        match ca {
+            Some(_) => redis::ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+            None => redis::ConnectionAddr::Tcp(host.to_string(), port),
+        }
+    });
+    let mut b = SentinelClientBuilder::new(
+        addrs.collect::<Vec<_>>(),
+        &config.master_name,
+        SentinelServerType::Master,
+    )?;
+    if !config.username.is_empty() {
+        b = b.set_client_to_redis_username(&config.username);
+    }
+    if let Some(password) = password {
+        b = b.set_client_to_redis_password(password);
+    }
+    if let Some(pem) = ca {
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        b = b
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certs())
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_certificates(certs());
+    }
+    b.build()
 }
 
 /// A Redis error as a store error: a connection refused, dropped or timed out is the

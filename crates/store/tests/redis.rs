@@ -226,3 +226,91 @@ fn a_session_ended_through_one_node_is_announced_to_the_others_at_once() {
     .map(|r| format!("{r:?}"));
     assert_eq!(*heard.lock().unwrap(), expected);
 }
+
+/// Redis Sentinel: the primary is asked of the sentinels, and when it dies they promote its
+/// replica, which the store finds by itself: the failed requests were refused, the next ones
+/// work, and what was written before the failover is still there.
+#[test]
+fn through_sentinel_the_store_follows_a_failover_to_the_promoted_replica() {
+    use portcullis_core::session::{Level, Session};
+    let mut primary = Redis::start_new();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let sentinel = Redis::start_sentinel(primary.port);
+    let config = StateConfig {
+        backend: StateKind::Redis,
+        master_name: "mymaster".into(),
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        key_prefix: "ha:".into(),
+        timeout: 1,
+        ..StateConfig::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        match RedisState::open(&config, &|p: &Path| p.to_path_buf()) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("sentinel not ready: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let session = |user: &str| Session {
+        user: user.into(),
+        groups: vec![],
+        display_name: None,
+        email: None,
+        level: Level::TwoFactor,
+        created: 1_900_000_000,
+        last_seen: 1_900_000_000,
+        client_ip: None,
+        factor: None,
+    };
+    // Another node listens for revocations, across the failover too.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<[u8; 32]>::new()));
+    let other = RedisState::open(&config, &|p: &Path| p.to_path_buf()).unwrap();
+    let sink = heard.clone();
+    other
+        .watch(std::sync::Arc::new(move |what| {
+            if let Revocation::Session(h) = what {
+                sink.lock().unwrap().push(*h);
+            }
+        }))
+        .unwrap();
+    state.put(&[1; 32], &session("before")).unwrap();
+    // Replicated before the primary goes.
+    let synced = Instant::now();
+    while !replica.log().contains("MASTER <-> REPLICA sync: Finished") && synced.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    primary.kill();
+    let started = Instant::now();
+    let mut refused = 0;
+    let healed = loop {
+        match state.put(&[2; 32], &session("after")) {
+            Ok(()) => break started.elapsed(),
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("no failover after 20 s: {e}\n{}", sentinel.log()),
+        }
+    };
+    eprintln!("failover: {refused} refusals, service back after {healed:?}");
+    assert!(refused > 0, "the primary was killed: something must have been refused");
+    assert_eq!(state.get(&[1; 32]).unwrap().map(|s| s.user), Some("before".into()));
+    assert_eq!(state.get(&[2; 32]).unwrap().map(|s| s.user), Some("after".into()));
+    assert!(sentinel.log().contains("+switch-master"), "{}", sentinel.log());
+    // A logout after the failover reaches the other node, subscribed to the new primary.
+    let told = Instant::now();
+    while told.elapsed() < Duration::from_secs(10) && !heard.lock().unwrap().contains(&[2; 32]) {
+        let _ = state.delete(&[2; 32]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        heard.lock().unwrap().contains(&[2; 32]),
+        "the other node heard no revocation after the failover"
+    );
+    eprintln!("revocations heard again {:?} after service came back", told.elapsed());
+}

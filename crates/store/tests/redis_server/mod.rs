@@ -47,8 +47,45 @@ impl Redis {
         Self::start_with(&[])
     }
 
+    /// A Redis Sentinel watching the primary on `primary` as `mymaster` (quorum 1, down
+    /// after 1 s), with its configuration file in its own directory.
+    pub fn start_sentinel(primary: u16) -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec!["--sentinel-of".into(), primary.to_string()],
+        };
+        r.start();
+        r
+    }
+
     /// Starts (or restarts) the server on its port and waits until it answers.
     pub fn start(&mut self) {
+        if let [flag, primary] = self.extra.as_slice()
+            && flag == "--sentinel-of"
+        {
+            let conf = self.dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {primary} 1\n\
+                     sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
+                    self.port,
+                    self.dir.path().display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(std::fs::File::create(self.dir.path().join("redis.log")).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            return self.wait_listening();
+        }
         let tls = self.extra.iter().any(|a| a == "--tls-port");
         let port = self.port.to_string();
         let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
@@ -67,6 +104,10 @@ impl Redis {
             .spawn()
             .unwrap();
         self.child = Some(child);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
