@@ -35,6 +35,8 @@ backend = "local"
 # ca_file = "/etc/portcullis/redis-ca.pem"    # default: the system's roots
 # key_prefix = "portcullis:"
 # timeout = 5
+# master_name = "mymaster"                    # Redis Sentinel, in place of url:
+# sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"]
 
 [pam]
 # pam_portcullis.so asks the gateway here (needed with a PostgreSQL store or Redis state):
@@ -59,6 +61,28 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 # htpasswd = "/etc/apache2/.htpasswd"
 # htdigest = "/etc/apache2/.htdigest"
 # htdigest_realm = "private"
+
+[ldap]
+# Passwords, groups, names and mail from an LDAP server (`user add NAME --ldap`):
+# url = "ldaps://ldap.example.com"            # several, space-separated: tried in turn
+# start_tls = false                           # with ldap:// URLs
+# ca_file = "/etc/portcullis/ldap-ca.pem"     # default: the system's roots
+# bind_dn = "cn=portcullis,ou=services,dc=example,dc=com"
+# bind_password_file = "/etc/portcullis/ldap.pass"
+# base_dn = "ou=people,dc=example,dc=com"
+# group_base_dn = "ou=groups,dc=example,dc=com"
+# implementation = "openldap"                 # openldap | activedirectory | freeipa | lldap
+# user_filter = "(&(objectClass=person)(|(uid={input})(mail={input})))"
+# username_attribute = "uid"
+# group_filter = "(&(objectClass=groupOfNames)(member={dn}))"   # or member_of_attribute = "memberOf"
+# group_name_attribute = "cn"
+# display_name_attribute = "displayName"
+# mail_attribute = "mail"
+# token_attribute = "portcullisOTP"           # tokens kept in the directory (read only)
+# auto_enroll = false                         # members of auto_enroll_groups enroll at first login
+# auto_enroll_groups = ["staff"]
+# timeout = 5
+# pool_size = 4
 
 [server]
 listen = "127.0.0.1:9091"
