@@ -44,6 +44,21 @@ impl Identity {
             email: u.email.clone(),
         }
     }
+
+    /// The groups as the one comma-separated value an application gets (`Remote-Groups`,
+    /// `PORTCULLIS_GROUPS`). A group whose name holds a comma is left out: the application
+    /// splits on commas and would read its pieces as other groups (an LDAP group's DN
+    /// `cn=x\,admins,ou=groups,…` or a cn `x,admins` would put it in `admins`). The
+    /// `[access]` rules still see every group, DNs included.
+    pub fn groups_value(&self) -> String {
+        let names: Vec<&str> = self
+            .groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !g.contains(','))
+            .collect();
+        names.join(",")
+    }
 }
 
 /// HTTP Basic credentials (`user`, `password` immediately followed by the code).
@@ -655,6 +670,24 @@ mod tests {
     use crate::model::FirstFactor;
     use crate::store::Directory;
     use crate::testing::{World, rule};
+
+    #[test]
+    fn the_groups_value_leaves_out_names_an_application_would_split() {
+        let id = Identity {
+            user: "bob".into(),
+            groups: vec![
+                "staff".into(),
+                "cn=staff,ou=groups,dc=example,dc=com".into(),
+                "x,admins".into(),
+                "cn=x\\2Cadmins,ou=groups,dc=example,dc=com".into(),
+                "Domain Users".into(),
+            ],
+            display_name: None,
+            email: None,
+        };
+        assert_eq!(id.groups_value(), "staff,Domain Users");
+        assert_eq!(Identity { groups: vec![], ..id }.groups_value(), "");
+    }
 
     /// Issue 13.7: a first factor kept outside the directory (an htpasswd line) ends the
     /// sessions made with it when it changes, as a new argon2 hash or PIN does.

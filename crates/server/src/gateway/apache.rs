@@ -214,7 +214,7 @@ fn render(
             let mut out = String::from("Status: 200\r\n");
             for (name, value) in [
                 ("PORTCULLIS_USER", id.user.as_str()),
-                ("PORTCULLIS_GROUPS", &id.groups.join(",")),
+                ("PORTCULLIS_GROUPS", &id.groups_value()),
                 ("PORTCULLIS_NAME", id.display_name.as_deref().unwrap_or("")),
                 ("PORTCULLIS_EMAIL", id.email.as_deref().unwrap_or("")),
             ] {

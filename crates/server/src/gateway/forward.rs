@@ -314,7 +314,7 @@ pub(super) fn render(
             let (user, groups, name, email) = match &identity {
                 Some(id) => (
                     id.user.as_str(),
-                    id.groups.join(","),
+                    id.groups_value(),
                     id.display_name.as_deref(),
                     id.email.as_deref(),
                 ),

@@ -271,7 +271,7 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     );
     if let Some(id) = identity {
         set(h, names::REMOTE_USER, &id.user);
-        set(h, names::REMOTE_GROUPS, &id.groups.join(","));
+        set(h, names::REMOTE_GROUPS, &id.groups_value());
         set(h, names::REMOTE_NAME, id.display_name.as_deref().unwrap_or(""));
         set(h, names::REMOTE_EMAIL, id.email.as_deref().unwrap_or(""));
     }

@@ -309,3 +309,30 @@ fn ldap_passwords_one_identity_group_rules_that_follow_the_server_and_outages_th
     assert!(healed.is_some(), "no recovery after slapd came back");
     assert!(!gw.log_text().contains("bob pw") && !gw.log_text().contains("alice pw"));
 }
+
+/// A group name with a comma (an LDAP DN always has one; a cn may) is not passed on in the
+/// comma-separated `Remote-Groups`: the application would split it into other groups. Here
+/// bob's group `cn=x\,admins` would have put him in `admins` for the application.
+#[test]
+fn ldap_group_names_with_commas_never_reach_the_application_as_other_groups() {
+    let s = Slapd::start_new();
+    s.modify(&format!(
+        "dn: cn=x\\,admins,ou=groups,dc=example,dc=com\nchangetype: add\nobjectClass: groupOfNames\n\
+         cn: x,admins\nmember: {}\n",
+        s.user_dn("bob")
+    ));
+    let env = ldap_env(&s);
+    let bob = secret_of(&uri_in(
+        &env.ok(&["user", "add", "bob", "--ldap", "--no-terminal-qr"], None),
+    ));
+    env.loopback_portal(free_port());
+    env.set("access", "protected_domains", "[\"127.0.0.1\"]");
+    let gw = env.serve();
+    settle(5);
+    let basic = ["-u", &format!("bob:bob pw{}", code_now(&env, &bob))];
+    let r = ask(&gw, "/app", &basic);
+    assert_eq!(r.status, 200, "{}", gw.log_text());
+    assert_eq!(r.header("remote-groups"), Some("staff"), "{:?}", r.headers);
+    // portcullis's own rules see the group whole: not admins.
+    assert_eq!(ask(&gw, "/admin/x", &basic).status, 403);
+}
