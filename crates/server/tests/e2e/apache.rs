@@ -36,7 +36,7 @@ fn open_to_www_data(env: &Env) {
     std::fs::set_permissions(env.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
+pub(crate) fn start_apache(env: &Env, fcgi_port: u16) -> Apache {
     require_tool("apache2");
     assert!(
         Path::new(MODULES).join("mod_authnz_external.so").exists(),
@@ -134,7 +134,7 @@ Include {d}/portcullis-authz.conf
 }
 
 /// A gateway with the FastCGI authorizer on its own port.
-fn gateway(env: &Env) -> (Server, u16) {
+pub(crate) fn gateway(env: &Env) -> (Server, u16) {
     env.loopback_portal(free_port());
     env.set("access", "protected_domains", "[\"127.0.0.1\"]");
     let fcgi = free_port();
@@ -142,7 +142,7 @@ fn gateway(env: &Env) -> (Server, u16) {
     (env.serve(), fcgi)
 }
 
-fn basic(user: &str, secret: &str, url: &str, extra: &[&str]) -> Reply {
+pub(crate) fn basic(user: &str, secret: &str, url: &str, extra: &[&str]) -> Reply {
     let creds = format!("{user}:{secret}");
     let mut args = vec!["-u", creds.as_str()];
     args.extend_from_slice(extra);

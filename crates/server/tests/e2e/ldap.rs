@@ -336,3 +336,120 @@ fn ldap_group_names_with_commas_never_reach_the_application_as_other_groups() {
     // portcullis's own rules see the group whole: not admins.
     assert_eq!(ask(&gw, "/admin/x", &basic).status, 403);
 }
+
+/// Apache on an LDAP configuration: the FastCGI authorizer in Basic mode (the gateway binds
+/// to LDAP) and mod_authnz_external running `portcullis check` (a process of its own, run
+/// as www-data, that opens LDAP itself) share spent codes. A login by e-mail is decided as
+/// the user LDAP names (one spent code under either name); Apache's `REMOTE_USER` stays the
+/// name typed, and only the FastCGI side can add the canonical one (`PORTCULLIS_USER`).
+#[test]
+fn apache_fastcgi_basic_and_external_check_on_ldap_share_spent_codes_and_one_identity() {
+    use crate::apache::{basic, gateway, start_apache};
+    let s = Slapd::start_new();
+    let env = ldap_env(&s);
+    // `portcullis check` runs as www-data: the CA and the service password file go in the
+    // test directory, which `start_apache` opens to www-data (the slapd directory is root's
+    // and may be 0700: the check then fails closed, exit 2, "ca_file: ... Permission denied").
+    let ca = env.path().join("ldap-ca.pem");
+    std::fs::copy(s.ca_file(), &ca).unwrap();
+    env.set("ldap", "ca_file", &format!("{ca:?}"));
+    let alice = secret_of(&uri_in(
+        &env.ok(&["user", "add", "alice", "--ldap", "--no-terminal-qr"], None),
+    ));
+    let bob = secret_of(&uri_in(
+        &env.ok(&["user", "add", "bob", "--ldap", "--no-terminal-qr"], None),
+    ));
+    let (gw, fcgi) = gateway(&env);
+    let apache = start_apache(&env, fcgi);
+    let (dav, ext) = (apache.url("/dav/who.cgi"), apache.url("/ext/who.cgi"));
+    assert_eq!(curl(&[&dav]).status, 401);
+    settle(10);
+
+    // FastCGI Basic: bob's LDAP password and his code, checked by the gateway.
+    let code = code_now(&env, &bob);
+    let r = basic("bob", &format!("bob pw{code}"), &dav, &[]);
+    assert_eq!(r.status, 200, "{}\n{}\n{}", r.body, apache.error_log(), gw.log_text());
+    assert!(
+        r.body.contains("user=[bob]") && r.body.contains("auth=[Basic]"),
+        "{}",
+        r.body
+    );
+    assert!(gw.log_text().contains("user=\"bob\""), "{}", gw.log_text());
+    // The same code through the check process, from another address: spent.
+    let other = ["--interface", "127.0.0.2"];
+    let r = basic("bob", &format!("bob pw{code}"), &ext, &other);
+    assert_eq!(r.status, 401, "{}\n{}", r.body, apache.error_log());
+    assert!(
+        apache
+            .error_log()
+            .lines()
+            .any(|l| l.contains("reason=\"replayed\"") && l.contains("user=\"bob\"")),
+        "{}",
+        apache.error_log()
+    );
+    // A wrong LDAP password through the check process, with a code nobody spent.
+    let next = code_next_step(&env, &bob);
+    let r = basic("bob", &format!("alice pw{next}"), &ext, &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        apache
+            .error_log()
+            .lines()
+            .any(|l| l.contains("reason=\"wrong_password\"") && l.contains("user=\"bob\"")),
+        "{}",
+        apache.error_log()
+    );
+
+    // By e-mail through the check process (it searched LDAP as www-data): the decision is
+    // alice's. Apache still makes the typed name REMOTE_USER: mod_authnz_external's pipe
+    // protocol has no way to answer another name (the FastCGI side adds PORTCULLIS_USER).
+    let code = code_now(&env, &alice);
+    let r = basic("alice@example.com", &format!("alice pw{code}"), &ext, &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(
+        apache
+            .error_log()
+            .lines()
+            .any(|l| l.contains("result=\"success\"") && l.contains("user=\"alice\"")),
+        "{}",
+        apache.error_log()
+    );
+    assert!(r.body.contains("user=[alice@example.com]"), "{}", r.body);
+    assert!(
+        !gw.log_text().contains("user=\"alice\""),
+        "the check process decided alone: {}",
+        gw.log_text()
+    );
+    // Her code is spent for the gateway, under either name.
+    assert_eq!(basic("alice", &format!("alice pw{code}"), &dav, &other).status, 401);
+    assert!(
+        gw.log_text()
+            .lines()
+            .any(|l| l.contains("reason=\"replayed\"") && l.contains("user=\"alice\"")),
+        "{}",
+        gw.log_text()
+    );
+    // FastCGI Basic by e-mail: the application gets her name in PORTCULLIS_USER.
+    let env_cgi = apache.dir.join("site/dav/env.cgi");
+    std::fs::write(
+        &env_cgi,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'remote=[%s] portcullis=[%s] groups=[%s]\\n' \"$REMOTE_USER\" \"$PORTCULLIS_USER\" \"$PORTCULLIS_GROUPS\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&env_cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let code = code_next_step(&env, &alice);
+    let r = basic(
+        "alice@example.com",
+        &format!("alice pw{code}"),
+        &apache.url("/dav/env.cgi"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.body, apache.error_log());
+    assert!(
+        r.body
+            .contains("remote=[alice@example.com] portcullis=[alice] groups=[admins,staff]"),
+        "{}",
+        r.body
+    );
+    assert!(!apache.error_log().contains("alice pw") && !gw.log_text().contains("alice pw"));
+}
