@@ -453,3 +453,84 @@ fn apache_fastcgi_basic_and_external_check_on_ldap_share_spent_codes_and_one_ide
     );
     assert!(!apache.error_log().contains("alice pw") && !gw.log_text().contains("alice pw"));
 }
+
+/// pam_portcullis.so on an LDAP configuration: the module opens no LDAP connection inside
+/// sshd and asks the gateway over `[pam] socket`, which checks the LDAP password and the
+/// code of a `combined` answer; without the socket it fails closed and says what to set.
+#[test]
+fn pam_on_ldap_asks_the_gateway_for_a_combined_ldap_password_and_code_and_fails_closed_without_it() {
+    use crate::pam::{LogSocket, Service, module, pamtester, require_root, service_text, unique};
+    require_root();
+    require_tool("pamtester");
+    let s = Slapd::start_new();
+    let env = ldap_env(&s);
+    let bob = secret_of(&uri_in(
+        &env.ok(&["user", "add", "bob", "--ldap", "--no-terminal-qr"], None),
+    ));
+    env.loopback_portal(free_port());
+    let log = LogSocket::new(env.path());
+    let svc = Service::new(
+        unique("portcullis-test-"),
+        &service_text(&format!(
+            "{} config={} combined log_socket={}",
+            module().display(),
+            env.config().display(),
+            log.path.display()
+        )),
+    );
+    settle(8);
+    let rhost = Some("192.0.2.1");
+
+    // No [pam] socket: the module does not open LDAP (nor the store) itself, whatever the
+    // answer: it refuses before, saying what to set.
+    let code = code_now(&env, &bob);
+    assert!(
+        !pamtester(&svc.name, "bob", rhost, &format!("bob pw{code}")),
+        "LDAP opened inside the PAM module"
+    );
+    let lines = log.drain();
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("result=\"error\" reason=\"store_error\"")
+            && lines[0].contains("or [ldap], pam_portcullis asks the gateway: set [pam] socket"),
+        "{lines:#?}"
+    );
+
+    // With the socket the gateway decides: bob's LDAP password, then his code, in one answer.
+    let socket = env.path().join("pam.sock");
+    env.set("pam", "socket", &format!("{:?}", socket.display().to_string()));
+    let gw = env.serve();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        pamtester(&svc.name, "bob", rhost, &format!("bob pw{code}")),
+        "the LDAP password and the code: {:#?}\n{}",
+        log.drain(),
+        gw.log_text()
+    );
+    assert!(
+        !pamtester(&svc.name, "bob", rhost, &format!("bob pw{code}")),
+        "the same code again"
+    );
+    // A wrong LDAP password with a code nobody spent.
+    let next = code_next_step(&env, &bob);
+    assert!(
+        !pamtester(&svc.name, "bob", rhost, &format!("alice pw{next}")),
+        "a wrong LDAP password"
+    );
+    assert_eq!(
+        log.reasons(),
+        ["code", "replayed", "wrong_password"],
+        "the module's own log lines"
+    );
+    // The gateway made those decisions (with the LDAP bind), and logged no password.
+    let text = gw.log_text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reason=\"wrong_password\"") && l.contains("user=\"bob\"")),
+        "{text}"
+    );
+    assert!(!text.contains("bob pw") && !text.contains("alice pw"), "{text}");
+}

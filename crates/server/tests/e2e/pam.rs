@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Builds the cdylib into the target dir this test binary lives in (same profile), once.
 /// `cargo test` builds only the rlib of a library the tests do not link, so ask cargo.
-fn module() -> PathBuf {
+pub(crate) fn module() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -48,7 +48,7 @@ fn module() -> PathBuf {
         .clone()
 }
 
-fn require_root() {
+pub(crate) fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
@@ -57,19 +57,19 @@ fn require_root() {
     );
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}{}x{n}", std::process::id())
 }
 
 /// A PAM service file in /etc/pam.d, removed on drop (also when the test panics).
-struct Service {
-    name: String,
+pub(crate) struct Service {
+    pub(crate) name: String,
 }
 
 impl Service {
-    fn new(name: String, text: &str) -> Service {
+    pub(crate) fn new(name: String, text: &str) -> Service {
         let path = Path::new("/etc/pam.d").join(&name);
         assert!(!path.exists(), "{} exists already", path.display());
         std::fs::write(&path, text).unwrap();
@@ -84,13 +84,13 @@ impl Drop for Service {
 }
 
 /// The module's syslog socket for one test: what it would have sent to /dev/log.
-struct LogSocket {
-    path: PathBuf,
+pub(crate) struct LogSocket {
+    pub(crate) path: PathBuf,
     socket: UnixDatagram,
 }
 
 impl LogSocket {
-    fn new(dir: &Path) -> LogSocket {
+    pub(crate) fn new(dir: &Path) -> LogSocket {
         let path = dir.join("log.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         socket.set_nonblocking(true).unwrap();
@@ -98,12 +98,12 @@ impl LogSocket {
     }
 
     /// The `reason` of each line received so far.
-    fn reasons(&self) -> Vec<String> {
+    pub(crate) fn reasons(&self) -> Vec<String> {
         reasons_of(&self.drain())
     }
 
     /// The datagrams received so far.
-    fn drain(&self) -> Vec<String> {
+    pub(crate) fn drain(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.socket.recv(&mut buf) {
@@ -114,7 +114,7 @@ impl LogSocket {
 }
 
 /// The `reason="…"` of each log line (`?` where a line has none).
-fn reasons_of(lines: &[String]) -> Vec<String> {
+pub(crate) fn reasons_of(lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .map(|l| {
@@ -129,7 +129,7 @@ fn reasons_of(lines: &[String]) -> Vec<String> {
 
 /// pamtester SERVICE USER authenticate with `answer` on stdin (pamtester's conversation
 /// reads stdin when it is not a terminal); true on success.
-fn pamtester(service: &str, user: &str, rhost: Option<&str>, answer: &str) -> bool {
+pub(crate) fn pamtester(service: &str, user: &str, rhost: Option<&str>, answer: &str) -> bool {
     let mut c = Command::new("pamtester");
     if let Some(r) = rhost {
         c.args(["-I", &format!("rhost={r}")]);
@@ -148,7 +148,7 @@ fn pamtester(service: &str, user: &str, rhost: Option<&str>, answer: &str) -> bo
     child.wait_with_output().unwrap().status.success()
 }
 
-fn service_text(module_line: &str) -> String {
+pub(crate) fn service_text(module_line: &str) -> String {
     format!("auth required {module_line}\naccount required pam_permit.so\n")
 }
 
