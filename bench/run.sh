@@ -6,15 +6,18 @@
 # mod_authnz_external against a trivial FastCGI authorizer (bench/apache.sh), and a PAM login
 # against pam_oath (bench/pam.sh, needs root), and the gateway with its state in Redis against
 # the same gateway with its state in SQLite (bench/state.sh), and logins on PostgreSQL against
-# SQLite and two gateways behind one nginx upstream against one (bench/nodes.sh, needs root).
+# SQLite and two gateways behind one nginx upstream against one (bench/nodes.sh, needs root),
+# and logins with the LDAP first factor against the local argon2id one and the raw bind rate
+# of the same slapd (bench/ldap.sh).
 # Installs the Debian packages it needs when
 # they are missing (liboath-dev, wrk, nginx, apache2, libapache2-mod-authnz-external,
-# pamtester, libpam-oath, postgresql). Needs 2 cores; takes about 8 minutes once built.
+# pamtester, libpam-oath, postgresql, slapd, ldap-utils). Needs 2 cores; takes about 9
+# minutes once built.
 # Usage: bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server postgresql)
+packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server postgresql slapd ldap-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   if [[ " ${missing[*]} " == *" apache2 "* ]] && command -v systemctl >/dev/null; then
     $sudo systemctl disable --now apache2 >/dev/null 2>&1 || true
+  fi
+  # Likewise the packaged slapd: bench/ldap.sh starts its own in a temp directory.
+  if [[ " ${missing[*]} " == *" slapd "* ]] && command -v systemctl >/dev/null; then
+    $sudo systemctl disable --now slapd >/dev/null 2>&1 || true
   fi
 fi
 
@@ -49,6 +56,7 @@ apache_rows=$(bash bench/apache.sh --rows)
 pam_rows=$(bash bench/pam.sh)
 state_rows=$(bash bench/state.sh --rows)
 nodes_rows=$(bash bench/nodes.sh --rows)
+ldap_rows=$(bash bench/ldap.sh --rows)
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -sr)."
@@ -62,3 +70,4 @@ echo "$apache_rows"
 echo "$pam_rows"
 echo "$state_rows"
 echo "$nodes_rows"
+echo "$ldap_rows"
