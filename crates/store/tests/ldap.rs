@@ -210,4 +210,3 @@ fn the_service_password_file_is_read_again_when_it_changes() {
     std::fs::write(&pw, format!("{}\n", s.service_password())).unwrap();
     assert_eq!(src.check("bob", "bob pw").unwrap(), Some(true));
 }
-

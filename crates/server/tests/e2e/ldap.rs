@@ -42,7 +42,9 @@ fn ldap_env(s: &Slapd) -> Env {
 
 /// Issue 16: an unknown name and a wrong password take the same time (the unknown one
 /// searches and binds as the known one does), so timing does not tell who exists.
+// Timing wants a quiet machine: scripts/test runs it alone, after the parallel pass.
 #[test]
+#[ignore = "a timing comparison: scripts/test runs it alone (--ignored)"]
 fn an_unknown_name_and_a_wrong_ldap_password_take_the_same_time() {
     let s = Slapd::start_new();
     let env = ldap_env(&s);
@@ -69,15 +71,13 @@ fn an_unknown_name_and_a_wrong_ldap_password_take_the_same_time() {
         std::thread::sleep(Duration::from_millis(550));
         wrong.push(try_once("bob"));
         std::thread::sleep(Duration::from_millis(550));
-        unknown.push(try_once(if std::env::var("TWIN").is_ok() { "twin1" } else { "nobodyX" }).max(Duration::ZERO));
-        let _ = i;
+        unknown.push(try_once(&format!("nobody{i}")));
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
     let (u, w) = (median(&mut unknown), median(&mut wrong));
-    eprintln!("DIST unknown {:?}\nDIST wrong {:?}", unknown.iter().map(|d| d.as_micros()).collect::<Vec<_>>(), wrong.iter().map(|d| d.as_micros()).collect::<Vec<_>>());
     let ratio = u.as_secs_f64() / w.as_secs_f64();
     eprintln!("median refusal: unknown name {u:?}, wrong LDAP password {w:?}, ratio {ratio:.2}");
     assert!((0.8..=1.25).contains(&ratio), "unknown {u:?} vs wrong password {w:?}");
