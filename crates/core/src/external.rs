@@ -122,9 +122,20 @@ mod tests {
     use crate::testing::Memory;
     use std::sync::Mutex;
 
-    struct Groups(Mutex<Result<Vec<String>, ()>>);
+    /// A source whose profile (or outage, `None`) a test sets.
+    struct Source(Mutex<Option<Profile>>);
 
-    impl PasswordSource for Groups {
+    impl Source {
+        fn giving(profile: Profile) -> Arc<Source> {
+            Arc::new(Source(Mutex::new(Some(profile))))
+        }
+
+        fn set(&self, profile: Option<Profile>) {
+            *self.0.lock().unwrap() = profile;
+        }
+    }
+
+    impl PasswordSource for Source {
         fn name(&self) -> &'static str {
             "test"
         }
@@ -136,17 +147,35 @@ mod tests {
         }
         fn profile(&self, _: &str) -> Result<Option<Profile>, PasswordError> {
             match &*self.0.lock().unwrap() {
-                Ok(groups) => Ok(Some(Profile {
-                    groups: groups.clone(),
-                    display_name: Some("Alice L.".into()),
-                    email: None,
-                    token: None,
-                })),
-                Err(()) => Err(PasswordError::Server {
+                Some(p) => Ok(Some(p.clone())),
+                None => Err(PasswordError::Server {
                     server: "ldap://x".into(),
                     detail: "down".into(),
                 }),
             }
+        }
+    }
+
+    fn groups(names: &[&str]) -> Profile {
+        Profile {
+            groups: names.iter().map(|g| g.to_string()).collect(),
+            display_name: Some("Alice L.".into()),
+            ..Profile::default()
+        }
+    }
+
+    fn keyed(key: u8) -> Profile {
+        use crate::model::{Step, Token, TokenKind};
+        let secret = portcullis_otp::Secret::from_bytes(vec![key; 20]);
+        Profile {
+            token: Some(Token::new(
+                TokenKind::Oath,
+                Step::Time(30),
+                secret,
+                portcullis_otp::Algorithm::Sha1,
+                6,
+            )),
+            ..Profile::default()
         }
     }
 
@@ -157,7 +186,7 @@ mod tests {
         alice.groups = vec!["staff".into()];
         inner.create(&alice).unwrap();
         inner.create(&User::new("bob", FirstFactor::None)).unwrap();
-        let source = Arc::new(Groups(Mutex::new(Ok(vec!["admins".into(), "staff".into()]))));
+        let source = Source::giving(groups(&["admins", "staff"]));
         let d = WithProfiles::new(inner.clone(), source.clone());
         let alice = d.user("alice").unwrap().unwrap();
         assert_eq!(alice.groups, ["staff", "admins"]);
@@ -175,42 +204,13 @@ mod tests {
         assert_eq!(stored.failures, 3);
         assert_ne!(stored.display_name.as_deref(), Some("Alice L."));
         // Taken out of the group at the source: gone at the next read.
-        *source.0.lock().unwrap() = Ok(vec![]);
+        source.set(Some(groups(&[])));
         assert_eq!(d.user("alice").unwrap().unwrap().groups, ["staff", "ops"]);
         // A source that cannot answer is an outage, not "no groups".
-        *source.0.lock().unwrap() = Err(());
+        source.set(None);
         assert!(matches!(d.user("alice"), Err(StoreError::Source(m)) if m.contains("ldap://x: down")));
         // Users with their own first factor never ask the source.
         assert!(d.user("bob").unwrap().is_some());
-    }
-
-    struct Keyed(Mutex<Vec<u8>>);
-
-    impl PasswordSource for Keyed {
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        fn check(&self, _: &str, _: &str) -> Result<Option<bool>, PasswordError> {
-            Ok(None)
-        }
-        fn fingerprint(&self, _: &str) -> Result<Option<[u8; 16]>, PasswordError> {
-            Ok(None)
-        }
-        fn profile(&self, _: &str) -> Result<Option<Profile>, PasswordError> {
-            use crate::model::{Step, Token, TokenKind};
-            let key = self.0.lock().unwrap().clone();
-            let token = Token::new(
-                TokenKind::Oath,
-                Step::Time(30),
-                portcullis_otp::Secret::from_bytes(key),
-                portcullis_otp::Algorithm::Sha1,
-                6,
-            );
-            Ok(Some(Profile {
-                token: Some(token),
-                ..Profile::default()
-            }))
-        }
     }
 
     #[test]
@@ -226,7 +226,7 @@ mod tests {
             8,
         )];
         inner.create(&carol).unwrap();
-        let source = Arc::new(Keyed(Mutex::new(vec![1; 20])));
+        let source = Source::giving(keyed(1));
         let d = WithProfiles::new(inner.clone(), source.clone());
         let seen = d.user("carol").unwrap().unwrap();
         assert_eq!(seen.tokens.len(), 1);
@@ -246,7 +246,7 @@ mod tests {
             "the replay state stands"
         );
         // A new key at the source starts afresh, and the old key is not accepted any more.
-        *source.0.lock().unwrap() = vec![2; 20];
+        source.set(Some(keyed(2)));
         let seen = d.user("carol").unwrap().unwrap();
         assert_eq!(seen.tokens.len(), 1);
         assert_eq!(seen.tokens[0].last_step, None);

@@ -256,6 +256,22 @@ impl LdapSource {
             .map_err(server_error)
     }
 
+    /// The entries under `base` that `filter` finds, with `attrs`, as the service account.
+    fn search(&self, base: &str, filter: &str, attrs: Vec<String>) -> Result<Vec<SearchEntry>, PasswordError> {
+        let timeout = self.bridge.timeout;
+        self.with_service(|ldap| {
+            let (base, filter, attrs) = (base.to_string(), filter.to_string(), attrs.clone());
+            Box::pin(async move {
+                let (entries, _) = ldap
+                    .with_timeout(timeout)
+                    .search(&base, Scope::Subtree, &filter, attrs)
+                    .await?
+                    .success()?;
+                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+            })
+        })
+    }
+
     /// The person `typed` finds, read at most [`REUSE`] ago.
     fn find(&self, typed: &str) -> Result<Found, PasswordError> {
         if let Some(found) = self.found.get(typed) {
@@ -275,19 +291,7 @@ impl LdapSource {
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect();
-        let base = c.base_dn.clone();
-        let timeout = self.bridge.timeout;
-        let entries = self.with_service(|ldap| {
-            let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
-            Box::pin(async move {
-                let (entries, _) = ldap
-                    .with_timeout(timeout)
-                    .search(&base, Scope::Subtree, &filter, attrs)
-                    .await?
-                    .success()?;
-                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
-            })
-        })?;
+        let entries = self.search(&c.base_dn, &filter, attrs)?;
         let first = |e: &SearchEntry, a: &str| e.attrs.get(a).and_then(|v| v.first()).cloned();
         let found = match entries.as_slice() {
             [] => Found::Nobody,
@@ -395,20 +399,8 @@ impl LdapSource {
         let filter = filter
             .replace("{dn}", &ldap_escape(person.dn.as_str()))
             .replace("{username}", &ldap_escape(person.name.as_str()));
-        let base = self.config.group_base_dn().to_string();
         let attr = self.config.group_name_attribute().to_string();
-        let timeout = self.bridge.timeout;
-        let groups = self.with_service(|ldap| {
-            let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
-            Box::pin(async move {
-                let (entries, _) = ldap
-                    .with_timeout(timeout)
-                    .search(&base, Scope::Subtree, &filter, vec![attr])
-                    .await?
-                    .success()?;
-                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
-            })
-        })?;
+        let groups = self.search(self.config.group_base_dn(), &filter, vec![attr])?;
         for g in groups {
             if let Some(name) = g.attrs.get(self.config.group_name_attribute()).and_then(|v| v.first()) {
                 names.push(name.clone());

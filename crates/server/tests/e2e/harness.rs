@@ -129,6 +129,15 @@ pub fn secret_of(uri: &str) -> String {
         .to_string()
 }
 
+/// The base32 key an enrollment page shows (in its otpauth:// URI); panics if there is none.
+pub fn shown_key(body: &str) -> String {
+    body.split("secret=")
+        .nth(1)
+        .and_then(|r| r.split(['&', '"']).next())
+        .unwrap_or_else(|| panic!("the page shows no key: {body}"))
+        .to_string()
+}
+
 /// Unix time now (tests may read the wall clock).
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> i64 {

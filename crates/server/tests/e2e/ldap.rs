@@ -172,13 +172,7 @@ fn auto_enroll_walks_an_allowed_member_through_enrollment_at_first_login_and_no_
     let start = b.get(&link, &[]);
     assert!(start.body.contains("Show my key"), "{}", start.body);
     let shown = b.post(&link, &[("csrf", &start.csrf()), ("reveal", "1")]);
-    let secret = shown
-        .body
-        .split("secret=")
-        .nth(1)
-        .and_then(|r| r.split(['&', '"']).next())
-        .unwrap_or_else(|| panic!("no key shown: {}", shown.body))
-        .to_string();
+    let secret = shown_key(&shown.body);
     settle(8);
     let r = b.post(&link, &[("csrf", &shown.csrf()), ("code", &code_now(&env, &secret))]);
     assert_eq!(r.status, 200, "{}", r.body);

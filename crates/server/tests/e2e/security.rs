@@ -403,13 +403,7 @@ fn an_older_invite_link_dies_when_a_newer_one_is_issued_or_used() {
     assert_eq!(start.status, 200, "{}", start.body);
     let page = b.post(&second, &[("csrf", &start.csrf()), ("reveal", "1")]);
     assert_eq!(page.status, 200, "{}", page.body);
-    let secret = page
-        .body
-        .split("secret=")
-        .nth(1)
-        .and_then(|r| r.split(['&', '"']).next())
-        .expect("the page shows the new key")
-        .to_string();
+    let secret = shown_key(&page.body);
     settle(5);
     let code = code_now(&env, &secret);
     let r = b.post(&second, &[("csrf", &page.csrf()), ("code", &code)]);
