@@ -264,7 +264,13 @@ impl RedisState {
     /// that it answers.
     pub fn open(config: &StateConfig, resolve: &dyn Fn(&Path) -> std::path::PathBuf) -> Result<Self, StoreError> {
         let timeout = Duration::from_secs(config.timeout);
-        let bridge = Bridge::new("Redis", config.url.clone(), timeout)?;
+        // Messages name the server, or the primary and where it is asked for.
+        let name = if config.uses_sentinel() {
+            format!("{} via sentinels {}", config.master_name, config.sentinels.join(","))
+        } else {
+            config.url.clone()
+        };
+        let bridge = Bridge::new("Redis", name, timeout)?;
         let password = match &config.password_file {
             Some(file) => Some(secret_file(&resolve(file), "[state] password_file")?),
             None => None,
