@@ -123,7 +123,13 @@ impl LdapSource {
             password_file: config.bind_password_file.as_deref().map(resolve),
             config: config.clone(),
             tls,
-            bridge: Bridge::new("LDAP", name, Duration::from_secs(config.timeout))?,
+            // A whole call: each server tried in turn, then a bind and the operation, each
+            // bounded by `timeout` on its own.
+            bridge: Bridge::new(
+                "LDAP",
+                name,
+                Duration::from_secs(config.timeout.saturating_mul(config.urls().len() as u64 + 2)),
+            )?,
             idle: Mutex::new(Vec::new()),
             password: Mutex::new((None, Zeroizing::new(String::new()))),
             found: Recent::new(),
@@ -164,9 +170,14 @@ impl LdapSource {
         Ok(kept.1.clone())
     }
 
+    /// `[ldap] timeout`: what any one operation may take.
+    fn config_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.timeout)
+    }
+
     fn settings(&self) -> LdapConnSettings {
         let mut s = LdapConnSettings::new()
-            .set_conn_timeout(self.bridge.timeout)
+            .set_conn_timeout(self.config_timeout())
             .set_starttls(self.config.start_tls);
         if let Some(tls) = &self.tls {
             s = s.set_config(tls.clone());
@@ -178,12 +189,16 @@ impl LdapSource {
     async fn connect(&self) -> Result<Ldap, String> {
         let mut failures = Vec::new();
         for url in self.config.urls() {
-            match LdapConnAsync::with_settings(self.settings(), url).await {
-                Ok((conn, ldap)) => {
+            // Bounded here, TLS handshake included: a server that takes the connection and
+            // never answers must leave time for the next one.
+            let connecting = LdapConnAsync::with_settings(self.settings(), url);
+            match tokio::time::timeout(self.config_timeout(), connecting).await {
+                Ok(Ok((conn, ldap))) => {
                     ldap3::drive!(conn);
                     return Ok(ldap);
                 }
-                Err(e) => failures.push(format!("{url}: {e}")),
+                Ok(Err(e)) => failures.push(format!("{url}: {e}")),
+                Err(_) => failures.push(format!("{url}: no answer within {} s", self.config.timeout)),
             }
         }
         Err(format!(
@@ -195,7 +210,7 @@ impl LdapSource {
     /// Binds `ldap` as the service account (anonymous when `bind_dn` is empty).
     async fn bind_service(&self, ldap: &mut Ldap, password: &str) -> Result<(), String> {
         let r = ldap
-            .with_timeout(self.bridge.timeout)
+            .with_timeout(self.config_timeout())
             .simple_bind(&self.config.bind_dn, password)
             .await
             .map_err(|e| e.to_string())?;
@@ -258,7 +273,7 @@ impl LdapSource {
 
     /// The entries under `base` that `filter` finds, with `attrs`, as the service account.
     fn search(&self, base: &str, filter: &str, attrs: Vec<String>) -> Result<Vec<SearchEntry>, PasswordError> {
-        let timeout = self.bridge.timeout;
+        let timeout = self.config_timeout();
         self.with_service(|ldap| {
             let (base, filter, attrs) = (base.to_string(), filter.to_string(), attrs.clone());
             Box::pin(async move {
@@ -367,7 +382,7 @@ impl LdapSource {
                 async {
                     let mut ldap = self.service(&service).await?;
                     let r = ldap
-                        .with_timeout(self.bridge.timeout)
+                        .with_timeout(self.config_timeout())
                         .simple_bind(dn, password)
                         .await
                         .map_err(|e| e.to_string())?;

@@ -171,6 +171,12 @@ fn a_stopped_or_hung_server_is_an_error_within_the_timeout_and_service_returns()
         eprintln!("{url}: refused after {took:?}: {e}");
         assert!(took < Duration::from_secs(5), "{url}: {took:?}");
     }
+    // A hung server first in the list: its time runs out and the next one answers.
+    let failover = source(&s, &format!("{} {}", hole.ldaps_url(), s.ldaps_url()), "").unwrap();
+    let started = Instant::now();
+    assert_eq!(failover.check("bob", "bob pw").unwrap(), Some(true));
+    eprintln!("past a hung first server after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
 #[test]
