@@ -520,13 +520,15 @@ impl Authorizer<'_> {
         let (password, code) = crate::credentials::split_password_code(secret, digits).unwrap_or((secret, ""));
         let mut accepted_at = now;
         let result = self.guarded(&name, ip, now, || {
-            let outcome = self.verify(Attempt {
+            let attempt = Attempt {
                 user: &name,
                 password: Some(password),
                 code,
                 client_ip: Some(&ip_text),
                 linger: true,
-            })?;
+            };
+            // The user read above: the first factor costs one read, as an unknown name's does.
+            let outcome = self.verify_of(attempt, stored.as_ref())?;
             if let Outcome::Accepted {
                 user,
                 via: Via::Token(i) | Via::Linger(i),

@@ -201,7 +201,13 @@ impl crate::authz::Authorizer<'_> {
     /// Checks an attempt's first factor (when given) and then its code through the
     /// [`SecondFactor`] seam: every way in (portal, Basic, `check`, PAM) asks here.
     pub fn verify(&self, attempt: Attempt<'_>) -> Result<Outcome, GateError> {
-        if let Some(r) = self.gate.refuse_before_code(attempt)? {
+        let stored = self.gate.directory.user(attempt.user)?;
+        self.verify_of(attempt, stored.as_ref())
+    }
+
+    /// [`Authorizer::verify`] for the user as the caller has just read it.
+    pub fn verify_of(&self, attempt: Attempt<'_>, stored: Option<&User>) -> Result<Outcome, GateError> {
+        if let Some(r) = self.gate.refuse_before_code_of(attempt, stored)? {
             return Ok(Outcome::Rejected(r));
         }
         let factor: &dyn SecondFactor = &Codes(&self.gate);

@@ -338,8 +338,18 @@ impl Gate<'_> {
     /// password when one is given), or `None` to go on to the second factor.
     pub fn refuse_before_code(&self, attempt: Attempt<'_>) -> Result<Option<Rejection>, GateError> {
         let stored = self.directory.user(attempt.user)?;
+        self.refuse_before_code_of(attempt, stored.as_ref())
+    }
+
+    /// [`Gate::refuse_before_code`] for the user as the caller has just read it (`None`: not
+    /// in the directory), so the first factor costs one read whoever the user is.
+    pub fn refuse_before_code_of(
+        &self,
+        attempt: Attempt<'_>,
+        stored: Option<&User>,
+    ) -> Result<Option<Rejection>, GateError> {
         if let Some(password) = attempt.password {
-            let ok = self.check_first_factor(attempt.user, stored.as_ref(), password)?;
+            let ok = self.check_first_factor(attempt.user, stored, password)?;
             if stored.is_none() {
                 return Ok(Some(Rejection::UnknownUser));
             }
