@@ -258,11 +258,7 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
     let ff: Zeroizing<String> = Zeroizing::new(row.get(0));
     let mut user = User::new(name, first_factor_parse(&ff));
     let groups: String = row.get(1);
-    user.groups = groups
-        .split(',')
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect();
+    user.groups = crate::columns::groups_parse(&groups);
     user.display_name = row.get(2);
     user.email = row.get(3);
     user.failures = u32::try_from(row.get::<_, i64>(4)).unwrap_or(u32::MAX);
@@ -314,7 +310,7 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
     });
     if !same_row {
         let ff = first_factor_text(&user.first_factor);
-        let groups = user.groups.join(",");
+        let groups = crate::columns::groups_text(&user.groups);
         let failures = i64::from(user.failures);
         let upsert = c
             .prepare_cached(

@@ -246,7 +246,7 @@ fn session_from(id: &str, fields: &HashMap<String, String>) -> Option<([u8; 32],
         user: fields.get("user")?.clone(),
         groups: fields
             .get("groups")
-            .map(|g| g.split(',').filter(|g| !g.is_empty()).map(str::to_string).collect())
+            .map(|g| crate::columns::groups_parse(g))
             .unwrap_or_default(),
         display_name: text("display_name"),
         email: text("email"),
@@ -536,7 +536,7 @@ impl SessionBackend for RedisState {
         let key = self.key(&format!("session:{id}"));
         let fields: Vec<(&str, String)> = vec![
             ("user", s.user.clone()),
-            ("groups", s.groups.join(",")),
+            ("groups", crate::columns::groups_text(&s.groups)),
             ("display_name", s.display_name.clone().unwrap_or_default()),
             ("email", s.email.clone().unwrap_or_default()),
             ("level", s.level.label().to_string()),

@@ -1,7 +1,9 @@
 //! The embedded SQLite directory: one file, WAL mode, every update in an IMMEDIATE
 //! transaction so concurrent processes verifying one code serialise and only one wins.
 
-use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, token_kind_period};
+use crate::columns::{
+    first_factor_parse, first_factor_text, groups_parse, groups_text, token_from_columns, token_kind_period,
+};
 use portcullis_core::invite::{Invite, InviteStore};
 use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
 use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
@@ -208,11 +210,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
                 let ff: Zeroizing<String> = Zeroizing::new(r.get(0)?);
                 let groups: String = r.get(1)?;
                 let mut u = User::new(name, first_factor_parse(&ff));
-                u.groups = groups
-                    .split(',')
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                u.groups = groups_parse(&groups);
                 u.display_name = r.get(2)?;
                 u.email = r.get(3)?;
                 u.failures = r.get(4)?;
@@ -266,7 +264,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
 
 fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
     let ff = first_factor_text(&user.first_factor);
-    let groups = user.groups.join(",");
+    let groups = groups_text(&user.groups);
     // One upsert for both create and update; `create` has already refused an existing name.
     tx.execute(
         "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
@@ -404,11 +402,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<([u8; 32],
     let groups: String = r.get(2)?;
     let s = Session {
         user: r.get(1)?,
-        groups: groups
-            .split(',')
-            .filter(|g| !g.is_empty())
-            .map(str::to_string)
-            .collect(),
+        groups: groups_parse(&groups),
         display_name: r.get(3)?,
         email: r.get(4)?,
         level,
@@ -455,7 +449,7 @@ impl SessionBackend for SqliteStore {
                 params![
                     &hash[..],
                     s.user,
-                    s.groups.join(","),
+                    groups_text(&s.groups),
                     s.display_name,
                     s.email,
                     s.level.label(),
