@@ -37,6 +37,11 @@ pub trait PasswordSource: Send + Sync {
         let _ = user;
         Ok(false)
     }
+    /// Whether [`PasswordSource::profile`] ever says anything (a directory server does;
+    /// a password file does not).
+    fn gives_profiles(&self) -> bool {
+        false
+    }
     /// What this source says about `user` (a directory server's groups, name and mail),
     /// read at login and at every session refresh; `None`: nothing beyond the password.
     fn profile(&self, user: &str) -> Result<Option<Profile>, PasswordError> {

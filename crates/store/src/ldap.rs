@@ -521,6 +521,10 @@ impl PasswordSource for LdapSource {
         })
     }
 
+    fn gives_profiles(&self) -> bool {
+        true
+    }
+
     fn may_enroll(&self, user: &str) -> Result<bool, PasswordError> {
         if !self.config.auto_enroll {
             return Ok(false);
