@@ -168,6 +168,8 @@ pub struct Authorizer<'a> {
     pub gate: Gate<'a>,
     /// Recently accepted Basic credentials.
     pub basic_cache: &'a BasicCache,
+    /// Push approval (`[duo]`), if configured.
+    pub pushes: Option<&'a crate::push::Pushes>,
     /// Time.
     pub clock: &'a dyn Clock,
 }

@@ -3,10 +3,12 @@
 //! read and validated by the `portcullis` crate from the same [`Document`].
 
 mod document;
+mod duo;
 mod ldap;
 mod unreadable;
 
 pub use document::Document;
+pub use duo::{DuoConfig, FailMode};
 pub use ldap::{Implementation as LdapImplementation, LdapConfig};
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
@@ -559,6 +561,7 @@ pub const CORE_SECTIONS: &[&str] = &[
     "state",
     "pam",
     "ldap",
+    "duo",
 ];
 
 /// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
@@ -640,6 +643,8 @@ pub struct Config {
     pub pam: PamConfig,
     /// `[ldap]`.
     pub ldap: LdapConfig,
+    /// `[duo]`.
+    pub duo: DuoConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     pub path: PathBuf,
 }
@@ -878,6 +883,8 @@ impl Config {
         let state = doc.section::<StateConfig>("state", errors);
         let pam = doc.section::<PamConfig>("pam", errors);
         let ldap = doc.section::<LdapConfig>("ldap", errors);
+        let duo = doc.section::<DuoConfig>("duo", errors);
+        errors.extend(duo.iter().flat_map(|d| d.problems(doc)));
         errors.extend(ldap.iter().flat_map(|l| l.problems(doc)));
         if let (Some(l), Some(f)) = (&ldap, &first_factor)
             && l.is_set()
@@ -916,6 +923,7 @@ impl Config {
             state: state.unwrap_or_default(),
             pam: pam.unwrap_or_default(),
             ldap: ldap.unwrap_or_default(),
+            duo: duo.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
     }

@@ -48,6 +48,8 @@ pub struct Parts {
     pub regulation: Option<Arc<dyn RegulationStore>>,
     /// Where `External` first factors are checked (an htpasswd/htdigest file, LDAP).
     pub external: Option<Arc<dyn PasswordSource>>,
+    /// The push service (`[duo]`), if configured.
+    pub pushes: Option<Box<dyn crate::push::PushService>>,
 }
 
 /// `directory` with `external`'s profiles (groups, name, mail) laid over its users, when
@@ -77,6 +79,8 @@ pub struct Engine {
     pub external: Option<Arc<dyn PasswordSource>>,
     /// The verification rules.
     pub policy: VerifyPolicy,
+    /// Push approval (`[duo]`), if configured.
+    pub pushes: Option<crate::push::Pushes>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -128,6 +132,13 @@ impl Engine {
             directory: with_profiles(parts.directory, parts.external.as_ref()),
             external: parts.external,
             policy: VerifyPolicy::from_config(config),
+            pushes: parts.pushes.map(|service| {
+                crate::push::Pushes::new(
+                    service,
+                    config.duo.timeout,
+                    config.duo.failmode == crate::config::FailMode::Open,
+                )
+            }),
             clock,
         })
     }
@@ -152,6 +163,7 @@ impl Engine {
             directory: with_profiles(directory, external.as_ref()),
             external,
             policy,
+            pushes: None,
             clock,
         })
     }
@@ -200,6 +212,7 @@ impl Engine {
                 external: self.external.as_deref(),
             },
             basic_cache: &self.basic_cache,
+            pushes: self.pushes.as_ref(),
             clock: self.clock.as_ref(),
         }
     }

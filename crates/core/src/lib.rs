@@ -18,6 +18,7 @@ pub mod login;
 pub mod model;
 pub mod pam_socket;
 pub mod password;
+pub mod push;
 pub mod random;
 pub mod redirect;
 pub mod regulation;

@@ -246,6 +246,8 @@ pub struct User {
     pub scratch: Vec<ScratchHash>,
     /// App passwords for Basic clients that cannot send a code.
     pub app_passwords: Vec<AppPassword>,
+    /// Approves logins with a push ([duo]); the Duo name comes from `[duo] username`.
+    pub duo: bool,
     /// Consecutive wrong codes since the last success.
     pub failures: u32,
     /// Locked by an administrator (`user lock`).
@@ -264,6 +266,7 @@ impl User {
             tokens: Vec::new(),
             scratch: Vec::new(),
             app_passwords: Vec::new(),
+            duo: false,
             failures: 0,
             locked: false,
         }

@@ -131,6 +131,7 @@ impl World {
                 external: None,
             },
             basic_cache: &self.cache,
+            pushes: None,
             clock: &self.clock,
         }
     }

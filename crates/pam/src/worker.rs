@@ -109,6 +109,8 @@ impl StoreChecker {
                     sessions: None,
                     regulation: stores.regulation,
                     external: stores.external,
+                    // A push needs the gateway (its socket); the module alone sends none.
+                    pushes: None,
                 };
                 let engine =
                     Engine::credentials_from_config(&config, parts, Arc::from(clock())).map_err(|e| e.to_string())?;

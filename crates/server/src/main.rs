@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod duo;
 mod gateway;
 mod qr;
 mod settings;

@@ -57,6 +57,8 @@ const MIGRATIONS: &[&str] = &[
         created BIGINT NOT NULL,
         PRIMARY KEY (user_name, label)
     );",
+    // 2: push approval ([duo]) per user.
+    "ALTER TABLE users ADD COLUMN duo BOOLEAN NOT NULL DEFAULT false;",
 ];
 
 /// Any number (above 0) that no other program takes an advisory lock on: migrations by
@@ -231,9 +233,9 @@ impl PostgresStore {
 /// once per connection.
 async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<User>, tokio_postgres::Error> {
     let sql = if lock {
-        "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1 FOR UPDATE"
+        "SELECT first_factor, groups, display_name, email, failures, locked, duo FROM users WHERE name = $1 FOR UPDATE"
     } else {
-        "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = $1"
+        "SELECT first_factor, groups, display_name, email, failures, locked, duo FROM users WHERE name = $1"
     };
     let (user_q, tokens_q, scratch_q, apps_q) = futures_util::future::try_join4(
         c.prepare_cached(sql),
@@ -263,6 +265,7 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
     user.email = row.get(3);
     user.failures = u32::try_from(row.get::<_, i64>(4)).unwrap_or(u32::MAX);
     user.locked = row.get(5);
+    user.duo = row.get(6);
     for r in tokens {
         let small = |i: usize| u32::try_from(r.get::<_, i64>(i)).unwrap_or(0);
         let mut t = token_from_columns(r.get(0), small(1), r.get(2), r.get(3), small(4));
@@ -299,6 +302,7 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
             &b.email,
             b.failures,
             b.locked,
+            b.duo,
         ) == (
             &user.first_factor,
             &user.groups,
@@ -306,6 +310,7 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
             &user.email,
             user.failures,
             user.locked,
+            user.duo,
         )
     });
     if !same_row {
@@ -314,10 +319,10 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
         let failures = i64::from(user.failures);
         let upsert = c
             .prepare_cached(
-                "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked, duo)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (name) DO UPDATE SET first_factor = $2, groups = $3, display_name = $4,
-                 email = $5, failures = $6, locked = $7",
+                 email = $5, failures = $6, locked = $7, duo = $8",
             )
             .await?;
         c.execute(
@@ -330,6 +335,7 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
                 &user.email,
                 &failures,
                 &user.locked,
+                &user.duo,
             ],
         )
         .await?;

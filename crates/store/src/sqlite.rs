@@ -92,6 +92,8 @@ const MIGRATIONS: &[&str] = &[
         banned_until INTEGER NOT NULL DEFAULT 0,
         touched INTEGER NOT NULL DEFAULT 0
     );",
+    // 6: push approval ([duo]) per user.
+    "ALTER TABLE users ADD COLUMN duo INTEGER NOT NULL DEFAULT 0;",
 ];
 
 mod regulation;
@@ -204,7 +206,7 @@ impl SqliteStore {
 fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
     let row = tx
         .query_row(
-            "SELECT first_factor, groups, display_name, email, failures, locked FROM users WHERE name = ?1",
+            "SELECT first_factor, groups, display_name, email, failures, locked, duo FROM users WHERE name = ?1",
             [name],
             |r| {
                 let ff: Zeroizing<String> = Zeroizing::new(r.get(0)?);
@@ -215,6 +217,7 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
                 u.email = r.get(3)?;
                 u.failures = r.get(4)?;
                 u.locked = r.get(5)?;
+                u.duo = r.get(6)?;
                 Ok(u)
             },
         )
@@ -267,10 +270,10 @@ fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
     let groups = groups_text(&user.groups);
     // One upsert for both create and update; `create` has already refused an existing name.
     tx.execute(
-        "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO users (name, first_factor, groups, display_name, email, failures, locked, duo)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(name) DO UPDATE SET first_factor = ?2, groups = ?3, display_name = ?4,
-         email = ?5, failures = ?6, locked = ?7",
+         email = ?5, failures = ?6, locked = ?7, duo = ?8",
         params![
             user.name,
             ff.as_str(),
@@ -278,7 +281,8 @@ fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
             user.display_name,
             user.email,
             user.failures,
-            user.locked
+            user.locked,
+            user.duo
         ],
     )?;
     tx.execute("DELETE FROM tokens WHERE user = ?1", [&user.name])?;

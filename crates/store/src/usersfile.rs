@@ -96,6 +96,9 @@ impl UsersFileStore {
         if !user.scratch.is_empty() || !user.app_passwords.is_empty() {
             return Err(self.unsupported("scratch codes or app passwords"));
         }
+        if user.duo {
+            return Err(self.unsupported("Duo push approval"));
+        }
         if user.tokens.is_empty() {
             return Err(self.unsupported("a user without a token"));
         }

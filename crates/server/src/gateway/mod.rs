@@ -78,6 +78,7 @@ impl App {
                 sessions: stores.sessions,
                 regulation: stores.regulation,
                 external: stores.external,
+                pushes: crate::duo::service(&config.core, clock.clone())?,
             },
             clock,
         )?;
