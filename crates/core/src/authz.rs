@@ -36,7 +36,7 @@ impl Identity {
         }
     }
 
-    fn of_user(u: &User) -> Self {
+    pub(crate) fn of_user(u: &User) -> Self {
         Identity {
             user: u.name.clone(),
             groups: u.groups.clone(),
@@ -107,6 +107,10 @@ pub enum Decision {
     Deny,
     /// The request cannot be judged (malformed path): 400.
     BadRequest(String),
+    /// Basic credentials that ask for a push (`password,push`) passed the password: the
+    /// adapter waits for the answer with [`Authorizer::finish_basic_push`], outside the
+    /// login slots (a person takes seconds to approve).
+    AwaitPush(Box<crate::push::PushTicket>),
 }
 
 /// An authentication attempt to log and count; carries no secret.
@@ -196,7 +200,7 @@ struct CachedBasic {
 }
 
 /// A cache hit: the user as cached, and whether the directory must be read again first.
-struct Hit {
+pub(crate) struct Hit {
     user: Box<User>,
     factor: [u8; 16],
     due: bool,
@@ -260,7 +264,7 @@ impl BasicCache {
     }
 
     /// A keyed digest of user, secret and address (the secret is never kept).
-    fn digest(&self, creds: &BasicCredentials, ip: IpAddr) -> [u8; 32] {
+    pub(crate) fn digest(&self, creds: &BasicCredentials, ip: IpAddr) -> [u8; 32] {
         use sha2::Digest;
         // Prefixed with a random per-process key: the digest is only a map key, and the
         // password+code cannot be tested against it offline.
@@ -277,7 +281,7 @@ impl BasicCache {
 
     /// A live entry; one accepted by app password and due for a check is left to a full
     /// check (its hash is checked again, which also sees a revocation).
-    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Hit> {
+    pub(crate) fn get(&self, digest: &[u8; 32], now: i64) -> Option<Hit> {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let e = Self::live(&map, digest, now)?;
         let due = self.due(e, now);
@@ -301,7 +305,7 @@ impl BasicCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
     }
 
-    fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, factor: [u8; 16], now: i64, app_password: bool) {
+    pub(crate) fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, factor: [u8; 16], now: i64, app_password: bool) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= BASIC_CACHE_MAX {
             map.retain(|_, e| now < e.until);
@@ -379,6 +383,9 @@ impl Authorizer<'_> {
         let Some(basic) = &req.basic else {
             return Ok((Decision::Login, None));
         };
+        if let Some(early) = self.basic_push(basic, &resource, now)? {
+            return Ok(early);
+        }
         // Basic credentials carry both factors, so they satisfy any policy; the rules are
         // then asked again with the subject, as users/groups rules may still deny.
         let (result, event) = self.basic(basic, req.client_ip, now)?;

@@ -133,6 +133,9 @@ pub enum GateError {
     /// The external password file failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// A second-factor service (Duo) cannot be reached and its failmode is closed.
+    #[error("the {0} service cannot be reached ([duo] failmode = \"closed\"): no login until it answers")]
+    Unavailable(&'static str),
 }
 
 /// Credentials presented by one attempt.

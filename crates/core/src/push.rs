@@ -490,3 +490,506 @@ enum Sent {
     Refused,
     Enroll(String),
 }
+
+/// Basic credentials waiting for a push (or a Duo passcode) after their password passed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushTicket {
+    user: Box<User>,
+    ip: IpAddr,
+    digest: [u8; 32],
+    passcode: Option<zeroize::Zeroizing<String>>,
+    method: String,
+    host: String,
+    path: String,
+}
+
+impl std::fmt::Debug for PushTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PushTicket({:?}, {}, redacted)", self.user.name, self.ip)
+    }
+}
+
+/// What Basic credentials of a push user ask for: `(password, None)` a push,
+/// `(password, Some(code))` a Duo passcode; `None`: a code of the user's own tokens.
+/// `password,push` pushes; `password,123456` is a passcode; a user with nothing but Duo
+/// pushes on the password alone (duo_unix's autopush).
+pub fn basic_push_request<'s>(secret: &'s str, user: &User) -> Option<(&'s str, Option<&'s str>)> {
+    if let Some(password) = secret.strip_suffix(",push") {
+        return Some((password, None));
+    }
+    if let Some((password, code)) = secret.rsplit_once(',')
+        && (6..=9).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some((password, Some(code)));
+    }
+    (user.tokens.is_empty() && user.scratch.is_empty()).then_some((secret, None))
+}
+
+impl Authorizer<'_> {
+    /// Basic credentials of a push user that ask for a push or a passcode: checked up to
+    /// the password here; `Some` is the decision (a refusal, or [`Decision::AwaitPush`]).
+    /// `None`: not a push (the usual password+code path decides).
+    pub(crate) fn basic_push(
+        &self,
+        creds: &crate::authz::BasicCredentials,
+        resource: &crate::access::Resource<'_>,
+        now: i64,
+    ) -> Result<Option<(crate::authz::Decision, Option<AuthEvent>)>, GateError> {
+        use crate::authz::Decision;
+        if self.pushes.is_none() {
+            return Ok(None);
+        }
+        let ip = resource.client_ip;
+        let digest = self.basic_cache.digest(creds, ip);
+        if self.basic_cache.get(&digest, now).is_some() {
+            return Ok(None); // approved moments ago: the cache answers (no new push)
+        }
+        let name = self.gate.canonical(&creds.user)?;
+        let Some(user) = self.gate.directory.user(&name)?.filter(|u| self.pushes_for(u)) else {
+            return Ok(None);
+        };
+        let Some((password, code)) = basic_push_request(&creds.secret, &user) else {
+            return Ok(None);
+        };
+        let refused = |r: Attempted| -> Result<_, GateError> {
+            let event = self.record_attempt(ip, &name, "basic", r, now)?;
+            Ok(Some((Decision::Challenge, Some(event))))
+        };
+        if self.regulator.is_banned(Some(&name), ip, now)? {
+            return refused(Attempted::Banned);
+        }
+        // The password first: nobody is pushed for a wrong one.
+        if !self.gate.check_first_factor(&name, Some(&user), password)? {
+            return refused(Attempted::Refused(Rejection::WrongPassword));
+        }
+        if self.gate.policy.is_locked(&user) {
+            return refused(Attempted::Refused(Rejection::Locked));
+        }
+        Ok(Some((
+            Decision::AwaitPush(Box::new(PushTicket {
+                user: Box::new(user),
+                ip,
+                digest,
+                passcode: code.map(|c| zeroize::Zeroizing::new(c.to_string())),
+                method: resource.method.to_string(),
+                host: resource.host.to_string(),
+                path: resource.path.to_string(),
+            })),
+            None,
+        )))
+    }
+
+    /// Waits for the push (or checks the passcode) of `t`: the final decision. An approval
+    /// is remembered for the linger time, so the client's next requests push nobody.
+    pub fn finish_basic_push(&self, t: &PushTicket) -> Result<(crate::authz::Decision, Option<AuthEvent>), GateError> {
+        use crate::access::{Policy, Resource, RuleOutcome, Subject};
+        use crate::authz::{Decision, Identity};
+        let l = PushLogin {
+            user: &t.user,
+            client_ip: Some(t.ip),
+            login: t.digest,
+            method: "basic-push",
+        };
+        let (step, mut events) = match &t.passcode {
+            Some(code) => {
+                let (step, e) = self.push_passcode(&l, code)?;
+                (step, e.into_iter().collect())
+            }
+            None => self.push_and_wait(&l)?,
+        };
+        let event = events.pop();
+        let user = match step {
+            PushStep::Approved { user, .. } => user,
+            PushStep::Unavailable => return Err(GateError::Unavailable("duo")),
+            _ => return Ok((Decision::Challenge, event)),
+        };
+        let now = self.clock.now();
+        let until = now.saturating_add(i64::try_from(self.gate.policy.linger).unwrap_or(0));
+        let factor = self.gate.first_factor_fingerprint(&user)?;
+        self.basic_cache.put(t.digest, until, user.clone(), factor, now, false);
+        let resource = Resource {
+            method: &t.method,
+            host: &t.host,
+            path: &t.path,
+            client_ip: t.ip,
+        };
+        let subject = Subject {
+            user: &user.name,
+            groups: &user.groups,
+        };
+        let decision = match self.access.policy_for(&resource, Some(&subject)) {
+            Ok(RuleOutcome::Policy(Policy::Deny)) => Decision::Deny,
+            Ok(_) => Decision::Allow(Some(Identity::of_user(&user))),
+            Err(e) => Decision::BadRequest(e.to_string()),
+        };
+        Ok((decision, event))
+    }
+
+    /// [`Authorizer::decide`] with a push waited for here (a caller with no slots to
+    /// spare it from: `check` without a gateway).
+    pub fn decide_waiting(
+        &self,
+        req: &crate::authz::AccessRequest<'_>,
+    ) -> Result<(crate::authz::Decision, Option<AuthEvent>), GateError> {
+        match self.decide(req)? {
+            (crate::authz::Decision::AwaitPush(t), _) => self.finish_basic_push(&t),
+            other => Ok(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{AccessControl, Policy};
+    use crate::authz::{AccessRequest, BasicCache, BasicCredentials, Decision};
+    use crate::clock::ManualClock;
+    use crate::gate::{Gate, VerifyPolicy};
+    use crate::model::FirstFactor;
+    use crate::regulation::{RegulationPolicy, Regulator};
+    use crate::session::{SessionPolicy, Sessions};
+    use crate::store::Directory;
+    use crate::testing::Memory;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const T0: i64 = 1_700_000_000;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fate {
+        Allow,
+        Deny,
+        Wait,
+        Unreachable,
+        Bypass,
+        Enroll,
+    }
+
+    /// A push service whose person answers as `fate` says; it counts what it is asked.
+    struct Fake {
+        fate: Mutex<Fate>,
+        pushes: AtomicUsize,
+        preauths: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(fate: Fate) -> Arc<Fake> {
+            Arc::new(Fake {
+                fate: Mutex::new(fate),
+                pushes: AtomicUsize::new(0),
+                preauths: AtomicUsize::new(0),
+            })
+        }
+        fn fate(&self) -> Fate {
+            *self.fate.lock().unwrap()
+        }
+        fn pushes(&self) -> usize {
+            self.pushes.load(Ordering::SeqCst)
+        }
+    }
+
+    impl PushService for Arc<Fake> {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn preauth(&self, _: &str, _: Option<IpAddr>) -> Result<Preauth, PushError> {
+            self.preauths.fetch_add(1, Ordering::SeqCst);
+            match self.fate() {
+                Fate::Unreachable => Err(PushError::Unreachable("down".into())),
+                Fate::Bypass => Ok(Preauth::Allow),
+                Fate::Enroll => Ok(Preauth::Enroll("https://enroll.example/".into())),
+                _ => Ok(Preauth::Push {
+                    device: "D1".into(),
+                    name: "phone".into(),
+                }),
+            }
+        }
+        fn push(&self, user: &str, _: &str, _: Option<IpAddr>) -> Result<String, PushError> {
+            let n = self.pushes.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("tx-{user}-{n}"))
+        }
+        fn status(&self, _: &str, _: Duration) -> Result<PushStatus, PushError> {
+            Ok(match self.fate() {
+                Fate::Allow | Fate::Bypass | Fate::Enroll | Fate::Unreachable => PushStatus::Allowed,
+                Fate::Deny => PushStatus::Denied("denied".into()),
+                Fate::Wait => PushStatus::Waiting,
+            })
+        }
+        fn passcode(&self, _: &str, code: &str, _: Option<IpAddr>) -> Result<bool, PushError> {
+            Ok(code == "135790")
+        }
+    }
+
+    struct World {
+        access: AccessControl,
+        sessions: Sessions,
+        regulator: Regulator,
+        directory: Memory,
+        cache: BasicCache,
+        clock: ManualClock,
+        pushes: Pushes,
+        fake: Arc<Fake>,
+    }
+
+    fn world(fate: Fate, fail_open: bool) -> World {
+        let directory = Memory::default();
+        let mut dana = User::new("dana", FirstFactor::Pin(zeroize::Zeroizing::new("pw".into())));
+        dana.duo = true;
+        directory.create(&dana).unwrap();
+        let mut carl = User::new("carl", FirstFactor::Pin(zeroize::Zeroizing::new("pw".into())));
+        carl.tokens.push(crate::model::Token::generate(
+            crate::model::Step::Time(30),
+            portcullis_otp::Algorithm::Sha1,
+            6,
+        ));
+        directory.create(&carl).unwrap();
+        let fake = Fake::new(fate);
+        World {
+            access: AccessControl::new(&[], Policy::TwoFactor).unwrap(),
+            sessions: Sessions::new(SessionPolicy::default(), None, T0).unwrap(),
+            regulator: Regulator::new(RegulationPolicy {
+                max_retries: 3,
+                ..RegulationPolicy::default()
+            }),
+            directory,
+            cache: BasicCache::default(),
+            clock: ManualClock::at(T0),
+            pushes: Pushes::new(Box::new(fake.clone()), 60, fail_open),
+            fake,
+        }
+    }
+
+    impl World {
+        fn authorizer(&self) -> Authorizer<'_> {
+            Authorizer {
+                access: &self.access,
+                sessions: &self.sessions,
+                regulator: &self.regulator,
+                gate: Gate {
+                    directory: &self.directory,
+                    clock: &self.clock,
+                    policy: VerifyPolicy {
+                        totp_window: 1,
+                        hotp_look_ahead: 3,
+                        motp_window: 3,
+                        linger: 30,
+                        max_failures: 5,
+                    },
+                    external: None,
+                },
+                basic_cache: &self.cache,
+                pushes: Some(&self.pushes),
+                clock: &self.clock,
+            }
+        }
+        fn dana(&self) -> User {
+            self.directory.user("dana").unwrap().unwrap()
+        }
+        fn basic(&self, secret: &str, ip: &str) -> (Decision, Option<AuthEvent>) {
+            let a = self.authorizer();
+            a.decide_waiting(&AccessRequest {
+                method: "GET",
+                host: "app.example",
+                path: "/",
+                client_ip: ip.parse().unwrap(),
+                session: None,
+                basic: Some(BasicCredentials {
+                    user: "dana".into(),
+                    secret: zeroize::Zeroizing::new(secret.into()),
+                }),
+            })
+            .unwrap()
+        }
+    }
+
+    fn login<'u>(user: &'u User, n: u8) -> PushLogin<'u> {
+        PushLogin {
+            user,
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            login: [n; 32],
+            method: "portal-push",
+        }
+    }
+
+    #[test]
+    fn an_approved_push_signs_in_the_login_that_asked_and_clears_failures() {
+        let w = world(Fate::Allow, false);
+        w.directory
+            .update("dana", &mut |u| {
+                u.failures = 2;
+                true
+            })
+            .unwrap();
+        let a = w.authorizer();
+        let dana = w.dana();
+        let (step, event) = a.push_send(&login(&dana, 1)).unwrap();
+        assert_eq!(step, PushStep::Sent { device: "phone".into() });
+        assert!(event.is_none(), "nothing decided yet");
+        let (step, event) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        assert!(matches!(step, PushStep::Approved { how: "push", .. }), "{step:?}");
+        assert_eq!(event.unwrap().failure, None);
+        assert_eq!(w.dana().failures, 0);
+        assert_eq!(w.fake.pushes(), 1);
+        // The answer is handed out once: the same login polling again gets nothing.
+        let (again, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        assert_eq!(again, PushStep::Refused(Rejection::NotApproved));
+        assert_eq!(w.pushes.pending(), 0);
+    }
+
+    #[test]
+    fn asking_again_joins_the_pending_push_and_another_login_gets_nothing() {
+        let w = world(Fate::Wait, false);
+        let a = w.authorizer();
+        let dana = w.dana();
+        a.push_send(&login(&dana, 1)).unwrap();
+        a.push_send(&login(&dana, 1)).unwrap();
+        a.push_send(&login(&dana, 2)).unwrap();
+        assert_eq!(w.fake.pushes(), 1, "one pending push per user and client");
+        // A login that never asked cannot collect it, even once approved.
+        *w.fake.fate.lock().unwrap() = Fate::Allow;
+        let (stranger, _) = a.push_poll(&login(&dana, 3), Duration::ZERO).unwrap();
+        assert_eq!(stranger, PushStep::Refused(Rejection::NotApproved));
+        let (first, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        let (second, _) = a.push_poll(&login(&dana, 2), Duration::ZERO).unwrap();
+        assert!(matches!(first, PushStep::Approved { .. }) && matches!(second, PushStep::Approved { .. }));
+        // Another client of the same user is another push.
+        let mut elsewhere = login(&dana, 4);
+        elsewhere.client_ip = Some("198.51.100.1".parse().unwrap());
+        a.push_send(&elsewhere).unwrap();
+        assert_eq!(w.fake.pushes(), 2);
+    }
+
+    #[test]
+    fn denials_count_like_wrong_codes_and_a_banned_user_is_not_pushed() {
+        let w = world(Fate::Deny, false);
+        let a = w.authorizer();
+        for i in 0..3u8 {
+            let dana = w.dana();
+            a.push_send(&login(&dana, i)).unwrap();
+            let (step, event) = a.push_poll(&login(&dana, i), Duration::ZERO).unwrap();
+            assert_eq!(step, PushStep::Refused(Rejection::NotApproved));
+            assert_eq!(event.unwrap().failure, Some("not_approved"));
+        }
+        assert_eq!(w.dana().failures, 3, "each denial is a failure of the user");
+        let dana = w.dana();
+        let (step, event) = a.push_send(&login(&dana, 9)).unwrap();
+        assert_eq!(step, PushStep::Banned);
+        assert_eq!(event.unwrap().failure, Some("banned"));
+        assert_eq!(w.fake.pushes(), 3, "no push to a banned user");
+    }
+
+    #[test]
+    fn a_locked_user_is_not_pushed() {
+        let w = world(Fate::Allow, false);
+        w.directory
+            .update("dana", &mut |u| {
+                u.failures = 5;
+                true
+            })
+            .unwrap();
+        let dana = w.dana();
+        let (step, _) = w.authorizer().push_send(&login(&dana, 1)).unwrap();
+        assert_eq!(step, PushStep::Refused(Rejection::Locked));
+        assert_eq!(w.fake.pushes(), 0);
+    }
+
+    #[test]
+    fn an_unanswered_push_times_out_as_a_denial() {
+        let w = world(Fate::Wait, false);
+        let a = w.authorizer();
+        let dana = w.dana();
+        a.push_send(&login(&dana, 1)).unwrap();
+        let (step, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        assert!(matches!(step, PushStep::Waiting { .. }));
+        w.clock.advance(61);
+        let (step, event) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        assert_eq!(step, PushStep::Refused(Rejection::NotApproved));
+        assert_eq!(event.unwrap().failure, Some("not_approved"));
+        assert_eq!(w.dana().failures, 1);
+    }
+
+    #[test]
+    fn the_failmode_applies_only_to_an_unreachable_service() {
+        let closed = world(Fate::Unreachable, false);
+        let dana = closed.dana();
+        let (step, _) = closed.authorizer().push_send(&login(&dana, 1)).unwrap();
+        assert_eq!(step, PushStep::Unavailable);
+        let open = world(Fate::Unreachable, true);
+        let (step, _) = open.authorizer().push_send(&login(&dana, 1)).unwrap();
+        assert!(matches!(step, PushStep::Approved { how: "failmode_open", .. }), "{step:?}");
+        // A refusal by a service that answers is never skipped, whatever the failmode.
+        let enroll = world(Fate::Enroll, true);
+        let (step, _) = enroll.authorizer().push_send(&login(&dana, 1)).unwrap();
+        assert_eq!(step, PushStep::Enroll("https://enroll.example/".into()));
+        let bypass = world(Fate::Bypass, false);
+        let (step, _) = bypass.authorizer().push_send(&login(&dana, 1)).unwrap();
+        assert!(matches!(step, PushStep::Approved { how: "bypass", .. }));
+    }
+
+    #[test]
+    fn basic_pushes_only_after_the_password_and_not_again_while_it_lingers() {
+        let w = world(Fate::Allow, false);
+        let (d, _) = w.basic("wrong,push", "192.0.2.7");
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(w.fake.pushes(), 0, "no push for a wrong password");
+        let (d, event) = w.basic("pw,push", "192.0.2.7");
+        assert!(matches!(d, Decision::Allow(Some(_))), "{d:?}");
+        assert_eq!(event.unwrap().method, "basic-push");
+        let (d, _) = w.basic("pw,push", "192.0.2.7");
+        assert!(matches!(d, Decision::Allow(Some(_))));
+        assert_eq!(w.fake.pushes(), 1, "the approval lingers: no second push");
+        // Duo-only: the password alone pushes too; a passcode is checked with the service.
+        w.clock.advance(31);
+        let (d, _) = w.basic("pw", "192.0.2.7");
+        assert!(matches!(d, Decision::Allow(Some(_))));
+        assert_eq!(w.fake.pushes(), 2);
+        let (d, _) = w.basic("pw,135790", "192.0.2.8");
+        assert!(matches!(d, Decision::Allow(Some(_))));
+        let (d, _) = w.basic("pw,111111", "192.0.2.9");
+        assert_eq!(d, Decision::Challenge);
+        assert_eq!(w.fake.pushes(), 2, "passcodes push nobody");
+    }
+
+    #[test]
+    fn a_request_with_a_cookie_or_nothing_never_pushes() {
+        let w = world(Fate::Allow, false);
+        let a = w.authorizer();
+        for session in [None, Some("expired-or-forged")] {
+            let (d, _) = a
+                .decide(&AccessRequest {
+                    method: "GET",
+                    host: "app.example",
+                    path: "/static/app.js",
+                    client_ip: "192.0.2.7".parse().unwrap(),
+                    session,
+                    basic: None,
+                })
+                .unwrap();
+            assert_eq!(d, Decision::Login);
+        }
+        assert_eq!(w.fake.preauths.load(Ordering::SeqCst), 0);
+        assert_eq!(w.fake.pushes(), 0);
+    }
+
+    #[test]
+    fn what_basic_credentials_ask_for() {
+        let duo_only = {
+            let mut u = User::new("d", FirstFactor::None);
+            u.duo = true;
+            u
+        };
+        let mut both = duo_only.clone();
+        both.tokens.push(crate::model::Token::generate(
+            crate::model::Step::Time(30),
+            portcullis_otp::Algorithm::Sha1,
+            6,
+        ));
+        assert_eq!(basic_push_request("pw,push", &both), Some(("pw", None)));
+        assert_eq!(basic_push_request("a,b,push", &both), Some(("a,b", None)));
+        assert_eq!(basic_push_request("pw,123456", &both), Some(("pw", Some("123456"))));
+        assert_eq!(basic_push_request("pw123456", &both), None, "a code of the user's token");
+        assert_eq!(basic_push_request("pw,12345", &both), None, "too short for a passcode");
+        assert_eq!(basic_push_request("pw", &duo_only), Some(("pw", None)));
+    }
+}

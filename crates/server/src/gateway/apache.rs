@@ -226,7 +226,8 @@ fn render(
         // A bypassed resource: nobody to name. Basic mode never lets a password through
         // unchecked: Apache would make the typed name REMOTE_USER.
         Decision::Allow(None) if role != Role::Basic => (Kind::Allow, status_only(200)),
-        Decision::Allow(None) | Decision::Challenge => (Kind::Challenge, status_only(401)),
+        // A push is waited for before a decision reaches an adapter.
+        Decision::Allow(None) | Decision::Challenge | Decision::AwaitPush(_) => (Kind::Challenge, status_only(401)),
         Decision::Login => match role {
             Role::CheckAuthn => {
                 let scheme = if https.is_some_and(|v| v.eq_ignore_ascii_case("on")) {

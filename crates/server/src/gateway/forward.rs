@@ -335,7 +335,7 @@ pub(super) fn render(
             }
             (Kind::Allow, r)
         }
-        Decision::Login | Decision::Challenge => {
+        Decision::Login | Decision::Challenge | Decision::AwaitPush(_) => {
             let is_challenge = matches!(decision, Decision::Challenge);
             if flavor == Flavor::ForwardAuth && browser && !is_challenge {
                 let location = original.login_url(app);

@@ -228,10 +228,25 @@ impl App {
                 result
             }
         };
-        let (decision, event) = result.map_err(|e| {
+        let failed = |e: GateError| {
             self.metrics.decision(metrics::Kind::Error, started.elapsed());
             GatewayError::failed("authorization", e).logged()
-        })?;
+        };
+        let (decision, event) = result.map_err(failed)?;
+        if let Some(e) = &event {
+            self.record(e);
+        }
+        let Decision::AwaitPush(ticket) = decision else {
+            return Ok(decision);
+        };
+        // The password passed in a slot; the person's approval is waited for outside one.
+        let app = self.clone();
+        let waited = tokio::task::spawn_blocking(move || app.authorizer().finish_basic_push(&ticket)).await;
+        let Ok(result) = waited else {
+            self.metrics.decision(metrics::Kind::Error, started.elapsed());
+            return Err(GatewayError::Worker("push").logged());
+        };
+        let (decision, event) = result.map_err(failed)?;
         if let Some(e) = &event {
             self.record(e);
         }
