@@ -178,6 +178,9 @@ pub enum Command {
         after_help = "Example (a line of Apache's configuration, not a shell command):\n  DefineExternalAuth portcullis pipe \"/usr/local/bin/portcullis check\""
     )]
     Check,
+    /// Duo push ([duo]): check the keys and the clock against Duo.
+    #[command(subcommand, after_help = "Example:\n  portcullis duo check")]
+    Duo(DuoCommand),
 }
 
 /// Import formats.
@@ -349,6 +352,10 @@ pub enum UserCommand {
         /// Create no token now; send the user an enrollment link with `user invite`.
         #[arg(long)]
         no_token: bool,
+        /// Approve logins with a Duo push ([duo]) instead of a code: no token is made
+        /// (add one later with `user invite`; then the person may choose).
+        #[arg(long, conflicts_with = "no_token")]
+        duo: bool,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -404,9 +411,48 @@ pub enum UserCommand {
     /// Token management.
     #[command(subcommand, after_help = "Example:\n  portcullis user token reset alice")]
     Token(TokenCommand),
+    /// Second factors that are not tokens (a Duo push).
+    #[command(subcommand, after_help = "Example:\n  portcullis user factor add alice duo")]
+    Factor(FactorCommand),
     /// Per-device app passwords for HTTP Basic clients that cannot send a code.
     #[command(subcommand, after_help = "Example:\n  portcullis user app-password list alice")]
     AppPassword(AppPasswordCommand),
+}
+
+/// `user factor` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FactorCommand {
+    /// Give a user a second factor: `duo` approves their logins with a Duo push.
+    #[command(after_help = "Example:\n  portcullis user factor add alice duo")]
+    Add {
+        /// User name.
+        name: String,
+        /// The factor.
+        factor: FactorKind,
+    },
+    /// Take a second factor away from a user.
+    #[command(after_help = "Example:\n  portcullis user factor remove alice duo")]
+    Remove {
+        /// User name.
+        name: String,
+        /// The factor.
+        factor: FactorKind,
+    },
+}
+
+/// Second factors that are not tokens.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FactorKind {
+    /// A Duo push (or a Duo passcode), through `[duo]`.
+    Duo,
+}
+
+/// `duo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DuoCommand {
+    /// Check the `[duo]` keys against Duo's /auth/v2/check and print the clock offset.
+    #[command(after_help = "Example:\n  portcullis duo check")]
+    Check,
 }
 
 /// `user app-password` subcommands.

@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             transfer::export(&ctx, format, &file)
         }
         Command::Check => crate::gateway::check::run(Settings::load(&cli.config)?),
+        Command::Duo(crate::cli::DuoCommand::Check) => crate::duo::check(&cli.config),
         Command::Config(ConfigCommand::Apache(a)) => snippets::run(&cli.config, snippets::Flavor::Apache, a),
         Command::Config(ConfigCommand::Nginx(a)) => snippets::run(&cli.config, snippets::Flavor::Nginx, a),
         Command::Config(ConfigCommand::Caddy(a)) => snippets::run(&cli.config, snippets::Flavor::Caddy, a),

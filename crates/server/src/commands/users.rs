@@ -1,7 +1,7 @@
 //! `user ...`: add, list, show, remove, lock, unlock, passwd, scratch, token reset.
 
 use super::{Context_, new_password, plural};
-use crate::cli::{AppPasswordCommand, TokenArgs, TokenCommand, UserCommand};
+use crate::cli::{AppPasswordCommand, FactorCommand, FactorKind, TokenArgs, TokenCommand, UserCommand};
 use anyhow::{Context, Result, bail};
 use portcullis_core::config::{Config, DefaultKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User, valid_user_name};
@@ -117,6 +117,7 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             display_name,
             email,
             no_token,
+            duo,
             token,
         } => {
             let name = if ldap {
@@ -152,6 +153,13 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             user.groups = groups;
             user.display_name = display_name;
             user.email = email;
+            if duo {
+                warn_without_duo(&ctx.config.core, config_path);
+                user.duo = true;
+                store.create(&user)?;
+                println!("added user {name}: logins are approved with a Duo push");
+                return Ok(ExitCode::SUCCESS);
+            }
             if no_token {
                 store.create(&user)?;
                 println!("added user {name} without a token; send them `portcullis user invite {name}`");
@@ -200,6 +208,12 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             }
             if let Some(e) = &u.email {
                 println!("email:        {e}");
+            }
+            if u.duo {
+                println!(
+                    "duo push:     yes (Duo user {:?})",
+                    ctx.config.core.duo.duo_username(&u.name)
+                );
             }
             for (i, t) in u.tokens.iter().enumerate() {
                 println!(
@@ -298,6 +312,40 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 after_change(&ctx, &name, UserChange::Reread)?;
             }
         }
+        UserCommand::Factor(cmd) => {
+            let (name, on) = match cmd {
+                FactorCommand::Add {
+                    name,
+                    factor: FactorKind::Duo,
+                } => (name, true),
+                FactorCommand::Remove {
+                    name,
+                    factor: FactorKind::Duo,
+                } => (name, false),
+            };
+            if on {
+                warn_without_duo(&ctx.config.core, config_path);
+            }
+            let mut was = false;
+            require(
+                store.update(&name, &mut |u| {
+                    was = u.duo;
+                    u.duo = on;
+                    was != on
+                })?,
+                &name,
+            )?;
+            after_change(&ctx, &name, UserChange::Reread)?;
+            println!(
+                "{name}: Duo push {}",
+                match (was, on) {
+                    (false, true) => "added",
+                    (true, false) => "removed",
+                    (true, true) => "was already on",
+                    (false, false) => "was not on",
+                }
+            );
+        }
         UserCommand::Token(TokenCommand::Reset { name, token }) => {
             let t = new_token(&ctx.config.core, &token)?;
             require(
@@ -314,6 +362,16 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says so when `[duo]` is not configured: the user's logins will refuse until it is.
+fn warn_without_duo(config: &Config, path: &Path) {
+    if !config.duo.is_set() {
+        eprintln!(
+            "note: [duo] is not set in {}: logins that need a push are refused until api_host, integration_key and secret_key_file are",
+            path.display()
+        );
+    }
 }
 
 /// `user app-password add|list|remove`; the user it changed, if any.
