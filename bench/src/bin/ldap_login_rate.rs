@@ -75,6 +75,7 @@ fn open(config: &Path, ldap: bool, prefix: &str, users: usize, pw: &str, secret:
         sessions: stores.sessions,
         regulation: stores.regulation,
         external: stores.external,
+        pushes: None,
     };
     let engine = Engine::from_config(&config, parts, clock.clone())?;
     Ok(Side { engine, clock, next: 0 })

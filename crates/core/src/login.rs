@@ -133,7 +133,9 @@ impl Authorizer<'_> {
         // Without a first factor nothing is proven yet: never a one-factor login.
         let has_first = u.first_factor.exists();
         let enough = has_first && a.target.as_ref().is_some_and(|t| self.one_factor_enough(t, &u));
-        let Some(code) = a.code.filter(|_| !enough) else {
+        // A push user who typed no code goes on to the push page (a session of one factor).
+        let push_next = self.pushes_for(&u) && a.code.is_none_or(|c| c.trim().is_empty());
+        let Some(code) = a.code.filter(|_| !enough && !push_next) else {
             let level = if has_first { Level::OneFactor } else { Level::Named };
             let session = self.start_session(a.current, &u, level, a.client_ip)?;
             return Ok(LoginStep {
@@ -167,7 +169,16 @@ impl Authorizer<'_> {
                 events: Vec::new(),
             });
         };
+        // A push user without a token of their own types a Duo passcode here.
+        if let Some(step) = self.code_as_passcode(&s.user, code, ip, false)? {
+            return self.passcode_step(current, step, Vec::new(), ip);
+        }
         let (result, event) = self.code_step(&s.user, code, ip)?;
+        if result == StepResult::Refused(Rejection::WrongCode)
+            && let Some(step) = self.code_as_passcode(&s.user, code, ip, true)?
+        {
+            return self.passcode_step(current, step, vec![event], ip);
+        }
         let outcome = match result {
             StepResult::Passed(u) => LoginOutcome::SignedIn {
                 session: self.start_session(Some(current), &u, Level::TwoFactor, ip)?,
@@ -180,6 +191,30 @@ impl Authorizer<'_> {
             outcome,
             events: vec![event],
         })
+    }
+
+    /// The code page's answer after the push service judged the code as a passcode.
+    fn passcode_step(
+        &self,
+        current: &str,
+        (step, event): (crate::push::PushStep, Option<AuthEvent>),
+        mut events: Vec<AuthEvent>,
+        ip: IpAddr,
+    ) -> Result<LoginStep, GateError> {
+        use crate::push::PushStep;
+        events.extend(event);
+        let outcome = match step {
+            PushStep::Approved { user, .. } => LoginOutcome::SignedIn {
+                session: self.start_session(Some(current), &user, Level::TwoFactor, ip)?,
+                level: Level::TwoFactor,
+                complete: true,
+            },
+            PushStep::Banned => LoginOutcome::Refused(Refusal::Banned),
+            PushStep::Refused(r) => LoginOutcome::Refused(Refusal::Rejected(r)),
+            PushStep::Unavailable => return Err(GateError::Unavailable("duo")),
+            _ => LoginOutcome::Refused(Refusal::Rejected(Rejection::WrongCode)),
+        };
+        Ok(LoginStep { outcome, events })
     }
 
     /// True when `target` needs no second factor from `user` (a one_factor or bypass rule,
@@ -196,7 +231,7 @@ impl Authorizer<'_> {
     }
 
     /// A new session for `user`, replacing `old` (every login step gets a new id).
-    fn start_session(&self, old: Option<&str>, user: &User, level: Level, ip: IpAddr) -> Result<SessionId, GateError> {
+    pub(crate) fn start_session(&self, old: Option<&str>, user: &User, level: Level, ip: IpAddr) -> Result<SessionId, GateError> {
         Ok(self.sessions.rotate(old, self.session_for(user, level, ip)?)?)
     }
 

@@ -173,7 +173,9 @@ impl Pushes {
 /// What a second step through the service tries.
 enum Ask<'a> {
     Push,
-    Passcode(&'a str),
+    /// A passcode; `false`: a refusal is not counted (the same code was already counted
+    /// as a wrong code of the user's own tokens).
+    Passcode(&'a str, bool),
 }
 
 impl Authorizer<'_> {
@@ -190,7 +192,7 @@ impl Authorizer<'_> {
 
     /// Checks a passcode of the push service (a Duo passcode typed in the code field).
     pub fn push_passcode(&self, l: &PushLogin<'_>, code: &str) -> Result<(PushStep, Option<AuthEvent>), GateError> {
-        self.through_service(l, Ask::Passcode(code))
+        self.through_service(l, Ask::Passcode(code, true))
     }
 
     fn through_service(&self, l: &PushLogin<'_>, ask: Ask<'_>) -> Result<(PushStep, Option<AuthEvent>), GateError> {
@@ -272,6 +274,9 @@ impl Authorizer<'_> {
         match result {
             Ok(Sent::Push { .. }) => unreachable!("handled above"),
             Ok(Sent::Let(how)) => self.push_approved(l, how, now),
+            Ok(Sent::Refused) if matches!(ask, Ask::Passcode(_, false)) => {
+                Ok((PushStep::Refused(Rejection::WrongCode), None))
+            }
             Ok(Sent::Refused) => self.push_denied(l, now),
             Ok(Sent::Enroll(url)) => Ok((PushStep::Enroll(url), None)),
             Err(()) => Ok((PushStep::Unavailable, None)),
@@ -296,14 +301,15 @@ impl Authorizer<'_> {
                 Ok(txid) if !txid.is_empty() => Ok(Sent::Push { txid, device: device.1 }),
                 _ => Ok(Sent::Refused),
             },
-            Ask::Passcode(code) => match service.passcode(&l.user.name, code, l.client_ip) {
+            Ask::Passcode(code, _) => match service.passcode(&l.user.name, code, l.client_ip) {
                 Ok(true) => Ok(Sent::Let("passcode")),
                 _ => Ok(Sent::Refused),
             },
         }
     }
 
-    /// The answer to this login's push: waits up to about `wait` for the person.
+    /// The answer to this login's push: waits up to about `wait` for the person (zero:
+    /// only what is known here, the service is not asked).
     pub fn push_poll(&self, l: &PushLogin<'_>, wait: Duration) -> Result<(PushStep, Option<AuthEvent>), GateError> {
         let now = self.clock.now();
         let Some(pushes) = self.pushes else {
@@ -343,6 +349,15 @@ impl Authorizer<'_> {
                     p.state = State::Denied;
                     drop(pending);
                     return self.decided(pushes, l, &key, false, now);
+                }
+                // A look without waiting (the push page's first view) asks nobody.
+                State::Waiting if wait.is_zero() => {
+                    return Ok((
+                        PushStep::Waiting {
+                            device: p.device.clone(),
+                        },
+                        None,
+                    ));
                 }
                 State::Waiting => (p.txid.clone(), p.device.clone()),
             }
@@ -489,6 +504,105 @@ enum Sent {
     Let(&'static str),
     Refused,
     Enroll(String),
+}
+
+/// Where the portal's push page leaves the person.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// A push is out to this device: show the waiting page.
+    Waiting {
+        /// The device it went to.
+        device: String,
+    },
+    /// Approved: a new two-factor session.
+    SignedIn(crate::session::SessionId),
+    /// Refused (denied, timed out, banned, locked): start again.
+    Refused(crate::login::Refusal),
+    /// Duo wants the person to enroll first, at this address.
+    Enroll(String),
+    /// The push service is out of reach (failmode closed): try later.
+    Unavailable,
+    /// No live one-factor session: back to the password.
+    NotSignedIn,
+}
+
+impl Authorizer<'_> {
+    /// The portal's push step for the session `current`: `send` asks for a push (the
+    /// "Send a push" button, or the password step of a user with nothing but Duo); else
+    /// waits up to about `wait` for the answer to this session's push. Nothing but a
+    /// `send` from a live one-factor session ever sends one.
+    pub fn login_push(
+        &self,
+        current: &str,
+        ip: IpAddr,
+        send: bool,
+        wait: Duration,
+    ) -> Result<(PushOutcome, Vec<AuthEvent>), GateError> {
+        use crate::login::Refusal;
+        let Some(s) = self.signed_in(current, ip)? else {
+            return Ok((PushOutcome::NotSignedIn, Vec::new()));
+        };
+        let (Some(user), Some(binding)) = (
+            self.gate.directory.user(&s.user)?,
+            crate::session::token_hash(current),
+        ) else {
+            return Ok((PushOutcome::NotSignedIn, Vec::new()));
+        };
+        if s.level == crate::session::Level::TwoFactor || !self.pushes_for(&user) {
+            return Ok((PushOutcome::NotSignedIn, Vec::new()));
+        }
+        let l = PushLogin {
+            user: &user,
+            client_ip: Some(ip),
+            login: binding,
+            method: "portal-push",
+        };
+        let (step, event) = if send { self.push_send(&l)? } else { self.push_poll(&l, wait)? };
+        let outcome = match step {
+            PushStep::Sent { device } | PushStep::Waiting { device } => PushOutcome::Waiting { device },
+            PushStep::Approved { user, .. } => PushOutcome::SignedIn(self.start_session(
+                Some(current),
+                &user,
+                crate::session::Level::TwoFactor,
+                ip,
+            )?),
+            PushStep::Refused(r) => PushOutcome::Refused(Refusal::Rejected(r)),
+            PushStep::Banned => PushOutcome::Refused(Refusal::Banned),
+            PushStep::Enroll(url) => PushOutcome::Enroll(url),
+            PushStep::Unavailable => PushOutcome::Unavailable,
+        };
+        Ok((outcome, event.into_iter().collect()))
+    }
+
+    /// Whether `user`'s only second factor is a push (their login pushes at once).
+    pub fn push_only(&self, user: &User) -> bool {
+        self.pushes_for(user) && user.tokens.is_empty() && user.scratch.is_empty()
+    }
+
+    /// A code typed on the code page by a push user: checked with the service (a Duo
+    /// passcode) when the user has no token of their own, or when it fits none of them
+    /// (`after_wrong`: then a refusal is not counted twice). `None`: not a push user.
+    pub(crate) fn code_as_passcode(
+        &self,
+        user: &str,
+        code: &str,
+        ip: IpAddr,
+        after_wrong: bool,
+    ) -> Result<Option<(PushStep, Option<AuthEvent>)>, GateError> {
+        let Some(u) = self.gate.directory.user(user)?.filter(|u| self.pushes_for(u)) else {
+            return Ok(None);
+        };
+        if !after_wrong && !self.push_only(&u) {
+            return Ok(None);
+        }
+        let l = PushLogin {
+            user: &u,
+            client_ip: Some(ip),
+            login: [0; 32],
+            method: "portal-passcode",
+        };
+        Ok(Some(self.through_service(&l, Ask::Passcode(code, !after_wrong))?))
+    }
 }
 
 /// Basic credentials waiting for a push (or a Duo passcode) after their password passed.
@@ -826,13 +940,13 @@ mod tests {
         let (step, event) = a.push_send(&login(&dana, 1)).unwrap();
         assert_eq!(step, PushStep::Sent { device: "phone".into() });
         assert!(event.is_none(), "nothing decided yet");
-        let (step, event) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        let (step, event) = a.push_poll(&login(&dana, 1), Duration::from_millis(1)).unwrap();
         assert!(matches!(step, PushStep::Approved { how: "push", .. }), "{step:?}");
         assert_eq!(event.unwrap().failure, None);
         assert_eq!(w.dana().failures, 0);
         assert_eq!(w.fake.pushes(), 1);
         // The answer is handed out once: the same login polling again gets nothing.
-        let (again, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        let (again, _) = a.push_poll(&login(&dana, 1), Duration::from_millis(1)).unwrap();
         assert_eq!(again, PushStep::Refused(Rejection::NotApproved));
         assert_eq!(w.pushes.pending(), 0);
     }
@@ -848,10 +962,10 @@ mod tests {
         assert_eq!(w.fake.pushes(), 1, "one pending push per user and client");
         // A login that never asked cannot collect it, even once approved.
         *w.fake.fate.lock().unwrap() = Fate::Allow;
-        let (stranger, _) = a.push_poll(&login(&dana, 3), Duration::ZERO).unwrap();
+        let (stranger, _) = a.push_poll(&login(&dana, 3), Duration::from_millis(1)).unwrap();
         assert_eq!(stranger, PushStep::Refused(Rejection::NotApproved));
-        let (first, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
-        let (second, _) = a.push_poll(&login(&dana, 2), Duration::ZERO).unwrap();
+        let (first, _) = a.push_poll(&login(&dana, 1), Duration::from_millis(1)).unwrap();
+        let (second, _) = a.push_poll(&login(&dana, 2), Duration::from_millis(1)).unwrap();
         assert!(matches!(first, PushStep::Approved { .. }) && matches!(second, PushStep::Approved { .. }));
         // Another client of the same user is another push.
         let mut elsewhere = login(&dana, 4);
@@ -867,7 +981,7 @@ mod tests {
         for i in 0..3u8 {
             let dana = w.dana();
             a.push_send(&login(&dana, i)).unwrap();
-            let (step, event) = a.push_poll(&login(&dana, i), Duration::ZERO).unwrap();
+            let (step, event) = a.push_poll(&login(&dana, i), Duration::from_millis(1)).unwrap();
             assert_eq!(step, PushStep::Refused(Rejection::NotApproved));
             assert_eq!(event.unwrap().failure, Some("not_approved"));
         }
@@ -900,10 +1014,10 @@ mod tests {
         let a = w.authorizer();
         let dana = w.dana();
         a.push_send(&login(&dana, 1)).unwrap();
-        let (step, _) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        let (step, _) = a.push_poll(&login(&dana, 1), Duration::from_millis(1)).unwrap();
         assert!(matches!(step, PushStep::Waiting { .. }));
         w.clock.advance(61);
-        let (step, event) = a.push_poll(&login(&dana, 1), Duration::ZERO).unwrap();
+        let (step, event) = a.push_poll(&login(&dana, 1), Duration::from_millis(1)).unwrap();
         assert_eq!(step, PushStep::Refused(Rejection::NotApproved));
         assert_eq!(event.unwrap().failure, Some("not_approved"));
         assert_eq!(w.dana().failures, 1);

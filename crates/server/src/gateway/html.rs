@@ -37,13 +37,49 @@ footer{margin-top:1.5rem;color:#6b7280;font-size:.8rem;text-align:center}
 
 /// A complete page around `body`.
 pub fn page(title: &str, body: &str) -> String {
+    page_with_head(title, "", body)
+}
+
+/// A complete page with `head` (trusted markup) added to its head.
+fn page_with_head(title: &str, head: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"same-origin\"><title>{t} · portcullis</title><style>{STYLE}</style></head>\
+<meta name=\"referrer\" content=\"same-origin\"><title>{t} · portcullis</title><style>{STYLE}</style>{head}</head>\
 <body><main>{body}<footer>portcullis</footer></main></body></html>",
         t = escape(title)
     )
+}
+
+/// The "Send a push" button on the code page.
+pub fn push_form(base: &str, csrf: &str, rd: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{base}/login/push\">{}{}<button type=\"submit\">Send a push</button></form>\
+<p class=\"hint\">Or enter a code below (a Duo passcode works too).</p>",
+        hidden("csrf", csrf),
+        hidden("rd", rd),
+    )
+}
+
+/// The page that waits for a push answer: it reloads itself without JavaScript, and with
+/// it `push.js` waits in place.
+pub fn push_waiting(base: &str, rd: &str, device: &str) -> String {
+    let rd_q = super::web::query_escape(rd);
+    let poll = escape(&format!("{base}/login/push?rd={rd_q}&poll=1"));
+    let status = escape(&format!("{base}/login/push/status?rd={rd_q}"));
+    let head = format!(
+        "<noscript><meta http-equiv=\"refresh\" content=\"1;url={poll}\"></noscript>\
+<script src=\"{}/login/push.js\" defer></script>",
+        escape(base)
+    );
+    let body = format!(
+        "<h1>Approve the sign-in</h1><p class=\"note\" role=\"status\" id=\"push-status\" data-status=\"{status}\">\
+Push sent to <strong>{}</strong>. Approve it there; this page goes on by itself.</p>\
+<p class=\"hint\"><a href=\"{}\">Use a code instead</a></p>",
+        escape(if device.is_empty() { "your device" } else { device }),
+        escape(&format!("{base}/login/code?rd={rd_q}")),
+    );
+    page_with_head("Approve the sign-in", &head, &body)
 }
 
 fn message_box(error: Option<&str>, note: Option<&str>) -> String {
@@ -114,16 +150,17 @@ spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
 }
 
 /// The second step: the one-time code.
-pub fn code(base: &str, csrf: &str, rd: &str, user: &str, error: Option<&str>) -> String {
+pub fn code(base: &str, csrf: &str, rd: &str, user: &str, error: Option<&str>, push: Option<&str>) -> String {
     let body = format!(
         "<h1>Two-step verification</h1>{msg}<p>Signed in as <strong>{user}</strong>. Enter the current code.</p>\
-<form method=\"post\" action=\"{base}/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
+{push}<form method=\"post\" action=\"{base}/login/code\">{csrf}{rd}{code}<button type=\"submit\">Verify</button></form>\
 {logout}",
         msg = message_box(error, None),
         user = escape(user),
+        push = push.unwrap_or(""),
         csrf = hidden("csrf", csrf),
         rd = hidden("rd", rd),
-        code = code_field(true, SIGN_IN_HINT),
+        code = code_field(push.is_none(), SIGN_IN_HINT),
         logout = logout_form(base, csrf, rd, "Not you? Sign out"),
     );
     page("Verification", &body)
@@ -268,7 +305,7 @@ mod tests {
     fn pages_under_a_base_path_link_inside_it() {
         let login = login("/.portcullis", "t", "", "", false, None, None);
         assert!(login.contains("action=\"/.portcullis/login\""), "{login}");
-        let code = code("/.portcullis", "t", "", "bob", None);
+        let code = code("/.portcullis", "t", "", "bob", None, None);
         assert!(code.contains("action=\"/.portcullis/login/code\""), "{code}");
         assert!(code.contains("action=\"/.portcullis/logout\""), "{code}");
     }
@@ -278,7 +315,9 @@ mod tests {
         let evil = "\"><script>alert(1)</script>";
         for html in [
             login("", evil, evil, evil, true, Some(evil), Some(evil)),
-            code("", evil, evil, evil, Some(evil)),
+            code("", evil, evil, evil, Some(evil), None),
+            push_form("", evil, evil),
+            push_waiting("", evil, evil),
             message(evil, evil, Some((evil, evil))),
             enroll(evil, evil, None, Some(evil)),
             home("", evil, evil, &[evil.to_string()], false),
@@ -320,6 +359,6 @@ mod tests {
     fn enrollment_hint_does_not_offer_recovery_codes() {
         let html = enroll("t", "bob", None, None);
         assert!(!html.contains("recovery"), "{html}");
-        assert!(code("", "t", "", "bob", None).contains("recovery codes"));
+        assert!(code("", "t", "", "bob", None, None).contains("recovery codes"));
     }
 }

@@ -14,6 +14,7 @@ mod pace;
 mod pam_socket;
 mod portal;
 mod proxy;
+mod push_page;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod router_tests;
@@ -265,6 +266,9 @@ pub fn router(app: Arc<App>) -> Router {
     let mut pages = Router::new()
         .route("/login", get(portal::login_page).post(portal::login_submit))
         .route("/login/code", get(portal::code_page).post(portal::code_submit))
+        .route("/login/push", get(push_page::push_page).post(push_page::push_submit))
+        .route("/login/push/status", get(push_page::push_status))
+        .route("/login/push.js", get(push_page::push_script))
         .route("/logout", get(portal::logout_page).post(portal::logout))
         .route("/logout/", post(portal::logout))
         .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit));

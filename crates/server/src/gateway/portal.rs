@@ -57,7 +57,7 @@ pub struct CodeForm {
 
 impl App {
     /// The validated return URL, or the configured default.
-    fn return_url(&self, rd: &str) -> String {
+    pub(super) fn return_url(&self, rd: &str) -> String {
         self.targets
             .check(rd)
             .unwrap_or_else(|| self.config.server.default_redirect.clone())
@@ -224,6 +224,12 @@ pub async fn login_submit(
     };
     match outcome {
         LoginOutcome::SignedIn { session, complete, .. } => {
+            if !complete
+                && let Some(r) =
+                    super::push_page::push_at_once(&app, session.as_str(), form.username.trim(), ip, &form.rd).await
+            {
+                return r;
+            }
             let next = if complete {
                 app.return_url(&form.rd)
             } else {
@@ -280,9 +286,11 @@ pub async fn code_page(
         return see_other(&app.return_url(&q.rd), vec![]);
     }
     let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let csrf = app.csrf_token(&nonce);
+    let push = super::push_page::push_button(&app, &s.user, &csrf, &q.rd);
     page(
         StatusCode::OK,
-        html::code(app.base(), &app.csrf_token(&nonce), &q.rd, &s.user, None),
+        html::code(app.base(), &csrf, &q.rd, &s.user, None, push.as_deref()),
         cookie.into_iter().collect(),
     )
 }
@@ -301,9 +309,11 @@ pub async fn code_submit(
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str| {
+        let csrf = app.csrf_token(&nonce);
+        let push = super::push_page::push_button(app, &s.user, &csrf, &form.rd);
         page(
             StatusCode::UNAUTHORIZED,
-            html::code(app.base(), &app.csrf_token(&nonce), &form.rd, &s.user, Some(error)),
+            html::code(app.base(), &csrf, &form.rd, &s.user, Some(error), push.as_deref()),
             cookie.clone().into_iter().collect(),
         )
     };

@@ -303,7 +303,7 @@ fn no_store(r: &mut Response) {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
         ),
     );
     // same-origin, not no-referrer: other sites still get no Referer (no return URL leaks),
