@@ -126,6 +126,9 @@ pub struct AuthEvent {
     pub failure: Option<&'static str>,
     /// A ban started with this failure.
     pub banned: bool,
+    /// Something an administrator must hear about a success (a factor skipped by
+    /// `failmode = "open"`): logged at WARN.
+    pub warning: Option<&'static str>,
 }
 
 /// The result of a login step.
@@ -614,6 +617,7 @@ impl Authorizer<'_> {
             method,
             failure,
             banned,
+            warning: None,
         })
     }
 

@@ -425,7 +425,10 @@ impl Authorizer<'_> {
             PushStep::Refused(r) => Attempted::Refused(*r),
             _ => Attempted::Refused(Rejection::NotApproved),
         };
-        let event = self.record_attempt_from(l.client_ip, &l.user.name, l.method, result, now)?;
+        let mut event = self.record_attempt_from(l.client_ip, &l.user.name, l.method, result, now)?;
+        if how == "failmode_open" && event.failure.is_none() {
+            event.warning = Some("second factor skipped: the push service cannot be reached and [duo] failmode = \"open\"");
+        }
         Ok((step, Some(event)))
     }
 
@@ -1030,8 +1033,9 @@ mod tests {
         let (step, _) = closed.authorizer().push_send(&login(&dana, 1)).unwrap();
         assert_eq!(step, PushStep::Unavailable);
         let open = world(Fate::Unreachable, true);
-        let (step, _) = open.authorizer().push_send(&login(&dana, 1)).unwrap();
+        let (step, event) = open.authorizer().push_send(&login(&dana, 1)).unwrap();
         assert!(matches!(step, PushStep::Approved { how: "failmode_open", .. }), "{step:?}");
+        assert!(event.unwrap().warning.is_some(), "a skipped push is logged loudly");
         // A refusal by a service that answers is never skipped, whatever the failmode.
         let enroll = world(Fate::Enroll, true);
         let (step, _) = enroll.authorizer().push_send(&login(&dana, 1)).unwrap();

@@ -10,6 +10,15 @@ pub fn log(e: &AuthEvent) {
     // `?` (Debug) quotes and escapes the user name, so spaces, quotes and newlines in it
     // stay inside one quoted field.
     match e.failure {
+        None if e.warning.is_some() => tracing::warn!(
+            target: "portcullis::audit",
+            client = %client,
+            result = "success",
+            method = e.method,
+            warning = e.warning.unwrap_or(""),
+            user = ?e.user,
+            "auth"
+        ),
         None => tracing::info!(
             target: "portcullis::audit",
             client = %client,
