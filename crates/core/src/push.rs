@@ -130,8 +130,37 @@ struct Pending {
     txid: String,
     device: String,
     started: i64,
+    /// One entry per waiting request (two Basic requests with one credential are two).
     logins: Vec<[u8; 32]>,
     state: State,
+    /// When it was decided: the answer is collected within [`COLLECT_WITHIN`] seconds.
+    decided: i64,
+}
+
+/// Seconds a decided push's answer waits for the requests that joined it.
+const COLLECT_WITHIN: i64 = 10;
+
+impl Pending {
+    /// Takes one waiting request of `login` off the push; true when it had one.
+    fn take(&mut self, login: &[u8; 32]) -> bool {
+        match self.logins.iter().position(|x| x == login) {
+            Some(i) => {
+                self.logins.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn decide(&mut self, allowed: bool, now: i64) {
+        self.state = if allowed { State::Allowed } else { State::Denied };
+        self.decided = now;
+    }
+
+    /// Decided too long ago for anyone to collect it.
+    fn stale(&self, now: i64) -> bool {
+        matches!(self.state, State::Allowed | State::Denied) && now > self.decided.saturating_add(COLLECT_WITHIN)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,9 +250,7 @@ impl Authorizer<'_> {
                             .0;
                     }
                     Some(p) if p.state == State::Waiting && now < p.started.saturating_add_unsigned(pushes.timeout) => {
-                        if !p.logins.contains(&l.login) {
-                            p.logins.push(l.login);
-                        }
+                        p.logins.push(l.login);
                         return Ok((
                             PushStep::Sent {
                                 device: p.device.clone(),
@@ -231,7 +258,7 @@ impl Authorizer<'_> {
                             None,
                         ));
                     }
-                    Some(p) if p.logins.contains(&l.login) && p.state != State::Waiting => {
+                    Some(p) if p.logins.contains(&l.login) && p.state != State::Waiting && !p.stale(now) => {
                         // This login's push was decided: its poll collects the answer.
                         drop(pending);
                         return self.push_poll(l, Duration::ZERO);
@@ -247,6 +274,7 @@ impl Authorizer<'_> {
                     started: now,
                     logins: vec![l.login],
                     state: State::Sending,
+                    decided: 0,
                 },
             );
         }
@@ -318,6 +346,9 @@ impl Authorizer<'_> {
         let key = (l.user.name.clone(), l.client_ip);
         let (txid, device) = {
             let mut pending = pushes.lock();
+            if pending.get(&key).is_some_and(|p| p.stale(now)) {
+                pending.remove(&key);
+            }
             let Some(p) = pending.get_mut(&key).filter(|p| p.logins.contains(&l.login)) else {
                 // No push of this login (another login's, or none): nothing to hand out.
                 return Ok((PushStep::Refused(Rejection::NotApproved), None));
@@ -333,7 +364,7 @@ impl Authorizer<'_> {
                 }
                 State::Allowed | State::Denied => {
                     let allowed = p.state == State::Allowed;
-                    p.logins.retain(|x| *x != l.login);
+                    p.take(&l.login);
                     if p.logins.is_empty() {
                         pending.remove(&key);
                     }
@@ -346,7 +377,7 @@ impl Authorizer<'_> {
                     };
                 }
                 State::Waiting if now >= p.started.saturating_add_unsigned(pushes.timeout) => {
-                    p.state = State::Denied;
+                    p.decide(false, now);
                     drop(pending);
                     return self.decided(pushes, l, &key, false, now);
                 }
@@ -373,7 +404,7 @@ impl Authorizer<'_> {
             match pending.get_mut(&key) {
                 // Still this push, undecided: this login decides it.
                 Some(p) if p.txid == txid && p.state == State::Waiting => {
-                    p.state = if allowed { State::Allowed } else { State::Denied };
+                    p.decide(allowed, now);
                 }
                 // Decided meanwhile by another login, or gone: collect as above.
                 _ => {
@@ -397,7 +428,7 @@ impl Authorizer<'_> {
         {
             let mut pending = pushes.lock();
             if let Some(p) = pending.get_mut(key) {
-                p.logins.retain(|x| *x != l.login);
+                p.take(&l.login);
                 if p.logins.is_empty() {
                     pending.remove(key);
                 }

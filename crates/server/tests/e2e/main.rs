@@ -7,6 +7,9 @@ mod browser;
 mod caddy;
 mod cli;
 mod concurrency;
+mod duo;
+#[path = "../../../duo/tests/standin_harness/mod.rs"]
+mod duo_standin;
 mod gateway;
 mod harness;
 mod import;
