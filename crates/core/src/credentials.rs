@@ -19,6 +19,9 @@ pub struct Credentials<'a> {
     pub client_ip: Option<IpAddr>,
     /// The way in, for the audit event (`pam`, …).
     pub method: &'static str,
+    /// A push user's answer ([`Split::Push`]): `password` is what was typed whole (with
+    /// `,push` or `,PASSCODE` perhaps), or `code` is, when the password was checked before.
+    pub push: bool,
 }
 
 impl std::fmt::Debug for Credentials<'_> {
@@ -53,6 +56,13 @@ pub enum Prompt {
         /// asked for in front of the code, as pam_oath does.
         pin: bool,
     },
+    /// Approves with a push (Duo), perhaps also has a token.
+    Push {
+        /// Whether the user has a first factor to check.
+        first_factor: bool,
+        /// Seconds a push may take to be answered: the client waits that long.
+        timeout: u64,
+    },
 }
 
 impl Authorizer<'_> {
@@ -61,6 +71,12 @@ impl Authorizer<'_> {
         let Some(u) = self.gate.directory.user(&self.gate.canonical(user)?)? else {
             return Ok(Prompt::Unknown);
         };
+        if let Some(pushes) = self.pushes.filter(|_| self.pushes_for(&u)) {
+            return Ok(Prompt::Push {
+                first_factor: u.first_factor.exists(),
+                timeout: pushes.timeout(),
+            });
+        }
         if u.tokens.is_empty() && u.scratch.is_empty() {
             return Ok(Prompt::NoToken);
         }
@@ -78,6 +94,9 @@ impl Authorizer<'_> {
         let now = self.clock.now();
         let ip_text = c.client_ip.map(|ip| ip.to_string());
         let name = self.gate.canonical(c.user)?;
+        if c.push {
+            return self.check_push_credentials(c, &name, now);
+        }
         let result = if self.regulator.is_banned_from(Some(&name), c.client_ip, now)? {
             StepResult::Banned
         } else {
@@ -141,6 +160,13 @@ pub enum Split {
         /// The code's length.
         digits: u32,
     },
+    /// A push user: the answer is handed over whole (`password,push`, `password` alone,
+    /// `password,PASSCODE`; without `combined`, `push`, empty or a passcode) and the core
+    /// splits it, pushes and waits.
+    Push {
+        /// Whether the answer starts with the password.
+        combined: bool,
+    },
 }
 
 /// What a prompting client does for one login, decided by the core from the service's rules,
@@ -179,6 +205,17 @@ impl ServiceRules {
         if let Some(plan) = self.before_lookup(ip) {
             return plan;
         }
+        if let Prompt::Push { first_factor, .. } = prompt {
+            let split = if trusted && self.combined && first_factor {
+                Split::Password
+            } else {
+                Split::Push {
+                    combined: self.combined && first_factor,
+                }
+            };
+            let success = if split == Split::Password { "trusted_network" } else { "push" };
+            return Plan::Ask { split, success };
+        }
         let (digits, first_factor, pin) = match prompt {
             Prompt::Enrolled {
                 digits,
@@ -192,6 +229,8 @@ impl ServiceRules {
             Prompt::NoToken if !self.combined || !trusted => return Plan::AskThenRefuse("no_token"),
             // Combined mode from a trusted network: only the password, which needs no token.
             Prompt::Unknown | Prompt::NoToken => (0, true, false),
+            // Answered above.
+            Prompt::Push { .. } => return Plan::AskThenRefuse("no_token"),
         };
         // A PIN is known to no other module: the answer is PIN then code, as with pam_oath.
         let combined = self.combined || pin;
@@ -287,6 +326,35 @@ mod tests {
                 Prompt::NoToken,
                 ask(Split::Password, "trusted_network"),
             ),
+            // A push user: the core splits the whole answer; a trusted network needs the
+            // password alone, as for everyone.
+            (
+                rules(true, false),
+                wan,
+                Prompt::Push {
+                    first_factor: true,
+                    timeout: 60,
+                },
+                ask(Split::Push { combined: true }, "push"),
+            ),
+            (
+                rules(false, false),
+                wan,
+                Prompt::Push {
+                    first_factor: true,
+                    timeout: 60,
+                },
+                ask(Split::Push { combined: false }, "push"),
+            ),
+            (
+                rules(true, false),
+                lan,
+                Prompt::Push {
+                    first_factor: true,
+                    timeout: 60,
+                },
+                ask(Split::Password, "trusted_network"),
+            ),
         ] {
             assert_eq!(rules.plan(ip, prompt), plan, "{rules:?} {ip:?} {prompt:?}");
         }
@@ -310,6 +378,7 @@ mod tests {
             code,
             client_ip: ip,
             method: "pam",
+            push: false,
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Question {
         code: Option<Zeroizing<String>>,
         /// PAM_RHOST as sshd gave it.
         client: Option<String>,
+        /// The whole answer of a push user, for the core to split, push and wait on.
+        #[serde(default)]
+        push: bool,
     },
 }
 
@@ -54,6 +57,11 @@ impl Question {
     /// Whether answering may hash a password (the gateway runs those on a login slot).
     pub fn hashes(&self) -> bool {
         matches!(self, Question::Check { .. })
+    }
+
+    /// Whether answering waits for a person (a push): minutes, not a hash's milliseconds.
+    pub fn waits(&self) -> bool {
+        matches!(self, Question::Check { push: true, .. })
     }
 
     /// The question as sent; it holds the password, so it is wiped when dropped.
@@ -91,6 +99,7 @@ impl Authorizer<'_> {
                 password,
                 code,
                 client,
+                push,
             } => {
                 let credentials = Credentials {
                     user,
@@ -98,6 +107,7 @@ impl Authorizer<'_> {
                     code: code.as_deref().map(String::as_str),
                     client_ip: client.as_deref().and_then(|h| h.parse().ok()),
                     method: "pam",
+                    push: *push,
                 };
                 let (result, event) = self.check_credentials(&credentials)?;
                 let answer = match result {
@@ -122,12 +132,14 @@ mod tests {
             password: Some(Zeroizing::new("pa\"ss\nword".into())),
             code: Some(Zeroizing::new("123456".into())),
             client: Some("192.0.2.7".into()),
+            push: false,
         };
         let Some(Question::Check {
             user,
             password,
             code,
             client,
+            ..
         }) = Question::decode(&q.encode())
         else {
             panic!("a check did not survive")

@@ -787,6 +787,99 @@ impl Authorizer<'_> {
     }
 }
 
+impl Authorizer<'_> {
+    /// [`Authorizer::check_credentials`] for a push user's whole answer (PAM): split it,
+    /// check the password, then push and wait, or check a passcode. An answer that ends in
+    /// a code of the user's own token is checked as one.
+    pub(crate) fn check_push_credentials(
+        &self,
+        c: &crate::credentials::Credentials<'_>,
+        name: &str,
+        now: i64,
+    ) -> Result<(crate::authz::StepResult, AuthEvent), GateError> {
+        use crate::authz::StepResult;
+        let record = |r: Attempted| self.record_attempt_from(c.client_ip, name, c.method, r, now);
+        let stored = self.gate.directory.user(name)?;
+        let Some(user) = stored.as_ref().filter(|u| self.pushes_for(u)) else {
+            let why = match &stored {
+                None => {
+                    // As slow as a known name's password check.
+                    let _ = self.gate.check_first_factor(name, None, c.password.unwrap_or(""))?;
+                    Rejection::UnknownUser
+                }
+                Some(_) => Rejection::NoToken,
+            };
+            return Ok((StepResult::Refused(why), record(Attempted::Refused(why))?));
+        };
+        if self.regulator.is_banned_from(Some(name), c.client_ip, now)? {
+            return Ok((StepResult::Banned, record(Attempted::Banned)?));
+        }
+        let digits = user.tokens.first().map_or(6, |t| t.digits as usize);
+        let (password, passcode): (Option<&str>, Option<&str>) = match (c.password, c.code) {
+            (Some(whole), _) => match basic_push_request(whole, user) {
+                Some((p, code)) => (Some(p), code),
+                // password+code of the user's own token.
+                None => {
+                    let (p, code) = crate::credentials::split_password_code(whole, digits).unwrap_or((whole, ""));
+                    return self.check_credentials(&crate::credentials::Credentials {
+                        password: Some(p),
+                        code: Some(code),
+                        push: false,
+                        ..*c
+                    });
+                }
+            },
+            (None, Some(answer)) => match answer.trim() {
+                "" | "push" => (None, None),
+                code if (6..=9).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) && user.tokens.is_empty() => {
+                    (None, Some(code))
+                }
+                code => {
+                    return self.check_credentials(&crate::credentials::Credentials {
+                        code: Some(code),
+                        push: false,
+                        ..*c
+                    });
+                }
+            },
+            (None, None) => (None, None),
+        };
+        if let Some(p) = password
+            && !self.gate.check_first_factor(name, Some(user), p)?
+        {
+            let why = Rejection::WrongPassword;
+            return Ok((StepResult::Refused(why), record(Attempted::Refused(why))?));
+        }
+        let mut login = [0u8; 32];
+        login.copy_from_slice(&crate::random::bytes(32));
+        let l = PushLogin {
+            user,
+            client_ip: c.client_ip,
+            login,
+            method: c.method,
+        };
+        let (step, mut events) = match passcode {
+            Some(code) => {
+                let (step, e) = self.push_passcode(&l, code)?;
+                (step, e.into_iter().collect())
+            }
+            None => self.push_and_wait(&l)?,
+        };
+        let result = match step {
+            PushStep::Approved { user, .. } => StepResult::Passed(user),
+            PushStep::Banned => StepResult::Banned,
+            PushStep::Refused(r) => StepResult::Refused(r),
+            PushStep::Unavailable => return Err(GateError::Unavailable("duo")),
+            _ => StepResult::Refused(Rejection::NotApproved),
+        };
+        let event = match events.pop() {
+            Some(e) => e,
+            None => record((&result).into())?,
+        };
+        Ok((result, event))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,5 +1233,58 @@ mod tests {
         assert_eq!(basic_push_request("pw123456", &both), None, "a code of the user's token");
         assert_eq!(basic_push_request("pw,12345", &both), None, "too short for a passcode");
         assert_eq!(basic_push_request("pw", &duo_only), Some(("pw", None)));
+    }
+
+    #[test]
+    fn a_pam_answer_of_a_push_user_is_split_checked_and_pushed() {
+        use crate::authz::StepResult;
+        use crate::credentials::{Credentials, Prompt};
+        let w = world(Fate::Allow, false);
+        let a = w.authorizer();
+        assert_eq!(
+            a.prompt_for("dana").unwrap(),
+            Prompt::Push {
+                first_factor: true,
+                timeout: 60
+            }
+        );
+        let check = |password: Option<&str>, code: Option<&str>| {
+            a.check_credentials(&Credentials {
+                user: "dana",
+                password,
+                code,
+                client_ip: Some("192.0.2.7".parse().unwrap()),
+                method: "pam",
+                push: true,
+            })
+            .unwrap()
+        };
+        let (r, e) = check(Some("wrong,push"), None);
+        assert_eq!(r, StepResult::Refused(Rejection::WrongPassword));
+        assert_eq!(e.failure, Some("wrong_password"));
+        assert_eq!(w.fake.pushes(), 0, "no push for a wrong password");
+        let (r, e) = check(Some("pw,push"), None);
+        assert!(matches!(r, StepResult::Passed(_)), "{r:?}");
+        assert_eq!((e.method, e.failure), ("pam", None));
+        assert!(matches!(check(Some("pw"), None).0, StepResult::Passed(_)), "Duo-only: the password alone");
+        assert!(matches!(check(Some("pw,135790"), None).0, StepResult::Passed(_)));
+        assert_eq!(check(Some("pw,111111"), None).0, StepResult::Refused(Rejection::NotApproved));
+        // Without `combined` (the password was checked before): `push`, empty, a passcode.
+        assert!(matches!(check(None, Some("push")).0, StepResult::Passed(_)));
+        assert!(matches!(check(None, Some("")).0, StepResult::Passed(_)));
+        assert_eq!(w.fake.pushes(), 4);
+        // A user without Duo is not pushed, whatever the module asks.
+        let (r, _) = a
+            .check_credentials(&Credentials {
+                user: "carl",
+                password: Some("pw,push"),
+                code: None,
+                client_ip: None,
+                method: "pam",
+                push: true,
+            })
+            .unwrap();
+        assert_eq!(r, StepResult::Refused(Rejection::NoToken));
+        assert_eq!(w.fake.pushes(), 4);
     }
 }

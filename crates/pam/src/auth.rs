@@ -3,7 +3,8 @@
 
 use crate::options::{FirstPass, Options};
 use crate::worker::{Answer, Check, Checker, Worker, WorkerError};
-use portcullis_core::credentials::{Plan, Split};
+use portcullis_core::credentials::{Plan, Prompt, Split};
+use std::time::Duration;
 use std::net::IpAddr;
 use zeroize::Zeroizing;
 
@@ -102,7 +103,14 @@ where
         audit(pam, &client, "failure", "no_answer", &user, None);
         return PamStatus::Failure;
     };
+    // A push user: the gateway splits the answer, pushes and waits for the person.
+    let push = match (split, lookup) {
+        (Split::Push { .. }, Prompt::Push { timeout, .. }) => Some(Duration::from_secs(timeout.saturating_add(15))),
+        _ => None,
+    };
     let (password, code) = match split {
+        Split::Push { combined: true } => (Some(answer), None),
+        Split::Push { combined: false } => (None, Some(answer)),
         Split::Code => (None, Some(answer)),
         Split::Password => (Some(answer), None),
         Split::PasswordThenCode { digits } => match split_combined(&answer, digits) {
@@ -125,6 +133,7 @@ where
         password,
         code,
         client: rhost.clone(),
+        push,
     };
     match worker.check(check) {
         Ok(Answer::Accepted) => {

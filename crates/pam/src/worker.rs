@@ -33,6 +33,9 @@ pub struct Check {
     pub code: Option<Zeroizing<String>>,
     /// PAM_RHOST.
     pub client: Option<String>,
+    /// A push user's whole answer: the gateway splits it, pushes and waits this much longer
+    /// than the module's `timeout=` for the person.
+    pub push: Option<Duration>,
 }
 
 /// The store's verdict on one check.
@@ -173,6 +176,7 @@ impl Check {
             password: self.password.clone(),
             code: self.code.clone(),
             client: self.client.clone(),
+            push: self.push.is_some(),
         }
     }
 }
@@ -204,12 +208,16 @@ impl GatewayChecker {
     }
 
     fn ask(&self, question: &Question) -> Result<GatewayAnswer, String> {
+        self.ask_within(question, self.timeout)
+    }
+
+    fn ask_within(&self, question: &Question, timeout: Duration) -> Result<GatewayAnswer, String> {
         let place = self.socket.display();
         let mut conn = UnixStream::connect(&self.socket).map_err(|e| {
             format!("[pam] socket {place}: the gateway does not answer ({e}); is `portcullis serve` running?")
         })?;
         let sent = conn
-            .set_read_timeout(Some(self.timeout))
+            .set_read_timeout(Some(timeout))
             .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
             .and_then(|()| conn.write_all(&question.encode()))
             .and_then(|()| conn.shutdown(std::net::Shutdown::Write));
@@ -241,7 +249,8 @@ impl Checker for GatewayChecker {
     }
 
     fn check(&mut self, check: &Check) -> Result<Answer, String> {
-        verdict(self.ask(&check.question())?)
+        let within = self.timeout + check.push.unwrap_or_default();
+        verdict(self.ask_within(&check.question(), within)?)
     }
 }
 
@@ -303,12 +312,16 @@ impl Worker {
     }
 
     fn ask(&self, request: Request) -> Result<Reply, WorkerError> {
+        let timeout = match &request {
+            Request::Check(c) => self.timeout + c.push.unwrap_or_default(),
+            Request::Lookup(_) => self.timeout,
+        };
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         self.requests
             .send((request, reply_tx))
             .map_err(|_| WorkerError::Worker("the worker thread has stopped".into()))?;
-        reply_rx.recv_timeout(self.timeout).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => WorkerError::Timeout(self.timeout),
+        reply_rx.recv_timeout(timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => WorkerError::Timeout(timeout),
             mpsc::RecvTimeoutError::Disconnected => WorkerError::Worker("the worker thread panicked".into()),
         })
     }

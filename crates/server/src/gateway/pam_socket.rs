@@ -59,7 +59,9 @@ async fn answer(app: Arc<App>, mut conn: UnixStream, owner: u32) {
 /// The core's answer; `Unavailable` when the store failed or every login slot was busy
 /// (already logged here: the module only says the gateway could not decide).
 async fn decide(app: &Arc<App>, question: Question) -> Answer {
-    let hashes = question.hashes();
+    // A push waits for a person: not on a login slot, which it would hold for a minute
+    // (only sshd, as root, and the gateway's user reach this socket).
+    let hashes = question.hashes() && !question.waits();
     let worker = app.clone();
     let work = move || worker.authorizer().answer_pam(&question);
     let result = if hashes {

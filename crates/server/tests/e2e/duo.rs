@@ -276,3 +276,60 @@ fn apache_check_waits_for_the_push_and_duo_check_tests_the_keys() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("integration_key and the secret key"));
     assert_eq!(s.bad_signatures(), 1);
 }
+
+/// pam_portcullis.so under pamtester, `combined`, through the gateway's `[pam] socket`:
+/// `password,push` (and the password alone for a Duo-only user) pushes and waits longer
+/// than the module's own timeout; a wrong password pushes nobody.
+#[test]
+fn pam_combined_pushes_through_the_gateway_and_waits_for_the_person() {
+    use crate::pam::{LogSocket, Service, module, pamtester, require_root, service_text, unique};
+    require_root();
+    require_tool("pamtester");
+    let s = StandIn::start_new();
+    let env = env_for(&s, "");
+    add_duo_user(&env, "alice");
+    add_duo_user(&env, "manual-bob");
+    let socket = env.path().join("pam.sock");
+    env.set("pam", "socket", &format!("{:?}", socket.display().to_string()));
+    let gw = env.serve();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = LogSocket::new(env.path());
+    let svc = Service::new(
+        unique("portcullis-duo-"),
+        &service_text(&format!(
+            "{} config={} combined timeout=2 log_socket={}",
+            module().display(),
+            env.config().display(),
+            log.path.display()
+        )),
+    );
+    let rhost = Some("192.0.2.1");
+    assert!(!pamtester(&svc.name, "alice", rhost, "wrong,push"));
+    assert_eq!(s.pushes("alice"), 0, "no push for a wrong password");
+    assert!(pamtester(&svc.name, "alice", rhost, "pw,push"), "{:#?}\n{}", log.drain(), gw.log_text());
+    assert!(pamtester(&svc.name, "alice", rhost, "pw"), "Duo-only: the password alone pushes");
+    assert_eq!(s.pushes("alice"), 2);
+    // A person who takes longer than the module's timeout=2 to approve.
+    let approver = {
+        let port = s.port;
+        let ca = s.ca_file();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            std::process::Command::new("curl")
+                .args(["-sS", "-X", "POST", "--cacert"])
+                .arg(&ca)
+                .arg(format!("https://localhost:{port}/stand-in/approve?username=manual-bob"))
+                .output()
+                .unwrap()
+        })
+    };
+    let started = std::time::Instant::now();
+    assert!(pamtester(&svc.name, "manual-bob", rhost, "pw,push"), "{:#?}", log.drain());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    approver.join().unwrap();
+    assert_eq!(log.reasons(), ["wrong_password", "push", "push", "push"]);
+    assert!(!gw.log_text().contains("pw,push"));
+}
