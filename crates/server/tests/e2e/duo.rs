@@ -333,3 +333,31 @@ fn pam_combined_pushes_through_the_gateway_and_waits_for_the_person() {
     assert_eq!(log.reasons(), ["wrong_password", "push", "push", "push"]);
     assert!(!gw.log_text().contains("pw,push"));
 }
+
+/// Apache's mod_authnz_fcgi in front (the shipped snippets): a WebDAV-style Basic client
+/// approves once with `password,push` and lingers; the cookie-mode pages and their static
+/// files, asked for without a session, push nobody (the recipe's push storms).
+#[test]
+fn apache_fastcgi_basic_pushes_once_and_static_files_without_a_session_push_nobody() {
+    let s = StandIn::start_new();
+    let env = env_for(&s, "");
+    add_duo_user(&env, "alice");
+    let (gw, fcgi) = crate::apache::gateway(&env);
+    let apache = crate::apache::start_apache(&env, fcgi);
+    for _ in 0..3 {
+        for path in ["/index.html", "/who.cgi", "/favicon.ico"] {
+            let r = curl(&["-H", "X-Requested-With: XMLHttpRequest", &apache.url(path)]);
+            assert_eq!(r.status, 302, "{path}: {}", apache.error_log());
+        }
+    }
+    assert_eq!(s.all_pushes(), 0, "no push without credentials that ask for one");
+    let dav = apache.url("/dav/who.cgi");
+    assert_eq!(crate::apache::basic("alice", "nope,push", &dav, &[]).status, 401);
+    let r = crate::apache::basic("alice", "pw,push", &dav, &[]);
+    assert_eq!(r.status, 200, "{}\n{}\n{}", r.body, apache.error_log(), gw.log_text());
+    assert!(r.body.contains("user=[alice]"), "{}", r.body);
+    for _ in 0..3 {
+        assert_eq!(crate::apache::basic("alice", "pw,push", &dav, &[]).status, 200);
+    }
+    assert_eq!(s.pushes("alice"), 1, "one push, then the approval lingers");
+}
