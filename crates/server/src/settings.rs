@@ -183,6 +183,27 @@ impl Settings {
                 ));
             }
         }
+        let d = &self.core.duo;
+        for (key, file) in [("secret_key_file", &d.secret_key_file), ("ca_file", &d.ca_file)] {
+            if let Some(file) = file
+                && d.is_set()
+                && !self.core.resolve(file).exists()
+            {
+                out.push(format!(
+                    "{}:{}: duo.{key} = {:?}: there is no such file, so `serve` cannot start with [duo]",
+                    doc.path().display(),
+                    doc.line_of("duo", key),
+                    file.display().to_string()
+                ));
+            }
+        }
+        if d.is_set() && d.failmode == portcullis_core::config::FailMode::Open {
+            out.push(format!(
+                "{}:{}: duo.failmode = \"open\": while Duo cannot be reached, logins go on with the password alone (each logged at WARN)",
+                doc.path().display(),
+                doc.line_of("duo", "failmode"),
+            ));
+        }
         out
     }
 }

@@ -662,6 +662,7 @@ mod tests {
         m.counter = 9;
         u.tokens.push(m);
         u.scratch = vec![ScratchHash("sha256$a$b".into())];
+        u.duo = true;
         u
     }
 

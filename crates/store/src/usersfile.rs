@@ -595,6 +595,14 @@ mod tests {
         s.create(&u).unwrap();
         assert!(matches!(s.create(&u), Err(StoreError::Exists(_))));
         assert_eq!(s.users().unwrap().len(), 1);
+        // A Duo binding has no field in the file: refused with a message, not dropped.
+        let e = s
+            .update("erin", &mut |u| {
+                u.duo = true;
+                true
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("Duo push") && e.to_string().contains("sqlite"), "{e}");
         assert!(s.remove("erin").unwrap());
         assert!(s.users().unwrap().is_empty());
     }

@@ -54,6 +54,7 @@ fn the_postgres_directory_keeps_the_contract() {
     u.email = Some("carol@example.com".into());
     u.failures = 3;
     u.locked = true;
+    u.duo = true;
     u.tokens[0].counter = 41;
     u.tokens[0].last_code = Some(zeroize::Zeroizing::new("123456".into()));
     u.tokens[0].last_ip = Some("192.0.2.7".into());
@@ -70,7 +71,7 @@ fn the_postgres_directory_keeps_the_contract() {
     store.create(&u).unwrap();
     let got = store.user("carol").unwrap().unwrap();
     assert_eq!(format!("{got:?}"), format!("{u:?}"));
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
 }
 
 #[test]
@@ -143,7 +144,7 @@ fn a_newer_schema_is_refused_with_its_version() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("schema version 99 is newer than this portcullis knows (1); upgrade portcullis"),
+        e.contains("schema version 99 is newer than this portcullis knows (2); upgrade portcullis"),
         "{e}"
     );
 }

@@ -114,3 +114,44 @@ impl DuoConfig {
         errors
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, FailMode};
+    use std::path::Path;
+
+    fn errors(section: &str) -> String {
+        match Config::parse(section, Path::new("/etc/portcullis/portcullis.toml")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_full_section_reads_with_safe_defaults() {
+        let c = Config::parse(
+            "[duo]\napi_host = \"api-1.duosecurity.com\"\nintegration_key = \"DIX\"\nsecret_key_file = \"duo.skey\"\nusername = \"{user}@example.com\"\n",
+            Path::new("/x.toml"),
+        )
+        .unwrap();
+        assert!(c.duo.is_set());
+        assert_eq!(c.duo.failmode, FailMode::Closed, "closed unless asked");
+        assert_eq!((c.duo.timeout, c.duo.push_info), (60, true));
+        assert_eq!(c.duo.duo_username("alice"), "alice@example.com");
+        assert!(!Config::default().duo.is_set());
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_what_to_write() {
+        let e = errors("[duo]\nintegration_key = \"DIX\"\n");
+        assert!(e.contains("duo.api_host") && e.contains("api-XXXXXXXX"), "{e}");
+        let e = errors("[duo]\napi_host = \"https://api-1.duosecurity.com/\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\n");
+        assert!(e.contains("no https://"), "{e}");
+        let e = errors("[duo]\napi_host = \"api-1.duosecurity.com\"\n");
+        assert!(e.contains("duo.integration_key") && e.contains("duo.secret_key_file"), "{e}");
+        let e = errors("[duo]\napi_host = \"a\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\nusername = \"x\"\ntimeout = 5\n");
+        assert!(e.contains("duo.username") && e.contains("{user}") && e.contains("duo.timeout"), "{e}");
+        let e = errors("[duo]\nfailmode = \"safe\"\n");
+        assert!(e.contains("failmode"), "{e}");
+    }
+}

@@ -84,6 +84,18 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 # timeout = 5
 # pool_size = 4
 
+[duo]
+# Duo push (and Duo passcodes) as a second factor (`user add NAME --duo`); the keys of a
+# Duo "Auth API" application:
+# api_host = "api-XXXXXXXX.duosecurity.com"
+# integration_key = "DIXXXXXXXXXXXXXXXXXX"
+# secret_key_file = "/etc/portcullis/duo.skey"   # mode 0600, the secret key on its first line
+# failmode = "closed"                            # closed: Duo unreachable = no login | open: skip the push (logged at WARN)
+# username = "{user}"                            # the Duo name of a portcullis user, e.g. "{user}@example.com"
+# push_info = true                               # show this host and the client's address in the push
+# timeout = 60                                   # seconds a person has to approve
+# ca_file = "/etc/portcullis/duo-ca.pem"         # an extra CA to trust (system roots otherwise)
+
 [server]
 listen = "127.0.0.1:9091"
 portal_url = "http://127.0.0.1:9091"          # the portal's external URL (https:// in production); its path, if any, prefixes every gateway route
