@@ -8,7 +8,8 @@
 # the same gateway with its state in SQLite (bench/state.sh), and logins on PostgreSQL against
 # SQLite and two gateways behind one nginx upstream against one (bench/nodes.sh, needs root),
 # and logins with the LDAP first factor against the local argon2id one and the raw bind rate
-# of the same slapd (bench/ldap.sh).
+# of the same slapd (bench/ldap.sh), and a Duo push login through the core against the same
+# Auth API calls made straight, on the stand-in (bench/duo.sh, python3-aiohttp).
 # Installs the Debian packages it needs when
 # they are missing (liboath-dev, wrk, nginx, apache2, libapache2-mod-authnz-external,
 # pamtester, libpam-oath, postgresql, slapd, ldap-utils). Needs 2 cores; takes about 9
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server postgresql slapd ldap-utils)
+packages=(liboath-dev pkg-config wrk nginx curl python3 apache2 libapache2-mod-authnz-external redis-server postgresql slapd ldap-utils python3-aiohttp openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,6 +58,7 @@ pam_rows=$(bash bench/pam.sh)
 state_rows=$(bash bench/state.sh --rows)
 nodes_rows=$(bash bench/nodes.sh --rows)
 ldap_rows=$(bash bench/ldap.sh --rows)
+duo_rows=$(bash bench/duo.sh --rows)
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -sr)."
@@ -71,3 +73,4 @@ echo "$pam_rows"
 echo "$state_rows"
 echo "$nodes_rows"
 echo "$ldap_rows"
+echo "$duo_rows"

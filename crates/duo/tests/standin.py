@@ -512,6 +512,7 @@ async def serve(args):
 
 
 def main():
+    global PUSH_DELAY
     parser = argparse.ArgumentParser(description="A stand-in for Duo's Auth API v2, for tests.")
     parser.add_argument("--cert", required=True, help="PEM certificate (chain) to serve")
     parser.add_argument("--key", required=True, help="PEM private key of the certificate")
@@ -519,7 +520,11 @@ def main():
     parser.add_argument("--skey-file", required=True, help="file holding the secret key (a trailing newline is dropped)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--long-poll", type=float, default=2.0, help="seconds auth_status holds a pending request")
+    parser.add_argument("--push-delay", type=float, default=PUSH_DELAY,
+                        help="seconds the scripted device takes to answer a push (0: at once, for benchmarks)")
+    # (the default is read before the option replaces it)
     args = parser.parse_args()
+    PUSH_DELAY = args.push_delay
     asyncio.run(serve(args))
     return 0
 

@@ -84,9 +84,9 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 # timeout = 5
 # pool_size = 4
 
-[duo]
-# Duo push (and Duo passcodes) as a second factor (`user add NAME --duo`); the keys of a
-# Duo "Auth API" application:
+# [duo]
+# Duo push (and Duo passcodes) as a second factor (`user add NAME --duo`): uncomment the
+# section with the keys of a Duo "Auth API" application:
 # api_host = "api-XXXXXXXX.duosecurity.com"
 # integration_key = "DIXXXXXXXXXXXXXXXXXX"
 # secret_key_file = "/etc/portcullis/duo.skey"   # mode 0600, the secret key on its first line
