@@ -1,4 +1,4 @@
-// Helpers shared by the browser scripts (portal.mjs, proxy.mjs): failing with a message,
+// Helpers shared by the browser scripts (portal.mjs, proxy.mjs, duo.mjs): failing with a message,
 // codes from `portcullis otp code`, waiting for a page or a text, starting Chromium.
 
 import { execFileSync } from 'node:child_process';
@@ -43,20 +43,20 @@ export function codeAt(bin, config, secret, unixSeconds) {
   return code;
 }
 
-/** Waits for `text` on the page; fails showing what the page says instead. */
-export async function expectText(page, text, what) {
+/** Waits (up to `timeout` ms) for `text` on the page; fails showing what the page says instead. */
+export async function expectText(page, text, what, timeout = 5000) {
   try {
-    await page.getByText(text).first().waitFor({ state: 'visible', timeout: 5000 });
+    await page.getByText(text).first().waitFor({ state: 'visible', timeout });
   } catch {
     const body = await page.locator('body').innerText().catch(() => '(no body)');
     fail(`${what}: expected the text ${JSON.stringify(text)} on ${page.url()}, page shows:\n${body}`);
   }
 }
 
-/** Waits until the page's path is `wanted`; fails showing where it is instead. */
-export async function expectPath(page, wanted, what) {
+/** Waits (up to `timeout` ms) until the page's path is `wanted`; fails showing where it is instead. */
+export async function expectPath(page, wanted, what, timeout = 5000) {
   try {
-    await page.waitForURL((u) => u.pathname === wanted, { timeout: 5000 });
+    await page.waitForURL((u) => u.pathname === wanted, { timeout });
   } catch {
     const body = await page.locator('body').innerText().catch(() => '(no body)');
     fail(`${what}: expected to be on ${wanted}, but on ${page.url()}, page shows:\n${body}`);
