@@ -1,14 +1,16 @@
 //! The login portal in a real headless Chromium: `portcullis serve` on a free loopback
 //! port, driven by `tests/browser/portal.mjs` (playwright-core, `/usr/bin/chromium`),
 //! which signs in, signs out, enrolls through an invitation and writes screenshots to
-//! `target/screenshots/portal/` and `.../proxy/` (emptied first). `scripts/test` installs
-//! Chromium and the npm package.
+//! `target/screenshots/portal/`, `.../proxy/` and `.../duo/` (emptied first; `duo.mjs`
+//! signs in with a push from the Duo stand-in). `scripts/test` installs Chromium and the
+//! npm package.
 
 use crate::harness::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -287,4 +289,142 @@ fn reverse_proxy_login_and_the_apps_websocket_in_chromium() {
         let png = std::fs::read(screenshots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is not a PNG");
     }
+}
+
+/// Sets a flag when dropped, also when the test panics (a helper thread stops then).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The person with the phone: once a push for `user` has reached the stand-in, waits
+/// `after` (the waiting page reloads meanwhile) and approves it. Gives up when `done`.
+fn approve_when_pushed(duo: &crate::duo_standin::StandIn, user: &str, after: Duration, done: &AtomicBool) -> bool {
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    while duo.pushes(user) == 0 {
+        if done.load(Ordering::SeqCst) || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let approve_at = Instant::now() + after;
+    while Instant::now() < approve_at {
+        if done.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    duo.approve(user);
+    true
+}
+
+/// A gateway for the Duo test: loopback portal with the demo page, `[duo]` at the stand-in.
+fn duo_gateway(duo: &crate::duo_standin::StandIn, extra: &str) -> Env {
+    let env = Env::new(&duo.config_section(extra));
+    env.loopback_portal(free_port());
+    env.set("server", "demo_page", "true");
+    env
+}
+
+/// Adds a user whose only second factor is Duo.
+fn add_duo_user(env: &Env, name: &str, password: &str) {
+    env.ok(
+        &["user", "add", name, "--password-stdin", "--duo", "--no-terminal-qr"],
+        Some(&format!("{password}\n")),
+    );
+}
+
+/// Duo push logins in Chromium against the Duo stand-in (`tests/browser/duo.mjs`): with
+/// JavaScript the waiting page waits in place, without it reloads itself until the push
+/// (approved here, by hand) is answered; denied, enroll-first, a token user's "Send a push",
+/// background requests that must send nothing; then Duo down with failmode closed (503)
+/// and open (signed in, a WARN audit line). Screenshots in `target/screenshots/duo/`.
+#[test]
+fn the_portal_signs_in_with_a_duo_push_with_and_without_javascript() {
+    require_browser_tools();
+    let started = Instant::now();
+    let mut duo = crate::duo_standin::StandIn::start_new();
+    let password = "duo users' long password";
+    let env = duo_gateway(&duo, "");
+    for user in ["alice", "manual-bob", "deny-carol", "enroll-dave"] {
+        add_duo_user(&env, user, password);
+    }
+    env.add_user("erin", password, &[]);
+    env.ok(&["user", "factor", "add", "erin", "duo"], None);
+    let gw = env.serve();
+    let screenshots = fresh_dir(workspace_root().join("target/screenshots/duo"));
+    let vars = |phase: &str, open: Option<&Server>| {
+        let mut v = vec![
+            ("PHASE", phase.to_string()),
+            ("PORTAL_URL", gw.url("")),
+            ("PASSWORD", password.to_string()),
+            ("SCREENSHOTS", screenshots.display().to_string()),
+        ];
+        v.extend(open.map(|o| ("OPEN_PORTAL_URL", o.url(""))));
+        v
+    };
+
+    // Phase "up": the stand-in answers; manual-bob's push is approved from here.
+    let done = AtomicBool::new(false);
+    let approved = std::thread::scope(|s| {
+        let approver = s.spawn(|| approve_when_pushed(&duo, "manual-bob", Duration::from_secs(4), &done));
+        {
+            let _stop = SetOnDrop(&done);
+            run_script("duo.mjs", &vars("up", None), env.path(), &gw.log);
+        }
+        approver.join().unwrap()
+    });
+    assert!(approved, "manual-bob's push never reached the stand-in");
+    // One push per login, none for the enroll-first user, none from the background
+    // requests (after sign-out, after a denial, while a push waited, without a session).
+    let stats = duo.stats();
+    for user in ["alice", "manual-bob", "deny-carol", "erin"] {
+        assert_eq!(duo.pushes(user), 1, "pushes to {user}: {stats}");
+    }
+    assert_eq!(duo.pushes("enroll-dave"), 0, "{stats}");
+    assert_eq!(duo.all_pushes(), 4, "{stats}");
+    assert_eq!(duo.bad_signatures(), 0, "{stats}");
+
+    // Phase "down": Duo out of reach. This gateway fails closed; a second one, open.
+    duo.stop();
+    let open_env = duo_gateway(&duo, "failmode = \"open\"");
+    add_duo_user(&open_env, "alice", password);
+    let open_gw = open_env.serve();
+    run_script("duo.mjs", &vars("down", Some(&open_gw)), open_env.path(), &open_gw.log);
+    let open_log = open_gw.log_text();
+    assert!(
+        open_log
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("warning=") && l.contains("alice")),
+        "no WARN audit line with warning= for alice's failmode-open sign-in:\n{open_log}"
+    );
+    assert!(
+        !gw.log_text().contains("warning="),
+        "failmode closed skipped a push:\n{}",
+        gw.log_text()
+    );
+
+    for name in [
+        "up-alice-waiting-js",
+        "up-alice-signed-in",
+        "up-bob-waiting-nojs",
+        "up-bob-signed-in-nojs",
+        "up-carol-not-approved",
+        "up-dave-enroll",
+        "up-erin-code",
+        "up-erin-waiting-js",
+        "down-duo-unreachable",
+        "down-failmode-open",
+    ] {
+        let png = std::fs::read(screenshots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png is not a PNG");
+    }
+    eprintln!(
+        "Duo browser test passed in {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        screenshots.display()
+    );
 }
