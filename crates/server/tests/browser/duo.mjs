@@ -16,8 +16,8 @@
 //   CHROMIUM         optional, default /usr/bin/chromium
 //   TIMEOUT_MS       optional global limit, default 90000
 //
-// Users ("up"): alice, manual-bob, deny-carol, enroll-dave (Duo only) and erin (a TOTP
-// token and Duo). "down": alice on both gateways.
+// Users ("up"): alice, manual-bob, deny-carol, enroll-dave, timeout-frank (Duo only) and
+// erin (a TOTP token and Duo); [duo] timeout = 12. "down": alice on both gateways.
 //
 // Exits 0 when every expectation held, 1 with a message naming the first one that did not.
 
@@ -185,7 +185,24 @@ async function background(context, page, what, pushPages = true) {
   log(`${what}: ${seen.length} background requests, statuses ${[...new Set(seen)].join(' ')}`);
 }
 
+/** Nobody answers timeout-frank's push: after [duo] timeout (12 s) it is "Not approved". */
+async function unanswered() {
+  const { context, page, loads } = await fresh(true);
+  await signIn(page, portal, 'timeout-frank');
+  await expectText(page, 'Not approved', 'timeout-frank after [duo] timeout', 30000);
+  expect(lastStatus(loads) === 401, `"Not approved" after the timeout came with status ${lastStatus(loads)}`);
+  expect(loadsOf(loads, '/login/push') === 2, `timeout-frank's pages: ${JSON.stringify(loads)}`);
+  log('timeout-frank: not approved after the timeout');
+  await shot(page, 'frank-timeout');
+  await context.close();
+}
+
 async function up() {
+  // Beside the others (it takes [duo] timeout): a push nobody answers.
+  const slow = unanswered().then(
+    () => null,
+    (e) => e,
+  );
   // 1. JavaScript on, a Duo-only user: the password sends the push, the waiting page
   // waits in place (one load of it) and moves on by itself once approved (0.3 s).
   {
@@ -278,6 +295,9 @@ async function up() {
     await background(context, page, 'without a session');
     await context.close();
   }
+
+  const failed = await slow;
+  if (failed) throw failed;
 }
 
 async function down() {

@@ -339,17 +339,19 @@ fn add_duo_user(env: &Env, name: &str, password: &str) {
 
 /// Duo push logins in Chromium against the Duo stand-in (`tests/browser/duo.mjs`): with
 /// JavaScript the waiting page waits in place, without it reloads itself until the push
-/// (approved here, by hand) is answered; denied, enroll-first, a token user's "Send a push",
-/// background requests that must send nothing; then Duo down with failmode closed (503)
-/// and open (signed in, a WARN audit line). Screenshots in `target/screenshots/duo/`.
+/// (approved here, by hand) is answered; denied, unanswered (the timeout), enroll-first, a
+/// token user's "Send a push", background requests that must send nothing; then Duo down
+/// with failmode closed (503) and open (signed in, a WARN audit line). Screenshots in
+/// `target/screenshots/duo/`.
 #[test]
 fn the_portal_signs_in_with_a_duo_push_with_and_without_javascript() {
     require_browser_tools();
     let started = Instant::now();
     let mut duo = crate::duo_standin::StandIn::start_new();
     let password = "duo users' long password";
-    let env = duo_gateway(&duo, "");
-    for user in ["alice", "manual-bob", "deny-carol", "enroll-dave"] {
+    // A short approval timeout (the least allowed is 10 s) for timeout-frank's push.
+    let env = duo_gateway(&duo, "timeout = 12");
+    for user in ["alice", "manual-bob", "deny-carol", "enroll-dave", "timeout-frank"] {
         add_duo_user(&env, user, password);
     }
     env.add_user("erin", password, &[]);
@@ -381,11 +383,11 @@ fn the_portal_signs_in_with_a_duo_push_with_and_without_javascript() {
     // One push per login, none for the enroll-first user, none from the background
     // requests (after sign-out, after a denial, while a push waited, without a session).
     let stats = duo.stats();
-    for user in ["alice", "manual-bob", "deny-carol", "erin"] {
+    for user in ["alice", "manual-bob", "deny-carol", "erin", "timeout-frank"] {
         assert_eq!(duo.pushes(user), 1, "pushes to {user}: {stats}");
     }
     assert_eq!(duo.pushes("enroll-dave"), 0, "{stats}");
-    assert_eq!(duo.all_pushes(), 4, "{stats}");
+    assert_eq!(duo.all_pushes(), 5, "{stats}");
     assert_eq!(duo.bad_signatures(), 0, "{stats}");
 
     // Phase "down": Duo out of reach. This gateway fails closed; a second one, open.
@@ -416,6 +418,7 @@ fn the_portal_signs_in_with_a_duo_push_with_and_without_javascript() {
         "up-dave-enroll",
         "up-erin-code",
         "up-erin-waiting-js",
+        "up-frank-timeout",
         "down-duo-unreachable",
         "down-failmode-open",
     ] {
