@@ -73,7 +73,7 @@ pub fn push_waiting(base: &str, rd: &str, device: &str) -> String {
         escape(base)
     );
     let body = format!(
-        "<h1>Approve the sign-in</h1><p class=\"note\" role=\"status\" id=\"push-status\" data-status=\"{status}\">\
+        "<h1>Approve the sign-in</h1><p class=\"note\" role=\"status\" id=\"push-status\" data-status=\"{status}\" data-poll=\"{poll}\">\
 Push sent to <strong>{}</strong>. Approve it there; this page goes on by itself.</p>\
 <p class=\"hint\"><a href=\"{}\">Use a code instead</a></p>",
         escape(if device.is_empty() { "your device" } else { device }),

@@ -24,14 +24,20 @@ const PUSH_JS: &str = r#"// portcullis: waits for the push answer in place of re
 (function () {
   var box = document.getElementById("push-status");
   var url = box && box.getAttribute("data-status");
-  if (!url) return;
+  var page = box && box.getAttribute("data-poll");
+  if (!url || !page) return;
+  var failures = 0;
   function ask() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { return r.json(); })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (a) {
+        failures = 0;
         if (a.state === "waiting") { ask(); } else { window.location.assign(a.next); }
       })
-      .catch(function () { setTimeout(ask, 2000); });
+      // The network hiccups: ask again; the gateway refuses (an outage): its own page says why.
+      .catch(function () {
+        if (++failures < 3) { setTimeout(ask, 2000); } else { window.location.assign(page); }
+      });
   }
   ask();
 })();
