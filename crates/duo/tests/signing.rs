@@ -4,10 +4,13 @@
 //! stand-in (tests/standin.py), which rejects what it cannot verify.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 
+#[path = "standin_harness/mod.rs"]
+mod standin_harness;
+
 use portcullis_duo::sign;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -248,55 +251,11 @@ fn duos_own_client_signs_the_same_requests() {
     }
 }
 
-/// The stand-in, killed when dropped.
-struct StandIn {
-    child: Child,
-    port: u16,
-}
-
-impl StandIn {
-    fn start(dir: &Path, ikey: &str, skey: &str) -> StandIn {
-        let skey_file = dir.join("skey");
-        std::fs::write(&skey_file, format!("{skey}\n")).unwrap();
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(tests_dir().join("standin.py"))
-            .args(["--cert".as_ref(), dir.join("cert.pem").as_os_str()])
-            .args(["--key".as_ref(), dir.join("key.pem").as_os_str()])
-            .args(["--ikey", ikey])
-            .args(["--skey-file".as_ref(), skey_file.as_os_str()])
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let mut stand_in = StandIn { child, port: 0 };
-        stand_in.port = match line.trim().strip_prefix("listening ").map(str::parse) {
-            Some(Ok(port)) => port,
-            _ => panic!("the stand-in did not start (needs python3-aiohttp: run scripts/test); it said {line:?}"),
-        };
-        stand_in
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// curl with the throwaway CA: (HTTP status, JSON body).
-fn curl(dir: &Path, args: &[&str]) -> (u16, serde_json::Value) {
+/// curl trusting the stand-in's CA: (HTTP status, JSON body).
+fn curl(ca: &Path, args: &[&str]) -> (u16, serde_json::Value) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(dir.join("cert.pem"))
+        .arg(ca)
         .args(["-w", "\n%{http_code}"])
         .args(args)
         .output()
@@ -316,35 +275,11 @@ fn curl(dir: &Path, args: &[&str]) -> (u16, serde_json::Value) {
 
 #[test]
 fn the_stand_in_verifies_signatures() {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-days",
-            "1",
-        ])
-        .args(["-keyout".as_ref(), dir.path().join("key.pem").as_os_str()])
-        .args(["-out".as_ref(), dir.path().join("cert.pem").as_os_str()])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "openssl could not make the throwaway certificate");
-
-    let (ikey, skey) = ("DIWJ8X6AEYOR5OMC6TQ1", "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep");
-    let stand_in = StandIn::start(dir.path(), ikey, skey);
-    let d = dir.path();
+    let (ikey, skey) = (standin_harness::IKEY, standin_harness::SKEY);
+    let stand_in = standin_harness::StandIn::start_new();
+    let url_of = |path: &str| format!("https://localhost:{}{path}", stand_in.port);
+    let ca = stand_in.ca_file();
+    let d = ca.as_path();
     let signed_get = |path: &str, date: &str, skey: &str| {
         let canonical = sign::canonical(date, "GET", "localhost", path, &[]);
         let auth = sign::authorization(ikey, skey.as_bytes(), &canonical);
@@ -355,7 +290,7 @@ fn the_stand_in_verifies_signatures() {
                 &format!("Date: {date}"),
                 "-H",
                 &format!("Authorization: {auth}"),
-                &stand_in.url(path),
+                &url_of(path),
             ],
         )
     };
@@ -378,7 +313,7 @@ fn the_stand_in_verifies_signatures() {
     let canonical = sign::canonical(&date, "POST", "localhost", "/auth/v2/preauth", &params);
     let auth = sign::authorization(ikey, skey.as_bytes(), &canonical);
     let form = "hostname=gate+%26+co+%3D+%C3%A9&username=alice&ipaddr=192.0.2.10";
-    let url = stand_in.url("/auth/v2/preauth");
+    let url = url_of("/auth/v2/preauth");
     let (date, auth) = (format!("X-Duo-Date: {date}"), format!("Authorization: {auth}"));
     let (status, body) = curl(d, &["-H", &date, "-H", &auth, "--data-raw", form, &url]);
     assert_eq!(status, 200, "{body}");
@@ -389,7 +324,7 @@ fn the_stand_in_verifies_signatures() {
     let (status, body) = signed_get("/auth/v2/check", &sign::rfc2822(now() - 600), skey);
     assert_eq!((status, body["code"].as_i64()), (401, Some(40103)), "{body}");
 
-    let (status, stats) = curl(d, &[&stand_in.url("/stand-in/stats")]);
+    let (status, stats) = curl(d, &[&url_of("/stand-in/stats")]);
     assert_eq!(status, 200);
     assert_eq!(stats["bad_signatures"], 2, "{stats}");
     assert_eq!(stats["requests"], 4, "{stats}");
