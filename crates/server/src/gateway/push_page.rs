@@ -89,6 +89,10 @@ fn code_url(app: &App, rd: &str) -> String {
     format!("{}/login/code?rd={}", app.base(), query_escape(rd))
 }
 
+fn login_url(app: &App, rd: &str) -> String {
+    format!("{}/login?rd={}", app.base(), query_escape(rd))
+}
+
 fn push_url(app: &App, rd: &str) -> String {
     format!("{}/login/push?rd={}", app.base(), query_escape(rd))
 }
@@ -98,7 +102,7 @@ fn outcome_page(app: &App, rd: &str, outcome: PushOutcome) -> Response {
     match outcome {
         PushOutcome::Waiting { device } => page(StatusCode::OK, html::push_waiting(app.base(), rd, &device), vec![]),
         PushOutcome::SignedIn(session) => see_other(&app.return_url(rd), vec![app.session_set_cookie(session.as_str())]),
-        PushOutcome::NotSignedIn => see_other(&format!("{}/login?rd={}", app.base(), query_escape(rd)), vec![]),
+        PushOutcome::NotSignedIn => see_other(&login_url(app, rd), vec![]),
         PushOutcome::Refused(r) => page(StatusCode::UNAUTHORIZED, refused_page(app, rd, r), vec![]),
         PushOutcome::Enroll(url) => page(
             StatusCode::FORBIDDEN,
@@ -142,7 +146,7 @@ pub async fn push_submit(
         return see_other(&code_url(&app, &form.rd), vec![]);
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return see_other(&format!("{}/login?rd={}", app.base(), query_escape(&form.rd)), vec![]);
+        return see_other(&login_url(&app, &form.rd), vec![]);
     };
     match push_step(&app, current, ip, true, Duration::ZERO).await {
         Ok(PushOutcome::Waiting { .. }) => see_other(&push_url(&app, &form.rd), vec![]),
@@ -160,7 +164,7 @@ pub async fn push_page(
     Query(q): Query<PushQuery>,
 ) -> Response {
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return see_other(&format!("{}/login?rd={}", app.base(), query_escape(&q.rd)), vec![]);
+        return see_other(&login_url(&app, &q.rd), vec![]);
     };
     let wait = if q.poll == 1 { POLL_WAIT } else { Duration::ZERO };
     match push_step(&app, current, ip, false, wait).await {
@@ -177,7 +181,7 @@ pub async fn push_status(
     Query(q): Query<PushQuery>,
 ) -> Response {
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return json(serde_json::json!({"state": "done", "next": format!("{}/login?rd={}", app.base(), query_escape(&q.rd))}), vec![]);
+        return json(serde_json::json!({"state": "done", "next": login_url(&app, &q.rd)}), vec![]);
     };
     let outcome = match push_step(&app, current, ip, false, POLL_WAIT).await {
         Ok(o) => o,
