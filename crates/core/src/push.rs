@@ -137,6 +137,9 @@ struct Pending {
     decided: i64,
 }
 
+/// How long a login waits for another login of the same user and client to send its push.
+const SENDING_WAIT: Duration = Duration::from_secs(90);
+
 /// Seconds a decided push's answer waits for the requests that joined it.
 const COLLECT_WITHIN: i64 = 10;
 
@@ -239,8 +242,13 @@ impl Authorizer<'_> {
         let key = (l.user.name.clone(), l.client_ip);
         if matches!(ask, Ask::Push) {
             let mut pending = pushes.lock();
+            // Sending is bounded by the client's timeouts; this bounds the wait for it too.
+            let waiting_since = std::time::Instant::now();
             loop {
                 match pending.get_mut(&key) {
+                    Some(p) if p.state == State::Sending && waiting_since.elapsed() > SENDING_WAIT => {
+                        return Ok((PushStep::Unavailable, None));
+                    }
                     Some(p) if p.state == State::Sending => {
                         // Another login of this user and client is sending: wait for it.
                         pending = pushes

@@ -181,6 +181,20 @@ pub enum Command {
     /// Duo push ([duo]): check the keys and the clock against Duo.
     #[command(subcommand, after_help = "Example:\n  portcullis duo check")]
     Duo(DuoCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  portcullis completions bash > /etc/bash_completion.d/portcullis")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: portcullis(1) and one per subcommand, portcullis.toml(5)
+    /// and pam_portcullis(8), under DIR/man1, man5 and man8.
+    #[command(after_help = "Example:\n  portcullis man --out ./man")]
+    Man {
+        /// The directory (e.g. /usr/share/man).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Import formats.

@@ -1,5 +1,6 @@
 //! What each subcommand does; `run` dispatches.
 
+mod docs;
 mod otp;
 mod setup;
 mod snippets;
@@ -79,6 +80,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check => crate::gateway::check::run(Settings::load(&cli.config)?),
         Command::Duo(crate::cli::DuoCommand::Check) => crate::duo::check(&cli.config),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(&out),
         Command::Config(ConfigCommand::Apache(a)) => snippets::run(&cli.config, snippets::Flavor::Apache, a),
         Command::Config(ConfigCommand::Nginx(a)) => snippets::run(&cli.config, snippets::Flavor::Nginx, a),
         Command::Config(ConfigCommand::Caddy(a)) => snippets::run(&cli.config, snippets::Flavor::Caddy, a),

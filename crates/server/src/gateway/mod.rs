@@ -443,6 +443,11 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
             tracing::info!(%addr, "serving HTTPS");
             tls::watch(tls.clone());
         }
+        // systemd (`Type=notify`): ready once every listener and socket is bound. Nothing
+        // is sent without NOTIFY_SOCKET.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "cannot tell systemd the gateway is ready (NOTIFY_SOCKET)");
+        }
         listener::serve(app.clone(), router(app), listener, tls, shutdown()).await;
         // The splices saw `stopping`: a moment to close their connections in order.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -346,6 +346,7 @@ fn every_help_example_runs_as_printed() {
     let root = env.path().join("root");
     for dir in [
         "etc/apache2/conf-available",
+        "etc/bash_completion.d",
         "etc/nginx/conf.d",
         "etc/caddy",
         "etc/traefik/dynamic",

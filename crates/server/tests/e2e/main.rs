@@ -28,4 +28,5 @@ mod readme;
 #[path = "../../../store/tests/redis_server/mod.rs"]
 mod redis_server;
 mod security;
+mod service;
 mod tls;
