@@ -10,7 +10,7 @@ use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_
 use portcullis_core::{Directory, StoreError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -172,6 +172,12 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock();
+        let before: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if before > 0 && (before as usize) < MIGRATIONS.len() {
+            self.back_up(&conn, before)?;
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
@@ -193,6 +199,33 @@ impl SqliteStore {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// A copy of the store as it is, before an upgrade changes its schema: `backup/` beside
+    /// it (0700), `NAME.vVERSION.UNIXTIME.db` (0600). A failed copy stops the upgrade.
+    fn back_up(&self, conn: &Connection, version: i64) -> Result<PathBuf, StoreError> {
+        let file_err = |path: &Path, message: String| StoreError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new(".")).join("backup");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| file_err(&dir, format!("cannot create the backup directory before upgrading the schema: {e}")))?;
+        let stem = self.path.file_stem().map_or("store".into(), |s| s.to_string_lossy().into_owned());
+        let copy = dir.join(format!("{stem}.v{version}.{}.db", jiff::Timestamp::now().as_second()));
+        // SQLite writes into an empty file; made here so it is 0600 from the first byte.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy)
+            .map_err(|e| file_err(&copy, format!("cannot create the backup before upgrading the schema: {e}")))?;
+        conn.execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])
+            .map_err(|e| file_err(&copy, format!("cannot back the store up before upgrading the schema: {e}")))?;
+        Ok(copy)
     }
 
     /// The schema version in use.
@@ -871,6 +904,22 @@ mod tests {
         assert_eq!(bob.tokens.len(), 1);
         assert_eq!(bob.tokens[0].secret.as_bytes(), b"12345678901234567890");
         assert_eq!(bob.tokens[0].last_step, Some(42));
+        // A copy of the version-1 store was taken first, readable only by its owner, and
+        // it is the old store (schema 1, bob in it); a current store is not copied again.
+        let backups: Vec<_> = std::fs::read_dir(dir.path().join("backup")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(backups.len(), 1, "{backups:?}");
+        let name = backups[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("p.v1.") && name.ends_with(".db"), "{name}");
+        assert_eq!(std::fs::metadata(&backups[0]).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("backup")).unwrap().permissions().mode() & 0o777, 0o700);
+        let old = Connection::open(&backups[0]).unwrap();
+        let v: i64 = old.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let n: i64 = old.query_row("SELECT count(*) FROM users WHERE name = 'bob'", [], |r| r.get(0)).unwrap();
+        assert_eq!((v, n), (1, 1));
+        drop(s);
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path().join("backup")).unwrap().count(), 1);
+        let s = SqliteStore::open(&path).unwrap();
         // The new tables work at once.
         let sessions = Sessions::new(SessionPolicy::default(), Some(Box::new(s)), T0).unwrap();
         let id = sessions.create(login("bob", T0)).unwrap();
