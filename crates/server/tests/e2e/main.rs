@@ -18,6 +18,7 @@ mod ldap;
 mod ldap_server;
 mod nginx;
 mod nodes;
+mod package;
 mod pam;
 #[path = "../../../store/tests/pg/mod.rs"]
 mod pg;
