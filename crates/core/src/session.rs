@@ -374,6 +374,18 @@ impl Sessions {
         &self.policy
     }
 
+    /// Whether the sessions live in this table alone (no store keeps them).
+    pub fn in_memory_only(&self) -> bool {
+        self.backend.is_none()
+    }
+
+    /// Takes the sessions of `old` into this table (a reloaded configuration keeps the
+    /// memory-only sessions of the one before it; the new rules apply to them from now).
+    pub fn take_from(&self, old: &Sessions) {
+        let entries: Vec<_> = old.read().iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.write().extend(entries);
+    }
+
     // A panic elsewhere cannot leave the map half-updated (each change is one insert or
     // remove), so a poisoned lock is still sound to use.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Arc<Entry>>> {

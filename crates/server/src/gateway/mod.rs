@@ -340,9 +340,68 @@ fn open_when_they_answer(core: &portcullis_core::config::Config) -> Result<portc
     }
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM.
+/// Runs the gateway until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration (and opens
+/// the stores again) and, when it is sound, serves with it; else the old one stays.
 pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
     audit::init(config.server.log_format == LogFormat::Json);
+    let listen = listen.unwrap_or_else(|| config.server.listen.clone());
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen}: give an address such as 127.0.0.1:9091"))?;
+    let app = prepare(config, addr, None)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?
+            .into_std()?;
+        tracing::info!(%addr, "portcullis gateway listening");
+        let mut running = Running::start(app, &listener).await?;
+        ready();
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut hangup, mut term) = (signal(SignalKind::hangup())?, signal(SignalKind::terminate())?);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => {}
+            }
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+            let path = running.app.config.core.path.clone();
+            let old = running.app.clone();
+            let next = tokio::task::spawn_blocking(move || {
+                let config = Settings::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                prepare(config, addr, Some(&old))
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the reload worker died"))
+            .and_then(|r| r);
+            match next {
+                Ok(app) => {
+                    running.stop().await;
+                    running = Running::start(app, &listener).await?;
+                    tracing::info!("configuration reloaded (SIGHUP)");
+                }
+                Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
+            }
+            ready();
+        }
+        running.stop().await;
+        Ok(())
+    })
+}
+
+/// Tells systemd (`Type=notify`) the gateway serves; nothing without NOTIFY_SOCKET.
+fn ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the gateway is ready (NOTIFY_SOCKET)");
+    }
+}
+
+/// Checks `config` for serving on `addr` and builds the gateway's state on its stores.
+/// On a reload (`old`), sessions kept only in memory are carried over, so nobody is signed
+/// out (stored sessions are read from their store anyway).
+fn prepare(config: Settings, addr: SocketAddr, old: Option<&Arc<App>>) -> Result<Arc<App>> {
     if !config.serve_problems.is_empty() {
         bail!(
             "the gateway cannot start with this configuration (`portcullis config check` lists it):\n  {}",
@@ -352,10 +411,6 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let listen = listen.unwrap_or_else(|| config.server.listen.clone());
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen}: give an address such as 127.0.0.1:9091"))?;
     if !config.core.session.secure {
         if !addr.ip().is_loopback() {
             bail!(
@@ -366,28 +421,45 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
             "[session] secure = false: session cookies are sent over plain HTTP; use this only for a loopback demo"
         );
     }
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(
-            config.core.resolve(cert),
-            config.core.resolve(key),
-        )?)),
-        _ => None,
+    if let Some(old) = old
+        && old.config.server.listen != config.server.listen
+    {
+        tracing::warn!("[server] listen changed: the gateway keeps its address until it is restarted");
+    }
+    let stores = match old {
+        None => open_when_they_answer(&config.core)?,
+        Some(_) => portcullis_store::open_all(&config.core)?,
     };
-    let stores = open_when_they_answer(&config.core)?;
-    let app = Arc::new(App::from_parts(config, stores, Arc::new(SystemClock))?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(%addr, "portcullis gateway listening");
+    let app = App::from_parts(config, stores, Arc::new(SystemClock))?;
+    if let Some(old) = old
+        && app.engine.sessions.in_memory_only()
+        && old.engine.sessions.in_memory_only()
+    {
+        app.engine.sessions.take_from(&old.engine.sessions);
+    }
+    Ok(Arc::new(app))
+}
+
+/// One configuration being served: the main listener's loop and everything beside it.
+struct Running {
+    app: Arc<App>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    main: tokio::task::JoinHandle<()>,
+    beside: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Serves `app` on `listener` (kept open across reloads, so no connection is refused),
+    /// and binds what its configuration adds: FastCGI, metrics, the check and PAM sockets.
+    async fn start(app: Arc<App>, listener: &std::net::TcpListener) -> Result<Running> {
+        let mut beside = Vec::new();
         let fcgi = app.config.apache.fastcgi_listen.clone();
         if !fcgi.is_empty() {
             let fcgi_listener = tokio::net::TcpListener::bind(&fcgi)
                 .await
                 .with_context(|| format!("[apache] fastcgi_listen: cannot listen on {fcgi}"))?;
             tracing::info!(addr = %fcgi, "FastCGI authorizer for mod_authnz_fcgi listening");
-            tokio::spawn(apache::serve(app.clone(), fcgi_listener));
+            beside.push(tokio::spawn(apache::serve(app.clone(), fcgi_listener)));
         }
         let metrics = app.config.server.metrics_listen.clone();
         if !metrics.is_empty() {
@@ -400,18 +472,18 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
             }
             tracing::info!(addr = %metrics_addr, "metrics listening");
             let routes = metrics_router(app.clone());
-            tokio::spawn(listener::serve(
+            beside.push(tokio::spawn(listener::serve(
                 app.clone(),
                 routes,
                 metrics_listener,
                 None,
                 std::future::pending(),
-            ));
+            )));
         }
         let socket = app.config.apache.check_socket.clone();
         if !socket.is_empty() {
             let a = &app.config.apache;
-            tokio::spawn(check::serve(
+            beside.push(tokio::spawn(check::serve(
                 app.clone(),
                 check::bind(
                     "[apache] check_socket",
@@ -419,18 +491,19 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
                     &a.check_socket_group,
                     a.check_socket_mode,
                 )?,
-            ));
+            )));
             tracing::info!(path = %socket, "check socket for `portcullis check` listening");
         }
         let socket = app.config.core.pam.socket.clone();
         if !socket.is_empty() {
-            // Owner only: root (sshd) may connect anyway, and nobody else is let in.
-            let listener = check::bind("[pam] socket", &socket, "", 0o600)?;
-            tokio::spawn(pam_socket::serve(app.clone(), listener, &socket)?);
+            // The gateway's user and group (0660), as the check socket; whoever connects,
+            // only root (sshd) and the gateway's own user are answered (peer credentials).
+            let listener = check::bind("[pam] socket", &socket, "", 0o660)?;
+            beside.push(tokio::spawn(pam_socket::serve(app.clone(), listener, &socket)?));
             tracing::info!(path = %socket, "socket for pam_portcullis.so listening");
         }
         let purge = app.clone();
-        tokio::spawn(async move {
+        beside.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
@@ -438,31 +511,41 @@ pub fn serve(config: Settings, listen: Option<String>) -> Result<()> {
                     tracing::error!(error = %e, "cannot purge expired sessions or regulation records");
                 }
             }
-        });
-        if let Some(tls) = &tls {
-            tracing::info!(%addr, "serving HTTPS");
-            tls::watch(tls.clone());
+        }));
+        let tls = match (&app.config.server.tls_cert, &app.config.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = Arc::new(tls::Tls::new(app.config.core.resolve(cert), app.config.core.resolve(key))?);
+                tracing::info!("serving HTTPS");
+                beside.push(tls::watch(tls.clone()));
+                Some(tls)
+            }
+            _ => None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+        let main = tokio::spawn(listener::serve(app.clone(), router(app.clone()), accept, tls, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Running {
+            app,
+            stop,
+            main,
+            beside,
+        })
+    }
+
+    /// Stops accepting with this configuration; connections already open finish with it.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.main.await;
+        for task in &self.beside {
+            task.abort();
         }
-        // systemd (`Type=notify`): ready once every listener and socket is bound. Nothing
-        // is sent without NOTIFY_SOCKET.
-        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-            tracing::warn!(error = %e, "cannot tell systemd the gateway is ready (NOTIFY_SOCKET)");
+        for task in self.beside {
+            let _ = task.await;
         }
-        listener::serve(app.clone(), router(app), listener, tls, shutdown()).await;
         // The splices saw `stopping`: a moment to close their connections in order.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok(())
-    })
+    }
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}

@@ -108,12 +108,12 @@ impl Tls {
 }
 
 /// Checks the certificate files for renewal every few seconds, for as long as the runtime runs.
-pub fn watch(tls: Arc<Tls>) {
+pub fn watch(tls: Arc<Tls>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RELOAD_CHECK);
         loop {
             tick.tick().await;
             tls.reload_if_changed();
         }
-    });
+    })
 }

@@ -296,6 +296,9 @@ fn pam_combined_pushes_through_the_gateway_and_waits_for_the_person() {
     while !socket.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the PAM socket: the gateway's user and group");
     let log = LogSocket::new(env.path());
     let svc = Service::new(
         unique("portcullis-duo-"),
