@@ -682,6 +682,13 @@ pub fn basic_push_request<'s>(secret: &'s str, user: &User) -> Option<(&'s str, 
     (user.tokens.is_empty() && user.scratch.is_empty()).then_some((secret, None))
 }
 
+/// The password in a push user's whole answer: without a `,push` or `,PASSCODE` ending
+/// (what a PAM stack hands later modules); the whole answer when it has neither.
+pub fn password_part(answer: &str) -> &str {
+    let none = User::new("", crate::model::FirstFactor::None);
+    basic_push_request(answer, &none).map_or(answer, |(password, _)| password)
+}
+
 impl Authorizer<'_> {
     /// Basic credentials of a push user that ask for a push or a passcode: checked up to
     /// the password here; `Some` is the decision (a refusal, or [`Decision::AwaitPush`]).
@@ -1241,6 +1248,9 @@ mod tests {
         assert_eq!(basic_push_request("pw123456", &both), None, "a code of the user's token");
         assert_eq!(basic_push_request("pw,12345", &both), None, "too short for a passcode");
         assert_eq!(basic_push_request("pw", &duo_only), Some(("pw", None)));
+        assert_eq!(password_part("a,b,push"), "a,b");
+        assert_eq!(password_part("pw,135790"), "pw");
+        assert_eq!(password_part("pw"), "pw");
     }
 
     #[test]

@@ -126,6 +126,12 @@ where
     if options.rules.combined
         && let Some(p) = &password
     {
+        // A push user's whole answer: the password without its `,push` or `,PASSCODE`.
+        let p = if push.is_some() {
+            portcullis_core::push::password_part(p)
+        } else {
+            p.as_str()
+        };
         pam.set_authtok(p);
     }
     let check = Check {

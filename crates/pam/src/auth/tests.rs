@@ -417,3 +417,38 @@ fn usersfile_lines_with_a_pin_need_the_pin_before_the_code() {
     assert_eq!(run(&args, &mut p), PamStatus::Success, "{:?}", p.logs);
     assert_eq!(p.authtok, None, "the PIN is not handed to later modules");
 }
+
+/// A push user (a gateway that has `[duo]` says so): the module hands the whole answer over,
+/// waits the push's time on top of `timeout=`, and gives later modules the password alone.
+#[test]
+fn a_push_users_whole_answer_goes_to_the_gateway_and_later_modules_get_the_password() {
+    struct Pusher(std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, Option<Duration>)>>>);
+    impl Checker for Pusher {
+        fn lookup(&mut self, _: &str) -> Result<Lookup, String> {
+            Ok(Lookup::Push {
+                first_factor: true,
+                timeout: 60,
+            })
+        }
+        fn check(&mut self, c: &Check) -> Result<Answer, String> {
+            let text = |v: &Option<Zeroizing<String>>| v.as_ref().map(|s| s.to_string());
+            self.0.lock().unwrap().push((text(&c.password), text(&c.code), c.push));
+            Ok(Answer::Accepted)
+        }
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let mut p = pam("alice", &["hunter2,push"]);
+    let v = authenticate(&mut p, &["combined".into()], move |_| {
+        Box::new(move || Ok(Box::new(Pusher(s)) as Box<dyn Checker>))
+    });
+    assert_eq!(v, PamStatus::Success, "{:?}", p.logs);
+    assert_eq!(p.authtok.as_deref(), Some("hunter2"), "later modules see the password alone");
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.as_slice(),
+        [(Some("hunter2,push".into()), None, Some(Duration::from_secs(75)))],
+        "the whole answer, with the push's time to wait"
+    );
+    assert!(p.logs[0].contains("reason=\"push\""), "{:?}", p.logs);
+}
