@@ -422,7 +422,9 @@ fn usersfile_lines_with_a_pin_need_the_pin_before_the_code() {
 /// waits the push's time on top of `timeout=`, and gives later modules the password alone.
 #[test]
 fn a_push_users_whole_answer_goes_to_the_gateway_and_later_modules_get_the_password() {
-    struct Pusher(std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, Option<Duration>)>>>);
+    /// What each check carried: the password, the code, the push's extra wait.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, Option<Duration>)>>>;
+    struct Pusher(Seen);
     impl Checker for Pusher {
         fn lookup(&mut self, _: &str) -> Result<Lookup, String> {
             Ok(Lookup::Push {
