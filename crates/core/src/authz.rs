@@ -308,7 +308,15 @@ impl BasicCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
     }
 
-    pub(crate) fn put(&self, digest: [u8; 32], until: i64, user: Box<User>, factor: [u8; 16], now: i64, app_password: bool) {
+    pub(crate) fn put(
+        &self,
+        digest: [u8; 32],
+        until: i64,
+        user: Box<User>,
+        factor: [u8; 16],
+        now: i64,
+        app_password: bool,
+    ) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= BASIC_CACHE_MAX {
             map.retain(|_, e| now < e.until);

@@ -213,7 +213,11 @@ impl ServiceRules {
                     combined: self.combined && first_factor,
                 }
             };
-            let success = if split == Split::Password { "trusted_network" } else { "push" };
+            let success = if split == Split::Password {
+                "trusted_network"
+            } else {
+                "push"
+            };
             return Plan::Ask { split, success };
         }
         let (digits, first_factor, pin) = match prompt {

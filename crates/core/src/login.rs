@@ -231,7 +231,13 @@ impl Authorizer<'_> {
     }
 
     /// A new session for `user`, replacing `old` (every login step gets a new id).
-    pub(crate) fn start_session(&self, old: Option<&str>, user: &User, level: Level, ip: IpAddr) -> Result<SessionId, GateError> {
+    pub(crate) fn start_session(
+        &self,
+        old: Option<&str>,
+        user: &User,
+        level: Level,
+        ip: IpAddr,
+    ) -> Result<SessionId, GateError> {
         Ok(self.sessions.rotate(old, self.session_for(user, level, ip)?)?)
     }
 

@@ -450,7 +450,12 @@ impl Authorizer<'_> {
     }
 
     /// Let in: failures cleared (a lock set meanwhile still refuses), success counted.
-    fn push_approved(&self, l: &PushLogin<'_>, how: &'static str, now: i64) -> Result<(PushStep, Option<AuthEvent>), GateError> {
+    fn push_approved(
+        &self,
+        l: &PushLogin<'_>,
+        how: &'static str,
+        now: i64,
+    ) -> Result<(PushStep, Option<AuthEvent>), GateError> {
         let (step, _) = self.push_approved_quietly(l)?;
         let step = match step {
             PushStep::Approved { user, .. } => PushStep::Approved { user, how },
@@ -466,7 +471,8 @@ impl Authorizer<'_> {
         };
         let mut event = self.record_attempt_from(l.client_ip, &l.user.name, l.method, result, now)?;
         if how == "failmode_open" && event.failure.is_none() {
-            event.warning = Some("second factor skipped: the push service cannot be reached and [duo] failmode = \"open\"");
+            event.warning =
+                Some("second factor skipped: the push service cannot be reached and [duo] failmode = \"open\"");
         }
         Ok((step, Some(event)))
     }
@@ -505,7 +511,12 @@ impl Authorizer<'_> {
         self.push_refused(l, Rejection::NotApproved, now)
     }
 
-    fn push_refused(&self, l: &PushLogin<'_>, why: Rejection, now: i64) -> Result<(PushStep, Option<AuthEvent>), GateError> {
+    fn push_refused(
+        &self,
+        l: &PushLogin<'_>,
+        why: Rejection,
+        now: i64,
+    ) -> Result<(PushStep, Option<AuthEvent>), GateError> {
         let event = self.record_attempt_from(l.client_ip, &l.user.name, l.method, Attempted::Refused(why), now)?;
         Ok((PushStep::Refused(why), Some(event)))
     }
@@ -520,7 +531,10 @@ impl Authorizer<'_> {
             return Ok((step, events));
         };
         // A bound of its own besides the approval timeout the polls enforce: the clock's.
-        let end = self.clock.now().saturating_add_unsigned(pushes.timeout.saturating_add(10));
+        let end = self
+            .clock
+            .now()
+            .saturating_add_unsigned(pushes.timeout.saturating_add(10));
         for _ in 0..100_000 {
             if !matches!(step, PushStep::Sent { .. } | PushStep::Waiting { .. }) || self.clock.now() > end {
                 break;
@@ -584,10 +598,8 @@ impl Authorizer<'_> {
         let Some(s) = self.signed_in(current, ip)? else {
             return Ok((PushOutcome::NotSignedIn, Vec::new()));
         };
-        let (Some(user), Some(binding)) = (
-            self.gate.directory.user(&s.user)?,
-            crate::session::token_hash(current),
-        ) else {
+        let (Some(user), Some(binding)) = (self.gate.directory.user(&s.user)?, crate::session::token_hash(current))
+        else {
             return Ok((PushOutcome::NotSignedIn, Vec::new()));
         };
         if s.level == crate::session::Level::TwoFactor || !self.pushes_for(&user) {
@@ -599,15 +611,16 @@ impl Authorizer<'_> {
             login: binding,
             method: "portal-push",
         };
-        let (step, event) = if send { self.push_send(&l)? } else { self.push_poll(&l, wait)? };
+        let (step, event) = if send {
+            self.push_send(&l)?
+        } else {
+            self.push_poll(&l, wait)?
+        };
         let outcome = match step {
             PushStep::Sent { device } | PushStep::Waiting { device } => PushOutcome::Waiting { device },
-            PushStep::Approved { user, .. } => PushOutcome::SignedIn(self.start_session(
-                Some(current),
-                &user,
-                crate::session::Level::TwoFactor,
-                ip,
-            )?),
+            PushStep::Approved { user, .. } => {
+                PushOutcome::SignedIn(self.start_session(Some(current), &user, crate::session::Level::TwoFactor, ip)?)
+            }
             PushStep::Refused(r) => PushOutcome::Refused(Refusal::Rejected(r)),
             PushStep::Banned => PushOutcome::Refused(Refusal::Banned),
             PushStep::Enroll(url) => PushOutcome::Enroll(url),
@@ -846,7 +859,10 @@ impl Authorizer<'_> {
             },
             (None, Some(answer)) => match answer.trim() {
                 "" | "push" => (None, None),
-                code if (6..=9).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) && user.tokens.is_empty() => {
+                code if (6..=9).contains(&code.len())
+                    && code.bytes().all(|b| b.is_ascii_digit())
+                    && user.tokens.is_empty() =>
+                {
                     (None, Some(code))
                 }
                 code => {
@@ -1173,7 +1189,16 @@ mod tests {
         assert_eq!(step, PushStep::Unavailable);
         let open = world(Fate::Unreachable, true);
         let (step, event) = open.authorizer().push_send(&login(&dana, 1)).unwrap();
-        assert!(matches!(step, PushStep::Approved { how: "failmode_open", .. }), "{step:?}");
+        assert!(
+            matches!(
+                step,
+                PushStep::Approved {
+                    how: "failmode_open",
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
         assert!(event.unwrap().warning.is_some(), "a skipped push is logged loudly");
         // A refusal by a service that answers is never skipped, whatever the failmode.
         let enroll = world(Fate::Enroll, true);
@@ -1245,7 +1270,11 @@ mod tests {
         assert_eq!(basic_push_request("pw,push", &both), Some(("pw", None)));
         assert_eq!(basic_push_request("a,b,push", &both), Some(("a,b", None)));
         assert_eq!(basic_push_request("pw,123456", &both), Some(("pw", Some("123456"))));
-        assert_eq!(basic_push_request("pw123456", &both), None, "a code of the user's token");
+        assert_eq!(
+            basic_push_request("pw123456", &both),
+            None,
+            "a code of the user's token"
+        );
         assert_eq!(basic_push_request("pw,12345", &both), None, "too short for a passcode");
         assert_eq!(basic_push_request("pw", &duo_only), Some(("pw", None)));
         assert_eq!(password_part("a,b,push"), "a,b");
@@ -1284,9 +1313,15 @@ mod tests {
         let (r, e) = check(Some("pw,push"), None);
         assert!(matches!(r, StepResult::Passed(_)), "{r:?}");
         assert_eq!((e.method, e.failure), ("pam", None));
-        assert!(matches!(check(Some("pw"), None).0, StepResult::Passed(_)), "Duo-only: the password alone");
+        assert!(
+            matches!(check(Some("pw"), None).0, StepResult::Passed(_)),
+            "Duo-only: the password alone"
+        );
         assert!(matches!(check(Some("pw,135790"), None).0, StepResult::Passed(_)));
-        assert_eq!(check(Some("pw,111111"), None).0, StepResult::Refused(Rejection::NotApproved));
+        assert_eq!(
+            check(Some("pw,111111"), None).0,
+            StepResult::Refused(Rejection::NotApproved)
+        );
         // Without `combined` (the password was checked before): `push`, empty, a passcode.
         assert!(matches!(check(None, Some("push")).0, StepResult::Passed(_)));
         assert!(matches!(check(None, Some("")).0, StepResult::Passed(_)));

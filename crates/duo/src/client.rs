@@ -65,7 +65,11 @@ pub struct DuoClient {
 
 impl std::fmt::Debug for DuoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DuoClient({}, {}, secret key redacted)", self.settings.api_host, self.settings.ikey)
+        write!(
+            f,
+            "DuoClient({}, {}, secret key redacted)",
+            self.settings.api_host, self.settings.ikey
+        )
     }
 }
 
@@ -112,7 +116,9 @@ pub fn read_secret_key(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, Set
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?);
     let key = text.lines().next().unwrap_or("").trim();
     if key.is_empty() {
-        return Err(bad("it is empty; put the Auth API application's secret key on its first line".into()));
+        return Err(bad(
+            "it is empty; put the Auth API application's secret key on its first line".into(),
+        ));
     }
     Ok(Zeroizing::new(key.as_bytes().to_vec()))
 }
@@ -186,7 +192,14 @@ impl DuoClient {
     }
 
     /// One call, retried on 429 with bounded exponential back-off and jitter.
-    fn call(&self, method: &str, path: &str, params: &[(&str, &str)], signed: bool, wait: Duration) -> Result<Reply, PushError> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+        wait: Duration,
+    ) -> Result<Reply, PushError> {
         let mut attempt = 0u32;
         loop {
             match self.call_once(method, path, params, signed, wait)? {
@@ -197,12 +210,23 @@ impl DuoClient {
                     std::thread::sleep(after.unwrap_or(backoff).min(Duration::from_secs(32)) + jitter);
                     attempt += 1;
                 }
-                Once::Slow(_) => return Err(PushError::Unreachable(format!("{path}: rate limited by Duo (429) after {attempt} retries"))),
+                Once::Slow(_) => {
+                    return Err(PushError::Unreachable(format!(
+                        "{path}: rate limited by Duo (429) after {attempt} retries"
+                    )));
+                }
             }
         }
     }
 
-    fn call_once(&self, method: &str, path: &str, params: &[(&str, &str)], signed: bool, wait: Duration) -> Result<Once, PushError> {
+    fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+        wait: Duration,
+    ) -> Result<Once, PushError> {
         let date = sign::rfc2822(self.clock.now() + self.offset());
         let host = sign_host(&self.settings.api_host);
         let body = sign::canonical_params(params);
@@ -217,7 +241,10 @@ impl DuoClient {
             let mut r = self.agent.get(&url).header("Date", &date);
             if signed {
                 let canon = sign::canonical(&date, method, &host, path, params);
-                r = r.header("Authorization", &sign::authorization(&self.settings.ikey, &self.skey, &canon));
+                r = r.header(
+                    "Authorization",
+                    &sign::authorization(&self.settings.ikey, &self.skey, &canon),
+                );
             }
             r.config().timeout_global(timeout).build().call().map_err(unreachable)?
         } else {
@@ -225,7 +252,10 @@ impl DuoClient {
             self.agent
                 .post(&url)
                 .header("Date", &date)
-                .header("Authorization", &sign::authorization(&self.settings.ikey, &self.skey, &canon))
+                .header(
+                    "Authorization",
+                    &sign::authorization(&self.settings.ikey, &self.skey, &canon),
+                )
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .config()
                 .timeout_global(timeout)
@@ -263,10 +293,18 @@ impl DuoClient {
             Some("FAIL") => {
                 let code = json.get("code").and_then(Value::as_i64).unwrap_or(0);
                 let message = json.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-                let detail = json.get("message_detail").and_then(Value::as_str).map(|d| format!(" ({d})")).unwrap_or_default();
-                Ok(Once::Reply(Reply::Fail(format!("{path}: Duo refused (HTTP {status}, code {code}): {message}{detail}"))))
+                let detail = json
+                    .get("message_detail")
+                    .and_then(Value::as_str)
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                Ok(Once::Reply(Reply::Fail(format!(
+                    "{path}: Duo refused (HTTP {status}, code {code}): {message}{detail}"
+                ))))
             }
-            _ => Err(PushError::Refused(format!("{path}: HTTP {status}, an answer without a known stat"))),
+            _ => Err(PushError::Refused(format!(
+                "{path}: HTTP {status}, an answer without a known stat"
+            ))),
         }
     }
 
@@ -343,9 +381,14 @@ impl PushService for DuoClient {
                 match pushable.and_then(|d| text(d, "device").map(|id| (id, d))) {
                     Some((id, d)) => Ok(Preauth::Push {
                         device: id.to_string(),
-                        name: text(d, "display_name").or_else(|| text(d, "name")).unwrap_or(id).to_string(),
+                        name: text(d, "display_name")
+                            .or_else(|| text(d, "name"))
+                            .unwrap_or(id)
+                            .to_string(),
                     }),
-                    None => Err(PushError::Refused("preauth: no device of this user takes a push".into())),
+                    None => Err(PushError::Refused(
+                        "preauth: no device of this user takes a push".into(),
+                    )),
                 }
             }
             Some("allow") => Ok(Preauth::Allow),

@@ -4,7 +4,7 @@
 pub mod client;
 pub mod sign;
 
-pub use client::{DuoClient, SetupError, Settings, read_secret_key};
+pub use client::{DuoClient, Settings, SetupError, read_secret_key};
 
 use portcullis_core::clock::Clock;
 use portcullis_core::config::Config;

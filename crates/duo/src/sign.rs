@@ -77,8 +77,17 @@ mod tests {
 
     #[test]
     fn the_canonical_request_has_five_lines_in_duos_case_rules() {
-        let c = canonical("Fri, 07 Dec 2012 17:18:00 -0000", "PoSt", "foO.BAr52.cOm", "/Foo/BaR2/qux", &[("x", "1")]);
-        assert_eq!(c, "Fri, 07 Dec 2012 17:18:00 -0000\nPOST\nfoo.bar52.com\n/Foo/BaR2/qux\nx=1");
+        let c = canonical(
+            "Fri, 07 Dec 2012 17:18:00 -0000",
+            "PoSt",
+            "foO.BAr52.cOm",
+            "/Foo/BaR2/qux",
+            &[("x", "1")],
+        );
+        assert_eq!(
+            c,
+            "Fri, 07 Dec 2012 17:18:00 -0000\nPOST\nfoo.bar52.com\n/Foo/BaR2/qux\nx=1"
+        );
     }
 
     #[test]

@@ -78,13 +78,21 @@ fn preauth_answers_become_the_cores_and_outages_are_unreachable() {
     // 429 with Retry-After: 1, twice, then an answer: bounded back-off gets there.
     let t = Instant::now();
     assert_eq!(c.preauth("ratelimit-hal", None).unwrap(), Preauth::Allow);
-    assert!(t.elapsed() >= Duration::from_secs(2), "waited as told: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "waited as told: {:?}",
+        t.elapsed()
+    );
     // Slower than the call timeout: out of reach, in about the timeout.
     let t = Instant::now();
     assert!(matches!(c.preauth("slow-ivy", None), Err(PushError::Unreachable(_))));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // Nobody listening.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let nowhere = client_at(&format!("localhost:{closed}"), &s, SKEY, Duration::from_secs(3));
     assert!(matches!(nowhere.preauth("alice", None), Err(PushError::Unreachable(_))));
     assert_eq!(s.bad_signatures(), 0);
@@ -102,7 +110,10 @@ fn a_push_is_approved_denied_or_waits_and_unknown_answers_deny() {
     let tx = c.push("weird-carol", "D", ip).unwrap();
     assert!(matches!(decided(&c, &tx), PushStatus::Denied(m) if m.contains("unknown result")));
     let tx = c.push("statusfail-dave", "D", ip).unwrap();
-    assert!(matches!(c.status(&tx, Duration::from_secs(1)), Err(PushError::Refused(_))));
+    assert!(matches!(
+        c.status(&tx, Duration::from_secs(1)),
+        Err(PushError::Refused(_))
+    ));
     // A person who has not answered yet: waiting, until they approve.
     let tx = c.push("manual-erin", "D", ip).unwrap();
     assert_eq!(c.status(&tx, Duration::from_secs(2)).unwrap(), PushStatus::Waiting);

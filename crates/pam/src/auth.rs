@@ -4,8 +4,8 @@
 use crate::options::{FirstPass, Options};
 use crate::worker::{Answer, Check, Checker, Worker, WorkerError};
 use portcullis_core::credentials::{Plan, Prompt, Split};
-use std::time::Duration;
 use std::net::IpAddr;
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// What PAM gives a module: the user, the client, the conversation and the log.

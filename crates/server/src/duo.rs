@@ -17,7 +17,9 @@ pub fn check(config_path: &std::path::Path) -> anyhow::Result<std::process::Exit
     let settings = crate::settings::Settings::load(config_path)?;
     let config = &settings.core;
     let clock: Arc<dyn Clock> = Arc::new(portcullis_core::SystemClock);
-    let Some(client) = portcullis_duo::from_config(config, clock.clone()).with_context(|| config.path.display().to_string())? else {
+    let Some(client) =
+        portcullis_duo::from_config(config, clock.clone()).with_context(|| config.path.display().to_string())?
+    else {
         eprintln!(
             "{}: [duo] is not set: give api_host, integration_key and secret_key_file",
             config.path.display()
@@ -39,7 +41,11 @@ pub fn check(config_path: &std::path::Path) -> anyhow::Result<std::process::Exit
     println!("OK: {host} accepts the keys of {}", config.duo.integration_key);
     println!(
         "clock offset: {offset:+} s (Duo minus this machine){}",
-        if offset.abs() > 60 { "; fix this machine's clock (NTP)" } else { "" }
+        if offset.abs() > 60 {
+            "; fix this machine's clock (NTP)"
+        } else {
+            ""
+        }
     );
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -213,8 +213,16 @@ impl SqliteStore {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| file_err(&dir, format!("cannot create the backup directory before upgrading the schema: {e}")))?;
-        let stem = self.path.file_stem().map_or("store".into(), |s| s.to_string_lossy().into_owned());
+            .map_err(|e| {
+                file_err(
+                    &dir,
+                    format!("cannot create the backup directory before upgrading the schema: {e}"),
+                )
+            })?;
+        let stem = self
+            .path
+            .file_stem()
+            .map_or("store".into(), |s| s.to_string_lossy().into_owned());
         let copy = dir.join(format!("{stem}.v{version}.{}.db", jiff::Timestamp::now().as_second()));
         // SQLite writes into an empty file; made here so it is 0600 from the first byte.
         std::fs::OpenOptions::new()
@@ -222,9 +230,19 @@ impl SqliteStore {
             .create_new(true)
             .mode(0o600)
             .open(&copy)
-            .map_err(|e| file_err(&copy, format!("cannot create the backup before upgrading the schema: {e}")))?;
+            .map_err(|e| {
+                file_err(
+                    &copy,
+                    format!("cannot create the backup before upgrading the schema: {e}"),
+                )
+            })?;
         conn.execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])
-            .map_err(|e| file_err(&copy, format!("cannot back the store up before upgrading the schema: {e}")))?;
+            .map_err(|e| {
+                file_err(
+                    &copy,
+                    format!("cannot back the store up before upgrading the schema: {e}"),
+                )
+            })?;
         Ok(copy)
     }
 
@@ -906,15 +924,30 @@ mod tests {
         assert_eq!(bob.tokens[0].last_step, Some(42));
         // A copy of the version-1 store was taken first, readable only by its owner, and
         // it is the old store (schema 1, bob in it); a current store is not copied again.
-        let backups: Vec<_> = std::fs::read_dir(dir.path().join("backup")).unwrap().map(|e| e.unwrap().path()).collect();
+        let backups: Vec<_> = std::fs::read_dir(dir.path().join("backup"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(backups.len(), 1, "{backups:?}");
         let name = backups[0].file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("p.v1.") && name.ends_with(".db"), "{name}");
-        assert_eq!(std::fs::metadata(&backups[0]).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(dir.path().join("backup")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&backups[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("backup"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let old = Connection::open(&backups[0]).unwrap();
         let v: i64 = old.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        let n: i64 = old.query_row("SELECT count(*) FROM users WHERE name = 'bob'", [], |r| r.get(0)).unwrap();
+        let n: i64 = old
+            .query_row("SELECT count(*) FROM users WHERE name = 'bob'", [], |r| r.get(0))
+            .unwrap();
         assert_eq!((v, n), (1, 1));
         drop(s);
         drop(SqliteStore::open(&path).unwrap());

@@ -602,7 +602,10 @@ mod tests {
                 true
             })
             .unwrap_err();
-        assert!(e.to_string().contains("Duo push") && e.to_string().contains("sqlite"), "{e}");
+        assert!(
+            e.to_string().contains("Duo push") && e.to_string().contains("sqlite"),
+            "{e}"
+        );
         assert!(s.remove("erin").unwrap());
         assert!(s.users().unwrap().is_empty());
     }

@@ -145,12 +145,22 @@ mod tests {
     fn mistakes_name_the_key_and_what_to_write() {
         let e = errors("[duo]\nintegration_key = \"DIX\"\n");
         assert!(e.contains("duo.api_host") && e.contains("api-XXXXXXXX"), "{e}");
-        let e = errors("[duo]\napi_host = \"https://api-1.duosecurity.com/\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\n");
+        let e = errors(
+            "[duo]\napi_host = \"https://api-1.duosecurity.com/\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\n",
+        );
         assert!(e.contains("no https://"), "{e}");
         let e = errors("[duo]\napi_host = \"api-1.duosecurity.com\"\n");
-        assert!(e.contains("duo.integration_key") && e.contains("duo.secret_key_file"), "{e}");
-        let e = errors("[duo]\napi_host = \"a\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\nusername = \"x\"\ntimeout = 5\n");
-        assert!(e.contains("duo.username") && e.contains("{user}") && e.contains("duo.timeout"), "{e}");
+        assert!(
+            e.contains("duo.integration_key") && e.contains("duo.secret_key_file"),
+            "{e}"
+        );
+        let e = errors(
+            "[duo]\napi_host = \"a\"\nintegration_key = \"DIX\"\nsecret_key_file = \"k\"\nusername = \"x\"\ntimeout = 5\n",
+        );
+        assert!(
+            e.contains("duo.username") && e.contains("{user}") && e.contains("duo.timeout"),
+            "{e}"
+        );
         let e = errors("[duo]\nfailmode = \"safe\"\n");
         assert!(e.contains("failmode"), "{e}");
     }

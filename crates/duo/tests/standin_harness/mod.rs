@@ -44,17 +44,43 @@ impl StandIn {
             assert!(ok, "openssl {args:?} failed");
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        openssl(&[&["req", "-x509"][..], &ec, &["-subj", "/CN=portcullis test Duo CA", "-days", "2"]]
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-subj", "/CN=portcullis test Duo CA", "-days", "2"],
+            ]
             .concat()
             .iter()
             .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
             .copied()
-            .collect::<Vec<_>>());
-        openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]].concat());
+            .collect::<Vec<_>>(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"],
+            ]
+            .concat(),
+        );
         std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
         openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "ext.cnf", "-out", "cert.pem",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
         ]);
         std::fs::write(d.join("skey"), format!("{SKEY}\n")).unwrap();
         let mut child = Command::new("/usr/bin/python3")
@@ -70,7 +96,9 @@ impl StandIn {
             .spawn()
             .expect("start the Duo stand-in");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let port = match line.trim().strip_prefix("listening ").map(str::parse) {
             Some(Ok(port)) => port,
             _ => panic!("the Duo stand-in did not start (needs python3-aiohttp: run scripts/test); it said {line:?}"),
@@ -110,7 +138,11 @@ impl StandIn {
             .arg(format!("https://localhost:{}{path}", self.port))
             .output()
             .expect("curl");
-        assert!(out.status.success(), "stand-in {path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stand-in {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 

@@ -445,7 +445,11 @@ fn a_push_users_whole_answer_goes_to_the_gateway_and_later_modules_get_the_passw
         Box::new(move || Ok(Box::new(Pusher(s)) as Box<dyn Checker>))
     });
     assert_eq!(v, PamStatus::Success, "{:?}", p.logs);
-    assert_eq!(p.authtok.as_deref(), Some("hunter2"), "later modules see the password alone");
+    assert_eq!(
+        p.authtok.as_deref(),
+        Some("hunter2"),
+        "later modules see the password alone"
+    );
     let seen = seen.lock().unwrap();
     assert_eq!(
         seen.as_slice(),

@@ -80,7 +80,13 @@ fn roff(text: &str) -> String {
         .replace("**", "")
         .chars()
         // groff reads ASCII; any other character by its Unicode name.
-        .map(|c| if c.is_ascii() { c.to_string() } else { format!("\\[u{:04X}]", u32::from(c)) })
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\[u{:04X}]", u32::from(c))
+            }
+        })
         .collect();
     if t.starts_with('.') || t.starts_with('\'') {
         format!("\\&{t}")
@@ -176,7 +182,12 @@ pub fn config_page(version: &str) -> String {
 /// pam_portcullis(8): the README's sshd section, with every module option.
 pub fn pam_page(version: &str) -> String {
     let text = section(README, "### sshd");
-    let mut page = header("pam_portcullis", 8, version, "PAM module asking for a portcullis one-time code");
+    let mut page = header(
+        "pam_portcullis",
+        8,
+        version,
+        "PAM module asking for a portcullis one-time code",
+    );
     page.push_str(
         ".SH SYNOPSIS\n.B auth required pam_portcullis.so\n[config=PATH] [combined] [nullok] [trusted_networks=CIDR,...] [timeout=S] ...\n",
     );

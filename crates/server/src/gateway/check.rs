@@ -88,7 +88,9 @@ async fn decide(app: &Arc<App>, c: Check) -> bool {
     };
     let (kind, ok) = match decision {
         Decision::Allow(Some(_)) => (Kind::Allow, true),
-        Decision::Allow(None) | Decision::Challenge | Decision::Login | Decision::AwaitPush(_) => (Kind::Challenge, false),
+        Decision::Allow(None) | Decision::Challenge | Decision::Login | Decision::AwaitPush(_) => {
+            (Kind::Challenge, false)
+        }
         Decision::Deny => (Kind::Deny, false),
         Decision::BadRequest(_) => (Kind::BadRequest, false),
     };

@@ -514,7 +514,10 @@ impl Running {
         }));
         let tls = match (&app.config.server.tls_cert, &app.config.server.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = Arc::new(tls::Tls::new(app.config.core.resolve(cert), app.config.core.resolve(key))?);
+                let tls = Arc::new(tls::Tls::new(
+                    app.config.core.resolve(cert),
+                    app.config.core.resolve(key),
+                )?);
                 tracing::info!("serving HTTPS");
                 beside.push(tls::watch(tls.clone()));
                 Some(tls)
@@ -523,9 +526,15 @@ impl Running {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let accept = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-        let main = tokio::spawn(listener::serve(app.clone(), router(app.clone()), accept, tls, async move {
-            let _ = stopped.await;
-        }));
+        let main = tokio::spawn(listener::serve(
+            app.clone(),
+            router(app.clone()),
+            accept,
+            tls,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Running {
             app,
             stop,
@@ -548,4 +557,3 @@ impl Running {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
-

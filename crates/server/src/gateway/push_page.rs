@@ -101,7 +101,9 @@ fn push_url(app: &App, rd: &str) -> String {
 fn outcome_page(app: &App, rd: &str, outcome: PushOutcome) -> Response {
     match outcome {
         PushOutcome::Waiting { device } => page(StatusCode::OK, html::push_waiting(app.base(), rd, &device), vec![]),
-        PushOutcome::SignedIn(session) => see_other(&app.return_url(rd), vec![app.session_set_cookie(session.as_str())]),
+        PushOutcome::SignedIn(session) => {
+            see_other(&app.return_url(rd), vec![app.session_set_cookie(session.as_str())])
+        }
         PushOutcome::NotSignedIn => see_other(&login_url(app, rd), vec![]),
         PushOutcome::Refused(r) => page(StatusCode::UNAUTHORIZED, refused_page(app, rd, r), vec![]),
         PushOutcome::Enroll(url) => page(
@@ -109,7 +111,8 @@ fn outcome_page(app: &App, rd: &str, outcome: PushOutcome) -> Response {
             html::message(
                 "Enroll with Duo first",
                 "Duo says you have not set up a device yet. Enroll one, then sign in again.",
-                url.starts_with("https://").then_some((url.as_str(), "Enroll a device with Duo")),
+                url.starts_with("https://")
+                    .then_some((url.as_str(), "Enroll a device with Duo")),
             ),
             vec![],
         ),
@@ -181,7 +184,10 @@ pub async fn push_status(
     Query(q): Query<PushQuery>,
 ) -> Response {
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return json(serde_json::json!({"state": "done", "next": login_url(&app, &q.rd)}), vec![]);
+        return json(
+            serde_json::json!({"state": "done", "next": login_url(&app, &q.rd)}),
+            vec![],
+        );
     };
     let outcome = match push_step(&app, current, ip, false, POLL_WAIT).await {
         Ok(o) => o,
@@ -242,7 +248,13 @@ pub fn push_button(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String
 
 /// After the password of a user whose only second factor is a push: it is sent now and
 /// the waiting page comes next; `None` for everyone else (the code page comes next).
-pub async fn push_at_once(app: &Arc<App>, session: &str, user: &str, ip: std::net::IpAddr, rd: &str) -> Option<Response> {
+pub async fn push_at_once(
+    app: &Arc<App>,
+    session: &str,
+    user: &str,
+    ip: std::net::IpAddr,
+    rd: &str,
+) -> Option<Response> {
     let u = app.engine.directory.user(user).ok().flatten()?;
     if !app.authorizer().push_only(&u) {
         return None;

@@ -62,7 +62,10 @@ fn basic_password_push_is_approved_once_and_lingers_and_a_wrong_password_pushes_
     assert_eq!(s.pushes("alice"), 2, "a passcode pushes nobody");
     let log = gw.log_text();
     assert!(log.contains("method=\"basic-push\""), "{log}");
-    assert!(!log.contains("pw,push") && !log.contains(PASSCODE), "no secret in the log");
+    assert!(
+        !log.contains("pw,push") && !log.contains(PASSCODE),
+        "no secret in the log"
+    );
     assert_eq!(s.bad_signatures(), 0);
 }
 
@@ -84,7 +87,10 @@ fn a_denied_push_is_refused_counted_and_a_banned_user_is_not_pushed_again() {
     let show = env.ok(&["user", "show", "deny-bob"], None);
     assert!(show.contains("duo push:     yes"), "{show}");
     let log = gw.log_text();
-    assert!(log.contains("reason=\"not_approved\"") && log.contains("reason=\"banned\""), "{log}");
+    assert!(
+        log.contains("reason=\"not_approved\"") && log.contains("reason=\"banned\""),
+        "{log}"
+    );
 }
 
 #[test]
@@ -98,7 +104,13 @@ fn concurrent_logins_of_one_user_and_client_join_one_push() {
         .map(|_| {
             std::process::Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "40"])
-                .args(["-u", "manual-carol:pw,push", "-H", "X-Original-URL: http://127.0.0.1/dav/f", &url])
+                .args([
+                    "-u",
+                    "manual-carol:pw,push",
+                    "-H",
+                    "X-Original-URL: http://127.0.0.1/dav/f",
+                    &url,
+                ])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -167,7 +179,12 @@ fn portal_push_login(b: &Browser, gw: &Server, user: &str, rd: &str) -> Reply {
     let page = b.get(&gw.url(&format!("/login?rd={}", urlencode(rd))), &[]);
     let r = b.post(
         &gw.url("/login"),
-        &[("csrf", &page.csrf()), ("rd", rd), ("username", user), ("password", "pw")],
+        &[
+            ("csrf", &page.csrf()),
+            ("rd", rd),
+            ("username", user),
+            ("password", "pw"),
+        ],
     );
     if r.status != 303 || !r.header("location").unwrap_or("").contains("/login/push") {
         return r;
@@ -175,7 +192,10 @@ fn portal_push_login(b: &Browser, gw: &Server, user: &str, rd: &str) -> Reply {
     let waiting = b.get(&gw.url(&format!("/login/push?rd={}", urlencode(rd))), &[]);
     assert_eq!(waiting.status, 200, "{}", waiting.body);
     assert!(waiting.body.contains("Push sent to"), "{}", waiting.body);
-    assert!(waiting.body.contains("http-equiv=\"refresh\""), "reloads itself without JavaScript");
+    assert!(
+        waiting.body.contains("http-equiv=\"refresh\""),
+        "reloads itself without JavaScript"
+    );
     for _ in 0..20 {
         let r = b.get(&gw.url(&format!("/login/push?rd={}&poll=1", urlencode(rd))), &[]);
         if r.status != 200 || !r.body.contains("Push sent to") {
@@ -220,7 +240,11 @@ fn the_portal_without_javascript_signs_in_on_approval_and_says_deny_enroll_and_o
     let down = portal_push_login(&Browser::new(&env, "alice2"), &gw, "alice", &rd);
     assert_eq!(down.status, 503, "{}", down.body);
     assert!(down.body.contains("Duo cannot be reached"));
-    assert_eq!(basic(&gw, "alice", "pw,push").status, 503, "Basic: an outage is a 503, never an open door");
+    assert_eq!(
+        basic(&gw, "alice", "pw,push").status,
+        503,
+        "Basic: an outage is a 503, never an open door"
+    );
 }
 
 #[test]
@@ -230,7 +254,11 @@ fn failmode_open_lets_the_login_on_when_duo_is_out_of_reach_and_says_so_loudly()
     add_duo_user(&env, "alice");
     let gw = env.serve();
     s.stop();
-    assert_eq!(basic(&gw, "alice", "nope,push").status, 401, "the password still counts");
+    assert_eq!(
+        basic(&gw, "alice", "nope,push").status,
+        401,
+        "the password still counts"
+    );
     let ok = basic(&gw, "alice", "pw,push");
     assert_eq!(ok.status, 200, "{}", gw.log_text());
     let log = gw.log_text();
@@ -267,10 +295,17 @@ fn apache_check_waits_for_the_push_and_duo_check_tests_the_keys() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(s.pushes("alice"), 1);
     let said = env.ok(&["duo", "check"], None);
-    assert!(said.contains("accepts the keys") && said.contains("clock offset"), "{said}");
+    assert!(
+        said.contains("accepts the keys") && said.contains("clock offset"),
+        "{said}"
+    );
     // A wrong secret key: exit 1, and the message says which setting to look at.
     std::fs::write(s.skey_file().with_extension("wrong"), "not-the-key\n").unwrap();
-    env.set("duo", "secret_key_file", &format!("{:?}", s.skey_file().with_extension("wrong").display().to_string()));
+    env.set(
+        "duo",
+        "secret_key_file",
+        &format!("{:?}", s.skey_file().with_extension("wrong").display().to_string()),
+    );
     let out = env.run(&["duo", "check"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("integration_key and the secret key"));
@@ -312,8 +347,16 @@ fn pam_combined_pushes_through_the_gateway_and_waits_for_the_person() {
     let rhost = Some("192.0.2.1");
     assert!(!pamtester(&svc.name, "alice", rhost, "wrong,push"));
     assert_eq!(s.pushes("alice"), 0, "no push for a wrong password");
-    assert!(pamtester(&svc.name, "alice", rhost, "pw,push"), "{:#?}\n{}", log.drain(), gw.log_text());
-    assert!(pamtester(&svc.name, "alice", rhost, "pw"), "Duo-only: the password alone pushes");
+    assert!(
+        pamtester(&svc.name, "alice", rhost, "pw,push"),
+        "{:#?}\n{}",
+        log.drain(),
+        gw.log_text()
+    );
+    assert!(
+        pamtester(&svc.name, "alice", rhost, "pw"),
+        "Duo-only: the password alone pushes"
+    );
     assert_eq!(s.pushes("alice"), 2);
     // A person who takes longer than the module's timeout=2 to approve.
     let approver = {
@@ -330,7 +373,11 @@ fn pam_combined_pushes_through_the_gateway_and_waits_for_the_person() {
         })
     };
     let started = std::time::Instant::now();
-    assert!(pamtester(&svc.name, "manual-bob", rhost, "pw,push"), "{:#?}", log.drain());
+    assert!(
+        pamtester(&svc.name, "manual-bob", rhost, "pw,push"),
+        "{:#?}",
+        log.drain()
+    );
     assert!(started.elapsed() >= std::time::Duration::from_secs(4));
     approver.join().unwrap();
     assert_eq!(log.reasons(), ["wrong_password", "push", "push", "push"]);

@@ -67,7 +67,11 @@ fn as_service(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
     c.wait_with_output().unwrap()
 }
 
@@ -123,7 +127,12 @@ fn mode(path: &str) -> (u32, u32) {
 }
 
 fn gid_of(group: &str) -> u32 {
-    ok("getent", &["group", group]).split(':').nth(2).unwrap().parse().unwrap()
+    ok("getent", &["group", group])
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -149,10 +158,20 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     assert_eq!(mode(CONFIG), (0o640, group), "the configuration: 0640 root:portcullis");
     assert_eq!(std::fs::metadata(CONFIG).unwrap().uid(), 0);
     assert_eq!(mode(STATE).0, 0o700);
-    assert_eq!(std::fs::metadata(STATE).unwrap().uid(), ok("id", &["-u", "portcullis"]).trim().parse::<u32>().unwrap());
-    assert!(std::fs::read_to_string(CONFIG).unwrap().contains("path = \"/var/lib/portcullis/portcullis.db\""));
+    assert_eq!(
+        std::fs::metadata(STATE).unwrap().uid(),
+        ok("id", &["-u", "portcullis"]).trim().parse::<u32>().unwrap()
+    );
+    assert!(
+        std::fs::read_to_string(CONFIG)
+            .unwrap()
+            .contains("path = \"/var/lib/portcullis/portcullis.db\"")
+    );
     for snippet in ["nginx", "apache", "caddy", "traefik", "systemd"] {
-        assert!(Path::new("/usr/share/portcullis").join(snippet).is_dir(), "contrib/{snippet}");
+        assert!(
+            Path::new("/usr/share/portcullis").join(snippet).is_dir(),
+            "contrib/{snippet}"
+        );
     }
     // Every manual page renders.
     let mut pages = 0;
@@ -163,7 +182,12 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
             if !(name.starts_with("portcullis") || name.starts_with("pam_portcullis")) {
                 continue;
             }
-            let out = Command::new("man").arg("-l").arg(&p).env("MANWIDTH", "80").output().unwrap();
+            let out = Command::new("man")
+                .arg("-l")
+                .arg(&p)
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
             assert!(out.status.success() && !out.stdout.is_empty(), "man -l {name}");
             pages += 1;
         }
@@ -183,7 +207,10 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     // Completions load; the unit verifies (its Documentation= pages are installed).
     ok(
         "bash",
-        &["-c", "source /usr/share/bash-completion/completions/portcullis && complete -p portcullis"],
+        &[
+            "-c",
+            "source /usr/share/bash-completion/completions/portcullis && complete -p portcullis",
+        ],
     );
     if Path::new("/usr/bin/systemd-analyze").exists() {
         let v = run("systemd-analyze", &["verify", "/lib/systemd/system/portcullis.service"]);
@@ -195,7 +222,10 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
     // A user, and the PAM module where PAM looks for modules, on the packaged store.
-    let added = as_service(&["user", "add", "alice", "--password-stdin", "--no-terminal-qr"], Some("pw\n"));
+    let added = as_service(
+        &["user", "add", "alice", "--password-stdin", "--no-terminal-qr"],
+        Some("pw\n"),
+    );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let secret = secret_of(&uri_in(&String::from_utf8_lossy(&added.stdout)));
     assert!(Path::new("/usr/lib/x86_64-linux-gnu/security/pam_portcullis.so").is_file());
@@ -205,7 +235,12 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     );
     settle(4);
     let code = ok("oathtool", &["--totp", "-b", &secret]);
-    assert!(pamtester(&svc.name, "alice", Some("192.0.2.9"), &format!("pw{}", code.trim())));
+    assert!(pamtester(
+        &svc.name,
+        "alice",
+        Some("192.0.2.9"),
+        &format!("pw{}", code.trim())
+    ));
 
     // The unit's ExecStart as the service user: it serves, and writes only its state.
     let port = free_port();
@@ -219,7 +254,16 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     }
     let changed = ok(
         "find",
-        &["/etc", "/usr", "-xdev", "-newer", marker.to_str().unwrap(), "-not", "-type", "d"],
+        &[
+            "/etc",
+            "/usr",
+            "-xdev",
+            "-newer",
+            marker.to_str().unwrap(),
+            "-not",
+            "-type",
+            "d",
+        ],
     );
     std::fs::remove_file(&marker).unwrap();
     // (Other tests running meanwhile write their own PAM service files and add users.)
@@ -236,7 +280,10 @@ fn the_package_installs_serves_and_removes_as_debian_policy_says() {
     ok("dpkg", &["--remove", "portcullis"]);
     assert!(!Path::new("/usr/bin/portcullis").exists());
     assert!(!Path::new("/usr/lib/x86_64-linux-gnu/security/pam_portcullis.so").exists());
-    assert!(Path::new(STATE).join("portcullis.db").is_file(), "remove keeps the store");
+    assert!(
+        Path::new(STATE).join("portcullis.db").is_file(),
+        "remove keeps the store"
+    );
     assert!(Path::new(CONFIG).is_file(), "remove keeps the configuration");
     let purge = ok("dpkg", &["--purge", "portcullis"]);
     assert!(purge.contains("removing /var/lib/portcullis"), "{purge}");
@@ -257,7 +304,10 @@ fn upgrading_from_an_older_package_keeps_users_tokens_and_sessions() {
     assert!(ok("dpkg-query", &["-W", "-f", "${Version}", "portcullis"]).starts_with("0.0.9"));
     let port = free_port();
     loopback(port);
-    let added = as_service(&["user", "add", "alice", "--password-stdin", "--no-terminal-qr"], Some("pw\n"));
+    let added = as_service(
+        &["user", "add", "alice", "--password-stdin", "--no-terminal-qr"],
+        Some("pw\n"),
+    );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let secret = secret_of(&uri_in(&String::from_utf8_lossy(&added.stdout)));
     let dir = tempfile::tempdir().unwrap();
@@ -290,13 +340,25 @@ fn upgrading_from_an_older_package_keeps_users_tokens_and_sessions() {
         ok("dpkg-query", &["-W", "-f", "${Version}", "portcullis"]),
         format!("{}-1", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), before, "the configuration is kept");
+    assert_eq!(
+        std::fs::read_to_string(CONFIG).unwrap(),
+        before,
+        "the configuration is kept"
+    );
     assert_eq!(mode(CONFIG), (0o640, gid_of("portcullis")));
     let _serving = Serving::start(port);
-    assert_eq!(protected().status, 200, "the session made before the upgrade still works");
+    assert_eq!(
+        protected().status,
+        200,
+        "the session made before the upgrade still works"
+    );
     // alice's token and replay state came through: the code used before the upgrade is
     // refused as used, the next one accepted.
-    let verify = |code: &str| as_service(&["verify", "alice", code, "--password-stdin"], Some("pw\n")).status.code();
+    let verify = |code: &str| {
+        as_service(&["verify", "alice", code, "--password-stdin"], Some("pw\n"))
+            .status
+            .code()
+    };
     assert_eq!(verify(&used), Some(1), "the code used before the upgrade is spent");
     let next = ok("oathtool", &["--totp", "-b", "-N", "now + 30 seconds", &secret]);
     assert_eq!(verify(next.trim()), Some(0), "the next code works");

@@ -16,7 +16,9 @@ fn serve_tells_systemd_it_is_ready_once_it_listens() {
     env.loopback_portal(port);
     let socket_path = env.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut child = env
         .command(&["serve"])
         .env("NOTIFY_SOCKET", &socket_path)
@@ -96,13 +98,25 @@ fn the_unit_passes_systemd_analyze_verify() {
     // (--threshold counts in tenths: 20 is an exposure of 2.0.)
     let scored = security(Path::new(UNIT), "20");
     let text = String::from_utf8_lossy(&scored.stdout);
-    assert!(scored.status.success() && text.contains("Overall exposure level"), "{text}");
+    assert!(
+        scored.status.success() && text.contains("Overall exposure level"),
+        "{text}"
+    );
     let bare = dir.path().join("bare.service");
     std::fs::write(&bare, "[Service]\nExecStart=/bin/true\n").unwrap();
-    assert!(!security(&bare, "20").status.success(), "an unsandboxed unit scores above 2");
+    assert!(
+        !security(&bare, "20").status.success(),
+        "an unsandboxed unit scores above 2"
+    );
     // The check can fail: a misspelt key is reported.
     let bad = dir.path().join("bad.service");
-    std::fs::write(&bad, std::fs::read_to_string(&unit).unwrap().replace("ProtectHome=yes", "ProtectHomes=yes")).unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&unit)
+            .unwrap()
+            .replace("ProtectHome=yes", "ProtectHomes=yes"),
+    )
+    .unwrap();
     let (_, err) = verify(&bad);
     assert!(err.contains("Unknown key 'ProtectHomes'"), "{err}");
 }
@@ -151,7 +165,11 @@ fn the_manual_pages_render_and_cover_every_command() {
 
 fn render(page: &Path) -> String {
     // Plain text: no bold or underline by overstrike, which the test could not read.
-    let r = Command::new("groff").args(["-man", "-Tutf8", "-P-cbou"]).arg(page).output().unwrap();
+    let r = Command::new("groff")
+        .args(["-man", "-Tutf8", "-P-cbou"])
+        .arg(page)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&r.stdout).into_owned()
 }
 
@@ -189,7 +207,9 @@ fn sighup_reloads_the_configuration_and_keeps_sessions() {
     env.set("session", "store", "\"memory\"");
     let socket_path = env.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    notify.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let text = std::fs::read_to_string(env.config()).unwrap();
     let port: u16 = text
         .lines()
@@ -241,7 +261,11 @@ fn sighup_reloads_the_configuration_and_keeps_sessions() {
     assert_eq!(message(), "READY=1");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("configuration reloaded"), "{logged}");
-    assert_eq!(at("/wiki/"), 200, "the session made before the reload is still signed in");
+    assert_eq!(
+        at("/wiki/"),
+        200,
+        "the session made before the reload is still signed in"
+    );
     assert_eq!(at("/wiki/admin/"), 403, "the new rule is in force");
     // A broken file: refused, said so, and the running configuration stays.
     std::fs::write(env.config(), format!("{text}\n[otp\n")).unwrap();
@@ -249,7 +273,10 @@ fn sighup_reloads_the_configuration_and_keeps_sessions() {
     assert_eq!(message(), "RELOADING=1");
     assert_eq!(message(), "READY=1");
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("reload refused") && logged.contains("portcullis.toml"), "{logged}");
+    assert!(
+        logged.contains("reload refused") && logged.contains("portcullis.toml"),
+        "{logged}"
+    );
     assert_eq!((at("/wiki/"), at("/wiki/admin/")), (200, 403));
 }
 
