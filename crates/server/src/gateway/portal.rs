@@ -151,7 +151,7 @@ fn to_login(app: &App, rd: &str) -> Response {
 }
 
 /// The page for a failure (already logged): a generic message, the error's status.
-fn failure_page(e: &GatewayError) -> Response {
+pub(super) fn failure_page(e: &GatewayError) -> Response {
     page(
         e.status(),
         html::message("Error", "Something went wrong. Try again later.", None),

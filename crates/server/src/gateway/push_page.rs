@@ -154,7 +154,7 @@ pub async fn push_submit(
     match push_step(&app, current, ip, true, Duration::ZERO).await {
         Ok(PushOutcome::Waiting { .. }) => see_other(&push_url(&app, &form.rd), vec![]),
         Ok(outcome) => outcome_page(&app, &form.rd, outcome),
-        Err(e) => error_page(&e),
+        Err(e) => super::portal::failure_page(&e),
     }
 }
 
@@ -172,7 +172,7 @@ pub async fn push_page(
     let wait = if q.poll == 1 { POLL_WAIT } else { Duration::ZERO };
     match push_step(&app, current, ip, false, wait).await {
         Ok(outcome) => outcome_page(&app, &q.rd, outcome),
-        Err(e) => error_page(&e),
+        Err(e) => super::portal::failure_page(&e),
     }
 }
 
@@ -191,7 +191,7 @@ pub async fn push_status(
     };
     let outcome = match push_step(&app, current, ip, false, POLL_WAIT).await {
         Ok(o) => o,
-        Err(e) => return error_page(&e),
+        Err(e) => return super::portal::failure_page(&e),
     };
     match outcome {
         PushOutcome::Waiting { device } => json(serde_json::json!({"state": "waiting", "device": device}), vec![]),
@@ -229,14 +229,6 @@ fn json(value: serde_json::Value, cookies: Vec<axum::http::HeaderValue>) -> Resp
     r
 }
 
-fn error_page(e: &GatewayError) -> Response {
-    page(
-        e.status(),
-        html::message("Error", "Something went wrong. Try again later.", None),
-        vec![],
-    )
-}
-
 /// The code page's "Send a push" form, when `user` approves with a push (a directory
 /// read; a store that fails shows no button rather than an error).
 pub fn push_button(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String> {
@@ -263,7 +255,7 @@ pub async fn push_at_once(
     let mut r = match push_step(app, session.to_string(), ip, true, Duration::ZERO).await {
         Ok(PushOutcome::Waiting { .. }) => see_other(&push_url(app, rd), vec![]),
         Ok(outcome) => outcome_page(app, rd, outcome),
-        Err(e) => error_page(&e),
+        Err(e) => super::portal::failure_page(&e),
     };
     // The one-factor session is the browser's either way (a later try starts from it),
     // unless the outcome set a new one.
