@@ -177,6 +177,8 @@ pub struct Authorizer<'a> {
     pub basic_cache: &'a BasicCache,
     /// Push approval (`[duo]`), if configured.
     pub pushes: Option<&'a crate::push::Pushes>,
+    /// Passkeys (`[webauthn]`), if configured.
+    pub passkeys: Option<&'a crate::passkey::Passkeys>,
     /// Time.
     pub clock: &'a dyn Clock,
 }

@@ -4,11 +4,13 @@
 
 mod document;
 mod duo;
+mod webauthn;
 mod ldap;
 mod unreadable;
 
 pub use document::Document;
 pub use duo::{DuoConfig, FailMode};
+pub use webauthn::{Attestation, UserVerification, WebauthnConfig};
 pub use ldap::{Implementation as LdapImplementation, LdapConfig};
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
@@ -562,6 +564,7 @@ pub const CORE_SECTIONS: &[&str] = &[
     "pam",
     "ldap",
     "duo",
+    "webauthn",
 ];
 
 /// Sections the `portcullis` gateway owns and validates; the core accepts them unread, so
@@ -645,6 +648,8 @@ pub struct Config {
     pub ldap: LdapConfig,
     /// `[duo]`.
     pub duo: DuoConfig,
+    /// `[webauthn]`.
+    pub webauthn: WebauthnConfig,
     /// Where the file was read from (relative paths are resolved against its directory).
     pub path: PathBuf,
 }
@@ -885,6 +890,8 @@ impl Config {
         let ldap = doc.section::<LdapConfig>("ldap", errors);
         let duo = doc.section::<DuoConfig>("duo", errors);
         errors.extend(duo.iter().flat_map(|d| d.problems(doc)));
+        let webauthn = doc.section::<WebauthnConfig>("webauthn", errors);
+        errors.extend(webauthn.iter().flat_map(|w| w.problems(doc)));
         errors.extend(ldap.iter().flat_map(|l| l.problems(doc)));
         if let (Some(l), Some(f)) = (&ldap, &first_factor)
             && l.is_set()
@@ -924,6 +931,7 @@ impl Config {
             pam: pam.unwrap_or_default(),
             ldap: ldap.unwrap_or_default(),
             duo: duo.unwrap_or_default(),
+            webauthn: webauthn.unwrap_or_default(),
             path: doc.path().to_path_buf(),
         }
     }

@@ -52,6 +52,19 @@ pub struct Parts {
     pub pushes: Option<Box<dyn crate::push::PushService>>,
 }
 
+impl Parts {
+    /// Parts with only a directory (no shared state, no outside sources).
+    pub fn directory_only(directory: Arc<dyn Directory>) -> Self {
+        Parts {
+            directory,
+            sessions: None,
+            regulation: None,
+            external: None,
+            pushes: None,
+        }
+    }
+}
+
 /// `directory` with `external`'s profiles (groups, name, mail) laid over its users, when
 /// it gives any: a password file does not, and its sites pay no extra read per update.
 fn with_profiles(directory: Arc<dyn Directory>, external: Option<&Arc<dyn PasswordSource>>) -> Arc<dyn Directory> {
@@ -81,6 +94,8 @@ pub struct Engine {
     pub policy: VerifyPolicy,
     /// Push approval (`[duo]`), if configured.
     pub pushes: Option<crate::push::Pushes>,
+    /// Passkeys (`[webauthn]`), when a verifier is set (the gateway sets one).
+    pub passkeys: Option<crate::passkey::Passkeys>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -139,6 +154,7 @@ impl Engine {
                     config.duo.failmode == crate::config::FailMode::Open,
                 )
             }),
+            passkeys: None,
             clock,
         })
     }
@@ -164,6 +180,7 @@ impl Engine {
             external,
             policy,
             pushes: None,
+            passkeys: None,
             clock,
         })
     }
@@ -213,6 +230,7 @@ impl Engine {
             },
             basic_cache: &self.basic_cache,
             pushes: self.pushes.as_ref(),
+            passkeys: self.passkeys.as_ref(),
             clock: self.clock.as_ref(),
         }
     }

@@ -114,6 +114,10 @@ impl Directory for WithProfiles {
     fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping()
     }
+
+    fn passkey_owner(&self, id: &[u8]) -> Result<Option<String>, StoreError> {
+        self.inner.passkey_owner(id)
+    }
 }
 
 #[cfg(test)]

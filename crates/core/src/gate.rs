@@ -66,6 +66,11 @@ pub enum Rejection {
     NoToken,
     /// A second factor that waits for an approval (a push) was not approved in time.
     NotApproved,
+    /// A passkey's assertion did not verify (signature, challenge, origin, RP ID, an
+    /// unknown or removed credential).
+    BadPasskey,
+    /// A passkey's signature counter did not grow: a cloned authenticator, or a replay.
+    ClonedPasskey,
 }
 
 impl Rejection {
@@ -80,6 +85,10 @@ impl Rejection {
             Rejection::Locked => "account locked; `portcullis user unlock NAME` clears it",
             Rejection::NoToken => "the user has no token; `portcullis user token reset NAME` creates one",
             Rejection::NotApproved => "not approved (yet) on the second device",
+            Rejection::BadPasskey => "the passkey's answer did not verify (signature, challenge, origin or credential)",
+            Rejection::ClonedPasskey => {
+                "the passkey's signature counter went backwards (a cloned authenticator?); remove the key if it repeats"
+            }
         }
     }
 
@@ -94,6 +103,8 @@ impl Rejection {
             Rejection::Locked => "locked",
             Rejection::NoToken => "no_token",
             Rejection::NotApproved => "not_approved",
+            Rejection::BadPasskey => "bad_passkey",
+            Rejection::ClonedPasskey => "cloned_passkey",
         }
     }
 }
@@ -276,6 +287,7 @@ impl Gate<'_> {
         };
         Ok(user.tokens.is_empty()
             && user.scratch.is_empty()
+            && user.passkeys.is_empty()
             && user.first_factor == FirstFactor::External
             && src.may_enroll(&user.name)?)
     }

@@ -17,6 +17,7 @@ pub mod invite;
 pub mod login;
 pub mod model;
 pub mod pam_socket;
+pub mod passkey;
 pub mod password;
 pub mod push;
 pub mod random;

@@ -227,6 +227,43 @@ impl std::fmt::Debug for AppPassword {
     }
 }
 
+/// A registered passkey or security key (WebAuthn credential), as the portal verifies it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passkey {
+    /// The credential ID the authenticator chose (unique across all users).
+    pub id: Vec<u8>,
+    /// What the person calls it ("laptop", "YubiKey 5").
+    pub label: String,
+    /// The verifier's full record of the credential (public key, algorithm, flags), as
+    /// the verifier encodes it; opaque to the core.
+    pub data: String,
+    /// The signature counter last accepted (0: the authenticator keeps none).
+    pub counter: u32,
+    /// The credential may be synced or backed up (a passkey in a password manager).
+    pub backup_eligible: bool,
+    /// It was backed up when last seen.
+    pub backup_state: bool,
+    /// It can sign in without a name (a discoverable credential, for passwordless login).
+    pub discoverable: bool,
+    /// When it was registered (unix seconds).
+    pub created: i64,
+    /// When it last signed in (unix seconds).
+    pub last_used: Option<i64>,
+}
+
+impl std::fmt::Debug for Passkey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Passkey({:?}, counter {})", self.label, self.counter)
+    }
+}
+
+impl Passkey {
+    /// The credential ID as unpadded base64url (how WebAuthn writes it).
+    pub fn id_text(&self) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(&self.id)
+    }
+}
+
 /// A person who may authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -248,6 +285,8 @@ pub struct User {
     pub app_passwords: Vec<AppPassword>,
     /// Approves logins with a push ([duo]); the Duo name comes from `[duo] username`.
     pub duo: bool,
+    /// Passkeys and security keys (portal logins only).
+    pub passkeys: Vec<Passkey>,
     /// Consecutive wrong codes since the last success.
     pub failures: u32,
     /// Locked by an administrator (`user lock`).
@@ -267,6 +306,7 @@ impl User {
             scratch: Vec::new(),
             app_passwords: Vec::new(),
             duo: false,
+            passkeys: Vec::new(),
             failures: 0,
             locked: false,
         }

@@ -631,7 +631,7 @@ impl Authorizer<'_> {
 
     /// Whether `user`'s only second factor is a push (their login pushes at once).
     pub fn push_only(&self, user: &User) -> bool {
-        self.pushes_for(user) && user.tokens.is_empty() && user.scratch.is_empty()
+        self.pushes_for(user) && user.tokens.is_empty() && user.scratch.is_empty() && !self.passkeys_for(user)
     }
 
     /// A code typed on the code page by a push user: checked with the service (a Duo
@@ -1052,6 +1052,7 @@ mod tests {
                 },
                 basic_cache: &self.cache,
                 pushes: Some(&self.pushes),
+                passkeys: None,
                 clock: &self.clock,
             }
         }

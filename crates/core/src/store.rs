@@ -78,6 +78,16 @@ pub trait Directory: Send + Sync {
     /// true. Returns false if the user does not exist (then `change` is not called).
     fn update(&self, name: &str, change: &mut dyn FnMut(&mut User) -> bool) -> Result<bool, StoreError>;
 
+    /// The user who has the passkey with credential ID `id`, if anyone does (a store with an
+    /// index answers from it; the default reads every user).
+    fn passkey_owner(&self, id: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .users()?
+            .into_iter()
+            .find(|u| u.passkeys.iter().any(|p| p.id == id))
+            .map(|u| u.name))
+    }
+
     /// Whether the store answers now (for `/api/health`); a local file always does.
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -132,6 +132,7 @@ impl World {
             },
             basic_cache: &self.cache,
             pushes: None,
+            passkeys: None,
             clock: &self.clock,
         }
     }

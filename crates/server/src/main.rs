@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod duo;
+mod passkeys;
 mod gateway;
 mod qr;
 mod settings;

@@ -8,7 +8,7 @@ use crate::columns::{first_factor_parse, first_factor_text, token_from_columns, 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use portcullis_core::config::{SslMode, StoreConfig};
-use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
+use portcullis_core::model::{AppPassword, Passkey, ScratchHash, Token, User};
 use portcullis_core::{Directory, StoreError};
 use std::future::Future;
 use std::path::Path;
@@ -59,6 +59,21 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: push approval ([duo]) per user.
     "ALTER TABLE users ADD COLUMN duo BOOLEAN NOT NULL DEFAULT false;",
+    // 3: passkeys and security keys (WebAuthn); a credential ID has one owner.
+    "CREATE TABLE passkeys (
+        id BYTEA PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        data TEXT NOT NULL,
+        counter BIGINT NOT NULL DEFAULT 0,
+        backup_eligible BOOLEAN NOT NULL DEFAULT false,
+        backup_state BOOLEAN NOT NULL DEFAULT false,
+        discoverable BOOLEAN NOT NULL DEFAULT false,
+        created BIGINT NOT NULL,
+        last_used BIGINT
+    );
+    CREATE INDEX passkeys_user ON passkeys(user_name);",
 ];
 
 /// Any number (above 0) that no other program takes an advisory lock on: migrations by
@@ -83,6 +98,16 @@ enum Fault {
     Query(tokio_postgres::Error),
     Pool(deadpool_postgres::PoolError),
     Exists(String),
+}
+
+/// A save refused because another user has one of the passkeys: `Exists`.
+fn passkey_taken(e: tokio_postgres::Error, user: &User) -> Fault {
+    match e.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION && db.table() == Some("passkeys") => {
+            Fault::Exists(format!("a passkey of {}", user.name))
+        }
+        _ => Fault::Query(e),
+    }
 }
 
 impl From<tokio_postgres::Error> for Fault {
@@ -237,7 +262,7 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
     } else {
         "SELECT first_factor, groups, display_name, email, failures, locked, duo FROM users WHERE name = $1"
     };
-    let (user_q, tokens_q, scratch_q, apps_q) = futures_util::future::try_join4(
+    let (user_q, tokens_q, scratch_q, apps_q, keys_q) = futures_util::future::try_join5(
         c.prepare_cached(sql),
         c.prepare_cached(
             "SELECT kind, period, secret, algorithm, digits, motp_pin, counter, drift, last_step, last_code, last_used, last_ip
@@ -245,13 +270,18 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
         ),
         c.prepare_cached("SELECT hash FROM scratch WHERE user_name = $1 ORDER BY position"),
         c.prepare_cached("SELECT label, hash, created FROM app_passwords WHERE user_name = $1 ORDER BY label"),
+        c.prepare_cached(
+            "SELECT id, label, data, counter, backup_eligible, backup_state, discoverable, created, last_used
+             FROM passkeys WHERE user_name = $1 ORDER BY position",
+        ),
     )
     .await?;
-    let (row, tokens, scratch, apps) = futures_util::future::try_join4(
+    let (row, tokens, scratch, apps, keys) = futures_util::future::try_join5(
         c.query_opt(&user_q, &[&name]),
         c.query(&tokens_q, &[&name]),
         c.query(&scratch_q, &[&name]),
         c.query(&apps_q, &[&name]),
+        c.query(&keys_q, &[&name]),
     )
     .await?;
     let Some(row) = row else {
@@ -285,6 +315,20 @@ async fn load(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<U
             label: r.get(0),
             hash: r.get(1),
             created: r.get(2),
+        })
+        .collect();
+    user.passkeys = keys
+        .iter()
+        .map(|r| Passkey {
+            id: r.get(0),
+            label: r.get(1),
+            data: r.get(2),
+            counter: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
+            backup_eligible: r.get(4),
+            backup_state: r.get(5),
+            discoverable: r.get(6),
+            created: r.get(7),
+            last_used: r.get(8),
         })
         .collect();
     Ok(Some(user))
@@ -348,6 +392,31 @@ async fn save(c: &impl GenericClient, user: &User, before: Option<&User>) -> Res
             c.execute(
                 "INSERT INTO app_passwords (user_name, label, hash, created) VALUES ($1, $2, $3, $4)",
                 &[&user.name, &a.label, &a.hash, &a.created],
+            )
+            .await?;
+        }
+    }
+    if before.is_none_or(|b| b.passkeys != user.passkeys) {
+        c.execute("DELETE FROM passkeys WHERE user_name = $1", &[&user.name])
+            .await?;
+        for (i, p) in user.passkeys.iter().enumerate() {
+            let (position, counter) = (i as i32, i64::from(p.counter));
+            c.execute(
+                "INSERT INTO passkeys (id, user_name, position, label, data, counter, backup_eligible,
+                 backup_state, discoverable, created, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &p.id,
+                    &user.name,
+                    &position,
+                    &p.label,
+                    &p.data,
+                    &counter,
+                    &p.backup_eligible,
+                    &p.backup_state,
+                    &p.discoverable,
+                    &p.created,
+                    &p.last_used,
+                ],
             )
             .await?;
         }
@@ -502,10 +571,20 @@ impl Directory for PostgresStore {
             };
             let before = user.clone();
             if change(&mut user) {
-                save(&tx, &user, Some(&before)).await?;
+                save(&tx, &user, Some(&before)).await.map_err(|e| passkey_taken(e, &user))?;
                 tx.commit().await?;
             }
             Ok(true)
+        })
+    }
+
+    fn passkey_owner(&self, id: &[u8]) -> Result<Option<String>, StoreError> {
+        self.run(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_opt("SELECT user_name FROM passkeys WHERE id = $1", &[&id])
+                .await?;
+            Ok(row.map(|r| r.get(0)))
         })
     }
 }

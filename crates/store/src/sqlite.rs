@@ -5,7 +5,7 @@ use crate::columns::{
     first_factor_parse, first_factor_text, groups_parse, groups_text, token_from_columns, token_kind_period,
 };
 use portcullis_core::invite::{Invite, InviteStore};
-use portcullis_core::model::{AppPassword, ScratchHash, Token, User};
+use portcullis_core::model::{AppPassword, Passkey, ScratchHash, Token, User};
 use portcullis_core::session::{Level, Session, SessionBackend, new_token, token_hash};
 use portcullis_core::{Directory, StoreError};
 
@@ -94,6 +94,21 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: push approval ([duo]) per user.
     "ALTER TABLE users ADD COLUMN duo INTEGER NOT NULL DEFAULT 0;",
+    // 7: passkeys and security keys (WebAuthn); a credential ID has one owner.
+    "CREATE TABLE passkeys (
+        id BLOB PRIMARY KEY NOT NULL,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        data TEXT NOT NULL,
+        counter INTEGER NOT NULL DEFAULT 0,
+        backup_eligible INTEGER NOT NULL DEFAULT 0,
+        backup_state INTEGER NOT NULL DEFAULT 0,
+        discoverable INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        last_used INTEGER
+    );
+    CREATE INDEX passkeys_user ON passkeys(user);",
 ];
 
 mod regulation;
@@ -161,6 +176,18 @@ impl SqliteStore {
         StoreError::Database {
             store: self.path.display().to_string(),
             message: e.to_string(),
+        }
+    }
+
+    /// A failed save: a passkey another user has already is `Exists`, anything else the database's error.
+    fn saving(&self, e: rusqlite::Error, user: &User) -> StoreError {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, Some(m))
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY && m.contains("passkeys.id") =>
+            {
+                StoreError::Exists(format!("a passkey of {}", user.name))
+            }
+            _ => self.err(e),
         }
     }
 
@@ -313,6 +340,25 @@ fn load(tx: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, label, data, counter, backup_eligible, backup_state, discoverable, created, last_used
+         FROM passkeys WHERE user = ?1 ORDER BY position",
+    )?;
+    user.passkeys = stmt
+        .query_map([name], |r| {
+            Ok(Passkey {
+                id: r.get(0)?,
+                label: r.get(1)?,
+                data: r.get(2)?,
+                counter: r.get(3)?,
+                backup_eligible: r.get(4)?,
+                backup_state: r.get(5)?,
+                discoverable: r.get(6)?,
+                created: r.get(7)?,
+                last_used: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Some(user))
 }
 
@@ -368,6 +414,26 @@ fn save(tx: &Transaction<'_>, user: &User) -> rusqlite::Result<()> {
             params![user.name, a.label, a.hash, a.created],
         )?;
     }
+    tx.execute("DELETE FROM passkeys WHERE user = ?1", [&user.name])?;
+    for (i, p) in user.passkeys.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO passkeys (id, user, position, label, data, counter, backup_eligible, backup_state,
+             discoverable, created, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                p.id,
+                user.name,
+                i as i64,
+                p.label,
+                p.data,
+                p.counter,
+                p.backup_eligible,
+                p.backup_state,
+                p.discoverable,
+                p.created,
+                p.last_used
+            ],
+        )?;
+    }
     tx.execute("DELETE FROM scratch WHERE user = ?1", [&user.name])?;
     for h in &user.scratch {
         tx.execute(
@@ -408,7 +474,7 @@ impl Directory for SqliteStore {
         if load(&tx, &user.name).map_err(|e| self.err(e))?.is_some() {
             return Err(StoreError::Exists(user.name.clone()));
         }
-        save(&tx, user).map_err(|e| self.err(e))?;
+        save(&tx, user).map_err(|e| self.saving(e, user))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -430,10 +496,17 @@ impl Directory for SqliteStore {
             return Ok(false);
         };
         if change(&mut user) {
-            save(&tx, &user).map_err(|e| self.err(e))?;
+            save(&tx, &user).map_err(|e| self.saving(e, &user))?;
             tx.commit().map_err(|e| self.err(e))?;
         }
         Ok(true)
+    }
+
+    fn passkey_owner(&self, id: &[u8]) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row("SELECT user FROM passkeys WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
     }
 }
 
@@ -747,6 +820,38 @@ mod tests {
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0, "tokens go with their user");
+    }
+
+    #[test]
+    fn passkeys_round_trip_and_have_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        let mut u = sample();
+        u.passkeys = vec![Passkey {
+            id: vec![1, 2, 3],
+            label: "laptop".into(),
+            data: "{}".into(),
+            counter: 7,
+            backup_eligible: true,
+            backup_state: false,
+            discoverable: true,
+            created: 1_700_000_002,
+            last_used: Some(1_700_000_003),
+        }];
+        Directory::create(&s, &u).unwrap();
+        assert_eq!(s.user("alice").unwrap().unwrap().passkeys, u.passkeys);
+        assert_eq!(s.passkey_owner(&[1, 2, 3]).unwrap().as_deref(), Some("alice"));
+        assert_eq!(s.passkey_owner(&[4]).unwrap(), None);
+        Directory::create(&s, &User::new("bob", FirstFactor::None)).unwrap();
+        let keys = u.passkeys.clone();
+        let taken = s.update("bob", &mut |b| {
+            b.passkeys = keys.clone();
+            true
+        });
+        assert!(matches!(taken, Err(StoreError::Exists(_))), "{taken:?}");
+        assert!(s.user("bob").unwrap().unwrap().passkeys.is_empty());
+        assert!(s.remove("alice").unwrap());
+        assert_eq!(s.passkey_owner(&[1, 2, 3]).unwrap(), None, "keys go with their user");
     }
 
     #[test]

@@ -99,6 +99,9 @@ impl UsersFileStore {
         if user.duo {
             return Err(self.unsupported("Duo push approval"));
         }
+        if !user.passkeys.is_empty() {
+            return Err(self.unsupported("passkeys or security keys (WebAuthn)"));
+        }
         if user.tokens.is_empty() {
             return Err(self.unsupported("a user without a token"));
         }

@@ -7,7 +7,7 @@ mod certs;
 mod pg;
 
 use pg::Postgres;
-use portcullis_core::Directory;
+use portcullis_core::{Directory, StoreError};
 use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
 use portcullis_otp::{Algorithm, Secret};
@@ -68,10 +68,34 @@ fn the_postgres_directory_keeps_the_contract() {
         hash: "$argon2id$x".into(),
         created: 1_700_000_001,
     }];
+    u.passkeys = vec![portcullis_core::model::Passkey {
+        id: vec![1, 2, 3],
+        label: "laptop".into(),
+        data: "{\"cred\":1}".into(),
+        counter: 7,
+        backup_eligible: true,
+        backup_state: false,
+        discoverable: true,
+        created: 1_700_000_002,
+        last_used: Some(1_700_000_003),
+    }];
     store.create(&u).unwrap();
     let got = store.user("carol").unwrap().unwrap();
     assert_eq!(format!("{got:?}"), format!("{u:?}"));
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(got.passkeys, u.passkeys);
+    assert_eq!(store.passkey_owner(&[1, 2, 3]).unwrap().as_deref(), Some("carol"));
+    assert_eq!(store.passkey_owner(&[9]).unwrap(), None);
+    // One credential, one owner: the store refuses a second.
+    let mut dave = User::new("dave", FirstFactor::None);
+    store.create(&dave).unwrap();
+    dave.passkeys = u.passkeys.clone();
+    let taken = store.update("dave", &mut |d| {
+        d.passkeys = dave.passkeys.clone();
+        true
+    });
+    assert!(matches!(taken, Err(StoreError::Exists(_))), "{taken:?}");
+    assert!(store.user("dave").unwrap().unwrap().passkeys.is_empty());
+    assert_eq!(store.schema_version().unwrap(), 3);
 }
 
 #[test]

@@ -31,6 +31,8 @@ button{width:100%;margin-top:1.5rem;padding:.8rem;font-size:1rem;font-weight:600
 .hint{color:#4b5563;font-size:.9rem}
 .qr{display:block;margin:1rem auto;width:min(100%,16rem)}
 code{word-break:break-all;font-size:.85rem}
+.keys{padding:0;list-style:none}.keys li{margin:.75rem 0;padding:.5rem 0;border-bottom:1px solid #e5e7eb}
+.keys button{margin-top:.5rem;padding:.4rem;background:#b91c1c}
 footer{margin-top:1.5rem;color:#6b7280;font-size:.8rem;text-align:center}
 @media (max-width:30rem){main{margin:0;min-height:100vh;border-radius:0}}
 ";
@@ -59,6 +61,106 @@ pub fn push_form(base: &str, csrf: &str, rd: &str) -> String {
         hidden("csrf", csrf),
         hidden("rd", rd),
     )
+}
+
+/// The script tag of the passkey buttons (served from the portal: the CSP allows it).
+fn passkey_script(base: &str) -> String {
+    format!("<script src=\"{}/passkey.js\" defer></script>", escape(base))
+}
+
+/// A passkey button: hidden until `passkey.js` finds WebAuthn in the browser.
+fn passkey_button(kind: &str, begin: &str, finish: &str, csrf: &str, rd: &str, label: &str) -> String {
+    format!(
+        "<button type=\"button\" hidden data-passkey=\"{kind}\" data-begin=\"{}\" data-finish=\"{}\" \
+data-csrf=\"{}\" data-rd=\"{}\">{}</button>",
+        escape(begin),
+        escape(finish),
+        escape(csrf),
+        escape(rd),
+        escape(label)
+    )
+}
+
+/// "Use your passkey" on the code page (the code form stays below it).
+pub fn passkey_login_button(base: &str, csrf: &str, rd: &str) -> String {
+    format!(
+        "{}{}<p id=\"passkey-status\" class=\"note\" role=\"status\" hidden></p>\
+<p class=\"hint\" hidden data-passkey-hint>Or enter a code below.</p>",
+        passkey_button(
+            "login",
+            &format!("{base}/login/passkey/begin"),
+            &format!("{base}/login/passkey/finish"),
+            csrf,
+            rd,
+            "Use your passkey"
+        ),
+        passkey_script(base)
+    )
+}
+
+/// The settings page: the person's passkeys with a remove button each, and "Add a passkey".
+pub fn settings(
+    base: &str,
+    csrf: &str,
+    user: &portcullis_core::User,
+    passkeys_on: bool,
+    backend: &str,
+    note: Option<&str>,
+) -> String {
+    let mut rows = String::new();
+    for p in &user.passkeys {
+        let used = p.last_used.map_or_else(|| "never".to_string(), date);
+        rows.push_str(&format!(
+            "<li><strong>{}</strong> <span class=\"hint\">added {}, last used {}{}</span>\
+<form method=\"post\" action=\"{base}/settings/passkeys/remove\">{}{}<button type=\"submit\" \
+aria-label=\"Remove {}\">Remove</button></form></li>",
+            escape(&p.label),
+            date(p.created),
+            used,
+            if p.backup_state { ", synced" } else { "" },
+            hidden("csrf", csrf),
+            hidden("id", &p.id_text()),
+            escape(&p.label),
+        ));
+    }
+    let list = if rows.is_empty() {
+        "<p>You have no passkey yet.</p>".to_string()
+    } else {
+        format!("<ul class=\"keys\">{rows}</ul>")
+    };
+    let add = if !passkeys_on {
+        "<p class=\"hint\">Passkeys are turned off here ([webauthn] enabled = false).</p>".to_string()
+    } else if backend == "usersfile" {
+        "<p class=\"hint\">This site keeps users in a users file, which cannot hold passkeys.</p>".to_string()
+    } else {
+        format!(
+            "<label for=\"passkey-label\">Name of the new passkey</label>\
+<input id=\"passkey-label\" type=\"text\" maxlength=\"64\" placeholder=\"laptop, phone, YubiKey\">{}\
+<p id=\"passkey-status\" class=\"note\" role=\"status\" hidden></p>\
+<noscript><p class=\"hint\">Adding a passkey needs JavaScript.</p></noscript>{}",
+            passkey_button(
+                "register",
+                &format!("{base}/settings/passkeys/begin"),
+                &format!("{base}/settings/passkeys/finish"),
+                csrf,
+                "",
+                "Add a passkey"
+            ),
+            passkey_script(base)
+        )
+    };
+    let body = format!(
+        "<h1>Passkeys</h1>{msg}<p>Signed in as <strong>{name}</strong>. A passkey or security key signs you in \
+after your password, and cannot be phished.</p>{list}{add}<p class=\"hint\"><a href=\"{base}/\">Back</a></p>",
+        msg = message_box(None, note),
+        name = escape(&user.name),
+    );
+    page("Passkeys", &body)
+}
+
+/// A unix time as a UTC date.
+fn date(t: i64) -> String {
+    jiff::Timestamp::from_second(t).map_or_else(|_| "?".into(), |ts| ts.strftime("%Y-%m-%d").to_string())
 }
 
 /// The page that waits for a push answer: it reloads itself without JavaScript, and with
@@ -116,7 +218,15 @@ maxlength=\"10\" required{} aria-describedby=\"code-hint\">\
     )
 }
 
-/// The login form: user name and password, plus the code when `with_code` (one-page mode).
+/// The one-page form's code field: not required (a passkey user leaves it empty and is
+/// offered the passkey on the next page).
+fn code_field_optional(hint: &str) -> String {
+    code_field(false, hint).replacen(" required", "", 1)
+}
+
+/// The login form: user name and password, plus the code when `with_code` (one-page
+/// mode), with "Sign in with a passkey" above it when `passwordless`.
+#[allow(clippy::too_many_arguments)]
 pub fn login(
     base: &str,
     csrf: &str,
@@ -125,9 +235,27 @@ pub fn login(
     with_code: bool,
     error: Option<&str>,
     note: Option<&str>,
+    passwordless: bool,
 ) -> String {
+    let passkey = if passwordless {
+        format!(
+            "{}<p id=\"passkey-status\" class=\"note\" role=\"status\" hidden></p>\
+<p class=\"hint\" hidden data-passkey-hint>Or sign in with your password:</p>{}",
+            passkey_button(
+                "passwordless",
+                &format!("{base}/login/passwordless/begin"),
+                &format!("{base}/login/passwordless/finish"),
+                csrf,
+                rd,
+                "Sign in with a passkey"
+            ),
+            passkey_script(base)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<h1>Sign in</h1>{msg}<form method=\"post\" action=\"{base}/login\">{csrf}{rd}\
+        "<h1>Sign in</h1>{msg}{passkey}<form method=\"post\" action=\"{base}/login\">{csrf}{rd}\
 <label for=\"username\">User name</label>\
 <input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" \
 spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
@@ -141,7 +269,7 @@ spellcheck=\"false\" required value=\"{user}\"{focus_user}>\
         focus_user = if username.is_empty() { " autofocus" } else { "" },
         focus_pw = if username.is_empty() { "" } else { " autofocus" },
         code = if with_code {
-            code_field(false, SIGN_IN_HINT)
+            code_field_optional(SIGN_IN_HINT)
         } else {
             String::new()
         },
@@ -277,8 +405,13 @@ pub fn home(base: &str, csrf: &str, user: &str, groups: &[String], both_factors:
     } else {
         format!("<p>Groups: {}</p>", escape(&groups.join(", ")))
     };
+    let settings = if both_factors {
+        format!("<p><a href=\"{}/settings\">Passkeys and security keys</a></p>", escape(base))
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<h1>Signed in</h1><p class=\"note\">Signed in as <strong>{}</strong> {factors}.</p>{groups}{}",
+        "<h1>Signed in</h1><p class=\"note\">Signed in as <strong>{}</strong> {factors}.</p>{groups}{settings}{}",
         escape(user),
         logout_form(base, csrf, "", "Sign out")
     );
@@ -289,9 +422,10 @@ pub fn home(base: &str, csrf: &str, user: &str, groups: &[String], both_factors:
 pub fn demo(base: &str, csrf: &str, user: &str, groups: &[String]) -> String {
     let body = format!(
         "<h1>Protected demo page</h1><p class=\"note\">Hello, <strong>{}</strong>. You passed both factors.</p>\
-<p>Groups: {}</p>{}",
+<p>Groups: {}</p><p><a href=\"{}/settings\">Passkeys and security keys</a></p>{}",
         escape(user),
         escape(&groups.join(", ")),
+        escape(base),
         logout_form(base, csrf, "", "Sign out")
     );
     page("Demo", &body)

@@ -12,6 +12,7 @@ mod listener;
 mod metrics;
 mod pace;
 mod pam_socket;
+mod passkey_page;
 mod portal;
 mod proxy;
 mod push_page;
@@ -72,7 +73,7 @@ impl App {
     /// Builds the shared state from a configuration and stores and a clock already made, so a
     /// test can run the whole gateway in process on a clock it moves.
     pub fn from_parts(config: Settings, stores: portcullis_store::Stores, clock: Arc<dyn Clock>) -> Result<Self> {
-        let engine = Engine::from_config(
+        let mut engine = Engine::from_config(
             &config.core,
             Parts {
                 directory: stores.directory,
@@ -83,6 +84,7 @@ impl App {
             },
             clock,
         )?;
+        engine.passkeys = crate::passkeys::service(&config)?;
         let targets = ReturnTargets::new(&config.core.access.protected_domains)
             .with_context(|| format!("{}: [access] protected_domains", config.core.path.display()))?;
         let proxies = TrustedProxies::new(&config.server.trusted_proxies)
@@ -269,6 +271,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login/push", get(push_page::push_page).post(push_page::push_submit))
         .route("/login/push/status", get(push_page::push_status))
         .route("/login/push.js", get(push_page::push_script))
+        .route("/login/passkey/begin", post(passkey_page::login_begin))
+        .route("/login/passkey/finish", post(passkey_page::login_finish))
+        .route("/login/passwordless/begin", post(passkey_page::passwordless_begin))
+        .route("/login/passwordless/finish", post(passkey_page::passwordless_finish))
+        .route("/passkey.js", get(passkey_page::passkey_script))
+        .route("/settings", get(passkey_page::settings_page))
+        .route("/settings/passkeys/begin", post(passkey_page::register_begin))
+        .route("/settings/passkeys/finish", post(passkey_page::register_finish))
+        .route("/settings/passkeys/remove", post(passkey_page::remove))
         .route("/logout", get(portal::logout_page).post(portal::logout))
         .route("/logout/", post(portal::logout))
         .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit));

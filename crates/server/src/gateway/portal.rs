@@ -131,6 +131,7 @@ pub async fn login_page(
         !app.config.server.two_step,
         None,
         note.then_some("Your session has expired. Please sign in again."),
+        app.authorizer().passwordless(),
     );
     page(StatusCode::OK, body, cookie.into_iter().collect())
 }
@@ -181,6 +182,7 @@ pub async fn login_submit(
             !app.config.server.two_step,
             Some(error),
             None,
+            app.authorizer().passwordless(),
         );
         page(StatusCode::UNAUTHORIZED, body, cookie.clone().into_iter().collect())
     };
@@ -287,12 +289,22 @@ pub async fn code_page(
     }
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let csrf = app.csrf_token(&nonce);
-    let push = super::push_page::push_button(&app, &s.user, &csrf, &q.rd);
+    let push = second_factor_buttons(&app, &s.user, &csrf, &q.rd);
     page(
         StatusCode::OK,
         html::code(app.base(), &csrf, &q.rd, &s.user, None, push.as_deref()),
         cookie.into_iter().collect(),
     )
+}
+
+/// What the code page offers above the code form: "Use your passkey", "Send a push".
+fn second_factor_buttons(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String> {
+    let passkey = super::passkey_page::passkey_button(app, user, csrf, rd);
+    let push = super::push_page::push_button(app, user, csrf, rd);
+    match (passkey, push) {
+        (None, None) => None,
+        (a, b) => Some(format!("{}{}", a.unwrap_or_default(), b.unwrap_or_default())),
+    }
 }
 
 /// `POST /login/code`.
@@ -310,7 +322,7 @@ pub async fn code_submit(
     let (nonce, cookie) = csrf_nonce(&app, &headers);
     let retry = |app: &App, error: &str| {
         let csrf = app.csrf_token(&nonce);
-        let push = super::push_page::push_button(app, &s.user, &csrf, &form.rd);
+        let push = second_factor_buttons(app, &s.user, &csrf, &form.rd);
         page(
             StatusCode::UNAUTHORIZED,
             html::code(app.base(), &csrf, &form.rd, &s.user, Some(error), push.as_deref()),

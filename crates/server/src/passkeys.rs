@@ -1,0 +1,23 @@
+//! The gateway's passkey verifier, built from `[webauthn]` and the portal's address (none
+//! when `[webauthn] enabled = false`).
+
+use crate::settings::Settings;
+use anyhow::Context;
+use portcullis_core::passkey::Passkeys;
+
+/// The passkeys `[webauthn]` configures for this portal, if any.
+pub fn service(settings: &Settings) -> anyhow::Result<Option<Passkeys>> {
+    let w = &settings.core.webauthn;
+    if !w.enabled {
+        return Ok(None);
+    }
+    let verifier =
+        portcullis_webauthn::WebauthnVerifier::new(w, &settings.server.portal_url, &settings.core.session.domain)
+            .with_context(|| settings.core.path.display().to_string())?;
+    Ok(Some(Passkeys::new(
+        Box::new(verifier),
+        w.passwordless,
+        w.user_verification == portcullis_core::config::UserVerification::Required,
+        w.timeout.saturating_add(30),
+    )))
+}
