@@ -4,18 +4,18 @@
 
 mod document;
 mod duo;
-mod webauthn;
 mod ldap;
 mod unreadable;
+mod webauthn;
 
 pub use document::Document;
 pub use duo::{DuoConfig, FailMode};
-pub use webauthn::{Attestation, UserVerification, WebauthnConfig};
 pub use ldap::{Implementation as LdapImplementation, LdapConfig};
 use portcullis_otp::Algorithm;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 pub use unreadable::explain as explain_unreadable;
+pub use webauthn::{Attestation, UserVerification, WebauthnConfig};
 
 /// A configuration problem, with the file and line.
 #[derive(Debug, thiserror::Error)]

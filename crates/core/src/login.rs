@@ -135,8 +135,7 @@ impl Authorizer<'_> {
         let enough = has_first && a.target.as_ref().is_some_and(|t| self.one_factor_enough(t, &u));
         // A push user who typed no code goes on to the push page (a session of one factor).
         // So does a passkey user (to the code page, where the passkey is offered).
-        let push_next =
-            (self.pushes_for(&u) || self.passkeys_for(&u)) && a.code.is_none_or(|c| c.trim().is_empty());
+        let push_next = (self.pushes_for(&u) || self.passkeys_for(&u)) && a.code.is_none_or(|c| c.trim().is_empty());
         let Some(code) = a.code.filter(|_| !enough && !push_next) else {
             let level = if has_first { Level::OneFactor } else { Level::Named };
             let session = self.start_session(a.current, &u, level, a.client_ip)?;

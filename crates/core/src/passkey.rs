@@ -382,8 +382,10 @@ impl Authorizer<'_> {
     /// sets; its hash is the key here).
     pub fn passwordless_begin(&self, token: &str, ip: IpAddr) -> Result<PasskeyBegin, GateError> {
         let now = self.clock.now();
-        let (Some(pk), Some(binding)) = (self.passkeys.filter(|p| p.passwordless), crate::session::token_hash(token))
-        else {
+        let (Some(pk), Some(binding)) = (
+            self.passkeys.filter(|p| p.passwordless),
+            crate::session::token_hash(token),
+        ) else {
             return Ok(PasskeyBegin::Unavailable);
         };
         if self.regulator.is_banned_from(None, Some(ip), now)? {
@@ -422,8 +424,10 @@ impl Authorizer<'_> {
         ip: IpAddr,
     ) -> Result<LoginStep, GateError> {
         let now = self.clock.now();
-        let (Some(pk), Some(binding)) = (self.passkeys.filter(|p| p.passwordless), crate::session::token_hash(token))
-        else {
+        let (Some(pk), Some(binding)) = (
+            self.passkeys.filter(|p| p.passwordless),
+            crate::session::token_hash(token),
+        ) else {
             return Ok(LoginStep {
                 outcome: LoginOutcome::Refused(Refusal::NotSignedIn),
                 events: Vec::new(),
@@ -567,11 +571,7 @@ impl Authorizer<'_> {
             return Err(Rejection::Locked);
         }
         let (id, handle) = pk.verifier.claimed(response).map_err(|_| Rejection::BadPasskey)?;
-        let credential = user
-            .passkeys
-            .iter()
-            .find(|p| p.id == id)
-            .ok_or(Rejection::BadPasskey)?;
+        let credential = user.passkeys.iter().find(|p| p.id == id).ok_or(Rejection::BadPasskey)?;
         let own = user_handle(&user.name);
         if passwordless && handle.as_deref() != Some(own.as_slice()) {
             return Err(Rejection::BadPasskey);

@@ -3,8 +3,8 @@
 mod cli;
 mod commands;
 mod duo;
-mod passkeys;
 mod gateway;
+mod passkeys;
 mod qr;
 mod settings;
 

@@ -103,7 +103,9 @@ enum Fault {
 /// A save refused because another user has one of the passkeys: `Exists`.
 fn passkey_taken(e: tokio_postgres::Error, user: &User) -> Fault {
     match e.as_db_error() {
-        Some(db) if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION && db.table() == Some("passkeys") => {
+        Some(db)
+            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION && db.table() == Some("passkeys") =>
+        {
             Fault::Exists(format!("a passkey of {}", user.name))
         }
         _ => Fault::Query(e),
@@ -571,7 +573,9 @@ impl Directory for PostgresStore {
             };
             let before = user.clone();
             if change(&mut user) {
-                save(&tx, &user, Some(&before)).await.map_err(|e| passkey_taken(e, &user))?;
+                save(&tx, &user, Some(&before))
+                    .await
+                    .map_err(|e| passkey_taken(e, &user))?;
                 tx.commit().await?;
             }
             Ok(true)

@@ -7,9 +7,9 @@ mod certs;
 mod pg;
 
 use pg::Postgres;
-use portcullis_core::{Directory, StoreError};
 use portcullis_core::config::{SslMode, StoreConfig, StoreKind};
 use portcullis_core::model::{FirstFactor, Step, Token, TokenKind, User};
+use portcullis_core::{Directory, StoreError};
 use portcullis_otp::{Algorithm, Secret};
 use portcullis_store::postgres::PostgresStore;
 use std::path::{Path, PathBuf};

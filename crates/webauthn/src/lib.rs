@@ -88,7 +88,8 @@ impl WebauthnVerifier {
     pub fn new(config: &WebauthnConfig, portal_url: &str, session_domain: &str) -> Result<Self, SetupError> {
         let rp_id = rp_id_for(config, portal_url, session_domain)?;
         let url = Url::parse(portal_url).map_err(|_| SetupError::PortalUrl(portal_url.into()))?;
-        let origin = Url::parse(&url.origin().ascii_serialization()).map_err(|_| SetupError::PortalUrl(portal_url.into()))?;
+        let origin =
+            Url::parse(&url.origin().ascii_serialization()).map_err(|_| SetupError::PortalUrl(portal_url.into()))?;
         let core = WebauthnCore::new_unsafe_experts_only(
             &config.rp_name,
             &rp_id,
@@ -120,14 +121,17 @@ fn ca_list(config: &WebauthnConfig, aaguids: &[String]) -> Result<AttestationCaL
         path: path.clone(),
         message,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("{e}; name a PEM file of attestation roots")))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| fail(format!("{e}; name a PEM file of attestation roots")))?;
     let pems: Vec<String> = text
         .split("-----END CERTIFICATE-----")
         .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
         .map(|p| format!("{}-----END CERTIFICATE-----\n", p.trim_start()))
         .collect();
     if pems.is_empty() {
-        return Err(fail("no certificate in the file; give the manufacturers' root certificates as PEM".into()));
+        return Err(fail(
+            "no certificate in the file; give the manufacturers' root certificates as PEM".into(),
+        ));
     }
     let mut builder = AttestationCaListBuilder::new();
     for pem in &pems {
@@ -293,13 +297,21 @@ mod tests {
     #[test]
     fn the_rp_id_is_the_portals_host_or_a_domain_it_is_in() {
         let c = WebauthnConfig::default();
-        assert_eq!(rp_id_for(&c, "https://auth.example.com/", "").unwrap(), "auth.example.com");
-        assert_eq!(rp_id_for(&c, "https://auth.example.com/", ".example.com").unwrap(), "example.com");
+        assert_eq!(
+            rp_id_for(&c, "https://auth.example.com/", "").unwrap(),
+            "auth.example.com"
+        );
+        assert_eq!(
+            rp_id_for(&c, "https://auth.example.com/", ".example.com").unwrap(),
+            "example.com"
+        );
         let other = WebauthnConfig {
             rp_id: "example.org".into(),
             ..WebauthnConfig::default()
         };
-        let e = rp_id_for(&other, "https://auth.example.com/", "").unwrap_err().to_string();
+        let e = rp_id_for(&other, "https://auth.example.com/", "")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rp_id") && e.contains("auth.example.com"), "{e}");
         let e = rp_id_for(&c, "auth.example.com", "").unwrap_err().to_string();
         assert!(e.contains("portal_url"), "{e}");

@@ -93,7 +93,11 @@ impl WebauthnConfig {
             );
         }
         if self.rp_name.trim().is_empty() {
-            bad("rp_name", "\"\"".into(), "give the name authenticators show, such as \"Example Corp\"");
+            bad(
+                "rp_name",
+                "\"\"".into(),
+                "give the name authenticators show, such as \"Example Corp\"",
+            );
         }
         match &self.attestation {
             Attestation::Word(w) if w != "none" => bad(
@@ -134,7 +138,8 @@ impl WebauthnConfig {
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex.
 fn valid_aaguid(a: &str) -> bool {
     let groups: Vec<&str> = a.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

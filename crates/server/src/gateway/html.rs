@@ -406,7 +406,10 @@ pub fn home(base: &str, csrf: &str, user: &str, groups: &[String], both_factors:
         format!("<p>Groups: {}</p>", escape(&groups.join(", ")))
     };
     let settings = if both_factors {
-        format!("<p><a href=\"{}/settings\">Passkeys and security keys</a></p>", escape(base))
+        format!(
+            "<p><a href=\"{}/settings\">Passkeys and security keys</a></p>",
+            escape(base)
+        )
     } else {
         String::new()
     };

@@ -158,9 +158,15 @@ fn options(begin: PasskeyBegin, cookies: Vec<HeaderValue>) -> Response {
     match begin {
         PasskeyBegin::Options(o) => match serde_json::from_str::<serde_json::Value>(&o) {
             Ok(v) => json(StatusCode::OK, serde_json::json!({ "options": v }), cookies),
-            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again later."),
+            Err(_) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong. Try again later.",
+            ),
         },
-        PasskeyBegin::NotSignedIn => error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again."),
+        PasskeyBegin::NotSignedIn => error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        ),
         PasskeyBegin::Refused(Refusal::Rejected(Rejection::Locked)) => error(
             StatusCode::FORBIDDEN,
             "This account is locked after too many failed attempts. Ask your administrator to unlock it.",
@@ -198,28 +204,43 @@ fn signed_in(app: &App, rd: &str, outcome: LoginOutcome, extra: Vec<HeaderValue>
         LoginOutcome::SignedIn { session, .. } => {
             let mut cookies = vec![app.session_set_cookie(session.as_str())];
             cookies.extend(extra);
-            json(StatusCode::OK, serde_json::json!({ "next": app.return_url(rd) }), cookies)
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "next": app.return_url(rd) }),
+                cookies,
+            )
         }
-        LoginOutcome::Refused(Refusal::NotSignedIn) | LoginOutcome::Enroll { .. } => {
-            error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again.")
-        }
+        LoginOutcome::Refused(Refusal::NotSignedIn) | LoginOutcome::Enroll { .. } => error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        ),
         LoginOutcome::Refused(Refusal::Rejected(Rejection::Locked)) => error(
             StatusCode::FORBIDDEN,
             "This account is locked after too many failed attempts. Ask your administrator to unlock it.",
         ),
-        LoginOutcome::Refused(Refusal::Banned) => error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts. Wait a little."),
+        LoginOutcome::Refused(Refusal::Banned) => {
+            error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts. Wait a little.")
+        }
         LoginOutcome::Refused(_) => error(StatusCode::UNAUTHORIZED, "That passkey was not accepted."),
     }
 }
 
 /// `POST /login/passkey/begin`: options for the passkeys of the one-factor session.
-pub async fn login_begin(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login_begin(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let p = posted(&body);
     if !app.csrf_ok(&headers, &p.csrf) {
         return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        );
     };
     let begun = step(&app, move |app| {
         let (begin, events) = app.authorizer().passkey_login_begin(&current, ip)?;
@@ -236,13 +257,21 @@ pub async fn login_begin(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, he
 }
 
 /// `POST /login/passkey/finish`: the assertion; a verified one is a two-factor session.
-pub async fn login_finish(State(app): State<Arc<App>>, ClientIp(ip): ClientIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login_finish(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let p = posted(&body);
     if !app.csrf_ok(&headers, &p.csrf) {
         return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        );
     };
     let response = p.credential.map(|c| c.to_string()).unwrap_or_default();
     let done = step(&app, move |app| {
@@ -389,10 +418,17 @@ pub async fn register_begin(
         return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        );
     };
     let label = p.label;
-    match step(&app, move |app| app.authorizer().passkey_register_begin(&current, ip, &label)).await {
+    match step(&app, move |app| {
+        app.authorizer().passkey_register_begin(&current, ip, &label)
+    })
+    .await
+    {
         Ok(b) => options(b, vec![]),
         Err(e) => failed(&e),
     }
@@ -410,7 +446,10 @@ pub async fn register_finish(
         return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        );
     };
     let response = p.credential.map(|c| c.to_string()).unwrap_or_default();
     let done = step(&app, move |app| {
@@ -439,7 +478,10 @@ pub async fn register_finish(
             error(StatusCode::BAD_REQUEST, "The authenticator's answer was not accepted.")
         }
         Ok(Registration::Expired) => error(StatusCode::BAD_REQUEST, "That took too long. Try again."),
-        Ok(Registration::NotSignedIn) => error(StatusCode::UNAUTHORIZED, "Your session has expired. Please sign in again."),
+        Ok(Registration::NotSignedIn) => error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired. Please sign in again.",
+        ),
         Err(e) => failed(&e),
     }
 }
@@ -461,8 +503,14 @@ pub async fn remove(
     Form(form): Form<RemoveForm>,
 ) -> Response {
     if !app.csrf_ok(&headers, &form.csrf) {
-        return settings_response(&app, ip, &headers, StatusCode::FORBIDDEN, Some("The form expired. Please try again."))
-            .await;
+        return settings_response(
+            &app,
+            ip,
+            &headers,
+            StatusCode::FORBIDDEN,
+            Some("The form expired. Please try again."),
+        )
+        .await;
     }
     let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
         return see_other(&settings_url(&app), vec![]);
