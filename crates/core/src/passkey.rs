@@ -756,6 +756,46 @@ impl Authorizer<'_> {
         Ok((outcome, event))
     }
 
+    /// "Register a passkey" through an invitation link (`user invite NAME --passkey`): the
+    /// ceremony is bound to the invitation, which must be valid.
+    pub fn invite_passkey_begin(
+        &self,
+        invites: &dyn crate::invite::InviteStore,
+        token: &str,
+        ip: IpAddr,
+        label: &str,
+    ) -> Result<PasskeyBegin, GateError> {
+        let now = self.clock.now();
+        let (Some(invite), Some(binding)) = (invites.find(token, now)?, crate::session::token_hash(token)) else {
+            return Ok(PasskeyBegin::NotSignedIn);
+        };
+        if self.regulator.is_banned(Some(&invite.user), ip, now)? {
+            return Ok(PasskeyBegin::Refused(Refusal::Banned));
+        }
+        self.register_begin_for(&invite.user, binding, ip, label)
+    }
+
+    /// The authenticator's answer for an invitation's registration: a new passkey uses the
+    /// invitation up.
+    pub fn invite_passkey_finish(
+        &self,
+        invites: &dyn crate::invite::InviteStore,
+        token: &str,
+        response: &str,
+        ip: IpAddr,
+    ) -> Result<(Registration, Option<AuthEvent>), GateError> {
+        let now = self.clock.now();
+        let (Some(invite), Some(binding)) = (invites.find(token, now)?, crate::session::token_hash(token)) else {
+            return Ok((Registration::Expired, None));
+        };
+        let done = self.register_finish_for(&invite.user, binding, response, ip)?;
+        if matches!(done.0, Registration::Added(_)) {
+            invites.consume(token)?;
+            self.regulator.record_success(&invite.user)?;
+        }
+        Ok(done)
+    }
+
     /// Removes the passkey `id_text` (base64url credential ID) of the two-factor session
     /// `current`'s user; false when the session may not or the key is not theirs.
     pub fn passkey_remove(&self, current: &str, ip: IpAddr, id_text: &str) -> Result<bool, GateError> {

@@ -379,6 +379,9 @@ pub enum UserCommand {
     Invite {
         /// User name.
         name: String,
+        /// A link to register a passkey or security key (instead of an authenticator app).
+        #[arg(long)]
+        passkey: bool,
     },
     /// List users with token type, failures and lock state.
     #[command(after_help = "Example:\n  portcullis user list")]
@@ -444,13 +447,17 @@ pub enum FactorCommand {
         /// The factor.
         factor: FactorKind,
     },
-    /// Take a second factor away from a user.
-    #[command(after_help = "Example:\n  portcullis user factor remove alice duo")]
+    /// Take a second factor away from a user (a passkey by its label, see `user show`).
+    #[command(
+        after_help = "Examples:\n  portcullis user factor remove alice duo\n  portcullis user factor remove alice passkey laptop"
+    )]
     Remove {
         /// User name.
         name: String,
         /// The factor.
         factor: FactorKind,
+        /// Which passkey: its label (may be left out when the user has one).
+        label: Option<String>,
     },
 }
 
@@ -459,6 +466,8 @@ pub enum FactorCommand {
 pub enum FactorKind {
     /// A Duo push (or a Duo passcode), through `[duo]`.
     Duo,
+    /// A passkey or security key (WebAuthn); its owner registers it in a browser.
+    Passkey,
 }
 
 /// `duo` subcommands.

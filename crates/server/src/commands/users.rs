@@ -215,6 +215,17 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                     ctx.config.core.duo.duo_username(&u.name)
                 );
             }
+            for p in &u.passkeys {
+                println!(
+                    "passkey:      {:?}, added {}, {}{}{}",
+                    p.label,
+                    super::when(p.created),
+                    p.last_used
+                        .map_or_else(|| "never used".to_string(), |s| format!("last used {}", super::when(s))),
+                    if p.discoverable { ", passwordless" } else { "" },
+                    if p.backup_state { ", synced" } else { "" },
+                );
+            }
             for (i, t) in u.tokens.iter().enumerate() {
                 println!(
                     "token {i}:      {}{}",
@@ -289,9 +300,15 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 println!("  {}", c.as_str());
             }
         }
-        UserCommand::Invite { name } => {
+        UserCommand::Invite { name, passkey } => {
             if store.user(&name)?.is_none() {
                 return Err(StoreError::NotFound(name).into());
+            }
+            if passkey && !ctx.config.core.webauthn.enabled {
+                bail!(
+                    "{}: [webauthn] enabled = false: turn passkeys on before sending a passkey link",
+                    config_path.display()
+                );
             }
             let stores = portcullis_store::open_all(&ctx.config.core)?;
             let Some(invites) = stores.invites else {
@@ -301,7 +318,8 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
             let ttl = ctx.config.core.invite.ttl;
             let token = invites.create(&name, now + ttl as i64)?;
             let portal = ctx.config.server.portal_url.trim_end_matches('/');
-            println!("{portal}/enroll/{}", token.as_str());
+            let kind = if passkey { "/passkey" } else { "" };
+            println!("{portal}/enroll/{}{kind}", token.as_str());
             println!(
                 "Valid for {}, once. Send it to {name} over a channel you trust.",
                 duration_words(ttl)
@@ -321,7 +339,27 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
                 FactorCommand::Remove {
                     name,
                     factor: FactorKind::Duo,
+                    ..
                 } => (name, false),
+                FactorCommand::Add {
+                    name,
+                    factor: FactorKind::Passkey,
+                } => {
+                    bail!(
+                        "a passkey is registered by its owner, in a browser: send {name} `portcullis user invite {name} --passkey`, \
+                         or let them add one on the portal's /settings page after signing in"
+                    );
+                }
+                FactorCommand::Remove {
+                    name,
+                    factor: FactorKind::Passkey,
+                    label,
+                } => {
+                    let removed = remove_passkey(store, &name, label.as_deref())?;
+                    after_change(&ctx, &name, UserChange::Reread)?;
+                    println!("{name}: passkey {removed:?} removed");
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             if on {
                 warn_without_duo(&ctx.config.core, config_path);
@@ -362,6 +400,32 @@ pub fn run(config_path: &Path, cmd: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes `name`'s passkey `label` (the only one when no label is given); its label.
+fn remove_passkey(store: &dyn portcullis_core::Directory, name: &str, label: Option<&str>) -> Result<String> {
+    let u = store
+        .user(name)?
+        .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+    let labels: Vec<&str> = u.passkeys.iter().map(|p| p.label.as_str()).collect();
+    let which = match (label, labels.as_slice()) {
+        (_, []) => bail!("{name} has no passkey"),
+        (None, [one]) => (*one).to_string(),
+        (None, many) => bail!(
+            "{name} has {} passkeys ({}); name the one to remove: `portcullis user factor remove {name} passkey LABEL`",
+            many.len(),
+            many.join(", ")
+        ),
+        (Some(l), all) if !all.contains(&l) => {
+            bail!("{name} has no passkey {l:?}; the passkeys are: {}", all.join(", "))
+        }
+        (Some(l), _) => l.to_string(),
+    };
+    store.update(name, &mut |u| {
+        u.passkeys.retain(|p| p.label != which);
+        true
+    })?;
+    Ok(which)
 }
 
 /// Says so when `[duo]` is not configured: the user's logins will refuse until it is.

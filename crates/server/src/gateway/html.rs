@@ -107,12 +107,13 @@ pub fn settings(
     backend: &str,
     note: Option<&str>,
 ) -> String {
+    let esc_base = escape(base);
     let mut rows = String::new();
     for p in &user.passkeys {
         let used = p.last_used.map_or_else(|| "never".to_string(), date);
         rows.push_str(&format!(
             "<li><strong>{}</strong> <span class=\"hint\">added {}, last used {}{}</span>\
-<form method=\"post\" action=\"{base}/settings/passkeys/remove\">{}{}<button type=\"submit\" \
+<form method=\"post\" action=\"{esc_base}/settings/passkeys/remove\">{}{}<button type=\"submit\" \
 aria-label=\"Remove {}\">Remove</button></form></li>",
             escape(&p.label),
             date(p.created),
@@ -151,11 +152,34 @@ aria-label=\"Remove {}\">Remove</button></form></li>",
     };
     let body = format!(
         "<h1>Passkeys</h1>{msg}<p>Signed in as <strong>{name}</strong>. A passkey or security key signs you in \
-after your password, and cannot be phished.</p>{list}{add}<p class=\"hint\"><a href=\"{base}/\">Back</a></p>",
+after your password, and cannot be phished.</p>{list}{add}<p class=\"hint\"><a href=\"{esc_base}/\">Back</a></p>",
         msg = message_box(None, note),
         name = escape(&user.name),
     );
     page("Passkeys", &body)
+}
+
+/// An invitation to register a passkey.
+pub fn enroll_passkey(base: &str, csrf: &str, user: &str, token: &str) -> String {
+    let at = format!("{base}/enroll/{token}/passkey");
+    let body = format!(
+        "<h1>Register a passkey</h1><p>For <strong>{}</strong>. Your browser or security key makes the key; \
+nothing secret is shown here.</p><label for=\"passkey-label\">Name of the passkey</label>\
+<input id=\"passkey-label\" type=\"text\" maxlength=\"64\" placeholder=\"laptop, phone, YubiKey\">{}\
+<p id=\"passkey-status\" class=\"note\" role=\"status\" hidden></p>\
+<noscript><p class=\"error\">Registering a passkey needs JavaScript.</p></noscript>{}",
+        escape(user),
+        passkey_button(
+            "register",
+            &format!("{at}/begin"),
+            &format!("{at}/finish"),
+            csrf,
+            "",
+            "Register a passkey"
+        ),
+        passkey_script(base)
+    );
+    page("Register a passkey", &body)
 }
 
 /// A unix time as a UTC date.
@@ -440,18 +464,34 @@ mod tests {
 
     #[test]
     fn pages_under_a_base_path_link_inside_it() {
-        let login = login("/.portcullis", "t", "", "", false, None, None);
+        let login = login("/.portcullis", "t", "", "", false, None, None, false);
         assert!(login.contains("action=\"/.portcullis/login\""), "{login}");
         let code = code("/.portcullis", "t", "", "bob", None, None);
         assert!(code.contains("action=\"/.portcullis/login/code\""), "{code}");
         assert!(code.contains("action=\"/.portcullis/logout\""), "{code}");
     }
 
+    fn evil_user(evil: &str) -> portcullis_core::User {
+        let mut u = portcullis_core::User::new(evil, portcullis_core::FirstFactor::None);
+        u.passkeys.push(portcullis_core::model::Passkey {
+            id: vec![1],
+            label: evil.into(),
+            data: String::new(),
+            counter: 0,
+            backup_eligible: false,
+            backup_state: true,
+            discoverable: false,
+            created: 0,
+            last_used: None,
+        });
+        u
+    }
+
     #[test]
     fn user_text_is_escaped_everywhere() {
         let evil = "\"><script>alert(1)</script>";
         for html in [
-            login("", evil, evil, evil, true, Some(evil), Some(evil)),
+            login("", evil, evil, evil, true, Some(evil), Some(evil), true),
             code("", evil, evil, evil, Some(evil), None),
             push_form("", evil, evil),
             push_waiting("", evil, evil),
@@ -460,6 +500,9 @@ mod tests {
             home("", evil, evil, &[evil.to_string()], false),
             enroll_start(evil, evil),
             demo("", "t", evil, &[evil.to_string()]),
+            passkey_login_button(evil, evil, evil),
+            enroll_passkey(evil, evil, evil, evil),
+            settings(evil, evil, &evil_user(evil), true, "sqlite", Some(evil)),
         ] {
             assert!(!html.contains("<script>"), "{html}");
         }
@@ -467,7 +510,7 @@ mod tests {
 
     #[test]
     fn fields_have_labels_and_autocomplete() {
-        let html = login("", "t", "", "", true, None, None);
+        let html = login("", "t", "", "", true, None, None, false);
         for id in ["username", "password", "code"] {
             assert!(html.contains(&format!("<label for=\"{id}\">")), "{id}");
         }

@@ -282,7 +282,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings/passkeys/remove", post(passkey_page::remove))
         .route("/logout", get(portal::logout_page).post(portal::logout))
         .route("/logout/", post(portal::logout))
-        .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit));
+        .route("/enroll/{token}", get(portal::enroll_page).post(portal::enroll_submit))
+        .route("/enroll/{token}/passkey", get(passkey_page::enroll_page))
+        .route("/enroll/{token}/passkey/begin", post(passkey_page::enroll_begin))
+        .route("/enroll/{token}/passkey/finish", post(passkey_page::enroll_finish))
+        .route("/enroll/done", get(passkey_page::enrolled));
     // A login without a return address lands on `/`: it says who is signed in.
     pages = if app.config.server.demo_page {
         pages.route("/", get(portal::demo_page))

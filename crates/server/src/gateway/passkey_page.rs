@@ -460,12 +460,19 @@ pub async fn register_finish(
         Ok(r)
     })
     .await;
+    let next = settings_url(&app);
+    registered(done, &next)
+}
+
+/// A registration's answer for the script; `next` is where an added passkey leads.
+fn registered(done: Result<Registration, GatewayError>, next: &str) -> Response {
     match done {
         Ok(Registration::Added(label)) => {
             tracing::info!(label = %label, "passkey registered");
+            let sep = if next.contains('?') { '&' } else { '?' };
             json(
                 StatusCode::OK,
-                serde_json::json!({ "next": format!("{}?added={}", settings_url(&app), query_escape(&label)) }),
+                serde_json::json!({ "next": format!("{next}{sep}added={}", query_escape(&label)) }),
                 vec![],
             )
         }
@@ -559,4 +566,108 @@ pub fn passkey_button(app: &App, user: &str, csrf: &str, rd: &str) -> Option<Str
     app.authorizer()
         .passkeys_for(&u)
         .then(|| html::passkey_login_button(app.base(), csrf, rd))
+}
+
+/// `GET /enroll/{token}/passkey`: an invitation to register a passkey (the key is made
+/// in the browser; nothing secret is shown).
+pub async fn enroll_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let Some(invites) = app.invites.clone() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            html::message("Not available", "Enrollment needs the SQLite store.", None),
+            vec![],
+        );
+    };
+    let invite = match invites.find(&token, app.clock_now()) {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                html::message(
+                    "Link expired",
+                    "This enrollment link is not valid any more. Ask for a new one.",
+                    None,
+                ),
+                vec![],
+            );
+        }
+        Err(e) => return super::portal::failure_page(&GatewayError::failed("reading invitations", e).logged()),
+    };
+    let (nonce, cookie) = csrf_nonce(&app, &headers);
+    let body = html::enroll_passkey(app.base(), &app.csrf_token(&nonce), &invite.user, &token);
+    page(StatusCode::OK, body, cookie.into_iter().collect())
+}
+
+/// `POST /enroll/{token}/passkey/begin`.
+pub async fn enroll_begin(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let p = posted(&body);
+    if !app.csrf_ok(&headers, &p.csrf) {
+        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
+    }
+    let Some(invites) = app.invites.clone() else {
+        return error(StatusCode::NOT_FOUND, "Enrollment needs the SQLite store.");
+    };
+    let label = p.label;
+    match step(&app, move |app| {
+        app.authorizer()
+            .invite_passkey_begin(invites.as_ref(), &token, ip, &label)
+    })
+    .await
+    {
+        Ok(PasskeyBegin::NotSignedIn) => error(StatusCode::NOT_FOUND, "This enrollment link is not valid any more."),
+        Ok(b) => options(b, vec![]),
+        Err(e) => failed(&e),
+    }
+}
+
+/// `POST /enroll/{token}/passkey/finish`: a new passkey uses the invitation up.
+pub async fn enroll_finish(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let p = posted(&body);
+    if !app.csrf_ok(&headers, &p.csrf) {
+        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
+    }
+    let Some(invites) = app.invites.clone() else {
+        return error(StatusCode::NOT_FOUND, "Enrollment needs the SQLite store.");
+    };
+    let response = p.credential.map(|c| c.to_string()).unwrap_or_default();
+    let done = step(&app, move |app| {
+        let (r, event) = app
+            .authorizer()
+            .invite_passkey_finish(invites.as_ref(), &token, &response, ip)?;
+        if let Some(e) = &event {
+            app.record(e);
+        }
+        Ok(r)
+    })
+    .await;
+    registered(done, &format!("{}/enroll/done", app.base()))
+}
+
+/// `GET /enroll/done`: after a passkey was registered through an invitation.
+pub async fn enrolled() -> Response {
+    page(
+        StatusCode::OK,
+        html::message(
+            "All set",
+            "Your passkey is registered. Sign in with your password, then use the passkey.",
+            None,
+        ),
+        vec![],
+    )
 }
