@@ -97,6 +97,30 @@ impl Settings {
                 );
             }
         }
+        let w = &self.core.webauthn;
+        if w.enabled
+            && let Err(e) = portcullis_webauthn::rp_id_for(w, &self.server.portal_url, &self.core.session.domain)
+        {
+            let key = if w.rp_id.is_empty() { "enabled" } else { "rp_id" };
+            out.push(format!(
+                "{}:{}: {e}",
+                doc.path().display(),
+                doc.line_of("webauthn", key)
+            ));
+        }
+        if let Some(file) = w.attestation_ca_file.as_ref().filter(|_| w.enabled)
+            && !self.core.resolve(file).is_file()
+        {
+            out.push(
+                doc.invalid(
+                    "webauthn",
+                    "attestation_ca_file",
+                    format!("{:?}", file.display().to_string()),
+                    "there is no such file: give the PEM file of the authenticator makers' attestation roots",
+                )
+                .to_string(),
+            );
+        }
         let socket = Path::new(&self.apache.check_socket);
         if let Some(dir) = socket.parent().filter(|_| !self.apache.check_socket.is_empty())
             && !self.core.resolve(dir).is_dir()

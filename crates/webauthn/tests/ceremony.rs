@@ -429,3 +429,79 @@ fn passwordless_needs_it_turned_on_and_refuses_unknown_credentials() {
         .count();
     assert!(refused >= 10, "{refused}");
 }
+
+/// An AAGUID list admits only authenticators whose attestation chains to the given roots:
+/// the software passkey attests nothing ("none"), so it is refused, and nothing is stored.
+#[test]
+fn an_aaguid_list_refuses_an_authenticator_without_a_proven_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("roots.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", "/CN=test attestation root", "-keyout"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl (scripts/test installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let strict = WebauthnConfig {
+        attestation: portcullis_core::config::Attestation::Aaguids(vec!["cb69481e-8ff7-4039-93ec-0a2729a154a8".into()]),
+        attestation_ca_file: Some(ca),
+        ..WebauthnConfig::default()
+    };
+    let mut w = world(false);
+    let verifier = WebauthnVerifier::new(&strict, PORTAL, "").unwrap();
+    w.engine.passkeys = Some(Passkeys::new(Box::new(verifier), false, false, 150));
+    let s = w.two_factor("alice");
+    let PasskeyBegin::Options(o) = w
+        .engine
+        .authorizer()
+        .passkey_register_begin(s.as_str(), IP, "key")
+        .unwrap()
+    else {
+        panic!()
+    };
+    let ccr: CreationChallengeResponse = serde_json::from_str(&o).unwrap();
+    assert!(
+        matches!(
+            ccr.public_key.attestation,
+            Some(webauthn_rs_proto::AttestationConveyancePreference::Direct)
+        ),
+        "an attestation is asked for"
+    );
+    let mut key = SoftPasskey::new(true);
+    let answer = serde_json::to_string(&key.do_registration(origin(), ccr).unwrap()).unwrap();
+    let (r, event) = w
+        .engine
+        .authorizer()
+        .passkey_register_finish(s.as_str(), &answer, IP)
+        .unwrap();
+    assert!(matches!(r, Registration::Refused(_)), "{r:?}");
+    assert_eq!(event.unwrap().failure, Some("bad_passkey"));
+    assert!(w.user("alice").passkeys.is_empty());
+    // A file without a certificate is named at start-up.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "nothing here\n").unwrap();
+    let e = WebauthnVerifier::new(
+        &WebauthnConfig {
+            attestation_ca_file: Some(empty),
+            ..strict
+        },
+        PORTAL,
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("attestation_ca_file") && e.contains("no certificate"), "{e}");
+}
