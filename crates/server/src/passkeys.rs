@@ -11,6 +11,17 @@ pub fn service(settings: &Settings) -> anyhow::Result<Option<Passkeys>> {
     if !w.enabled {
         return Ok(None);
     }
+    // Browsers refuse an IP address as a relying party: no passkey could ever be made there.
+    if w.rp_id.is_empty()
+        && settings.core.session.domain.is_empty()
+        && portcullis_webauthn::host_is_ip(&settings.server.portal_url)
+    {
+        tracing::info!(
+            portal_url = %settings.server.portal_url,
+            "passkeys are off: the portal's host is an IP address (browsers allow passkeys on a domain name only, such as localhost)"
+        );
+        return Ok(None);
+    }
     // Relative to the configuration file, as every path in it.
     w.attestation_ca_file = w.attestation_ca_file.map(|f| settings.core.resolve(&f));
     let verifier =

@@ -83,6 +83,11 @@ pub fn rp_id_for(config: &WebauthnConfig, portal_url: &str, session_domain: &str
     Ok(wanted)
 }
 
+/// Whether the host of `portal_url` is an IP address (browsers refuse one as an RP ID).
+pub fn host_is_ip(portal_url: &str) -> bool {
+    Url::parse(portal_url).is_ok_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))))
+}
+
 impl WebauthnVerifier {
     /// The verifier for the portal at `portal_url` (its origin is the only one allowed).
     pub fn new(config: &WebauthnConfig, portal_url: &str, session_domain: &str) -> Result<Self, SetupError> {
@@ -315,6 +320,8 @@ mod tests {
         assert!(e.contains("rp_id") && e.contains("auth.example.com"), "{e}");
         let e = rp_id_for(&c, "auth.example.com", "").unwrap_err().to_string();
         assert!(e.contains("portal_url"), "{e}");
+        assert!(host_is_ip("http://127.0.0.1:9091/") && host_is_ip("http://[::1]:80/"));
+        assert!(!host_is_ip("http://localhost:9091/"));
         // A look-alike suffix is not a parent domain.
         let evil = WebauthnConfig {
             rp_id: "ample.com".into(),

@@ -130,7 +130,9 @@ aria-label=\"Remove {}\">Remove</button></form></li>",
         format!("<ul class=\"keys\">{rows}</ul>")
     };
     let add = if !passkeys_on {
-        "<p class=\"hint\">Passkeys are turned off here ([webauthn] enabled = false).</p>".to_string()
+        "<p class=\"hint\">Passkeys are not available on this portal: they are turned off ([webauthn] enabled = false), \
+or the portal's address is an IP address (browsers allow passkeys on a domain name only, such as localhost).</p>"
+            .to_string()
     } else if backend == "usersfile" {
         "<p class=\"hint\">This site keeps users in a users file, which cannot hold passkeys.</p>".to_string()
     } else {
