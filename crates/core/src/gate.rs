@@ -118,6 +118,8 @@ pub enum Via {
     Scratch,
     /// The code accepted moments ago, resent within the linger time from the same address.
     Linger(usize),
+    /// A passkey's assertion (its counter moved on).
+    Passkey,
 }
 
 /// The result of an attempt.

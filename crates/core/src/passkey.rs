@@ -824,6 +824,95 @@ impl Authorizer<'_> {
     }
 }
 
+/// Passkeys through the [`SecondFactor`](crate::factor::SecondFactor) seam: `begin` opens a
+/// ceremony bound to its own options (their challenge is 256 random bits), `finish` judges
+/// an assertion for it. The portal binds ceremonies to sessions instead; this is the shape
+/// the conformance suite drives.
+pub struct PasskeyFactor<'x, 'a>(pub &'x Authorizer<'a>);
+
+fn options_binding(options: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(options.as_bytes()).into()
+}
+
+impl crate::factor::SecondFactor for PasskeyFactor<'_, '_> {
+    fn name(&self) -> &'static str {
+        "passkey"
+    }
+
+    fn enrolled(&self, user: &User) -> bool {
+        !user.passkeys.is_empty()
+    }
+
+    fn begin(&self, ctx: &crate::factor::Context<'_>) -> Result<crate::factor::Challenge, GateError> {
+        let a = self.0;
+        let (Some(pk), Some(user)) = (a.passkeys, a.gate.directory.user(ctx.user)?) else {
+            return Err(GateError::Store(crate::StoreError::NotFound(ctx.user.to_string())));
+        };
+        let (options, state) = pk
+            .verifier
+            .start_authentication(&user.passkeys, pk.verify_user)
+            .map_err(|e| GateError::Store(crate::StoreError::Source(e.to_string())))?;
+        let now = a.clock.now();
+        let ip = ctx
+            .client_ip
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let p = Pending {
+            purpose: Purpose::SecondFactor,
+            user: Some(user.name.clone()),
+            label: String::new(),
+            ip,
+            state,
+            expires: now.saturating_add(pk.ttl),
+        };
+        if !pk.put(options_binding(&options), p, now) {
+            return Err(GateError::Unavailable("passkeys"));
+        }
+        Ok(crate::factor::Challenge::Assertion { options })
+    }
+
+    fn finish(
+        &self,
+        ctx: &crate::factor::Context<'_>,
+        challenge: &crate::factor::Challenge,
+        answer: crate::factor::Answer<'_>,
+    ) -> Result<crate::factor::Finish, GateError> {
+        use crate::factor::{Answer, Challenge, Finish};
+        let a = self.0;
+        let (Some(pk), Challenge::Assertion { options }, Answer::Assertion(response)) = (a.passkeys, challenge, answer)
+        else {
+            return Ok(Finish::Refused(Rejection::BadPasskey));
+        };
+        let now = a.clock.now();
+        let binding = options_binding(options);
+        let pending = match pk.take(&binding, Purpose::SecondFactor, now) {
+            Taken::Found(p) if p.user.as_deref() == Some(ctx.user) => p,
+            Taken::Found(p) => {
+                pk.put_back(binding, p);
+                return Ok(Finish::Refused(Rejection::BadPasskey));
+            }
+            Taken::Expired => return Ok(Finish::Refused(Rejection::Expired)),
+            Taken::None => return Ok(Finish::Refused(Rejection::Replayed)),
+        };
+        let ip = pending.ip;
+        let (result, _event) = a.assertion(pk, ctx.user, response, &pending, false, ip, now)?;
+        Ok(match result {
+            Ok(user) => Finish::Accepted {
+                user,
+                via: crate::gate::Via::Passkey,
+            },
+            Err(r) => {
+                pk.put_back(binding, pending);
+                Finish::Refused(match r {
+                    Refusal::Rejected(r) => r,
+                    _ => Rejection::Locked,
+                })
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

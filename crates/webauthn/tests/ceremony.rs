@@ -505,3 +505,67 @@ fn an_aaguid_list_refuses_an_authenticator_without_a_proven_model() {
     .to_string();
     assert!(e.contains("attestation_ca_file") && e.contains("no certificate"), "{e}");
 }
+
+/// Drives the factor contract: right answers from the software passkey at the portal's
+/// origin, wrong ones signed for another origin under the RP ID.
+struct KeyDriver<'w> {
+    world: &'w World,
+    key: std::cell::RefCell<SoftPasskey>,
+}
+
+impl KeyDriver<'_> {
+    fn sign(&self, challenge: &portcullis_core::factor::Challenge, at: &str) -> String {
+        let portcullis_core::factor::Challenge::Assertion { options } = challenge else {
+            return "{}".into();
+        };
+        let rcr: RequestChallengeResponse = serde_json::from_str(options).unwrap();
+        let a = self
+            .key
+            .borrow_mut()
+            .do_authentication(Url::parse(at).unwrap(), rcr)
+            .unwrap();
+        serde_json::to_string(&a).unwrap()
+    }
+}
+
+impl portcullis_core::factor::FactorDriver for KeyDriver<'_> {
+    fn right(&self, challenge: &portcullis_core::factor::Challenge) -> String {
+        self.sign(challenge, "https://auth.example.com")
+    }
+    fn wrong(&self, challenge: &portcullis_core::factor::Challenge) -> String {
+        self.sign(challenge, "https://evil.auth.example.com")
+    }
+    fn answer<'x>(&self, _: &portcullis_core::factor::Challenge, text: &'x str) -> portcullis_core::factor::Answer<'x> {
+        portcullis_core::factor::Answer::Assertion(text)
+    }
+    fn lock(&self) {
+        self.world
+            .engine
+            .directory
+            .update("alice", &mut |u| {
+                u.locked = true;
+                true
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn passkeys_keep_the_second_factor_contract() {
+    let w = world(false);
+    let mut key = SoftPasskey::new(true);
+    assert!(matches!(w.register("alice", &mut key, "key"), Registration::Added(_)));
+    let alice = w.user("alice");
+    let bob = w.user("bob");
+    let driver = KeyDriver {
+        world: &w,
+        key: std::cell::RefCell::new(key),
+    };
+    let authorizer = w.engine.authorizer();
+    portcullis_core::factor::check_second_factor_contract(
+        &portcullis_core::passkey::PasskeyFactor(&authorizer),
+        &driver,
+        &alice,
+        &bob,
+    );
+}

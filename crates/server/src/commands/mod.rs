@@ -296,6 +296,7 @@ fn verify(ctx: &Context_, user: &str, password: Option<&str>, code: &str, client
                 portcullis_core::gate::Via::Token(i) => format!("a code of token {i}"),
                 portcullis_core::gate::Via::Scratch => "a recovery code, now used up".to_string(),
                 portcullis_core::gate::Via::Linger(i) => format!("token {i}'s code accepted moments ago"),
+                portcullis_core::gate::Via::Passkey => "a passkey".to_string(),
             };
             println!("accepted: {user} ({how})");
             Ok(ExitCode::SUCCESS)

@@ -96,6 +96,16 @@ max_failures = 5           # consecutive wrong codes before `user unlock` is nee
 # timeout = 60                                   # seconds a person has to approve
 # ca_file = "/etc/portcullis/duo-ca.pem"         # an extra CA to trust (system roots otherwise)
 
+# [webauthn]
+# Passkeys and security keys on the portal (on by default; off while portal_url is an IP address):
+# enabled = true
+# rp_id = ""                      # default: [session] domain, else portal_url's host
+# rp_name = "portcullis"
+# user_verification = "preferred" # preferred | required
+# attestation = "none"            # or a list of allowed AAGUIDs, with attestation_ca_file
+# passwordless = false            # "Sign in with a passkey" on the first page
+# timeout = 120
+
 [server]
 listen = "127.0.0.1:9091"
 portal_url = "http://127.0.0.1:9091"          # the portal's external URL (https:// in production); its path, if any, prefixes every gateway route
