@@ -9,7 +9,8 @@
 # SQLite and two gateways behind one nginx upstream against one (bench/nodes.sh, needs root),
 # and logins with the LDAP first factor against the local argon2id one and the raw bind rate
 # of the same slapd (bench/ldap.sh), and a Duo push login through the core against the same
-# Auth API calls made straight, on the stand-in (bench/duo.sh, python3-aiohttp).
+# Auth API calls made straight, on the stand-in (bench/duo.sh, python3-aiohttp), and passkey
+# logins against password+TOTP logins (bench/passkey.sh).
 # Installs the Debian packages it needs when
 # they are missing (liboath-dev, wrk, nginx, apache2, libapache2-mod-authnz-external,
 # pamtester, libpam-oath, postgresql, slapd, ldap-utils). Needs 2 cores; takes about 9
@@ -59,6 +60,7 @@ state_rows=$(bash bench/state.sh --rows)
 nodes_rows=$(bash bench/nodes.sh --rows)
 ldap_rows=$(bash bench/ldap.sh --rows)
 duo_rows=$(bash bench/duo.sh --rows)
+passkey_rows=$(bash bench/passkey.sh --rows)
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -sr)."
@@ -74,3 +76,4 @@ echo "$state_rows"
 echo "$nodes_rows"
 echo "$ldap_rows"
 echo "$duo_rows"
+echo "$passkey_rows"
