@@ -20,6 +20,7 @@ mod nginx;
 mod nodes;
 mod package;
 mod pam;
+mod passkey;
 #[path = "../../../store/tests/pg/mod.rs"]
 mod pg;
 mod postgres;
