@@ -1,9 +1,9 @@
 //! The login portal in a real headless Chromium: `portcullis serve` on a free loopback
 //! port, driven by `tests/browser/portal.mjs` (playwright-core, `/usr/bin/chromium`),
 //! which signs in, signs out, enrolls through an invitation and writes screenshots to
-//! `target/screenshots/portal/`, `.../proxy/` and `.../duo/` (emptied first; `duo.mjs`
-//! signs in with a push from the Duo stand-in). `scripts/test` installs Chromium and the
-//! npm package.
+//! `target/screenshots/portal/`, `.../proxy/`, `.../duo/` and `.../passkey/` (emptied
+//! first; `duo.mjs` signs in with a push from the Duo stand-in, `passkey.mjs` with a
+//! virtual WebAuthn authenticator). `scripts/test` installs Chromium and the npm package.
 
 use crate::harness::*;
 use std::io::{Read, Write};
@@ -427,6 +427,168 @@ fn the_portal_signs_in_with_a_duo_push_with_and_without_javascript() {
     }
     eprintln!(
         "Duo browser test passed in {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        screenshots.display()
+    );
+}
+
+/// The passkeys in the store: `user|label|hex id|counter|discoverable|used`, one a line.
+fn stored_passkeys(env: &Env) -> Vec<String> {
+    require_tool("sqlite3");
+    let out = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(env.path().join("portcullis.db"))
+        .arg(
+            "SELECT user, label, lower(hex(id)), counter, discoverable, last_used IS NOT NULL \
+             FROM passkeys ORDER BY user, position",
+        )
+        .output()
+        .expect("run sqlite3");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Audit lines of `method` for `user`: successes (`reason` None) or refusals for `reason`.
+fn audit_lines(log: &str, method: &str, user: &str, reason: Option<&str>) -> usize {
+    log.lines()
+        .filter(|l| l.contains("portcullis::audit"))
+        .filter(|l| l.contains(&format!("method=\"{method}\"")) && l.contains(&format!("user=\"{user}\"")))
+        .filter(|l| match reason {
+            None => l.contains("result=\"success\""),
+            Some(r) => l.contains("result=\"failure\"") && l.contains(&format!("reason=\"{r}\"")),
+        })
+        .count()
+}
+
+/// Passkeys (WebAuthn) in Chromium with a virtual authenticator driven over the DevTools
+/// protocol (`tests/browser/passkey.mjs`), portal at `http://localhost:PORT` (an RP ID is
+/// never an IP address), `[webauthn] passwordless = true`. Phase "passkeys": alice adds a
+/// passkey on /settings, signs in with password + passkey and with the passkey alone; a
+/// replayed assertion, a cloned key (its counter put back), a phishing proxy on another
+/// origin, the portal under other host names, an authenticator pulled mid-ceremony and bob
+/// registering alice's credential ID are refused. Checked here: the refusals' audit lines
+/// and the store (one passkey, alice's, its counter the authenticator's). Phase "removal":
+/// a new browser with the same credential signs in, removes it, falls back to the code,
+/// and the removed key signs nobody in. Screenshots in `target/screenshots/passkey/`.
+#[test]
+fn the_portal_signs_in_with_passkeys_and_refuses_replays_clones_and_other_origins() {
+    require_browser_tools();
+    require_tool("sqlite3");
+    let started = Instant::now();
+    let env = Env::new("");
+    let port = free_port();
+    env.loopback_portal(port);
+    let portal = format!("http://localhost:{port}");
+    env.set("server", "portal_url", &format!("\"{portal}\""));
+    env.set("server", "default_redirect", &format!("\"{portal}/\""));
+    env.set("server", "demo_page", "true");
+    env.set("webauthn", "passwordless", "true");
+    // Every refusal in the script comes from 127.0.0.1; five within find_time would ban it.
+    env.set("regulation", "max_retries", "20");
+    env.ok(&["config", "check"], None);
+    let alice_password = "alice's passkey test password";
+    let alice_secret = secret_of(&env.add_user("alice", alice_password, &[]));
+    let bob_password = "bob's passkey test password";
+    let bob_secret = secret_of(&env.add_user("bob", bob_password, &[]));
+    let gw = env.serve();
+    let screenshots = fresh_dir(workspace_root().join("target/screenshots/passkey"));
+    let state_file = env.path().join("passkey-state.json");
+    let vars = |phase: &str| {
+        vec![
+            ("PHASE", phase.to_string()),
+            ("PORTAL_URL", portal.clone()),
+            ("PORTCULLIS_CONFIG", env.config().display().to_string()),
+            ("STATE", state_file.display().to_string()),
+            ("SCREENSHOTS", screenshots.display().to_string()),
+            ("ALICE_SECRET", alice_secret.clone()),
+            ("ALICE_PASSWORD", alice_password.to_string()),
+            ("BOB_SECRET", bob_secret.clone()),
+            ("BOB_PASSWORD", bob_password.to_string()),
+        ]
+    };
+
+    run_script("passkey.mjs", &vars("passkeys"), env.path(), &gw.log);
+    let log = gw.log_text();
+    for (method, user, reason, n) in [
+        ("passkey-register", "alice", None, 1),
+        // Password + passkey: the first, after the replays, after the clone, the phished tab's.
+        ("portal-passkey", "alice", None, 4),
+        ("portal-passwordless", "alice", None, 1),
+        // The captured assertion in a new session: its ceremony is gone.
+        ("portal-passkey", "alice", Some("replayed"), 1),
+        // The captured assertion in a fresh ceremony (another challenge); the phishing proxy.
+        ("portal-passkey", "alice", Some("bad_passkey"), 2),
+        ("portal-passwordless", "alice", Some("bad_passkey"), 1),
+        ("portal-passkey", "alice", Some("cloned_passkey"), 1),
+        // Alice's registration answer posted into bob's ceremony. (The swapped credential
+        // ID, 409, is refused without an audit line.)
+        ("passkey-register", "bob", Some("bad_passkey"), 1),
+        ("passkey-register", "bob", None, 0),
+    ] {
+        assert_eq!(
+            audit_lines(&log, method, user, reason),
+            n,
+            "audit lines method={method} user={user} reason={reason:?}:\n{log}"
+        );
+    }
+    assert!(!log.contains("banned=true"), "a refusal banned someone:\n{log}");
+    // The store: alice's one passkey, discoverable, used, its counter where the virtual
+    // authenticator's is (the clone's lower one was never stored); nothing for bob.
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    let id = state["credentialHex"]
+        .as_str()
+        .expect("credentialHex in the state file");
+    let count = state["credential"]["signCount"]
+        .as_u64()
+        .expect("signCount in the state file");
+    assert_eq!(stored_passkeys(&env), [format!("alice|laptop|{id}|{count}|1|1")]);
+    // `user show` lists no passkeys (yet); it shows that no refusal locked alice out.
+    let shown = env.ok(&["user", "show", "alice"], None);
+    assert!(shown.contains("failures:     0"), "user show alice:\n{shown}");
+
+    run_script("passkey.mjs", &vars("removal"), env.path(), &gw.log);
+    assert_eq!(
+        stored_passkeys(&env),
+        Vec::<String>::new(),
+        "passkeys left after the removal"
+    );
+    let log = gw.log_text();
+    assert_eq!(
+        audit_lines(&log, "portal-passwordless", "-", Some("bad_passkey")),
+        1,
+        "no refusal of the removed passkey:\n{log}"
+    );
+    assert_eq!(audit_lines(&log, "portal-passkey", "alice", None), 5, "{log}");
+
+    for name in [
+        "passkeys-settings-added",
+        "passkeys-code-page-with-passkey",
+        "passkeys-signed-in-with-passkey",
+        "passkeys-login-with-passwordless",
+        "passkeys-signed-in-passwordless",
+        "passkeys-cloned-passkey-refused",
+        "passkeys-authenticator-pulled",
+        "passkeys-other-authenticator",
+        "passkeys-phishing-proxy-refused",
+        "passkeys-other-host-refused",
+        "passkeys-bob-duplicate-refused",
+        "removal-settings-removed",
+        "removal-code-page-without-passkey",
+        "removal-removed-passkey-refused",
+    ] {
+        let png = std::fs::read(screenshots.join(format!("{name}.png"))).unwrap_or_else(|e| panic!("{name}.png: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png is not a PNG");
+    }
+    eprintln!(
+        "passkey browser test passed in {:.1} s; screenshots in {}",
         started.elapsed().as_secs_f64(),
         screenshots.display()
     );
