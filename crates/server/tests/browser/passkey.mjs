@@ -319,17 +319,33 @@ async function passkeys() {
     .waitFor({ state: 'visible', timeout: 5000 })
     .catch(() => fail('no "Sign in with a passkey" on the login page'));
   await shot(page, 'login-with-passwordless');
+  const anonymous = captured(page, '/login/passwordless/finish');
   await passwordless.click();
   await expectSignedIn(page, 'alice', 'alice with her passkey alone');
   const ceremony = (await a.context.cookies()).find((c) => c.name === 'portcullis_passkey');
   expect(!ceremony, `the passwordless ceremony cookie outlived the sign-in: ${JSON.stringify(ceremony)}`);
   await shot(page, 'signed-in-passwordless');
+  // Its captured request replayed from the login page: without the ceremony's cookie
+  // (cleared by the sign-in), and in a ceremony begun for it (another challenge).
+  expect(anonymous.length === 1, `${anonymous.length} passwordless assertions were posted for one sign-in`);
+  await signOut(page);
+  await page.goto(`${portal}/login`);
+  const late = await postFromPage(page, '/login/passwordless/finish', anonymous[0]);
+  expect(late.status === 401, `the replayed passwordless assertion was answered ${JSON.stringify(late)}`);
+  const again = await postFromPage(page, '/login/passwordless/begin', { csrf: anonymous[0].csrf, rd: '' });
+  expect(again.status === 200, `passwordless begin answered ${JSON.stringify(again)}`);
+  const replayedAlone = await postFromPage(page, '/login/passwordless/finish', anonymous[0]);
+  expect(
+    replayedAlone.status === 401 && replayedAlone.body?.error === NOT_ACCEPTED,
+    `the passwordless assertion in a fresh ceremony was answered ${JSON.stringify(replayedAlone)}`,
+  );
+  const after = (await a.context.cookies()).find((c) => c.name === 'portcullis_session');
+  expect(!after, `a session cookie after the replayed passwordless assertions: ${JSON.stringify(after)}`);
 
   // 5. A clone: the same key with a signature counter behind the one the gateway saw last.
   const good = await aliceCredential(a);
   expect(good.signCount >= 3, `the authenticator counted ${good.signCount} signatures after three sign-ins`);
   await replaceCredential(a, { ...good, signCount: 0 });
-  await signOut(page);
   await passwordStep(page, portal, 'alice');
   await page.getByRole('button', { name: 'Use your passkey' }).click();
   await expectStatus(page, NOT_ACCEPTED, 'a passkey whose counter went back');

@@ -526,7 +526,8 @@ fn the_portal_signs_in_with_passkeys_and_refuses_replays_clones_and_other_origin
         ("portal-passkey", "alice", Some("replayed"), 1),
         // The captured assertion in a fresh ceremony (another challenge); the phishing proxy.
         ("portal-passkey", "alice", Some("bad_passkey"), 2),
-        ("portal-passwordless", "alice", Some("bad_passkey"), 1),
+        // Its captured passwordless assertion in a fresh ceremony; the phishing proxy.
+        ("portal-passwordless", "alice", Some("bad_passkey"), 2),
         ("portal-passkey", "alice", Some("cloned_passkey"), 1),
         // Alice's registration answer posted into bob's ceremony. (The swapped credential
         // ID, 409, is refused without an audit line.)
