@@ -718,9 +718,15 @@ impl Authorizer<'_> {
                 return Ok((Registration::Refused(e.to_string()), Some(event)));
             }
         };
-        // One credential, one owner (the store refuses a second owner too).
+        // One credential, one owner (the store refuses a second owner too). Someone showing
+        // a credential that is registered already is logged and counted.
+        let duplicate = |this: &Self| -> Result<(Registration, Option<AuthEvent>), GateError> {
+            let why = Attempted::Refused(Rejection::BadPasskey);
+            let event = this.record_attempt(ip, name, "passkey-register", why, now)?;
+            Ok((Registration::Duplicate, Some(event)))
+        };
         if self.gate.directory.passkey_owner(&registered.passkey.id)?.is_some() {
-            return Ok((Registration::Duplicate, None));
+            return duplicate(self);
         }
         registered.passkey.label = pending.label.clone();
         registered.passkey.created = now;
@@ -745,7 +751,7 @@ impl Authorizer<'_> {
         match saved {
             Ok(true) => {}
             Ok(false) => return Ok((Registration::NotSignedIn, None)),
-            Err(crate::StoreError::Exists(_)) => return Ok((Registration::Duplicate, None)),
+            Err(crate::StoreError::Exists(_)) => return duplicate(self),
             Err(e) => return Err(e.into()),
         }
         let event = if matches!(outcome, Registration::Added(_)) {

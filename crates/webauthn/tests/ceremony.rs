@@ -332,12 +332,13 @@ fn one_credential_has_one_owner() {
         })
         .unwrap();
     let answer = serde_json::to_string(&reg).unwrap();
-    let (r, _) = w
+    let (r, event) = w
         .engine
         .authorizer()
         .passkey_register_finish(s.as_str(), &answer, IP)
         .unwrap();
     assert_eq!(r, Registration::Duplicate);
+    assert_eq!(event.unwrap().failure, Some("bad_passkey"), "logged and counted");
     assert!(w.user("bob").passkeys.is_empty());
     // An answer for no open registration is refused.
     let (r, _) = w

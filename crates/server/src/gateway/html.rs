@@ -133,7 +133,7 @@ aria-label=\"Remove {}\">Remove</button></form></li>",
         "<p class=\"hint\">Passkeys are not available on this portal: they are turned off ([webauthn] enabled = false), \
 or the portal's address is an IP address (browsers allow passkeys on a domain name only, such as localhost).</p>"
             .to_string()
-    } else if backend == "usersfile" {
+    } else if backend.ends_with("users file") {
         "<p class=\"hint\">This site keeps users in a users file, which cannot hold passkeys.</p>".to_string()
     } else {
         format!(

@@ -529,9 +529,9 @@ fn the_portal_signs_in_with_passkeys_and_refuses_replays_clones_and_other_origin
         // Its captured passwordless assertion in a fresh ceremony; the phishing proxy.
         ("portal-passwordless", "alice", Some("bad_passkey"), 2),
         ("portal-passkey", "alice", Some("cloned_passkey"), 1),
-        // Alice's registration answer posted into bob's ceremony. (The swapped credential
-        // ID, 409, is refused without an audit line.)
-        ("passkey-register", "bob", Some("bad_passkey"), 1),
+        // Alice's registration answer posted into bob's ceremony (400), and bob's own with
+        // alice's credential ID swapped in (409, registered already).
+        ("passkey-register", "bob", Some("bad_passkey"), 2),
         ("passkey-register", "bob", None, 0),
     ] {
         assert_eq!(
@@ -551,9 +551,13 @@ fn the_portal_signs_in_with_passkeys_and_refuses_replays_clones_and_other_origin
         .as_u64()
         .expect("signCount in the state file");
     assert_eq!(stored_passkeys(&env), [format!("alice|laptop|{id}|{count}|1|1")]);
-    // `user show` lists no passkeys (yet); it shows that no refusal locked alice out.
+    // `user show` lists the passkey, and shows that no refusal locked alice out.
     let shown = env.ok(&["user", "show", "alice"], None);
     assert!(shown.contains("failures:     0"), "user show alice:\n{shown}");
+    assert!(
+        shown.contains("passkey:      \"laptop\"") && shown.contains("passwordless"),
+        "user show alice:\n{shown}"
+    );
 
     run_script("passkey.mjs", &vars("removal"), env.path(), &gw.log);
     assert_eq!(
