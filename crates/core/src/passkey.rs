@@ -360,9 +360,25 @@ impl Authorizer<'_> {
             }
         };
         let (result, event) = self.assertion(pk, &s.user, response, &pending, false, ip, now)?;
+        self.after_assertion(pk, binding, pending, result, event, Some(current), ip)
+    }
+
+    /// A two-factor session for a verified assertion (replacing `current`); a refused one
+    /// leaves its ceremony open for the right answer.
+    #[allow(clippy::too_many_arguments)]
+    fn after_assertion(
+        &self,
+        pk: &Passkeys,
+        binding: [u8; 32],
+        pending: Pending,
+        result: Result<Box<User>, Refusal>,
+        event: AuthEvent,
+        current: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<LoginStep, GateError> {
         let outcome = match result {
             Ok(user) => LoginOutcome::SignedIn {
-                session: self.start_session(Some(current), &user, Level::TwoFactor, ip)?,
+                session: self.start_session(current, &user, Level::TwoFactor, ip)?,
                 level: Level::TwoFactor,
                 complete: true,
             },
@@ -468,21 +484,7 @@ impl Authorizer<'_> {
             return anonymous(Rejection::BadPasskey);
         };
         let (result, event) = self.assertion(pk, &owner, response, &pending, true, ip, now)?;
-        let outcome = match result {
-            Ok(user) => LoginOutcome::SignedIn {
-                session: self.start_session(current, &user, Level::TwoFactor, ip)?,
-                level: Level::TwoFactor,
-                complete: true,
-            },
-            Err(r) => {
-                pk.put_back(binding, pending);
-                LoginOutcome::Refused(r)
-            }
-        };
-        Ok(LoginStep {
-            outcome,
-            events: vec![event],
-        })
+        self.after_assertion(pk, binding, pending, result, event, current, ip)
     }
 
     /// Checks `response` as `name`'s assertion for `pending` and, when it verifies, moves

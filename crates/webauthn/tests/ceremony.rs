@@ -2,6 +2,7 @@
 //! store, the webauthn-rs verifier, and webauthn-authenticator-rs's software passkey as the
 //! authenticator (a real ES256 key; the browser's part done by the library).
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 use portcullis_core::Directory;
 use portcullis_core::clock::{Clock, ManualClock};
 use portcullis_core::config::{Config, WebauthnConfig};
@@ -288,7 +289,7 @@ fn failed_assertions_lock_the_account_like_wrong_codes() {
             .iter()
             .map(|p| webauthn_rs_proto::AllowCredentials {
                 type_: "public-key".into(),
-                id: p.id.clone().into(),
+                id: p.id.clone(),
                 transports: None,
             })
             .collect();

@@ -131,8 +131,28 @@ struct Posted {
     credential: Option<serde_json::Value>,
 }
 
-fn posted(body: &Bytes) -> Posted {
-    serde_json::from_slice(body).unwrap_or_default()
+const PAGE_EXPIRED: &str = "The page expired. Reload it and try again.";
+const SESSION_EXPIRED: &str = "Your session has expired. Please sign in again.";
+
+/// The posted body, when its CSRF token is right (else the answer to send).
+#[allow(clippy::result_large_err)] // the refusal is the response itself, made once
+fn posted(app: &App, headers: &HeaderMap, body: &Bytes) -> Result<Posted, Response> {
+    let p: Posted = serde_json::from_slice(body).unwrap_or_default();
+    if app.csrf_ok(headers, &p.csrf) {
+        Ok(p)
+    } else {
+        Err(error(StatusCode::FORBIDDEN, PAGE_EXPIRED))
+    }
+}
+
+/// The posted body (CSRF checked) and the session cookie it comes with.
+#[allow(clippy::result_large_err)] // as `posted`
+fn posted_in_session(app: &App, headers: &HeaderMap, body: &Bytes) -> Result<(Posted, String), Response> {
+    let p = posted(app, headers, body)?;
+    match app.session_cookie(headers) {
+        Some(current) => Ok((p, current.to_string())),
+        None => Err(error(StatusCode::UNAUTHORIZED, SESSION_EXPIRED)),
+    }
 }
 
 fn json(status: StatusCode, value: serde_json::Value, cookies: Vec<HeaderValue>) -> Response {
@@ -163,10 +183,7 @@ fn options(begin: PasskeyBegin, cookies: Vec<HeaderValue>) -> Response {
                 "Something went wrong. Try again later.",
             ),
         },
-        PasskeyBegin::NotSignedIn => error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        ),
+        PasskeyBegin::NotSignedIn => error(StatusCode::UNAUTHORIZED, SESSION_EXPIRED),
         PasskeyBegin::Refused(Refusal::Rejected(Rejection::Locked)) => error(
             StatusCode::FORBIDDEN,
             "This account is locked after too many failed attempts. Ask your administrator to unlock it.",
@@ -210,10 +227,9 @@ fn signed_in(app: &App, rd: &str, outcome: LoginOutcome, extra: Vec<HeaderValue>
                 cookies,
             )
         }
-        LoginOutcome::Refused(Refusal::NotSignedIn) | LoginOutcome::Enroll { .. } => error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        ),
+        LoginOutcome::Refused(Refusal::NotSignedIn) | LoginOutcome::Enroll { .. } => {
+            error(StatusCode::UNAUTHORIZED, SESSION_EXPIRED)
+        }
         LoginOutcome::Refused(Refusal::Rejected(Rejection::Locked)) => error(
             StatusCode::FORBIDDEN,
             "This account is locked after too many failed attempts. Ask your administrator to unlock it.",
@@ -232,15 +248,9 @@ pub async fn login_begin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
-    let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        );
+    let current = match posted_in_session(&app, &headers, &body) {
+        Ok((_, current)) => current,
+        Err(r) => return r,
     };
     let begun = step(&app, move |app| {
         let (begin, events) = app.authorizer().passkey_login_begin(&current, ip)?;
@@ -263,15 +273,9 @@ pub async fn login_finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
-    let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        );
+    let (p, current) = match posted_in_session(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let response = p.credential.map(|c| c.to_string()).unwrap_or_default();
     let done = step(&app, move |app| {
@@ -312,9 +316,8 @@ pub async fn passwordless_begin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
+    if let Err(r) = posted(&app, &headers, &body) {
+        return r;
     }
     let token = portcullis_core::session::random_token();
     let t = token.clone();
@@ -334,10 +337,10 @@ pub async fn passwordless_finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
+    let p = match posted(&app, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Some(token) = cookie(&headers, CEREMONY_COOKIE).map(str::to_string) else {
         return error(StatusCode::UNAUTHORIZED, "The sign-in took too long. Try again.");
     };
@@ -413,15 +416,9 @@ pub async fn register_begin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
-    let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        );
+    let (p, current) = match posted_in_session(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let label = p.label;
     match step(&app, move |app| {
@@ -441,15 +438,9 @@ pub async fn register_finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
-    let Some(current) = app.session_cookie(&headers).map(str::to_string) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        );
+    let (p, current) = match posted_in_session(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let response = p.credential.map(|c| c.to_string()).unwrap_or_default();
     let done = step(&app, move |app| {
@@ -485,10 +476,7 @@ fn registered(done: Result<Registration, GatewayError>, next: &str) -> Response 
             error(StatusCode::BAD_REQUEST, "The authenticator's answer was not accepted.")
         }
         Ok(Registration::Expired) => error(StatusCode::BAD_REQUEST, "That took too long. Try again."),
-        Ok(Registration::NotSignedIn) => error(
-            StatusCode::UNAUTHORIZED,
-            "Your session has expired. Please sign in again.",
-        ),
+        Ok(Registration::NotSignedIn) => error(StatusCode::UNAUTHORIZED, SESSION_EXPIRED),
         Err(e) => failed(&e),
     }
 }
@@ -576,25 +564,11 @@ pub async fn enroll_page(
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
     let Some(invites) = app.invites.clone() else {
-        return page(
-            StatusCode::NOT_FOUND,
-            html::message("Not available", "Enrollment needs the SQLite store.", None),
-            vec![],
-        );
+        return super::portal::enrollment_unavailable();
     };
     let invite = match invites.find(&token, app.clock_now()) {
         Ok(Some(i)) => i,
-        Ok(None) => {
-            return page(
-                StatusCode::NOT_FOUND,
-                html::message(
-                    "Link expired",
-                    "This enrollment link is not valid any more. Ask for a new one.",
-                    None,
-                ),
-                vec![],
-            );
-        }
+        Ok(None) => return super::portal::link_expired(),
         Err(e) => return super::portal::failure_page(&GatewayError::failed("reading invitations", e).logged()),
     };
     let (nonce, cookie) = csrf_nonce(&app, &headers);
@@ -610,10 +584,10 @@ pub async fn enroll_begin(
     axum::extract::Path(token): axum::extract::Path<String>,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
+    let p = match posted(&app, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Some(invites) = app.invites.clone() else {
         return error(StatusCode::NOT_FOUND, "Enrollment needs the SQLite store.");
     };
@@ -638,10 +612,10 @@ pub async fn enroll_finish(
     axum::extract::Path(token): axum::extract::Path<String>,
     body: Bytes,
 ) -> Response {
-    let p = posted(&body);
-    if !app.csrf_ok(&headers, &p.csrf) {
-        return error(StatusCode::FORBIDDEN, "The page expired. Reload it and try again.");
-    }
+    let p = match posted(&app, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Some(invites) = app.invites.clone() else {
         return error(StatusCode::NOT_FOUND, "Enrollment needs the SQLite store.");
     };

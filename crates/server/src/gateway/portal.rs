@@ -460,7 +460,7 @@ pub async fn enroll_page(State(app): State<Arc<App>>, headers: HeaderMap, Path(t
 }
 
 /// The page for an enrollment link when the store keeps no invitations.
-fn enrollment_unavailable() -> Response {
+pub(super) fn enrollment_unavailable() -> Response {
     page(
         StatusCode::NOT_FOUND,
         html::message("Not available", "Enrollment needs the SQLite store.", None),
@@ -468,7 +468,7 @@ fn enrollment_unavailable() -> Response {
     )
 }
 
-fn link_expired() -> Response {
+pub(super) fn link_expired() -> Response {
     page(
         StatusCode::NOT_FOUND,
         html::message(
