@@ -571,3 +571,50 @@ fn passkeys_keep_the_second_factor_contract() {
         &bob,
     );
 }
+
+/// The positive side of an AAGUID list: webauthn-authenticator-rs's software token attests
+/// with a certificate chained to its own root, under its AAGUID. With that root and AAGUID
+/// listed it registers; with that root listed for another model only, it is refused.
+#[test]
+fn an_aaguid_list_admits_the_listed_model_proven_by_its_attestation() {
+    use crypto_glue::traits::EncodePem;
+    let dir = tempfile::tempdir().unwrap();
+    let register = |aaguid: &str, token: &mut webauthn_authenticator_rs::softtoken::SoftToken, root: &str| {
+        let ca = dir.path().join(format!("{aaguid}.pem"));
+        std::fs::write(&ca, root).unwrap();
+        let config = WebauthnConfig {
+            attestation: portcullis_core::config::Attestation::Aaguids(vec![aaguid.into()]),
+            attestation_ca_file: Some(ca),
+            ..WebauthnConfig::default()
+        };
+        let mut w = world(false);
+        let verifier = WebauthnVerifier::new(&config, PORTAL, "").unwrap();
+        w.engine.passkeys = Some(Passkeys::new(Box::new(verifier), false, false, 150));
+        let s = w.two_factor("alice");
+        let PasskeyBegin::Options(o) = w
+            .engine
+            .authorizer()
+            .passkey_register_begin(s.as_str(), IP, "token")
+            .unwrap()
+        else {
+            panic!()
+        };
+        let made = token
+            .do_registration(origin(), serde_json::from_str(&o).unwrap())
+            .unwrap();
+        let r = w
+            .engine
+            .authorizer()
+            .passkey_register_finish(s.as_str(), &serde_json::to_string(&made).unwrap(), IP)
+            .unwrap()
+            .0;
+        (r, w.user("alice").passkeys.len())
+    };
+    let (mut token, root) = webauthn_authenticator_rs::softtoken::SoftToken::new(true).unwrap();
+    let root = root.to_pem(crypto_glue::der::pem::LineEnding::LF).unwrap();
+    let model = webauthn_authenticator_rs::softtoken::AAGUID.to_string();
+    let (r, kept) = register(&model, &mut token, &root);
+    assert_eq!((r, kept), (Registration::Added("token".into()), 1));
+    let (r, kept) = register("cb69481e-8ff7-4039-93ec-0a2729a154a8", &mut token, &root);
+    assert!(matches!(r, Registration::Refused(_)) && kept == 0, "{r:?}");
+}
