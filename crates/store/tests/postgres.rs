@@ -168,7 +168,7 @@ fn a_newer_schema_is_refused_with_its_version() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("schema version 99 is newer than this portcullis knows (2); upgrade portcullis"),
+        e.contains("schema version 99 is newer than this portcullis knows (3); upgrade portcullis"),
         "{e}"
     );
 }

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per check (issue 19): the gateway answering auth-request with a valid session,
+# and the bare hyper server answering 204, each under `valgrind --tool=callgrind`, counted
+# for two numbers of requests on one kept-alive connection (curl, many URLs at once) so the
+# start-up and the login cancel out: (I(N2) - I(N1)) / (N2 - N1). Instructions, not
+# seconds: the same binary and inputs give the same count whatever else the machine does.
+# Writes bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions
+# for the N2 run) and prints one line per server.
+# Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+name=${1:?usage: bash bench/callgrind.sh NAME}
+N1=${BENCH_CALLGRIND_N1:-500}
+N2=${BENCH_CALLGRIND_N2:-2500}
+
+log() { echo "callgrind.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+for tool in valgrind callgrind_annotate curl python3; do
+  command -v "$tool" >/dev/null || die "$tool is missing (apt-get install valgrind curl python3)"
+done
+
+log "building (release)"
+cargo build --release -q -p portcullis -p portcullis-bench --bin portcullis --bin bare_hyper >&2
+target=${CARGO_TARGET_DIR:-$repo/target}
+bin=$target/release/portcullis
+bare=$target/release/bare_hyper
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+. "$repo/bench/lib.sh"
+
+# A user with a session, made through the portal (as bench/gateway.sh does).
+cfgdir=$work/pc
+"$bin" init --dir "$cfgdir" >/dev/null
+cfg=$cfgdir/portcullis.toml
+secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
+password='bench password 1'
+printf '%s\n' "$password" | "$bin" -c "$cfg" user add bench --password-stdin --secret "$secret" \
+  --group users --no-terminal-qr >/dev/null
+
+# curl's config: N URLs with the headers of an nginx subrequest, one connection.
+requests() {
+  local n=$1 url=$2 cookie=$3 f=$work/curl-$n.cfg
+  : >"$f"
+  for _ in $(seq "$n"); do
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$url" >>"$f"
+  done
+  curl -s -K "$f" -H "X-Original-URL: http://127.0.0.1/x" ${cookie:+-H "Cookie: portcullis_session=$cookie"}
+}
+
+# run SERVER N: starts it under callgrind, signs in when it is the gateway, sends N
+# requests, stops it; prints the instruction total.
+run() {
+  local which=$1 n=$2 port out sid=""
+  port=$(free_port)
+  out=$work/$which-$n.out
+  if [ "$which" = portcullis ]; then
+    sed -e "s|^listen = \"127.0.0.1:9091\"|listen = \"127.0.0.1:$port\"|" -e "s|^secure = true |secure = false|" \
+      -e "s|http://127.0.0.1:9091|http://127.0.0.1:$port|g" "$cfg" >"$cfgdir/run.toml"
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" -c "$cfgdir/run.toml" serve \
+      >"$work/$which.log" 2>&1 &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bare" "127.0.0.1:$port" >"$work/$which.log" 2>&1 &
+  fi
+  local pid=$!; pids+=("$pid")
+  local url=http://127.0.0.1:$port
+  for _ in $(seq 600); do curl -s -o /dev/null "$url/api/health" && break; sleep 0.1; done
+  if [ "$which" = portcullis ]; then
+    local jar=$work/jar-$n csrf status
+    csrf=$(curl -sf -c "$jar" "$url/login" | csrf_of)
+    status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+      --data-urlencode username=bench --data-urlencode "password=$password" --data-urlencode rd= "$url/login")
+    [ "$status" = 303 ] || die "password step answered $status"
+    csrf=$(curl -sf -b "$jar" -c "$jar" "$url/login/code" | csrf_of)
+    # A new TOTP step for each run: a code is accepted once.
+    sleep "$(( 31 - $(date +%s) % 30 ))"
+    status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+      --data-urlencode "code=$("$bin" otp code --secret "$secret")" --data-urlencode rd= "$url/login/code")
+    [ "$status" = 303 ] || die "code step answered $status"
+    sid=$(awk '$6=="portcullis_session"{print $7}' "$jar" | tail -n1)
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: portcullis_session=$sid" \
+      -H "X-Original-URL: http://127.0.0.1/x" "$url/api/authz/auth-request")" = 200 ] || die "the session does not pass"
+  fi
+  requests "$n" "$url/api/authz/auth-request" "$sid"
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  awk '/^summary:/{print $2}' "$out"
+}
+
+profile=$repo/bench/profiles/check-$name.txt
+{
+  echo "# bash bench/callgrind.sh $name — $(date -u +%Y-%m-%d), $(git -C "$repo" rev-parse --short HEAD)"
+  echo "# instructions per request = (I($N2) - I($N1)) / ($N2 - $N1), one kept-alive connection"
+} >"$profile"
+for which in portcullis bare; do
+  log "$which: $N1 and $N2 requests under callgrind"
+  i1=$(run "$which" "$N1"); i2=$(run "$which" "$N2")
+  per=$(( (i2 - i1) / (N2 - N1) ))
+  echo "$which: $per instructions per request ($i1 for $N1, $i2 for $N2)" | tee -a "$profile"
+  cp "$work/$which-$N2.out" "$work/$which.callgrind"
+done
+for which in portcullis bare; do
+  {
+    echo
+    echo "## $which, the $N2-request run: the top functions (inclusive of nothing: self cost)"
+    callgrind_annotate --threshold=90 "$work/$which.callgrind" 2>/dev/null | sed -n '1,60p'
+  } >>"$profile"
+done
+log "wrote $profile"
