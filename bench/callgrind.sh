@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Instructions per check (issue 19): the gateway answering auth-request with a valid session,
-# and the bare hyper server answering 204, each under `valgrind --tool=callgrind`, counted
-# for two numbers of requests on one kept-alive connection (curl, many URLs at once) so the
-# start-up and the login cancel out: (I(N2) - I(N1)) / (N2 - N1). Instructions, not
-# seconds: the same binary and inputs give the same count whatever else the machine does.
-# Writes bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions
-# for the N2 run) and prints one line per server.
+# and the bare hyper server answering 204, each under `valgrind --tool=callgrind` with
+# collection switched on (callgrind_control) only once the server is up and, for the
+# gateway, signed in: N requests on one kept-alive connection (curl, many URLs at once), so
+# instructions per request = the collected total / N. Instructions, not seconds: the same
+# binary and inputs give the same count whatever else the machine does. Writes
+# bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions) and
+# prints one line per server.
 # Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 name=${1:?usage: bash bench/callgrind.sh NAME}
-N1=${BENCH_CALLGRIND_N1:-500}
-N2=${BENCH_CALLGRIND_N2:-2500}
+N=${BENCH_CALLGRIND_N:-2000}
 
 log() { echo "callgrind.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
-for tool in valgrind callgrind_annotate curl python3; do
+for tool in valgrind callgrind_annotate callgrind_control curl python3; do
   command -v "$tool" >/dev/null || die "$tool is missing (apt-get install valgrind curl python3)"
 done
 
@@ -65,10 +65,10 @@ run() {
   if [ "$which" = portcullis ]; then
     sed -e "s|^listen = \"127.0.0.1:9091\"|listen = \"127.0.0.1:$port\"|" -e "s|^secure = true |secure = false|" \
       -e "s|http://127.0.0.1:9091|http://127.0.0.1:$port|g" "$cfg" >"$cfgdir/run.toml"
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" -c "$cfgdir/run.toml" serve \
+    RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bin" -c "$cfgdir/run.toml" serve \
       >"$work/$which.log" 2>&1 &
   else
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bare" "127.0.0.1:$port" >"$work/$which.log" 2>&1 &
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bare" "127.0.0.1:$port" >"$work/$which.log" 2>&1 &
   fi
   local pid=$!; pids+=("$pid")
   local url=http://127.0.0.1:$port
@@ -80,8 +80,6 @@ run() {
       --data-urlencode username=bench --data-urlencode "password=$password" --data-urlencode rd= "$url/login")
     [ "$status" = 303 ] || die "password step answered $status"
     csrf=$(curl -sf -b "$jar" -c "$jar" "$url/login/code" | csrf_of)
-    # A new TOTP step for each run: a code is accepted once.
-    sleep "$(( 31 - $(date +%s) % 30 ))"
     status=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
       --data-urlencode "code=$("$bin" otp code --secret "$secret")" --data-urlencode rd= "$url/login/code")
     [ "$status" = 303 ] || die "code step answered $status"
@@ -89,28 +87,28 @@ run() {
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: portcullis_session=$sid" \
       -H "X-Original-URL: http://127.0.0.1/x" "$url/api/authz/auth-request")" = 200 ] || die "the session does not pass"
   fi
+  callgrind_control -i on "$pid" >/dev/null 2>&1
   requests "$n" "$url/api/authz/auth-request" "$sid"
-  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-  awk '/^summary:/{print $2}' "$out"
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  awk '/^totals:/{print $2}' "$out"
 }
 
 profile=$repo/bench/profiles/check-$name.txt
 {
   echo "# bash bench/callgrind.sh $name — $(date -u +%Y-%m-%d), $(git -C "$repo" rev-parse --short HEAD)"
-  echo "# instructions per request = (I($N2) - I($N1)) / ($N2 - $N1), one kept-alive connection"
+  echo "# instructions per request = instructions collected over $N requests on one kept-alive connection / $N"
 } >"$profile"
 for which in portcullis bare; do
-  log "$which: $N1 and $N2 requests under callgrind"
-  i1=$(run "$which" "$N1"); i2=$(run "$which" "$N2")
-  per=$(( (i2 - i1) / (N2 - N1) ))
-  echo "$which: $per instructions per request ($i1 for $N1, $i2 for $N2)" | tee -a "$profile"
-  cp "$work/$which-$N2.out" "$work/$which.callgrind"
+  log "$which: $N requests under callgrind"
+  total=$(run "$which" "$N")
+  echo "$which: $(( total / N )) instructions per request ($total for $N)" | tee -a "$profile"
 done
 for which in portcullis bare; do
   {
     echo
-    echo "## $which, the $N2-request run: the top functions (inclusive of nothing: self cost)"
-    callgrind_annotate --threshold=90 "$work/$which.callgrind" 2>/dev/null | sed -n '1,60p'
+    echo "## $which: the top functions (self cost) over the $N requests"
+    callgrind_annotate --threshold=90 "$work/$which-$N.out" 2>/dev/null | sed -n '/^Ir  *file:function/,$p' | sed -n '1,45p'
   } >>"$profile"
 done
 log "wrote $profile"
