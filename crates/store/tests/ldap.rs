@@ -5,11 +5,13 @@
 
 #[path = "ldap_server/mod.rs"]
 mod ldap_server;
+mod ports;
 
-use ldap_server::{Slapd, black_hole, free_port};
+use ldap_server::{Slapd, black_hole};
 use portcullis_core::config::Config;
 use portcullis_core::factor::{PasswordSource, check_password_source_contract};
 use portcullis_store::ldap::LdapSource;
+use ports::free_port;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@
 
 #[path = "ldap_server/mod.rs"]
 mod ldap_server;
+mod ports;
 
 use ldap_server::{CAROL_OTP, Slapd, black_hole};
 use std::process::{Command, Stdio};

@@ -5,6 +5,7 @@
 
 mod certs;
 mod pg;
+mod ports;
 
 use pg::Postgres;
 use portcullis_core::config::{SslMode, StoreConfig, StoreKind};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is a failure report
 
 mod certs;
+mod ports;
 mod redis_server;
 
 use portcullis_core::config::{StateConfig, StateKind};

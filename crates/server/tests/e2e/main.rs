@@ -23,6 +23,8 @@ mod pam;
 mod passkey;
 #[path = "../../../store/tests/pg/mod.rs"]
 mod pg;
+#[path = "../../../store/tests/ports/mod.rs"]
+mod ports;
 mod postgres;
 mod proxy;
 mod qr;

@@ -54,26 +54,6 @@ pub struct Slapd {
     ca: PathBuf,
 }
 
-/// A loopback port nothing listens on (right now).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Below the kernel's ephemeral range (32768 and up): a parallel test's client connection
-    // can take a port from there between this check and the server's bind (seen in CI:
-    // "Address already in use"). Each copy of this function walks its own sequence.
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mixed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(n.wrapping_mul(40_503))
-            .wrapping_add(9011);
-        let port = 20_000 + (mixed % 12_700) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn require(program: &str, package: &str) {
     let found = ["/usr/sbin", "/usr/bin"]
         .iter()
@@ -337,8 +317,8 @@ impl Slapd {
         // Free ports are picked before slapd binds them: on a (rare) collision, new ones.
         let mut failure = String::new();
         for _ in 0..3 {
-            s.port = free_port();
-            s.ldaps_port = free_port();
+            s.port = crate::ports::free_port();
+            s.ldaps_port = crate::ports::free_port();
             match s.try_start() {
                 Ok(()) => {
                     failure.clear();

@@ -28,25 +28,6 @@ fn bin_dir() -> PathBuf {
     found.pop().expect("no /usr/lib/postgresql/*/bin/postgres")
 }
 
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Below the kernel's ephemeral range (32768 and up): a parallel test's client connection
-    // can take a port from there between this check and the server's bind (seen in CI:
-    // "Address already in use"). Each copy of this function walks its own sequence.
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mixed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(n.wrapping_mul(40_503))
-            .wrapping_add(3001);
-        let port = 20_000 + (mixed % 12_700) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn as_postgres(program: &Path) -> Command {
     let mut c = Command::new("runuser");
     c.args(["-u", "postgres", "--"]).arg(program);
@@ -84,7 +65,7 @@ impl Postgres {
             .unwrap();
         let mut pg = Postgres {
             child: None,
-            port: free_port(),
+            port: crate::ports::free_port(),
             dir,
             bin,
         };

@@ -16,25 +16,6 @@ pub struct Redis {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Below the kernel's ephemeral range (32768 and up): a parallel test's client connection
-    // can take a port from there between this check and the server's bind (seen in CI:
-    // "Address already in use"). Each copy of this function walks its own sequence.
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mixed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(n.wrapping_mul(40_503))
-            .wrapping_add(6007);
-        let port = 20_000 + (mixed % 12_700) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 impl Redis {
     /// A server with `extra` arguments (TLS, ACL users) after the test's own; `{port}` in
     /// them is the server's port (`--tls-port {port}` serves TLS only).
@@ -45,7 +26,7 @@ impl Redis {
         );
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port: crate::ports::free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -63,7 +44,7 @@ impl Redis {
     pub fn start_sentinel(primary: u16) -> Redis {
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port: crate::ports::free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: vec!["--sentinel-of".into(), primary.to_string()],
         };
