@@ -549,10 +549,9 @@ pub async fn settings_page(
 }
 
 /// The code page's "Use your passkey" button, when `user` has one here.
-pub fn passkey_button(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String> {
-    let u = app.engine.directory.user(user).ok().flatten()?;
+pub fn passkey_button(app: &App, user: &portcullis_core::User, csrf: &str, rd: &str) -> Option<String> {
     app.authorizer()
-        .passkeys_for(&u)
+        .passkeys_for(user)
         .then(|| html::passkey_login_button(app.base(), csrf, rd))
 }
 

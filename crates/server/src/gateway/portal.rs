@@ -297,10 +297,12 @@ pub async fn code_page(
     )
 }
 
-/// What the code page offers above the code form: "Use your passkey", "Send a push".
+/// What the code page offers above the code form: "Use your passkey", "Send a push" (one
+/// directory read for both; a store that fails shows no button rather than an error).
 fn second_factor_buttons(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String> {
-    let passkey = super::passkey_page::passkey_button(app, user, csrf, rd);
-    let push = super::push_page::push_button(app, user, csrf, rd);
+    let u = app.engine.directory.user(user).ok().flatten()?;
+    let passkey = super::passkey_page::passkey_button(app, &u, csrf, rd);
+    let push = super::push_page::push_button(app, &u, csrf, rd);
     match (passkey, push) {
         (None, None) => None,
         (a, b) => Some(format!("{}{}", a.unwrap_or_default(), b.unwrap_or_default())),

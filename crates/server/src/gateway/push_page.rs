@@ -229,12 +229,10 @@ fn json(value: serde_json::Value, cookies: Vec<axum::http::HeaderValue>) -> Resp
     r
 }
 
-/// The code page's "Send a push" form, when `user` approves with a push (a directory
-/// read; a store that fails shows no button rather than an error).
-pub fn push_button(app: &App, user: &str, csrf: &str, rd: &str) -> Option<String> {
-    let u = app.engine.directory.user(user).ok().flatten()?;
+/// The code page's "Send a push" form, when `user` approves with a push.
+pub fn push_button(app: &App, user: &portcullis_core::User, csrf: &str, rd: &str) -> Option<String> {
     app.authorizer()
-        .pushes_for(&u)
+        .pushes_for(user)
         .then(|| html::push_form(app.base(), csrf, rd))
 }
 
