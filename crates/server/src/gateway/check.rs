@@ -106,17 +106,28 @@ pub fn bind(key: &str, path: &str, group: &str, mode: u32) -> Result<tokio::net:
         "" => None,
         g => Some(group_id(g, std::path::Path::new("/etc/group"))?),
     };
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| {
+    // Bound beside its place, given its group and mode, then renamed into place: at `path`
+    // the socket never exists with other permissions than its own (a client that finds it
+    // can connect at once).
+    let fresh = format!("{path}.{}.new", std::process::id());
+    let _ = std::fs::remove_file(&fresh);
+    let listener = tokio::net::UnixListener::bind(&fresh).with_context(|| {
         format!("{key}: cannot listen on {path} (does its directory exist and belong to the gateway's user?)")
     })?;
-    if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
-            format!("{key}_group = {group:?}: cannot give {path} to that group (the gateway must run as root or be a member of it)")
-        })?;
+    let placed = (|| {
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&fresh, None, Some(gid)).with_context(|| {
+                format!("{key}_group = {group:?}: cannot give {path} to that group (the gateway must run as root or be a member of it)")
+            })?;
+        }
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("{key}: cannot set the mode of {path}"))?;
+        std::fs::rename(&fresh, path).with_context(|| format!("{key}: cannot put the socket at {path}"))
+    })();
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(e);
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("{key}: cannot set the mode of {path}"))?;
     Ok(listener)
 }
 
