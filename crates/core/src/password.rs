@@ -8,6 +8,7 @@ use md5::{Digest, Md5};
 use sha1::Sha1;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -62,28 +63,64 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 /// A hash of a password nobody knows, verified for unknown users so they cost the same time.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("portcullis-dummy-password").unwrap_or_default());
 
-/// argon2 work areas kept for reuse. Freeing the 19 MiB area after every login leaves it
-/// resident in glibc's malloc pools (a login flood measured ~600 MiB RSS); reusing areas
-/// keeps memory at (concurrent verifications x m_cost), which the gateway bounds.
-static WORK_AREAS: Mutex<Vec<Vec<argon2::Block>>> = Mutex::new(Vec::new());
+/// argon2 work areas kept for reuse between verifications, with when each was last used.
+/// A login flood reuses them (no 19 MiB allocated per attempt); an idle gateway gives them
+/// back ([`release_idle_work_areas`]).
+struct WorkAreas(Mutex<Vec<(Vec<argon2::Block>, Instant)>>);
+
+static WORK_AREAS: WorkAreas = WorkAreas(Mutex::new(Vec::new()));
 
 /// Most areas kept between verifications (more are freed after use).
 const WORK_AREAS_KEPT: usize = 8;
 
+/// What a work area reserves at least: more than glibc's largest dynamic mmap threshold
+/// (`DEFAULT_MMAP_THRESHOLD_MAX`, 32 MiB on 64-bit; see mallopt(3)). An area that size is
+/// always a mapping of its own, returned to the system when freed, and freeing it never
+/// raises the threshold; a 19 MiB area freed once would (glibc then serves the next from
+/// its pools, where it stays resident after it is freed). Only the pages used count in RSS.
+const AREA_RESERVE_BYTES: usize = (32 << 20) + (64 << 10);
+
+impl WorkAreas {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Vec<argon2::Block>, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on a zeroed area of `blocks` blocks, kept or new, and keeps it afterwards.
+    fn with<T>(&self, blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
+        let taken = self.lock().pop();
+        let mut area = taken.map(|(a, _)| a).unwrap_or_else(|| {
+            Vec::with_capacity((AREA_RESERVE_BYTES / std::mem::size_of::<argon2::Block>()).max(blocks))
+        });
+        if area.len() < blocks {
+            area.resize(blocks, argon2::Block::default());
+        }
+        let result = f(&mut area[..blocks]);
+        // The area held password-derived state: wipe it before it is kept or freed.
+        area.iter_mut().for_each(|b| *b = argon2::Block::default());
+        let mut pool = self.lock();
+        if pool.len() < WORK_AREAS_KEPT {
+            pool.push((area, Instant::now()));
+        }
+        result
+    }
+
+    fn release_idle(&self, idle: Duration) -> usize {
+        let mut pool = self.lock();
+        let before = pool.len();
+        pool.retain(|(_, used)| used.elapsed() < idle);
+        before - pool.len()
+    }
+}
+
 fn with_work_area<T>(blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
-    let taken = WORK_AREAS.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    let mut area = taken.unwrap_or_default();
-    if area.len() < blocks {
-        area.resize(blocks, argon2::Block::default());
-    }
-    let result = f(&mut area[..blocks]);
-    // The area held password-derived state: wipe it before it is kept or freed.
-    area.iter_mut().for_each(|b| *b = argon2::Block::default());
-    let mut pool = WORK_AREAS.lock().unwrap_or_else(|p| p.into_inner());
-    if pool.len() < WORK_AREAS_KEPT {
-        pool.push(area);
-    }
-    result
+    WORK_AREAS.with(blocks, f)
+}
+
+/// Frees the argon2 work areas no verification has used for `idle` (the gateway calls this
+/// now and then, so memory taken by a burst of logins goes back to the system); returns
+/// how many were freed.
+pub fn release_idle_work_areas(idle: Duration) -> usize {
+    WORK_AREAS.release_idle(idle)
 }
 
 /// Verifies `password` against an argon2 PHC string; false for a malformed hash.
@@ -271,6 +308,25 @@ impl crate::factor::PasswordSource for ExternalSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_areas_are_reused_then_given_back_when_idle() {
+        let areas = WorkAreas(Mutex::new(Vec::new()));
+        let first = areas.with(8, |a| a.as_ptr() as usize);
+        assert_eq!(areas.with(8, |a| a.as_ptr() as usize), first, "the kept area is reused");
+        {
+            let pool = areas.lock();
+            assert_eq!(pool.len(), 1);
+            assert!(pool[0].0.capacity() * std::mem::size_of::<argon2::Block>() > 32 << 20);
+            assert!(
+                pool[0].0.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)),
+                "wiped after use"
+            );
+        }
+        assert_eq!(areas.release_idle(Duration::from_secs(3600)), 0, "recently used: kept");
+        assert_eq!(areas.release_idle(Duration::ZERO), 1);
+        assert!(areas.lock().is_empty());
+    }
     use std::io::Write;
 
     #[test]

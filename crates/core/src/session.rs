@@ -2,12 +2,15 @@
 //! through to an optional backend so sessions survive a restart.
 
 use crate::store::StoreError;
+use packed::Packed;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
+
+mod packed;
 
 /// Length of a bearer token (session cookie, invite link): 32 bytes in base64url, no padding.
 pub const TOKEN_LEN: usize = 43;
@@ -252,7 +255,7 @@ impl<T: SessionBackend + ?Sized> SessionBackend for Arc<T> {
 /// One live session: what it knows is fixed at login; only the activity times move, and
 /// atomically, so `get` never needs the write lock.
 struct Entry {
-    session: Session,
+    session: Packed,
     last_seen: AtomicI64,
     /// The `last_seen` the backend holds.
     persisted: AtomicI64,
@@ -267,7 +270,7 @@ impl Entry {
             last_seen: AtomicI64::new(session.last_seen),
             persisted: AtomicI64::new(session.last_seen),
             verified: AtomicI64::new(verified),
-            session,
+            session: Packed::new(&session),
         }
     }
 
@@ -348,7 +351,7 @@ impl Sessions {
                         // Due at once: the next request reads the user again.
                         Revocation::User(name) => {
                             let t = table.read().unwrap_or_else(|p| p.into_inner());
-                            for e in t.values().filter(|e| e.session.user == name) {
+                            for e in t.values().filter(|e| e.session.user() == name) {
                                 e.verified.store(i64::MIN, Ordering::Relaxed);
                             }
                         }
@@ -433,15 +436,13 @@ impl Sessions {
             return Ok(());
         };
         entry.verified.fetch_max(now, Ordering::Relaxed);
-        let s = &entry.session;
-        if s.groups == groups && s.display_name.as_deref() == display_name && s.email.as_deref() == email {
+        if entry.session.same_profile(groups, display_name, email) {
             return Ok(());
         }
-        let mut changed = s.clone();
+        let mut changed = entry.session.unpack(entry.last_seen.load(Ordering::Relaxed));
         changed.groups = groups.to_vec();
         changed.display_name = display_name.map(str::to_string);
         changed.email = email.map(str::to_string);
-        changed.last_seen = entry.last_seen.load(Ordering::Relaxed);
         if let Some(b) = &self.backend {
             b.put(&hash, &changed)?;
         }
@@ -510,8 +511,7 @@ impl Sessions {
         {
             self.record_error(e);
         }
-        let mut s = entry.session.clone();
-        s.last_seen = last_seen;
+        let s = entry.session.unpack(last_seen);
         let due = now.saturating_sub(entry.verified.load(Ordering::Relaxed)) >= secs(self.policy.refresh);
         // When the user is due to be read again, the session is too: a revocation made by
         // another process or node takes effect within the refresh interval.
@@ -637,11 +637,11 @@ impl Sessions {
     /// Ends every session of `user` (logout everywhere, user removed or locked); returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
         // Counted first: a watching backend may drop our copies while it deletes.
-        let held = self.read().values().filter(|e| e.session.user == user).count();
+        let held = self.read().values().filter(|e| e.session.user() == user).count();
         if let Some(b) = &self.backend {
             b.delete_user(user)?;
         }
-        self.write().retain(|_, e| e.session.user != user);
+        self.write().retain(|_, e| e.session.user() != user);
         Ok(held)
     }
 
