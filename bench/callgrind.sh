@@ -7,7 +7,8 @@
 # binary and inputs give the same count whatever else the machine does. Writes
 # bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions) and
 # prints one line per server.
-# Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc)
+# Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc); BENCH_CALLGRIND_KEEP=DIR
+# keeps the raw callgrind files there (for callgrind_annotate --inclusive=yes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -111,4 +112,5 @@ for which in portcullis bare; do
     callgrind_annotate --threshold=90 "$work/$which-$N.out" 2>/dev/null | sed -n '/^Ir  *file:function/,$p' | sed -n '1,45p'
   } >>"$profile"
 done
+if [ -n "${BENCH_CALLGRIND_KEEP:-}" ]; then mkdir -p "$BENCH_CALLGRIND_KEEP" && cp "$work"/*.out "$BENCH_CALLGRIND_KEEP"/; fi
 log "wrote $profile"

@@ -13,9 +13,9 @@
 
 use super::metrics::Kind;
 use super::web::query_escape;
-use super::{App, Ask, Cost, DecisionResult};
+use super::{App, Cost, DecisionResult};
 use portcullis_core::access::Resource;
-use portcullis_core::authz::{BasicCredentials, Decision};
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
 use portcullis_fastcgi::{self as fastcgi, Request};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -134,7 +134,15 @@ fn origin_form<'u>(uri: &'u str, host: &str) -> Option<&'u str> {
 }
 
 /// Cookie mode and Basic mode: Apache asks who the client is.
-fn ask(app: &App, req: &Request, role: Role, client_ip: IpAddr, method: &str, host: &str, uri: &str) -> Ask {
+fn ask<'a>(
+    app: &App,
+    req: &'a Request,
+    role: Role,
+    client_ip: IpAddr,
+    method: &'a str,
+    host: &'a str,
+    uri: &'a str,
+) -> AccessRequest<'a> {
     // In these roles `REMOTE_USER` is only the name the client typed.
     let basic = match (role, req.param("REMOTE_USER"), req.param("REMOTE_PASSWD")) {
         (Role::Basic, Some(user), Some(secret)) if !user.is_empty() => Some(BasicCredentials {
@@ -148,13 +156,12 @@ fn ask(app: &App, req: &Request, role: Role, client_ip: IpAddr, method: &str, ho
         Some(_) => None,
         None => req
             .param("HTTP_COOKIE")
-            .and_then(|c| cookie(c, &app.config.core.session.cookie_name))
-            .map(str::to_string),
+            .and_then(|c| cookie(c, &app.config.core.session.cookie_name)),
     };
-    Ask {
-        method: method.to_string(),
-        host: host.to_string(),
-        path: uri.to_string(),
+    AccessRequest {
+        method,
+        host,
+        path: uri,
         client_ip,
         session,
         basic,

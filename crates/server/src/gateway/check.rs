@@ -7,11 +7,11 @@
 //! The socket protocol is five lines (user, password+code, client address, host, URI),
 //! at most `MAX_REQUEST` bytes, one request per connection; the answer is `ok` or `no`.
 
+use super::App;
 use super::metrics::Kind;
-use super::{App, Ask};
 use crate::settings::{CheckFallback, LogFormat, Settings};
 use anyhow::{Context, Result};
-use portcullis_core::authz::{BasicCredentials, Decision};
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
 use portcullis_core::config::SessionStoreKind;
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -71,10 +71,10 @@ impl Check {
 /// logged and counted); true lets the client in.
 async fn decide(app: &Arc<App>, c: Check) -> bool {
     let started = Instant::now();
-    let ask = Ask {
-        method: "GET".to_string(),
-        host: c.host,
-        path: if c.uri.starts_with('/') { c.uri } else { "/".to_string() },
+    let req = AccessRequest {
+        method: "GET",
+        host: &c.host,
+        path: if c.uri.starts_with('/') { &c.uri } else { "/" },
         client_ip: c.ip,
         session: None,
         basic: Some(BasicCredentials {
@@ -83,7 +83,7 @@ async fn decide(app: &Arc<App>, c: Check) -> bool {
         }),
     };
     // A failure was counted (as an error) where it happened; nothing more to count.
-    let Ok(decision) = app.decide(ask, started).await else {
+    let Ok(decision) = app.decide(req, started).await else {
         return false;
     };
     let (kind, ok) = match decision {

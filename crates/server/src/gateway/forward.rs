@@ -6,10 +6,10 @@
 use super::App;
 use super::metrics::Kind;
 use super::web::{header_str, names, query_escape};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_core::authz::{BasicCredentials, Decision};
+use portcullis_core::authz::{AccessRequest, BasicCredentials, Decision};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 /// The original request as a trusted proxy describes it.
 pub(super) struct Original {
     pub(super) method: String,
-    scheme: String,
+    scheme: &'static str,
     pub(super) host: String,
     /// Path and query exactly as sent.
     pub(super) uri: String,
@@ -27,10 +27,13 @@ pub(super) struct Original {
 impl Original {
     /// Checks and normalises a request's description (the host is lowercased).
     pub(super) fn new(method: &str, scheme: &str, host: &str, uri: &str) -> Result<Original, BadPart> {
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
+        let scheme = if scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else if scheme.eq_ignore_ascii_case("http") {
+            "http"
+        } else {
             return Err(BadPart::Scheme);
-        }
+        };
         if !valid_host(host) {
             return Err(BadPart::Host);
         }
@@ -46,19 +49,24 @@ impl Original {
     }
 
     /// `http` or `https`.
-    pub(super) fn scheme(&self) -> &str {
-        &self.scheme
+    pub(super) fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     /// What the Authorizer is asked about this request: its cookie and, when `[basic]` is
     /// on, its Basic credentials.
-    pub(super) fn ask(&self, app: &App, client_ip: std::net::IpAddr, headers: &HeaderMap) -> super::Ask {
-        super::Ask {
-            method: self.method.clone(),
-            host: self.host.clone(),
-            path: self.uri.clone(),
+    pub(super) fn request<'a>(
+        &'a self,
+        app: &App,
+        client_ip: std::net::IpAddr,
+        headers: &'a HeaderMap,
+    ) -> AccessRequest<'a> {
+        AccessRequest {
+            method: &self.method,
+            host: &self.host,
+            path: &self.uri,
             client_ip,
-            session: app.session_cookie(headers).map(str::to_string),
+            session: app.session_cookie(headers),
             basic: if app.config.core.basic.enabled {
                 basic_credentials(headers)
             } else {
@@ -146,12 +154,14 @@ pub(super) fn parse_original_url(url: &str, method: &str) -> Result<Original, Ma
         .ok_or(Malformed::Bad("X-Original-URL is not an absolute URL"))?;
     let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (host, uri) = rest.split_at(split);
+    let rooted;
     let uri = if uri.is_empty() || uri.starts_with('?') {
-        format!("/{uri}")
+        rooted = format!("/{uri}");
+        &rooted
     } else {
-        uri.to_string()
+        uri
     };
-    Original::new(method, scheme, host, &uri).map_err(|part| {
+    Original::new(method, scheme, host, uri).map_err(|part| {
         Malformed::Bad(match part {
             BadPart::Scheme => "X-Original-URL must be http or https",
             BadPart::Host => "X-Original-URL has no valid host",
@@ -216,8 +226,8 @@ pub fn basic_credentials(h: &HeaderMap) -> Option<BasicCredentials> {
 }
 
 /// How a proxy expects "log in first" to be said.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Flavor {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flavor {
     /// nginx: 401 means "log in", the redirect is nginx's `error_page`.
     AuthRequest,
     /// Traefik/Caddy: the response is passed to the client as it is.
@@ -228,18 +238,31 @@ pub(super) enum Flavor {
 pub async fn auth_request(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    handle(app, peer, headers, Flavor::AuthRequest).await
+    handle(&app, peer, req.headers(), Flavor::AuthRequest).await
 }
 
 /// `GET /api/authz/forward-auth` (Traefik `forwardAuth`, Caddy `forward_auth`).
 pub async fn forward_auth(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    handle(app, peer, headers, Flavor::ForwardAuth).await
+    handle(&app, peer, req.headers(), Flavor::ForwardAuth).await
+}
+
+/// Which forward-auth endpoint a request is for, when it is a GET or HEAD of one: the
+/// listener answers those without the router (the per-request check pays no routing).
+pub fn endpoint(base: &str, method: &axum::http::Method, path: &str) -> Option<Flavor> {
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return None;
+    }
+    match path.strip_prefix(base)? {
+        "/api/authz/auth-request" => Some(Flavor::AuthRequest),
+        "/api/authz/forward-auth" => Some(Flavor::ForwardAuth),
+        _ => None,
+    }
 }
 
 /// True when the client is a browser asking for a page.
@@ -247,12 +270,13 @@ pub(super) fn wants_html(h: &HeaderMap) -> bool {
     header_str(h, header::ACCEPT).is_some_and(|a| a.contains("text/html"))
 }
 
-async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Flavor) -> Response {
+/// Answers one forward-auth request.
+pub async fn handle(app: &Arc<App>, peer: SocketAddr, headers: &HeaderMap, flavor: Flavor) -> Response {
     let started = Instant::now();
     let trusted = app.proxies.trusts(peer.ip());
     let original = match flavor {
-        Flavor::AuthRequest => from_auth_request(trusted, &headers),
-        Flavor::ForwardAuth => from_forwarded(trusted, &headers),
+        Flavor::AuthRequest => from_auth_request(trusted, headers),
+        Flavor::ForwardAuth => from_forwarded(trusted, headers),
     };
     let original = match original {
         Ok(o) => o,
@@ -270,25 +294,34 @@ async fn handle(app: Arc<App>, peer: SocketAddr, headers: HeaderMap, flavor: Fla
             return (status, why).into_response();
         }
     };
-    let client_ip = match app.client_ip(peer, &headers) {
+    let client_ip = match app.client_ip(peer, headers) {
         Ok(ip) => ip,
         Err(e) => {
             app.metrics.decision(Kind::BadRequest, started.elapsed());
             return super::web::bad_forwarding(e);
         }
     };
-    let ask = original.ask(&app, client_ip, &headers);
-    let has_basic = ask.basic.is_some();
-    let decision = match app.decide(ask, started).await {
+    let req = original.request(app, client_ip, headers);
+    let has_basic = req.basic.is_some();
+    let decision = match app.decide(req, started).await {
         Ok(d) => d,
         Err(e) => return e.status().into_response(),
     };
-    let browser = wants_html(&headers) && !has_basic;
+    let browser = wants_html(headers) && !has_basic;
     // The nginx snippets say which kind of location asks: 0 from one that redirects to the
     // portal (a Basic challenge there would ride along on nginx's 302 and may open a
     // password dialog), 1 from a Basic one; older snippets send nothing.
-    let basic_location = header_str(&headers, "x-portcullis-basic") != Some("0");
-    render(&app, &original, decision, flavor, browser, basic_location, started)
+    let basic_location = header_str(headers, "x-portcullis-basic") != Some("0");
+    render(app, &original, decision, flavor, browser, basic_location, started)
+}
+
+/// A header value that takes `value`'s buffer (no copy). One that cannot be a header
+/// (control characters) is sent empty, never forged.
+fn owned_value(value: String) -> HeaderValue {
+    if value.is_empty() {
+        return HeaderValue::from_static("");
+    }
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The answer for a decision, in the flavour the proxy expects; counts it in the metrics.
@@ -311,27 +344,21 @@ pub(super) fn render(
             // Always send all four headers, empty when nobody is signed in (a bypassed
             // resource): some proxies (Caddy 2.6's copy_headers) otherwise hand the
             // application an unexpanded placeholder, or the client's own header.
-            let (user, groups, name, email) = match &identity {
-                Some(id) => (
-                    id.user.as_str(),
-                    id.groups_value(),
-                    id.display_name.as_deref(),
-                    id.email.as_deref(),
-                ),
-                None => ("", String::new(), None, None),
+            let (user, groups, name, email) = match identity {
+                Some(id) => {
+                    let groups = id.groups_value();
+                    (id.user, groups, id.display_name, id.email)
+                }
+                None => (String::new(), String::new(), None, None),
             };
             let h = r.headers_mut();
             for (header, value) in [
                 (names::REMOTE_USER, user),
-                (names::REMOTE_GROUPS, groups.as_str()),
-                (names::REMOTE_NAME, name.unwrap_or("")),
-                (names::REMOTE_EMAIL, email.unwrap_or("")),
+                (names::REMOTE_GROUPS, groups),
+                (names::REMOTE_NAME, name.unwrap_or_default()),
+                (names::REMOTE_EMAIL, email.unwrap_or_default()),
             ] {
-                // A value that cannot be a header (control characters) is sent empty, never forged.
-                h.insert(
-                    header,
-                    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("")),
-                );
+                h.insert(header, owned_value(value));
             }
             (Kind::Allow, r)
         }
@@ -378,7 +405,7 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!(
-            (o.scheme.as_str(), o.host.as_str(), o.uri.as_str()),
+            (o.scheme, o.host.as_str(), o.uri.as_str()),
             ("https", "app.example.com:8443", "/a/b?x=1")
         );
         assert_eq!(parse_original_url("https://h", "GET").ok().unwrap().uri, "/");

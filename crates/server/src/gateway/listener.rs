@@ -3,8 +3,8 @@
 //! headers that is also the idle limit of a kept-alive connection, and a TLS handshake
 //! deadline. Without them, half-sent requests (slowloris) hold descriptors until none is left.
 
-use super::App;
 use super::tls::Tls;
+use super::{App, forward};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,10 +15,22 @@ use std::time::Duration;
 /// How long a TLS client has to finish its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// The gateway's: the forward-auth endpoints are answered here, without the router
+    /// (routing, boxing and the request's extensions cost a check as much as its decision),
+    /// and everything else by it.
+    Gateway,
+    /// Only the router's (the metrics listener: no forward-auth there).
+    Router,
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` completes.
 pub async fn serve(
     app: Arc<App>,
     router: Router,
+    serves: Serves,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<Tls>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -57,9 +69,23 @@ pub async fn serve(
             let _counted = Counted(&app);
             let _slot = slot;
             // The handlers find the client's address where axum's own server puts it.
+            let base = app.base().to_string();
+            let gateway = app.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower_service::Service::call(&mut router.clone(), req)
+                let endpoint = match serves {
+                    Serves::Gateway => forward::endpoint(&base, req.method(), req.uri().path()),
+                    Serves::Router => None,
+                };
+                let (app, mut router) = (gateway.clone(), router.clone());
+                async move {
+                    if let Some(flavor) = endpoint {
+                        return Ok::<_, std::convert::Infallible>(
+                            forward::handle(&app, peer, req.headers(), flavor).await,
+                        );
+                    }
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    tower_service::Service::call(&mut router, req).await
+                }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(header_timeout);

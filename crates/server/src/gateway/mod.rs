@@ -141,6 +141,32 @@ pub struct Ask {
     pub basic: Option<portcullis_core::authz::BasicCredentials>,
 }
 
+impl Ask {
+    /// A copy of `req` that owns its parts.
+    pub fn of(req: &AccessRequest<'_>) -> Ask {
+        Ask {
+            method: req.method.to_string(),
+            host: req.host.to_string(),
+            path: req.path.to_string(),
+            client_ip: req.client_ip,
+            session: req.session.map(str::to_string),
+            basic: req.basic.clone(),
+        }
+    }
+
+    /// The request this describes (its credentials copied).
+    pub fn request(&self) -> AccessRequest<'_> {
+        AccessRequest {
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            client_ip: self.client_ip,
+            session: self.session.as_deref(),
+            basic: self.basic.clone(),
+        }
+    }
+}
+
 pub use error::GatewayError;
 
 /// The outcome of one decision (its auth event already logged and counted), or why none
@@ -189,21 +215,23 @@ impl App {
 
     /// Decides an adapter's request: inline, or on a bounded blocking worker when Basic
     /// credentials must be hashed (a resent header inside its linger time is a cache hit).
-    pub async fn decide(self: &Arc<Self>, ask: Ask, started: std::time::Instant) -> DecisionResult {
-        let cost = match &ask.basic {
-            Some(c) if !self.engine.basic_cache.is_fresh(c, ask.client_ip, self.clock_now()) => Cost::Hash,
+    /// The request is only copied when it must move to a worker: the per-request check of a
+    /// session decides on the adapter's borrowed parts.
+    pub async fn decide(self: &Arc<Self>, req: AccessRequest<'_>, started: std::time::Instant) -> DecisionResult {
+        let cost = match &req.basic {
+            Some(c) if !self.engine.basic_cache.is_fresh(c, req.client_ip, self.clock_now()) => Cost::Hash,
             _ => Cost::Cheap,
         };
+        if cost == Cost::Cheap {
+            let result = self.authorizer().decide(&req);
+            return self.conclude(result, started).await;
+        }
+        let mut ask = Ask::of(&req);
+        drop(req);
         let app = self.clone();
         self.run_decision(cost, started, move || {
-            app.authorizer().decide(&AccessRequest {
-                method: &ask.method,
-                host: &ask.host,
-                path: &ask.path,
-                client_ip: ask.client_ip,
-                session: ask.session.as_deref(),
-                basic: ask.basic,
-            })
+            let basic = ask.basic.take();
+            app.authorizer().decide(&AccessRequest { basic, ..ask.request() })
         })
         .await
     }
@@ -231,6 +259,16 @@ impl App {
                 result
             }
         };
+        self.conclude(result, started).await
+    }
+
+    /// Logs and counts a decision's event, and waits for the person's answer to a push the
+    /// decision sent (outside any login slot).
+    async fn conclude(
+        self: &Arc<Self>,
+        result: Result<(Decision, Option<AuthEvent>), GateError>,
+        started: std::time::Instant,
+    ) -> DecisionResult {
         let failed = |e: GateError| {
             self.metrics.decision(metrics::Kind::Error, started.elapsed());
             GatewayError::failed("authorization", e).logged()
@@ -327,6 +365,9 @@ pub fn metrics_router(app: Arc<App>) -> Router {
         .route("/api/health", get(web::health))
         .with_state(app)
 }
+
+/// How long argon2 work areas are kept after their last use.
+const WORK_AREAS_IDLE: Duration = Duration::from_secs(5);
 
 /// How often a gateway that starts before its database server tries again.
 const STORE_RETRY: Duration = Duration::from_secs(2);
@@ -490,6 +531,7 @@ impl Running {
             beside.push(tokio::spawn(listener::serve(
                 app.clone(),
                 routes,
+                listener::Serves::Router,
                 metrics_listener,
                 None,
                 std::future::pending(),
@@ -517,6 +559,15 @@ impl Running {
             beside.push(tokio::spawn(pam_socket::serve(app.clone(), listener, &socket)?));
             tracing::info!(path = %socket, "socket for pam_portcullis.so listening");
         }
+        // The work areas of a burst of logins (19 MiB each, with the default argon2id
+        // parameters) go back to the system once no login has used them for a while.
+        beside.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WORK_AREAS_IDLE);
+            loop {
+                tick.tick().await;
+                portcullis_core::password::release_idle_work_areas(WORK_AREAS_IDLE);
+            }
+        }));
         let purge = app.clone();
         beside.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -544,6 +595,7 @@ impl Running {
         let main = tokio::spawn(listener::serve(
             app.clone(),
             router(app.clone()),
+            listener::Serves::Gateway,
             accept,
             tls,
             async move {

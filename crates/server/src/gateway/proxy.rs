@@ -91,10 +91,10 @@ pub async fn handle(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<
             return super::web::bad_forwarding(e);
         }
     };
-    let ask = original.ask(&app, client_ip, headers);
+    let ask = original.request(&app, client_ip, headers);
     // Asked again while a WebSocket stays open, so logout, lock and expiry end it; only an
     // upgrade needs the copy, so ordinary requests make none.
-    let recheck = wants_upgrade(headers).then(|| ask.clone());
+    let recheck = wants_upgrade(headers).then(|| super::Ask::of(&ask));
     let has_basic = ask.basic.is_some();
     let decision = match app.decide(ask, started).await {
         Ok(d) => d,
@@ -343,7 +343,7 @@ async fn splice(
         tokio::select! {
             _ = &mut copy => return,
             _ = tick.tick() => {
-                let still = matches!(app.decide(recheck.clone(), Instant::now()).await, Ok(Decision::Allow(_)));
+                let still = matches!(app.decide(recheck.request(), Instant::now()).await, Ok(Decision::Allow(_)));
                 if !still {
                     tracing::info!(path = %recheck.path, "WebSocket closed: the request is no longer allowed");
                     return;
