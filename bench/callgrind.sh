@@ -8,12 +8,15 @@
 # bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions) and
 # prints one line per server.
 # Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc); BENCH_CALLGRIND_KEEP=DIR
-# keeps the raw callgrind files there (for callgrind_annotate --inclusive=yes).
+# keeps the raw callgrind files there (for callgrind_annotate --inclusive=yes);
+# BENCH_CALLGRIND_MODE=proxy counts reverse-proxy mode instead (GET /x with the session,
+# forwarded to a bare hyper server outside valgrind), the bare server then counted as the app.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 name=${1:?usage: bash bench/callgrind.sh NAME}
 N=${BENCH_CALLGRIND_N:-2000}
+mode=${BENCH_CALLGRIND_MODE:-check}
 
 log() { echo "callgrind.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -66,13 +69,22 @@ run() {
   if [ "$which" = portcullis ]; then
     sed -e "s|^listen = \"127.0.0.1:9091\"|listen = \"127.0.0.1:$port\"|" -e "s|^secure = true |secure = false|" \
       -e "s|http://127.0.0.1:9091|http://127.0.0.1:$port|g" "$cfg" >"$cfgdir/run.toml"
+    if [ "$mode" = proxy ]; then
+      local app_port; app_port=$(free_port)
+      "$bare" "127.0.0.1:$app_port" >"$work/app.log" 2>&1 &
+      pids+=("$!")
+      sed -i -e "s|^upstream = \"\"|upstream = \"http://127.0.0.1:$app_port\"|" \
+        -e "s|^portal_url = \"http://127.0.0.1:$port\"|portal_url = \"http://127.0.0.1:$port/.portcullis\"|" "$cfgdir/run.toml"
+      grep -q "^upstream = \"http://127.0.0.1:$app_port\"" "$cfgdir/run.toml" || die "could not set [proxy] upstream"
+    fi
     RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bin" -c "$cfgdir/run.toml" serve \
       >"$work/$which.log" 2>&1 &
   else
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bare" "127.0.0.1:$port" >"$work/$which.log" 2>&1 &
   fi
   local pid=$!; pids+=("$pid")
-  local url=http://127.0.0.1:$port
+  local app_url=http://127.0.0.1:$port url=http://127.0.0.1:$port
+  [ "$which" = portcullis ] && [ "$mode" = proxy ] && url=$app_url/.portcullis
   for _ in $(seq 600); do curl -s -o /dev/null "$url/api/health" && break; sleep 0.1; done
   if [ "$which" = portcullis ]; then
     local jar=$work/jar-$n csrf status
@@ -89,13 +101,17 @@ run() {
       -H "X-Original-URL: http://127.0.0.1/x" "$url/api/authz/auth-request")" = 200 ] || die "the session does not pass"
   fi
   callgrind_control -i on "$pid" >/dev/null 2>&1
-  requests "$n" "$url/api/authz/auth-request" "$sid"
+  if [ "$mode" = proxy ]; then
+    requests "$n" "$app_url/x" "$sid"
+  else
+    requests "$n" "$url/api/authz/auth-request" "$sid"
+  fi
   callgrind_control -i off "$pid" >/dev/null 2>&1
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   awk '/^totals:/{print $2}' "$out"
 }
 
-profile=$repo/bench/profiles/check-$name.txt
+profile=$repo/bench/profiles/$mode-$name.txt
 {
   echo "# bash bench/callgrind.sh $name — $(date -u +%Y-%m-%d), $(git -C "$repo" rev-parse --short HEAD)"
   echo "# instructions per request = instructions collected over $N requests on one kept-alive connection / $N"

@@ -33,16 +33,18 @@ const ADDRESS_CLAIMS: [&str; 8] = [
     "x-original-forwarded-for",
 ];
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). Names, not strings:
+/// each is removed from every proxied request and response, and a string would be parsed
+/// into a name each time.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// The app behind the gateway and a pooled HTTP/1.1 client to it.
@@ -173,15 +175,21 @@ struct Forwarded<'o> {
 /// True when `name` is one of the identity headers, in any spelling an app might read
 /// it under (`Remote_User` becomes `HTTP_REMOTE_USER` in CGI just as `Remote-User` does).
 fn is_identity(name: &HeaderName) -> bool {
-    let n = name.as_str().replace('_', "-");
-    names::IDENTITY.iter().any(|h| h.as_str() == n)
+    names::IDENTITY.iter().any(|h| same_name(name.as_str(), h.as_str()))
 }
 
 /// True when `name` claims something about the client's address or the original request
 /// (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`, ...), in any spelling.
 fn is_address_claim(name: &HeaderName) -> bool {
-    let n = name.as_str().replace('_', "-");
-    n.starts_with("x-forwarded-") || ADDRESS_CLAIMS.contains(&n.as_str())
+    let n = name.as_str();
+    n.get(..12).is_some_and(|p| same_name(p, "x-forwarded-")) || ADDRESS_CLAIMS.iter().any(|c| same_name(n, c))
+}
+
+/// Header names (already lower case) compared with `_` read as `-`, without a copy: the
+/// check runs for every header of every proxied request.
+fn same_name(a: &str, b: &str) -> bool {
+    let dash = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| dash(x) == dash(y))
 }
 
 /// The names a `Connection` header lists as hop-by-hop, besides the fixed ones.
@@ -202,12 +210,14 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers in place, keeping `Upgrade` when switching protocols.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    for name in connection_listed(h) {
-        if !(upgrade && name == "upgrade") {
-            h.remove(name.as_str());
+    if h.contains_key(header::CONNECTION) {
+        for name in connection_listed(h) {
+            if !(upgrade && name == "upgrade") {
+                h.remove(name.as_str());
+            }
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
     if !upgrade {
@@ -229,9 +239,11 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     }
     // A chain from a trusted proxy is extended (client_ip checked every entry of it);
     // anything else a client claims is replaced.
+    // Formatted once: an address's Display is costly next to the rest of a forwarded request.
+    let client = f.client_ip.to_string();
     let xff = match super::web::joined(h, &names::X_FORWARDED_FOR) {
         Some(chain) if f.trusted => format!("{chain}, {}", f.peer),
-        _ => f.client_ip.to_string(),
+        _ => client.clone(),
     };
     let spoofed: Vec<HeaderName> = h
         .keys()
@@ -259,10 +271,10 @@ fn upstream_headers(app: &App, h: &mut HeaderMap, identity: Option<&Identity>, f
     set(h, names::X_FORWARDED_FOR, &xff);
     set(h, names::X_FORWARDED_PROTO, f.scheme);
     set(h, names::X_FORWARDED_HOST, f.host);
-    set(h, names::X_REAL_IP, &f.client_ip.to_string());
+    set(h, names::X_REAL_IP, &client);
     let node = match f.client_ip {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        IpAddr::V4(_) => client,
+        IpAddr::V6(_) => format!("\"[{client}]\""),
     };
     set(
         h,
