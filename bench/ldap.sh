@@ -152,9 +152,9 @@ for side in local ldap; do
   "$bin" init --dir "$work/$side" >/dev/null
 done
 printf '%s\n' "$service_pw" >"$work/ldap/ldap.pass"
-cat >>"$work/ldap/portcullis.toml" <<EOF
-
-[ldap]
+# Under the [ldap] table `init` writes (its keys commented out): a second [ldap] would be a
+# duplicate table.
+cat >"$work/ldap/keys.toml" <<EOF
 url = "$ldaps_url"
 ca_file = "$d/ca.pem"
 bind_dn = "$service_dn"
@@ -162,6 +162,11 @@ bind_password_file = "$work/ldap/ldap.pass"
 base_dn = "ou=people,$base_dn"
 group_base_dn = "ou=groups,$base_dn"
 EOF
+if grep -q '^\[ldap\]$' "$work/ldap/portcullis.toml"; then
+  sed -i "/^\[ldap\]\$/r $work/ldap/keys.toml" "$work/ldap/portcullis.toml"
+else
+  { echo; echo "[ldap]"; cat "$work/ldap/keys.toml"; } >>"$work/ldap/portcullis.toml"
+fi
 for side in local ldap; do
   "$bin" -c "$work/$side/portcullis.toml" config check >/dev/null || die "$side: config check failed"
 done
