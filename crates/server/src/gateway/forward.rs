@@ -430,6 +430,37 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_answers_only_get_and_head_of_the_two_endpoints_under_the_base() {
+        use axum::http::Method;
+        assert_eq!(
+            endpoint("", &Method::GET, "/api/authz/auth-request"),
+            Some(Flavor::AuthRequest)
+        );
+        assert_eq!(
+            endpoint("", &Method::HEAD, "/api/authz/forward-auth"),
+            Some(Flavor::ForwardAuth)
+        );
+        assert_eq!(
+            endpoint("/sso", &Method::GET, "/sso/api/authz/auth-request"),
+            Some(Flavor::AuthRequest)
+        );
+        // Everything else is the router's: other methods (405), other spellings (404, or the
+        // reverse proxy's), the endpoints outside the portal's base path.
+        for (base, method, path) in [
+            ("", Method::POST, "/api/authz/auth-request"),
+            ("", Method::OPTIONS, "/api/authz/forward-auth"),
+            ("", Method::GET, "/api/authz/auth-request/"),
+            ("", Method::GET, "/api/authz/Auth-Request"),
+            ("", Method::GET, "/api/authz/auth%2Drequest"),
+            ("", Method::GET, "//api/authz/auth-request"),
+            ("/sso", Method::GET, "/api/authz/auth-request"),
+            ("/sso", Method::GET, "/ssoapi/authz/auth-request"),
+        ] {
+            assert_eq!(endpoint(base, &method, path), None, "{base:?} {method} {path}");
+        }
+    }
+
+    #[test]
     fn basic_header_parsing() {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Basic YWxpY2U6cHcxMjM0NTY="));

@@ -68,7 +68,6 @@ pub async fn serve(
             app.metrics.connections.fetch_add(1, Ordering::Relaxed);
             let _counted = Counted(&app);
             let _slot = slot;
-            // The handlers find the client's address where axum's own server puts it.
             let base = app.base().to_string();
             let gateway = app.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -83,6 +82,7 @@ pub async fn serve(
                             forward::handle(&app, peer, req.headers(), flavor).await,
                         );
                     }
+                    // The router's handlers find the client's address where axum's own server puts it.
                     req.extensions_mut().insert(ConnectInfo(peer));
                     tower_service::Service::call(&mut router, req).await
                 }
