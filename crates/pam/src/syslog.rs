@@ -24,7 +24,7 @@ pub fn tag() -> String {
 pub fn format_line(priority: u8, unix_time: i64, tag: &str, message: &str) -> String {
     let stamp = jiff::Timestamp::from_second(unix_time)
         .map(|t| {
-            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+            t.to_zoned_datetime(portcullis_store::local_time_zone())
                 .strftime("%b %e %H:%M:%S")
                 .to_string()
         })

@@ -6,6 +6,7 @@ mod bridge;
 mod columns;
 #[cfg(feature = "ldap")]
 pub mod ldap;
+mod local_zone;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -15,6 +16,7 @@ pub mod sqlite;
 mod tls;
 pub mod usersfile;
 
+pub use local_zone::local_time_zone;
 pub use sqlite::SqliteStore;
 pub use usersfile::UsersFileStore;
 

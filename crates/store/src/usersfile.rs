@@ -68,7 +68,7 @@ impl UsersFileStore {
     /// in local time.
     fn format(&self) -> Format {
         let offset = jiff::Timestamp::from_second(self.clock.now())
-            .map(|t| jiff::tz::TimeZone::system().to_offset(t).seconds())
+            .map(|t| crate::local_time_zone().to_offset(t).seconds())
             .unwrap_or(0);
         Format {
             dialect: self.dialect,
