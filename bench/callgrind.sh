@@ -5,12 +5,14 @@
 # gateway, signed in: N requests on one kept-alive connection (curl, many URLs at once), so
 # instructions per request = the collected total / N. Instructions, not seconds: the same
 # binary and inputs give the same count whatever else the machine does. Writes
-# bench/profiles/check-NAME.txt (the totals and callgrind_annotate's top functions) and
-# prints one line per server.
+# bench/profiles/MODE-NAME.txt (check-NAME.txt by default: the totals and callgrind_annotate's
+# top functions) and prints one line per server.
 # Usage: bash bench/callgrind.sh NAME   (e.g. before, after-mimalloc); BENCH_CALLGRIND_KEEP=DIR
 # keeps the raw callgrind files there (for callgrind_annotate --inclusive=yes);
 # BENCH_CALLGRIND_MODE=proxy counts reverse-proxy mode instead (GET /x with the session,
-# forwarded to a bare hyper server outside valgrind), the bare server then counted as the app.
+# forwarded to a bare hyper server outside valgrind), the bare server then counted as the app;
+# BENCH_CALLGRIND_MODE=anon the same auth-request without a session (the 401 with the
+# portal's URL every anonymous request gets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -103,6 +105,8 @@ run() {
   callgrind_control -i on "$pid" >/dev/null 2>&1
   if [ "$mode" = proxy ]; then
     requests "$n" "$app_url/x" "$sid"
+  elif [ "$mode" = anon ]; then
+    requests "$n" "$url/api/authz/auth-request" ""
   else
     requests "$n" "$url/api/authz/auth-request" "$sid"
   fi
