@@ -5,7 +5,7 @@
 
 use super::App;
 use super::metrics::Kind;
-use super::web::{header_str, names, query_escape};
+use super::web::{header_str, names, push_query_escaped};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -75,18 +75,21 @@ impl Original {
         }
     }
 
-    /// The URL to come back to after login; a default port (which the nginx snippet always
-    /// sends, from `$server_port`) is left out.
-    fn url(&self) -> String {
-        let default_port = if self.scheme == "https" { ":443" } else { ":80" };
-        let host = self.host.strip_suffix(default_port).unwrap_or(&self.host);
-        format!("{}://{}{}", self.scheme, host, self.uri)
-    }
-
-    /// The portal's login page with this request as the return URL, encoded.
+    /// The portal's login page with this request as the return URL, encoded; a default
+    /// port (which the nginx snippet always sends, from `$server_port`) is left out. Built
+    /// in one buffer: every anonymous request gets one.
     pub(super) fn login_url(&self, app: &App) -> String {
         let portal = app.config.server.portal_url.trim_end_matches('/');
-        format!("{portal}/login?rd={}", query_escape(&self.url()))
+        let default_port = if self.scheme == "https" { ":443" } else { ":80" };
+        let host = self.host.strip_suffix(default_port).unwrap_or(&self.host);
+        let mut out = String::with_capacity(portal.len() + 16 + 2 * (host.len() + self.uri.len()));
+        out.push_str(portal);
+        out.push_str("/login?rd=");
+        // Escaping each part is escaping their concatenation: it works character by character.
+        for part in [self.scheme, "://", host, &self.uri] {
+            push_query_escaped(&mut out, part);
+        }
+        out
     }
 }
 
@@ -334,10 +337,6 @@ pub(super) fn render(
     basic_location: bool,
     started: Instant,
 ) -> Response {
-    let challenge = || {
-        let realm = app.config.core.basic.realm.replace('"', "");
-        HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok()
-    };
     let (kind, response) = match decision {
         Decision::Allow(identity) => {
             let mut r = StatusCode::OK.into_response();
@@ -374,16 +373,16 @@ pub(super) fn render(
                 let mut r = StatusCode::UNAUTHORIZED.into_response();
                 // nginx: the snippet's `error_page 401 =302` redirects to this, so the return
                 // URL is encoded here once instead of pasted into a query string by nginx.
+                // From the String itself, without a copy.
                 if flavor == Flavor::AuthRequest
-                    && let Ok(v) = HeaderValue::from_str(&original.login_url(app))
+                    && let Ok(v) = HeaderValue::try_from(original.login_url(app))
                 {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
-                if app.config.core.basic.enabled
+                if let Some(c) = &app.basic_challenge
                     && (is_challenge || basic_location)
-                    && let Some(c) = challenge()
                 {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
                 }
                 (if is_challenge { Kind::Challenge } else { Kind::Login }, r)
             }

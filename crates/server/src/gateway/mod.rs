@@ -61,6 +61,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The app behind the gateway in reverse-proxy mode.
     pub upstream: Option<proxy::Upstream>,
+    /// `WWW-Authenticate` for a Basic challenge when `[basic]` is on, made once.
+    pub basic_challenge: Option<axum::http::HeaderValue>,
 }
 
 impl App {
@@ -92,6 +94,11 @@ impl App {
         let mut csrf_key = [0u8; 32];
         csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        // A realm that cannot be a header value leaves the challenge out (the 401 stands).
+        let basic_challenge = config.core.basic.enabled.then_some(()).and_then(|()| {
+            let realm = config.core.basic.realm.replace('"', "");
+            axum::http::HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok()
+        });
         Ok(App {
             engine,
             invites: stores.invites,
@@ -103,6 +110,7 @@ impl App {
             pace: pace::Pace::seeded(),
             stopping: tokio::sync::watch::Sender::new(false),
             upstream: config.proxy.authority().map(proxy::Upstream::new),
+            basic_challenge,
             config,
         })
     }

@@ -324,6 +324,11 @@ pub fn query_escape(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
 
+/// [`query_escape`] appended to `out`.
+pub fn push_query_escaped(out: &mut String, v: &str) {
+    out.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
+}
+
 #[cfg(test)]
 mod tests {
     use super::same_origin;
