@@ -95,10 +95,12 @@ impl App {
         csrf_key.copy_from_slice(&portcullis_core::random::bytes(32));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         // A realm that cannot be a header value leaves the challenge out (the 401 stands).
-        let basic_challenge = config.core.basic.enabled.then_some(()).and_then(|()| {
+        let basic_challenge = if config.core.basic.enabled {
             let realm = config.core.basic.realm.replace('"', "");
             axum::http::HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok()
-        });
+        } else {
+            None
+        };
         Ok(App {
             engine,
             invites: stores.invites,
