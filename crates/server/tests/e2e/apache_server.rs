@@ -27,18 +27,8 @@ impl Drop for Apache {
                 std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
             );
         }
-        // SIGTERM lets the parent stop its children; SIGKILL only if that hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM lets the parent stop its children.
+        terminate(&mut self.child);
     }
 }
 

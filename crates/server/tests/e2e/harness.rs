@@ -14,6 +14,20 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
 }
 
+/// Stops `child` with SIGTERM, so a parent (apache2, runuser) can stop what it started, and
+/// waits up to 5 s for it; SIGKILL only if that hangs.
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..100 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Fails the test if a required external tool is missing (`.ci/run` installs them).
 pub fn require_tool(name: &str) {
     let found = Command::new("sh")

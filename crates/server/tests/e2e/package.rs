@@ -118,15 +118,7 @@ impl Drop for Serving {
     fn drop(&mut self) {
         // SIGTERM: runuser passes it on to the gateway. A SIGKILL would end runuser alone and
         // leave the gateway serving, reparented to init (seen: two per CI run).
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        for _ in 0..100 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        crate::harness::terminate(&mut self.0);
     }
 }
 
